@@ -1,0 +1,1 @@
+"""The SDK users write functions with; ``pystatefun`` re-exports all of it."""

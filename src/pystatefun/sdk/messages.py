@@ -1,0 +1,176 @@
+"""Messages between functions and records for egresses, and the builders that make them."""
+
+from __future__ import annotations
+
+import typing
+
+from pystatefun.sdk.types import BoolType, DoubleType, FloatType, IntType, LongType, StringType, Type
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+
+def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
+    """Serializes ``value`` with ``tpe`` into the TypedValue that carries it on the wire."""
+    if value is None:
+        return TypedValue(typename=tpe.typename, has_value=False)
+    return TypedValue(typename=tpe.typename, has_value=True, value=tpe.serializer().serialize(value))
+
+
+class Message:
+    """A message to (or, inside a function, for) a function instance."""
+
+    __slots__ = ("target_typename", "target_id", "typed_value")
+
+    def __init__(self, target_typename: str, target_id: str, typed_value: TypedValue):
+        if not target_typename:
+            raise ValueError("target_typename can not be missing")
+        if not target_id:
+            raise ValueError("target_id can not be missing")
+        if typed_value is None:
+            raise ValueError("typed_value can not be missing")
+        self.target_typename = target_typename
+        self.target_id = target_id
+        self.typed_value = typed_value
+
+    def is_int(self) -> bool:
+        return self.typed_value.typename == IntType.typename
+
+    def as_int(self) -> int | None:
+        return self.as_type(IntType)
+
+    def is_bool(self) -> bool:
+        return self.typed_value.typename == BoolType.typename
+
+    def as_bool(self) -> bool | None:
+        return self.as_type(BoolType)
+
+    def is_long(self) -> bool:
+        return self.typed_value.typename == LongType.typename
+
+    def as_long(self) -> int | None:
+        return self.as_type(LongType)
+
+    def is_string(self) -> bool:
+        return self.typed_value.typename == StringType.typename
+
+    def as_string(self) -> str | None:
+        return self.as_type(StringType)
+
+    def is_float(self) -> bool:
+        return self.typed_value.typename == FloatType.typename
+
+    def as_float(self) -> float | None:
+        return self.as_type(FloatType)
+
+    def is_double(self) -> bool:
+        return self.typed_value.typename == DoubleType.typename
+
+    def as_double(self) -> float | None:
+        return self.as_type(DoubleType)
+
+    def is_type(self, tpe: Type) -> bool:
+        """Whether this message's value has the typename of ``tpe``."""
+        return self.typed_value.typename == tpe.typename
+
+    def as_type(self, tpe: Type) -> typing.Any:
+        """Deserializes the value with ``tpe`` (None if the message has no value).
+
+        Like the official SDK this does not compare typenames; check with ``is_type`` first.
+        """
+        tv = self.typed_value
+        if not tv.has_value:
+            return None
+        return tpe.serializer().deserialize(tv.value)
+
+    def value_typename(self) -> str:
+        return self.typed_value.typename
+
+    def raw_value(self) -> bytes | None:
+        tv = self.typed_value
+        return tv.value if tv.has_value else None
+
+    def __repr__(self) -> str:
+        return f"Message({self.target_typename}/{self.target_id}, {self.typed_value.typename})"
+
+
+class EgressMessage:
+    """A record for an egress, identified by the egress typename."""
+
+    __slots__ = ("typename", "typed_value")
+
+    def __init__(self, typename: str, typed_value: TypedValue):
+        if not typename:
+            raise ValueError("typename is missing")
+        if typed_value is None:
+            raise ValueError("value is missing")
+        self.typename = typename
+        self.typed_value = typed_value
+
+    def value_typename(self) -> str:
+        return self.typed_value.typename
+
+    def raw_value(self) -> bytes | None:
+        tv = self.typed_value
+        return tv.value if tv.has_value else None
+
+    def __repr__(self) -> str:
+        return f"EgressMessage({self.typename}, {self.typed_value.typename})"
+
+
+PRIMITIVE_GETTERS: dict[str, Type] = {
+    "int_value": IntType,
+    "float_value": FloatType,
+    "long_value": LongType,
+    "str_value": StringType,
+    "double_value": DoubleType,
+    "bool_value": BoolType,
+}
+
+_VALUE_KEYWORDS_HELP = (
+    "pass exactly one of int_value=, float_value=, long_value=, str_value=, double_value=, bool_value=, "
+    "or the pair value=..., value_type=<a Type>"
+)
+
+
+def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) -> Message:
+    """Builds a message to the function instance ``target_typename``/``target_id``.
+
+    ``message_builder("com.example/greeter", "bob", str_value="hi")`` or
+    ``message_builder("com.example/greeter", "bob", value=request, value_type=GREET_REQUEST)``.
+    """
+    if len(kwargs) == 2:
+        if set(kwargs) != {"value", "value_type"}:
+            raise TypeError(f"Wrong value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
+        value, value_type = kwargs["value"], kwargs["value_type"]
+    elif len(kwargs) == 1:
+        keyword, value = next(iter(kwargs.items()))
+        value_type = PRIMITIVE_GETTERS.get(keyword)
+        if value_type is None and keyword != "value":
+            raise TypeError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
+    else:
+        raise TypeError(f"Wrong number of value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
+    if value is None:
+        raise ValueError("value can not be missing")
+    if not value_type:
+        raise ValueError(
+            "Could not deduce the value type, please specify the type explicitly. via passing: "
+            "value=<the value>, value_type=<the type>"
+        )
+    if not isinstance(value_type, Type):
+        raise TypeError(f"value_type must be a pystatefun Type, got {value_type!r}")
+    value_type.validate(value)
+    return Message(target_typename, target_id, to_typed_value(value_type, value))
+
+
+def egress_message_builder(target_typename: str, value: typing.Any, value_type: Type) -> EgressMessage:
+    """Builds a record for the generic egress ``target_typename``.
+
+    For Kafka and Kinesis egresses use ``kafka_egress_message`` and ``kinesis_egress_message``.
+    """
+    if not target_typename:
+        raise ValueError("target typename is missing")
+    if value is None:
+        raise ValueError("value can not be missing")
+    if not isinstance(value_type, Type):
+        raise TypeError(f"value_type must be a pystatefun Type, got {value_type!r}")
+    value_type.validate(value)
+    return EgressMessage(target_typename, to_typed_value(value_type, value))

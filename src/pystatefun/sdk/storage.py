@@ -1,0 +1,173 @@
+"""Address-scoped storage: ``context.storage.<name>`` for every declared ValueSpec.
+
+Each state is a Cell that holds the TypedValue received with the batch. A value is deserialized at most
+once per batch, on first read, and serialized once, when the batch's mutations are collected. A mutable
+value (a dict, a list, a model) that was read and then changed in place is detected by comparing its
+serialization with the one taken when it was read, so ``context.storage.cart["socks"] += 1`` is saved
+without re-assigning ``context.storage.cart``.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from pystatefun.sdk.errors import StateTypeMismatchError
+from pystatefun.sdk.value_spec import ValueSpec
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+# Values of these types cannot change in place, so reading them needs no snapshot.
+_IMMUTABLE = frozenset((int, float, str, bytes, bool, type(None), tuple, frozenset, complex))
+
+# Cell states
+_UNREAD, _READ, _WRITTEN, _DELETED = range(4)
+
+
+class Cell:
+    """One state value of the current address during a batch."""
+
+    __slots__ = ("spec", "function_typename", "typed_value", "value", "status", "snapshot")
+
+    def __init__(self, spec: ValueSpec, function_typename: str, typed_value: TypedValue | None):
+        self.spec = spec
+        self.function_typename = function_typename
+        self.typed_value = typed_value  # as received; None or has_value=False means absent
+        self.value: typing.Any = None
+        self.status = _UNREAD
+        self.snapshot: bytes | None = None  # serialization of a mutable value when it was read
+
+    def get(self) -> typing.Any:
+        if self.status != _UNREAD:
+            return self.value
+        self.status = _READ
+        tv = self.typed_value
+        if tv is None or not tv.has_value:
+            return None
+        spec = self.spec
+        if tv.typename != spec.type.typename:
+            raise StateTypeMismatchError(
+                f"Type mismatch: state {spec.name!r} of function {self.function_typename!r} holds a value of "
+                f"type {tv.typename!r}, yet its ValueSpec declares {spec.type.typename!r}. Declare the stored "
+                "type in the ValueSpec, or delete the old value."
+            )
+        serializer = spec.type.serializer()
+        value = serializer.deserialize(tv.value)
+        if type(value) not in _IMMUTABLE:
+            self.snapshot = serializer.serialize(value)
+        self.value = value
+        return value
+
+    def set(self, value: typing.Any) -> None:
+        if value is None:
+            raise ValueError(
+                f"can not set state {self.spec.name!r} to None. To delete a value, use "
+                f"`del context.storage.{self.spec.name}`."
+            )
+        try:
+            self.spec.type.validate(value)
+        except (TypeError, ValueError) as e:
+            raise type(e)(
+                f"wrong value for state {self.spec.name!r} of function {self.function_typename!r} "
+                f"(ValueSpec type {self.spec.type.typename!r}): {e}"
+            ) from None
+        self.value = value
+        self.status = _WRITTEN
+
+    def delete(self) -> None:
+        self.value = None
+        self.status = _DELETED
+
+    def mutation(self) -> tuple[bool, TypedValue | None]:
+        """What the batch did to this state: (changed, new value or None when deleted)."""
+        status = self.status
+        if status == _DELETED:
+            return True, None
+        if status == _UNREAD or (status == _READ and self.snapshot is None):
+            return False, None
+        spec = self.spec
+        try:
+            data = spec.type.serializer().serialize(self.value)
+        except Exception as e:
+            raise type(e)(
+                f"could not serialize state {spec.name!r} of function {self.function_typename!r} as "
+                f"{spec.type.typename!r}: {e}"
+            ) from e
+        if status == _READ and data == self.snapshot:
+            return False, None
+        return True, TypedValue(typename=spec.type.typename, has_value=True, value=data)
+
+
+class StorageFactory:
+    """Makes the storage object of one function: a class with one property per ValueSpec."""
+
+    __slots__ = ("specs", "names", "_cls")
+
+    def __init__(self, function_typename: str, specs: typing.Sequence[ValueSpec]):
+        props: dict[str, typing.Any] = {}
+        for spec in specs:
+            if not isinstance(spec, ValueSpec):
+                raise TypeError(
+                    f"specs of function {function_typename!r} must be ValueSpec objects, got {spec!r}"
+                )
+            if spec.name in props:
+                raise ValueError(
+                    f"duplicate registered value name: {spec.name!r} is declared twice for function "
+                    f"{function_typename!r}; give each ValueSpec a distinct name"
+                )
+            props[spec.name] = _state_property(spec.name)
+        declared = ", ".join(s.name for s in specs) or "none"
+
+        def unknown(name: str) -> AttributeError:
+            return AttributeError(
+                f"{name!r} is not a registered ValueSpec for the function {function_typename!r} "
+                f"(declared: {declared}); add ValueSpec({name!r}, <type>) to the specs of "
+                f"bind({function_typename!r}, specs=[...])"
+            )
+
+        def __init__(self, cells: dict[str, Cell]) -> None:
+            object.__setattr__(self, "_cells", cells)
+
+        def __getattr__(self, name: str) -> typing.Any:
+            raise unknown(name)
+
+        def __setattr__(self, name: str, value: typing.Any) -> None:
+            cell = self._cells.get(name)
+            if cell is None:
+                raise unknown(name)
+            cell.set(value)
+
+        def __delattr__(self, name: str) -> None:
+            cell = self._cells.get(name)
+            if cell is None:
+                raise unknown(name)
+            cell.delete()
+
+        def __repr__(self) -> str:
+            return f"<storage of {function_typename}: {declared}>"
+
+        props.update(
+            __slots__=("_cells",),
+            __init__=__init__,
+            __getattr__=__getattr__,
+            __setattr__=__setattr__,
+            __delattr__=__delattr__,
+            __repr__=__repr__,
+        )
+        self.specs = tuple(specs)
+        self.names = frozenset(spec.name for spec in specs)
+        self._cls = type("AddressScopedStorage", (), props)
+
+    def missing(self, received: typing.Container[str]) -> list[ValueSpec]:
+        """The declared specs (in declaration order) that the runtime did not send."""
+        return [spec for spec in self.specs if spec.name not in received]
+
+    def make(self, function_typename: str, received: typing.Mapping[str, TypedValue | None]) -> tuple[typing.Any, dict[str, Cell]]:
+        """A storage object over ``received`` values, and its cells (in declaration order)."""
+        cells = {spec.name: Cell(spec, function_typename, received.get(spec.name)) for spec in self.specs}
+        return self._cls(cells), cells
+
+
+def _state_property(name: str) -> property:
+    def fget(self):
+        return self._cells[name].get()
+
+    return property(fget)

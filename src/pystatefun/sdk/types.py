@@ -1,0 +1,334 @@
+"""The StateFun type system: a Type names values (``namespace/name``) and serializes them to bytes.
+
+The six built-in types encode a value as its protobuf wrapper message (field 1), byte for byte as the
+official SDKs do; their codecs are written out here so the common case skips protobuf objects entirely,
+and fall back to the wrapper messages for any encoding other than the canonical one.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import json
+import math
+import struct
+import typing
+
+from pystatefun.wire import types_pb2
+
+
+class TypeSerializer(metaclass=abc.ABCMeta):
+    """Serializes values of one type to bytes and back."""
+
+    __slots__ = ()
+
+    @abc.abstractmethod
+    def serialize(self, value: typing.Any) -> bytes:
+        """Returns the byte representation of ``value``."""
+
+    @abc.abstractmethod
+    def deserialize(self, byte: bytes) -> typing.Any:
+        """Returns the value that ``byte`` represents."""
+
+
+class Type(metaclass=abc.ABCMeta):
+    """A StateFun value type: a typename of the form ``namespace/name`` and a serializer."""
+
+    __slots__ = ("typename",)
+
+    def __init__(self, typename: str):
+        if not typename:
+            raise ValueError("typename can not be missing")
+        self.typename = typename
+
+    @abc.abstractmethod
+    def serializer(self) -> TypeSerializer:
+        """Returns the serializer of this type."""
+
+    def validate(self, value: typing.Any) -> None:
+        """Raises TypeError or ValueError if ``value`` can not be a value of this type.
+
+        Called when a state is assigned, so a wrong value fails where it is written rather than when
+        the batch is encoded. The default accepts everything; types that know their values override it.
+        """
+
+    def __repr__(self) -> str:
+        return f"{type(self).__name__}({self.typename!r})"
+
+
+class UserTypeSerializer(TypeSerializer):
+    """A serializer made of two functions."""
+
+    __slots__ = ("serialize_fn", "deserialize_fn")
+
+    def __init__(self, serialize_fn: typing.Callable[[typing.Any], bytes], deserialize_fn: typing.Callable[[bytes], typing.Any]):
+        self.serialize_fn = serialize_fn
+        self.deserialize_fn = deserialize_fn
+
+    def serialize(self, value: typing.Any) -> bytes:
+        return self.serialize_fn(value)
+
+    def deserialize(self, byte: bytes) -> typing.Any:
+        return self.deserialize_fn(byte)
+
+
+class SimpleType(Type):
+    """A user type defined by a serialize and a deserialize function (see ``simple_type``)."""
+
+    __slots__ = ("_ser", "_value_class")
+
+    def __init__(
+        self,
+        typename: str,
+        serialize_fn: typing.Callable[[typing.Any], bytes],
+        deserialize_fn: typing.Callable[[bytes], typing.Any],
+        value_class: type | None = None,
+    ):
+        super().__init__(typename)
+        if not serialize_fn:
+            raise ValueError("serialize_fn is missing")
+        if not deserialize_fn:
+            raise ValueError("deserialize_fn is missing")
+        self._ser = UserTypeSerializer(serialize_fn, deserialize_fn)
+        self._value_class = value_class
+
+    def serializer(self) -> TypeSerializer:
+        return self._ser
+
+    def validate(self, value: typing.Any) -> None:
+        cls = self._value_class
+        if cls is not None and not isinstance(value, cls):
+            raise TypeError(
+                f"type {self.typename!r} holds {cls.__qualname__} values, got {type(value).__qualname__}: "
+                f"pass a {cls.__qualname__} instance"
+            )
+
+
+def simple_type(
+    typename: str | None = None,
+    serialize_fn: typing.Callable[[typing.Any], bytes] | None = None,
+    deserialize_fn: typing.Callable[[bytes], typing.Any] | None = None,
+) -> Type:
+    """Creates a Type from a serialize and a deserialize function.
+
+    ``simple_type("com.example/User", serialize_fn=..., deserialize_fn=...)``
+    """
+    return SimpleType(typename, serialize_fn, deserialize_fn)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Built-in types
+
+
+class _BuiltinSerializer(TypeSerializer):
+    """Codec of one built-in type: a fast path for the canonical encoding, the wrapper message otherwise."""
+
+    __slots__ = ("_encode", "_decode_canonical", "_wrapper")
+
+    def __init__(self, encode, decode_canonical, wrapper):
+        self._encode = encode
+        self._decode_canonical = decode_canonical
+        self._wrapper = wrapper
+
+    def serialize(self, value: typing.Any) -> bytes:
+        return self._encode(value)
+
+    def deserialize(self, byte: bytes) -> typing.Any:
+        if not byte:
+            return self._wrapper().value  # proto3: zero bytes decode to the type's zero value
+        value = self._decode_canonical(byte)
+        if value is _NOT_CANONICAL:
+            value = self._wrapper.FromString(byte).value
+        return value
+
+
+_NOT_CANONICAL = object()
+_INT32 = struct.Struct("<i")
+_INT64 = struct.Struct("<q")
+_FLOAT32 = struct.Struct("<f")
+_FLOAT64 = struct.Struct("<d")
+
+
+def _check_integer(value, bits: int, what: str) -> None:
+    if not isinstance(value, int):
+        raise TypeError(f"{what} values must be int, got {type(value).__qualname__} {value!r}")
+    limit = 1 << (bits - 1)
+    if not -limit <= value < limit:
+        raise ValueError(f"{value} is out of range for {what} (a signed {bits}-bit integer); use LongType")
+
+
+def _check_number(value, what: str) -> None:
+    if not isinstance(value, (int, float)) or isinstance(value, bool):
+        raise TypeError(f"{what} values must be float or int, got {type(value).__qualname__} {value!r}")
+
+
+def _encode_bool(value) -> bytes:
+    if not isinstance(value, (bool, int)):
+        raise TypeError(f"BoolType values must be bool, got {type(value).__qualname__} {value!r}")
+    return b"\x08\x01" if value else b""
+
+
+def _decode_bool(byte: bytes):
+    return byte == b"\x08\x01" or _NOT_CANONICAL
+
+
+def _encode_int(value) -> bytes:
+    _check_integer(value, 32, "IntType")
+    return b"\x0d" + _INT32.pack(value) if value else b""
+
+
+def _decode_int(byte: bytes):
+    if len(byte) == 5 and byte[0] == 0x0D:
+        return _INT32.unpack_from(byte, 1)[0]
+    return _NOT_CANONICAL
+
+
+def _encode_long(value) -> bytes:
+    _check_integer(value, 64, "LongType")
+    return b"\x09" + _INT64.pack(value) if value else b""
+
+
+def _decode_long(byte: bytes):
+    if len(byte) == 9 and byte[0] == 0x09:
+        return _INT64.unpack_from(byte, 1)[0]
+    return _NOT_CANONICAL
+
+
+def _encode_float(value) -> bytes:
+    _check_number(value, "FloatType")
+    if not value:  # like the official Python SDK, 0.0 and -0.0 both encode to zero bytes
+        return b""
+    try:
+        return b"\x0d" + _FLOAT32.pack(value)
+    except OverflowError:  # beyond float32 range: protobuf stores an infinity
+        return b"\x0d" + _FLOAT32.pack(math.copysign(math.inf, value))
+
+
+def _decode_float(byte: bytes):
+    if len(byte) == 5 and byte[0] == 0x0D:
+        return _FLOAT32.unpack_from(byte, 1)[0]
+    return _NOT_CANONICAL
+
+
+def _encode_double(value) -> bytes:
+    _check_number(value, "DoubleType")
+    return b"\x09" + _FLOAT64.pack(value) if value else b""
+
+
+def _decode_double(byte: bytes):
+    if len(byte) == 9 and byte[0] == 0x09:
+        return _FLOAT64.unpack_from(byte, 1)[0]
+    return _NOT_CANONICAL
+
+
+def _encode_string(value) -> bytes:
+    if isinstance(value, str):
+        data = value.encode("utf-8")
+    elif isinstance(value, (bytes, bytearray)):
+        data = bytes(value)
+        data.decode("utf-8")  # the official SDK accepts UTF-8 bytes; anything else is an error here too
+    else:
+        raise TypeError(f"StringType values must be str, got {type(value).__qualname__} {value!r}")
+    if not data:
+        return b""
+    size = len(data)
+    if size < 0x80:
+        return b"\x0a" + bytes((size,)) + data
+    header = bytearray(b"\x0a")
+    while size >= 0x80:
+        header.append((size & 0x7F) | 0x80)
+        size >>= 7
+    header.append(size)
+    return bytes(header) + data
+
+
+def _decode_string(byte: bytes):
+    if len(byte) >= 2 and byte[0] == 0x0A and byte[1] == len(byte) - 2:
+        return byte[2:].decode("utf-8")
+    return _NOT_CANONICAL
+
+
+class BuiltinType(Type):
+    """One of the six StateFun built-in types (``io.statefun.types/*``)."""
+
+    __slots__ = ("_ser", "_validate_fn")
+
+    def __init__(self, typename: str, encode, decode_canonical, wrapper):
+        super().__init__(typename)
+        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper)
+        self._validate_fn = encode  # encoding is the check: it is cheap and raises on a wrong value
+
+    def serializer(self) -> TypeSerializer:
+        return self._ser
+
+    def validate(self, value: typing.Any) -> None:
+        self._validate_fn(value)
+
+
+BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
+IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper)
+FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float, types_pb2.FloatWrapper)
+LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper)
+DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double, types_pb2.DoubleWrapper)
+StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper)
+
+BUILTIN_TYPES: dict[str, BuiltinType] = {
+    t.typename: t for t in (BoolType, IntType, FloatType, LongType, DoubleType, StringType)
+}
+
+
+# ---------------------------------------------------------------------------------------------------
+# JSON and protobuf types
+
+
+def _serialize_json_utf8(obj: typing.Any) -> bytes:
+    # Same bytes as the official SDK: json.dumps with ensure_ascii=False, encoded as UTF-8.
+    return json.dumps(obj, ensure_ascii=False).encode("utf-8")
+
+
+def make_json_type(typename: str, model: typing.Any = None) -> Type:
+    """Creates a Type whose values are JSON documents.
+
+    Without ``model`` values are what ``json.loads`` returns (dicts, lists, ...), as in the official SDK.
+    With ``model`` -- a pydantic model class, a dataclass, or any type pydantic can validate, such as
+    ``list[Item]`` -- values are instances of it: ``message.as_type(t)`` and state reads return the model,
+    and assigning anything else to a state of this type is an error.
+    """
+    if model is None:
+        return simple_type(typename=typename, serialize_fn=_serialize_json_utf8, deserialize_fn=json.loads)
+    if isinstance(model, type) and hasattr(model, "model_validate_json") and hasattr(model, "model_dump_json"):
+        # a pydantic model: its own JSON codec
+        return SimpleType(
+            typename,
+            serialize_fn=lambda value: value.model_dump_json().encode("utf-8"),
+            deserialize_fn=model.model_validate_json,
+            value_class=model,
+        )
+    import pydantic  # dataclasses and generic types go through a TypeAdapter, nested models included
+
+    adapter = pydantic.TypeAdapter(model)
+    value_class = model if isinstance(model, type) and dataclasses.is_dataclass(model) else None
+    return SimpleType(
+        typename,
+        serialize_fn=adapter.dump_json,
+        deserialize_fn=adapter.validate_json,
+        value_class=value_class,
+    )
+
+
+def make_protobuf_type(cls: type, namespace: str | None = None) -> Type:
+    """Creates a Type for a generated protobuf message class.
+
+    Its typename is ``<namespace or 'type.googleapis.com'>/<the message's full name>``.
+    """
+    if not cls:
+        raise ValueError("The Protobuf generated class is missing.")
+    name = cls.DESCRIPTOR.full_name
+    if not name:
+        raise TypeError("Unable to deduce the Protobuf Message full name.")
+    return SimpleType(
+        f"{namespace or 'type.googleapis.com'}/{name}",
+        serialize_fn=lambda value: value.SerializeToString(),
+        deserialize_fn=cls.FromString,
+        value_class=cls,
+    )

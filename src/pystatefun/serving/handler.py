@@ -1,0 +1,156 @@
+"""RequestReplyHandler: the StateFun request-reply protocol on top of the SDK.
+
+Bytes of a ``ToFunction`` come in; the batch runs (sdk/batch.py); the bytes of a ``FromFunction`` go
+out: either the batch's effects, or the state specs the runtime has to register before anything runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+
+from google.protobuf.message import DecodeError
+
+from pystatefun.sdk.address import SdkAddress, parse_typename
+from pystatefun.sdk.batch import Batch, BatchResult, Invocation
+from pystatefun.sdk.errors import MalformedRequestError
+from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
+from pystatefun.sdk.value_spec import ValueSpec
+from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction
+
+_ExpireMode = FromFunction.ExpirationSpec.ExpireMode
+_MODIFY = FromFunction.PersistedValueMutation.MutationType.MODIFY
+_DELETE = FromFunction.PersistedValueMutation.MutationType.DELETE
+
+
+class RequestReplyHandler:
+    """Serves a StatefulFunctions over the StateFun request-reply protocol, from any HTTP framework."""
+
+    __slots__ = ("functions",)
+
+    def __init__(self, functions: StatefulFunctions):
+        if not functions:
+            raise ValueError("functions must be provided.")
+        self.functions = functions
+
+    def handle_sync(self, request_bytes: bytes | bytearray | str) -> bytes:
+        """Handles one request. Synchronous functions run right here; async ones in a fresh event loop."""
+        prepared = self._prepare(request_bytes)
+        if isinstance(prepared, bytes):
+            return prepared
+        batch, invocations = prepared
+        if batch.function.is_async:
+            return _encode_result(asyncio.run(batch.run_async(invocations)))
+        return _encode_result(batch.run(invocations))
+
+    async def handle_async(self, request_bytes: bytes | bytearray | str) -> bytes:
+        """Handles one request inside a running event loop."""
+        prepared = self._prepare(request_bytes)
+        if isinstance(prepared, bytes):
+            return prepared
+        batch, invocations = prepared
+        return _encode_result(await batch.run_async(invocations))
+
+    def _prepare(self, request_bytes: bytes | bytearray | str) -> bytes | tuple[Batch, typing.Iterator[Invocation]]:
+        """Parses the request and resolves state: a ready batch, or the reply asking for missing specs."""
+        request = _parse(request_bytes)
+        target = request.target
+        typename = f"{target.namespace}/{target.type}"
+        function: StatefulFunction = self.functions.for_typename(typename)
+        state = {pv.state_name: (pv.state_value if pv.HasField("state_value") else None) for pv in request.state}
+        missing = function.storage_spec.missing(state)
+        if missing:
+            return _encode_missing(missing)
+        address = SdkAddress(target.namespace, target.type, target.id, typename)
+        return Batch(function, address, state), _invocations(request.invocations)
+
+
+def _parse(request_bytes: bytes | bytearray | str) -> ToFunction.InvocationBatchRequest:
+    if isinstance(request_bytes, str):
+        request_bytes = request_bytes.encode("latin-1")  # the official SDK accepts str payloads too
+    try:
+        to_function = ToFunction.FromString(bytes(request_bytes))
+    except DecodeError as e:
+        raise MalformedRequestError(f"the request body is not a StateFun ToFunction message: {e}") from None
+    if not to_function.HasField("invocation"):
+        raise MalformedRequestError("the ToFunction request carries no invocation batch")
+    request = to_function.invocation
+    target = request.target
+    if not target.namespace or not target.type:
+        raise MalformedRequestError(
+            f"the invocation batch has no valid target function type: {target.namespace!r}/{target.type!r}"
+        )
+    if not request.invocations:
+        raise MalformedRequestError("the invocation batch has no invocations")
+    return request
+
+
+def _invocations(pb_invocations: typing.Iterable[ToFunction.Invocation]) -> typing.Iterator[Invocation]:
+    callers: dict[tuple[str, str, str], SdkAddress | None] = {}
+    for pb in pb_invocations:
+        caller = pb.caller
+        key = (caller.namespace, caller.type, caller.id)
+        sdk_caller = callers.get(key, _MISSING)
+        if sdk_caller is _MISSING:
+            # An all-empty caller means "from an ingress", exactly as the official SDKs read it.
+            if key == ("", "", ""):
+                sdk_caller = None
+            else:
+                sdk_caller = SdkAddress(key[0], key[1], key[2], f"{key[0]}/{key[1]}")
+            callers[key] = sdk_caller
+        yield sdk_caller, pb.argument
+
+
+_MISSING = object()
+
+
+def _encode_missing(missing: list[ValueSpec]) -> bytes:
+    reply = FromFunction()
+    values = reply.incomplete_invocation_context.missing_values
+    for spec in missing:
+        if spec.after_call:
+            expiration = FromFunction.ExpirationSpec(mode=_ExpireMode.AFTER_INVOKE, expire_after_millis=spec.duration)
+        elif spec.after_write:
+            expiration = FromFunction.ExpirationSpec(mode=_ExpireMode.AFTER_WRITE, expire_after_millis=spec.duration)
+        else:
+            expiration = FromFunction.ExpirationSpec(mode=_ExpireMode.NONE)
+        values.add(state_name=spec.name, type_typename=spec.type.typename, expiration_spec=expiration)
+    return reply.SerializeToString()
+
+
+def _address(typename: str, id: str) -> Address:
+    namespace, name = parse_typename(typename)
+    return Address(namespace=namespace, type=name, id=id)
+
+
+def _encode_result(result: BatchResult) -> bytes:
+    reply = FromFunction()
+    response = reply.invocation_result  # stays unset (empty reply) when the batch had no effects
+    ctx = result.context
+    for name, value in result.mutations:
+        if value is None:
+            response.state_mutations.add(mutation_type=_DELETE, state_name=name)
+        else:
+            response.state_mutations.add(mutation_type=_MODIFY, state_name=name, state_value=value)
+    if ctx.messages:
+        outgoing = response.outgoing_messages
+        for message in ctx.messages:
+            outgoing.add(target=_address(message.target_typename, message.target_id), argument=message.typed_value)
+    if ctx.delayed:
+        delayed = response.delayed_invocations
+        for d in ctx.delayed:
+            if d.is_cancellation:
+                delayed.add(is_cancellation_request=True, cancellation_token=d.cancellation_token)
+            else:
+                m = d.message
+                item = delayed.add(
+                    target=_address(m.target_typename, m.target_id), delay_in_ms=d.duration_ms, argument=m.typed_value
+                )
+                if d.cancellation_token is not None:
+                    item.cancellation_token = d.cancellation_token
+    if ctx.egress:
+        egresses = response.outgoing_egresses
+        for e in ctx.egress:
+            namespace, name = parse_typename(e.typename)
+            egresses.add(egress_namespace=namespace, egress_type=name, argument=e.typed_value)
+    return reply.SerializeToString()

@@ -1,0 +1,1 @@
+"""The StateFun wire schema (generated protobuf code) -- regenerate with scripts/gen-protos."""
