@@ -1,0 +1,62 @@
+"""The HTTP rules of a remote function endpoint, shared by the ASGI app and the aiohttp handler.
+
+POST only; the body is a ``ToFunction`` (``application/octet-stream`` or no content type); the reply is
+a ``FromFunction`` with ``application/octet-stream``. Errors answer with a plain-text reason: 400 for a
+body that is not a StateFun request, 404 for a function type nobody registered, 405/415/413 for the
+wrong method, content type or size, and 500 with the error text when the function raises.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from pystatefun.sdk.errors import MalformedRequestError, UnknownFunctionError
+from pystatefun.serving.handler import RequestReplyHandler
+
+log = logging.getLogger("pystatefun.serving")
+
+CONTENT_TYPE = "application/octet-stream"
+MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the StateFun transports' default payload_max_bytes
+
+
+@dataclass(frozen=True, slots=True)
+class HttpReply:
+    status: int
+    body: bytes
+    content_type: str = "text/plain; charset=utf-8"
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+def _error(status: int, reason: str, **headers: str) -> HttpReply:
+    return HttpReply(status, reason.encode("utf-8"), headers=headers)
+
+
+def check_request(method: str, content_type: str | None) -> HttpReply | None:
+    """The error reply for a request line and headers a function endpoint refuses, else None."""
+    if method != "POST":
+        return _error(405, f"{method} is not supported: StateFun functions are invoked with POST\n", Allow="POST")
+    if content_type:
+        media_type = content_type.split(";", 1)[0].strip().lower()
+        if media_type != CONTENT_TYPE:
+            return _error(415, f"unsupported Content-Type {content_type!r}: send {CONTENT_TYPE}\n")
+    return None
+
+
+def too_large(limit: int) -> HttpReply:
+    return _error(413, f"the request body is larger than {limit} bytes\n")
+
+
+async def invoke(handler: RequestReplyHandler, body: bytes) -> HttpReply:
+    """Runs the request and turns the outcome into the HTTP reply."""
+    if not body:
+        return _error(400, "empty request body: expected a StateFun ToFunction message\n")
+    try:
+        return HttpReply(200, await handler.handle_async(body), CONTENT_TYPE)
+    except MalformedRequestError as e:
+        return _error(400, f"{e}\n")
+    except UnknownFunctionError as e:
+        return _error(404, f"{e}\n")
+    except Exception as e:
+        log.exception("function invocation failed")
+        return _error(500, f"the function raised {type(e).__name__}: {e}\n")
