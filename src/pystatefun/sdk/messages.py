@@ -9,7 +9,10 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 
 
 def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
-    """Serializes ``value`` with ``tpe`` into the TypedValue that carries it on the wire."""
+    """Serializes ``value`` with ``tpe`` into the TypedValue that carries it on the wire.
+
+    Serializing checks the value (built-in and model types raise on a wrong one), so no separate
+    ``validate`` call is needed here."""
     if value is None:
         return TypedValue(typename=tpe.typename, has_value=False)
     return TypedValue(typename=tpe.typename, has_value=True, value=tpe.serializer().serialize(value))
@@ -157,7 +160,6 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
         )
     if not isinstance(value_type, Type):
         raise TypeError(f"value_type must be a pystatefun Type, got {value_type!r}")
-    value_type.validate(value)
     return Message(target_typename, target_id, to_typed_value(value_type, value))
 
 
@@ -172,5 +174,4 @@ def egress_message_builder(target_typename: str, value: typing.Any, value_type: 
         raise ValueError("value can not be missing")
     if not isinstance(value_type, Type):
         raise TypeError(f"value_type must be a pystatefun Type, got {value_type!r}")
-    value_type.validate(value)
     return EgressMessage(target_typename, to_typed_value(value_type, value))

@@ -89,8 +89,15 @@ class SimpleType(Type):
             raise ValueError("serialize_fn is missing")
         if not deserialize_fn:
             raise ValueError("deserialize_fn is missing")
-        self._ser = UserTypeSerializer(serialize_fn, deserialize_fn)
         self._value_class = value_class
+        if value_class is not None:
+            unchecked = serialize_fn
+
+            def serialize_fn(value: typing.Any) -> bytes:
+                self.validate(value)
+                return unchecked(value)
+
+        self._ser = UserTypeSerializer(serialize_fn, deserialize_fn)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
@@ -162,9 +169,13 @@ def _check_number(value, what: str) -> None:
         raise TypeError(f"{what} values must be float or int, got {type(value).__qualname__} {value!r}")
 
 
-def _encode_bool(value) -> bytes:
+def _check_bool(value) -> None:
     if not isinstance(value, (bool, int)):
         raise TypeError(f"BoolType values must be bool, got {type(value).__qualname__} {value!r}")
+
+
+def _encode_bool(value) -> bytes:
+    _check_bool(value)
     return b"\x08\x01" if value else b""
 
 
@@ -172,8 +183,12 @@ def _decode_bool(byte: bytes):
     return byte == b"\x08\x01" or _NOT_CANONICAL
 
 
-def _encode_int(value) -> bytes:
+def _check_int(value) -> None:
     _check_integer(value, 32, "IntType")
+
+
+def _encode_int(value) -> bytes:
+    _check_int(value)
     return b"\x0d" + _INT32.pack(value) if value else b""
 
 
@@ -183,8 +198,12 @@ def _decode_int(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _encode_long(value) -> bytes:
+def _check_long(value) -> None:
     _check_integer(value, 64, "LongType")
+
+
+def _encode_long(value) -> bytes:
+    _check_long(value)
     return b"\x09" + _INT64.pack(value) if value else b""
 
 
@@ -194,8 +213,12 @@ def _decode_long(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _encode_float(value) -> bytes:
+def _check_float(value) -> None:
     _check_number(value, "FloatType")
+
+
+def _encode_float(value) -> bytes:
+    _check_float(value)
     if not value:  # like the official Python SDK, 0.0 and -0.0 both encode to zero bytes
         return b""
     try:
@@ -210,8 +233,12 @@ def _decode_float(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _encode_double(value) -> bytes:
+def _check_double(value) -> None:
     _check_number(value, "DoubleType")
+
+
+def _encode_double(value) -> bytes:
+    _check_double(value)
     return b"\x09" + _FLOAT64.pack(value) if value else b""
 
 
@@ -221,14 +248,16 @@ def _decode_double(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _encode_string(value) -> bytes:
-    if isinstance(value, str):
-        data = value.encode("utf-8")
-    elif isinstance(value, (bytes, bytearray)):
-        data = bytes(value)
-        data.decode("utf-8")  # the official SDK accepts UTF-8 bytes; anything else is an error here too
-    else:
+def _check_string(value) -> None:
+    if isinstance(value, (bytes, bytearray)):
+        bytes(value).decode("utf-8")  # the official SDK accepts UTF-8 bytes; anything else is an error here too
+    elif not isinstance(value, str):
         raise TypeError(f"StringType values must be str, got {type(value).__qualname__} {value!r}")
+
+
+def _encode_string(value) -> bytes:
+    _check_string(value)
+    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
     if not data:
         return b""
     size = len(data)
@@ -251,26 +280,26 @@ def _decode_string(byte: bytes):
 class BuiltinType(Type):
     """One of the six StateFun built-in types (``io.statefun.types/*``)."""
 
-    __slots__ = ("_ser", "_validate_fn")
+    __slots__ = ("_ser", "_check")
 
-    def __init__(self, typename: str, encode, decode_canonical, wrapper):
+    def __init__(self, typename: str, check, encode, decode_canonical, wrapper):
         super().__init__(typename)
         self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper)
-        self._validate_fn = encode  # encoding is the check: it is cheap and raises on a wrong value
+        self._check = check
 
     def serializer(self) -> TypeSerializer:
         return self._ser
 
     def validate(self, value: typing.Any) -> None:
-        self._validate_fn(value)
+        self._check(value)
 
 
-BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
-IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper)
-FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float, types_pb2.FloatWrapper)
-LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper)
-DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double, types_pb2.DoubleWrapper)
-StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper)
+BoolType = BuiltinType("io.statefun.types/bool", _check_bool, _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
+IntType = BuiltinType("io.statefun.types/int", _check_int, _encode_int, _decode_int, types_pb2.IntWrapper)
+FloatType = BuiltinType("io.statefun.types/float", _check_float, _encode_float, _decode_float, types_pb2.FloatWrapper)
+LongType = BuiltinType("io.statefun.types/long", _check_long, _encode_long, _decode_long, types_pb2.LongWrapper)
+DoubleType = BuiltinType("io.statefun.types/double", _check_double, _encode_double, _decode_double, types_pb2.DoubleWrapper)
+StringType = BuiltinType("io.statefun.types/string", _check_string, _encode_string, _decode_string, types_pb2.StringWrapper)
 
 BUILTIN_TYPES: dict[str, BuiltinType] = {
     t.typename: t for t in (BoolType, IntType, FloatType, LongType, DoubleType, StringType)
