@@ -190,7 +190,7 @@ def test_message_builder_with_a_custom_type():
 def test_message_builder_errors():
     with pytest.raises(TypeError, match="Wrong number of value keywords"):
         message_builder("a/b", "x")
-    with pytest.raises(TypeError, match="Unknown value keyword 'integer'"):
+    with pytest.raises(ValueError, match="Unknown value keyword 'integer'"):
         message_builder("a/b", "x", integer=1)
     with pytest.raises(ValueError, match="value can not be missing"):
         message_builder("a/b", "x", int_value=None)

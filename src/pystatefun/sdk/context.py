@@ -114,7 +114,9 @@ class InvocationContext(Context):
         self.delayed.append(DelayedMessage(False, ms, message, cancellation_token))
 
     def cancel_delayed_message(self, cancellation_token: str) -> None:
-        if not cancellation_token or not isinstance(cancellation_token, str):
+        if not isinstance(cancellation_token, str):
+            raise TypeError(f"a cancellation token must be a str, got {cancellation_token!r}")
+        if not cancellation_token:
             raise ValueError(
                 f"cancel_delayed_message() needs the non-empty token given to send_after(), got {cancellation_token!r}"
             )

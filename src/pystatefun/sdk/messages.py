@@ -141,14 +141,14 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
     ``message_builder("com.example/greeter", "bob", value=request, value_type=GREET_REQUEST)``.
     """
     if len(kwargs) == 2:
-        if set(kwargs) != {"value", "value_type"}:
-            raise TypeError(f"Wrong value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
+        if set(kwargs) != {"value", "value_type"}:  # a KeyError, as in the official SDK
+            raise KeyError(f"Wrong value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
         value, value_type = kwargs["value"], kwargs["value_type"]
     elif len(kwargs) == 1:
         keyword, value = next(iter(kwargs.items()))
         value_type = PRIMITIVE_GETTERS.get(keyword)
-        if value_type is None and keyword != "value":
-            raise TypeError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
+        if value_type is None and keyword != "value":  # a ValueError, as in the official SDK
+            raise ValueError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
     else:
         raise TypeError(f"Wrong number of value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
     if value is None:

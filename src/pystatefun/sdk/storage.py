@@ -25,7 +25,7 @@ _UNREAD, _READ, _WRITTEN, _DELETED = range(4)
 class Cell:
     """One state value of the current address during a batch."""
 
-    __slots__ = ("spec", "function_typename", "typed_value", "value", "status", "snapshot")
+    __slots__ = ("spec", "function_typename", "typed_value", "value", "status", "written", "snapshot")
 
     def __init__(self, spec: ValueSpec, function_typename: str, typed_value: TypedValue | None):
         self.spec = spec
@@ -33,7 +33,8 @@ class Cell:
         self.typed_value = typed_value  # as received; None or has_value=False means absent
         self.value: typing.Any = None
         self.status = _UNREAD
-        self.snapshot: bytes | None = None  # serialization of a mutable value when it was read
+        self.written: bytes | None = None  # the serialized value of the last assignment
+        self.snapshot: bytes | None = None  # serialization of a mutable value when it was read or assigned
 
     def get(self) -> typing.Any:
         if self.status != _UNREAD:
@@ -57,19 +58,26 @@ class Cell:
         return value
 
     def set(self, value: typing.Any) -> None:
+        spec = self.spec
         if value is None:
             raise ValueError(
-                f"can not set state {self.spec.name!r} to None. To delete a value, use "
-                f"`del context.storage.{self.spec.name}`."
+                f"can not set state {spec.name!r} to None. To delete a value, use `del context.storage.{spec.name}`."
             )
+        serializer = spec.type.serializer()
         try:
-            self.spec.type.validate(value)
+            data = serializer.serialize(value)
         except (TypeError, ValueError) as e:
-            raise type(e)(
-                f"wrong value for state {self.spec.name!r} of function {self.function_typename!r} "
-                f"(ValueSpec type {self.spec.type.typename!r}): {e}"
-            ) from None
+            error = TypeError if isinstance(e, TypeError) else ValueError
+            raise error(
+                f"wrong value for state {spec.name!r} of function {self.function_typename!r} "
+                f"(ValueSpec type {spec.type.typename!r}): {e}"
+            ) from e
+        # Reads after an assignment see the value as stored, exactly as in the official SDK (a float
+        # rounded to 32 bits, a tuple as a list); a mutable one is then watched for in-place changes.
+        value = serializer.deserialize(data)
         self.value = value
+        self.written = data
+        self.snapshot = data if type(value) not in _IMMUTABLE else None
         self.status = _WRITTEN
 
     def delete(self) -> None:
@@ -81,19 +89,24 @@ class Cell:
         status = self.status
         if status == _DELETED:
             return True, None
-        if status == _UNREAD or (status == _READ and self.snapshot is None):
+        if status == _UNREAD:
             return False, None
-        spec = self.spec
-        try:
-            data = spec.type.serializer().serialize(self.value)
-        except Exception as e:
-            raise type(e)(
-                f"could not serialize state {spec.name!r} of function {self.function_typename!r} as "
-                f"{spec.type.typename!r}: {e}"
-            ) from e
-        if status == _READ and data == self.snapshot:
+        data = self.written
+        if self.snapshot is not None:  # a mutable value: serialize it again to see in-place changes
+            spec = self.spec
+            try:
+                current = spec.type.serializer().serialize(self.value)
+            except (TypeError, ValueError) as e:
+                error = TypeError if isinstance(e, TypeError) else ValueError
+                raise error(
+                    f"state {spec.name!r} of function {self.function_typename!r} was changed in place into a "
+                    f"value that can not be serialized as {spec.type.typename!r}: {e}"
+                ) from e
+            if current != self.snapshot:
+                data = current
+        if data is None:  # read, and not changed
             return False, None
-        return True, TypedValue(typename=spec.type.typename, has_value=True, value=data)
+        return True, TypedValue(typename=self.spec.type.typename, has_value=True, value=data)
 
 
 class StorageFactory:

@@ -130,12 +130,13 @@ def simple_type(
 class _BuiltinSerializer(TypeSerializer):
     """Codec of one built-in type: a fast path for the canonical encoding, the wrapper message otherwise."""
 
-    __slots__ = ("_encode", "_decode_canonical", "_wrapper")
+    __slots__ = ("_encode", "_decode_canonical", "_wrapper", "_normalize")
 
-    def __init__(self, encode, decode_canonical, wrapper):
+    def __init__(self, encode, decode_canonical, wrapper, normalize=None):
         self._encode = encode
         self._decode_canonical = decode_canonical
         self._wrapper = wrapper
+        self._normalize = normalize
 
     def serialize(self, value: typing.Any) -> bytes:
         return self._encode(value)
@@ -146,7 +147,7 @@ class _BuiltinSerializer(TypeSerializer):
         value = self._decode_canonical(byte)
         if value is _NOT_CANONICAL:
             value = self._wrapper.FromString(byte).value
-        return value
+        return value if self._normalize is None else self._normalize(value)
 
 
 _NOT_CANONICAL = object()
@@ -154,28 +155,56 @@ _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
 _FLOAT32 = struct.Struct("<f")
 _FLOAT64 = struct.Struct("<d")
+_FLOAT32_MAX = float.fromhex("0x1.fffffep+127")
+
+# The value checks follow protobuf's own (which the official SDK runs its values through): integers and
+# bools take anything with __index__, floats anything with __float__ or __index__, strings str or UTF-8
+# bytes; a float beyond the float32 range becomes an infinity.
 
 
-def _check_integer(value, bits: int, what: str) -> None:
-    if not isinstance(value, int):
-        raise TypeError(f"{what} values must be int, got {type(value).__qualname__} {value!r}")
+def _not_a(what: str, expected: str, value) -> TypeError:
+    return TypeError(f"{what} values must be {expected}, got {type(value).__qualname__} {value!r}")
+
+
+def _as_integer(value, bits: int, what: str) -> int:
+    if not hasattr(value, "__index__"):
+        raise _not_a(what, "int", value)
+    value = int(value)
     limit = 1 << (bits - 1)
     if not -limit <= value < limit:
         raise ValueError(f"{value} is out of range for {what} (a signed {bits}-bit integer); use LongType")
+    return value
 
 
-def _check_number(value, what: str) -> None:
-    if not isinstance(value, (int, float)) or isinstance(value, bool):
-        raise TypeError(f"{what} values must be float or int, got {type(value).__qualname__} {value!r}")
+def _as_double(value, what: str = "DoubleType") -> float:
+    if not (hasattr(value, "__float__") or hasattr(value, "__index__")):
+        raise _not_a(what, "float or int", value)
+    return float(value)
 
 
-def _check_bool(value) -> None:
-    if not isinstance(value, (bool, int)):
-        raise TypeError(f"BoolType values must be bool, got {type(value).__qualname__} {value!r}")
+def _as_float32(value) -> float:
+    value = _as_double(value, "FloatType")
+    if value > _FLOAT32_MAX:
+        return math.inf
+    if value < -_FLOAT32_MAX:
+        return -math.inf
+    return _FLOAT32.unpack(_FLOAT32.pack(value))[0]
+
+
+def _as_string(value) -> str:
+    if isinstance(value, bytes):
+        try:
+            return value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ValueError(f"{value!r} is not valid UTF-8; StringType values must be str or UTF-8 bytes") from None
+    if not isinstance(value, str):
+        raise _not_a("StringType", "str", value)
+    return value
 
 
 def _encode_bool(value) -> bytes:
-    _check_bool(value)
+    if not hasattr(value, "__index__"):
+        raise _not_a("BoolType", "bool", value)
     return b"\x08\x01" if value else b""
 
 
@@ -183,12 +212,8 @@ def _decode_bool(byte: bytes):
     return byte == b"\x08\x01" or _NOT_CANONICAL
 
 
-def _check_int(value) -> None:
-    _check_integer(value, 32, "IntType")
-
-
 def _encode_int(value) -> bytes:
-    _check_int(value)
+    value = _as_integer(value, 32, "IntType")
     return b"\x0d" + _INT32.pack(value) if value else b""
 
 
@@ -198,12 +223,8 @@ def _decode_int(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _check_long(value) -> None:
-    _check_integer(value, 64, "LongType")
-
-
 def _encode_long(value) -> bytes:
-    _check_long(value)
+    value = _as_integer(value, 64, "LongType")
     return b"\x09" + _INT64.pack(value) if value else b""
 
 
@@ -213,18 +234,10 @@ def _decode_long(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _check_float(value) -> None:
-    _check_number(value, "FloatType")
-
-
 def _encode_float(value) -> bytes:
-    _check_float(value)
-    if not value:  # like the official Python SDK, 0.0 and -0.0 both encode to zero bytes
-        return b""
-    try:
-        return b"\x0d" + _FLOAT32.pack(value)
-    except OverflowError:  # beyond float32 range: protobuf stores an infinity
-        return b"\x0d" + _FLOAT32.pack(math.copysign(math.inf, value))
+    value = _as_float32(value)
+    # like the official Python SDK, every zero (-0.0 and float32 underflow included) is zero bytes
+    return b"\x0d" + _FLOAT32.pack(value) if value else b""
 
 
 def _decode_float(byte: bytes):
@@ -233,12 +246,8 @@ def _decode_float(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _check_double(value) -> None:
-    _check_number(value, "DoubleType")
-
-
 def _encode_double(value) -> bytes:
-    _check_double(value)
+    value = _as_double(value)
     return b"\x09" + _FLOAT64.pack(value) if value else b""
 
 
@@ -248,16 +257,18 @@ def _decode_double(byte: bytes):
     return _NOT_CANONICAL
 
 
-def _check_string(value) -> None:
-    if isinstance(value, (bytes, bytearray)):
-        bytes(value).decode("utf-8")  # the official SDK accepts UTF-8 bytes; anything else is an error here too
-    elif not isinstance(value, str):
-        raise TypeError(f"StringType values must be str, got {type(value).__qualname__} {value!r}")
+def _plain_float(value: float) -> float:
+    """A decoded float as the official SDK reads it: any zero is 0.0, any NaN is math.nan."""
+    if value != value:
+        return math.nan
+    return value or 0.0
 
 
 def _encode_string(value) -> bytes:
-    _check_string(value)
-    data = value.encode("utf-8") if isinstance(value, str) else bytes(value)
+    try:
+        data = _as_string(value).encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(f"{value!r} is not a valid unicode string and can't be encoded in UTF-8") from None
     if not data:
         return b""
     size = len(data)
@@ -272,7 +283,7 @@ def _encode_string(value) -> bytes:
 
 
 def _decode_string(byte: bytes):
-    if len(byte) >= 2 and byte[0] == 0x0A and byte[1] == len(byte) - 2:
+    if len(byte) >= 2 and byte[0] == 0x0A and byte[1] < 0x80 and byte[1] == len(byte) - 2:
         return byte[2:].decode("utf-8")
     return _NOT_CANONICAL
 
@@ -280,26 +291,25 @@ def _decode_string(byte: bytes):
 class BuiltinType(Type):
     """One of the six StateFun built-in types (``io.statefun.types/*``)."""
 
-    __slots__ = ("_ser", "_check")
+    __slots__ = ("_ser",)
 
-    def __init__(self, typename: str, check, encode, decode_canonical, wrapper):
+    def __init__(self, typename: str, encode, decode_canonical, wrapper, normalize=None):
         super().__init__(typename)
-        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper)
-        self._check = check
+        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper, normalize)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
 
     def validate(self, value: typing.Any) -> None:
-        self._check(value)
+        self._ser.serialize(value)  # encoding is the check: cheap, and it raises on a wrong value
 
 
-BoolType = BuiltinType("io.statefun.types/bool", _check_bool, _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
-IntType = BuiltinType("io.statefun.types/int", _check_int, _encode_int, _decode_int, types_pb2.IntWrapper)
-FloatType = BuiltinType("io.statefun.types/float", _check_float, _encode_float, _decode_float, types_pb2.FloatWrapper)
-LongType = BuiltinType("io.statefun.types/long", _check_long, _encode_long, _decode_long, types_pb2.LongWrapper)
-DoubleType = BuiltinType("io.statefun.types/double", _check_double, _encode_double, _decode_double, types_pb2.DoubleWrapper)
-StringType = BuiltinType("io.statefun.types/string", _check_string, _encode_string, _decode_string, types_pb2.StringWrapper)
+BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
+IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper)
+FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float, types_pb2.FloatWrapper, _plain_float)
+LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper)
+DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double, types_pb2.DoubleWrapper, _plain_float)
+StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper)
 
 BUILTIN_TYPES: dict[str, BuiltinType] = {
     t.typename: t for t in (BoolType, IntType, FloatType, LongType, DoubleType, StringType)

@@ -80,8 +80,6 @@ def _parse(request_bytes: bytes | bytearray | str) -> ToFunction.InvocationBatch
         raise MalformedRequestError(
             f"the invocation batch has no valid target function type: {target.namespace!r}/{target.type!r}"
         )
-    if not request.invocations:
-        raise MalformedRequestError("the invocation batch has no invocations")
     return request
 
 
