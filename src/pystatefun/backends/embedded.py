@@ -1,0 +1,293 @@
+"""The embedded backend: the whole log and every store in one SQLite database (WAL) in the data dir.
+
+One SQLite transaction per epoch is the atomic commit. With ``synchronous=FULL`` (the default) a commit
+is on disk when it returns, so a ``kill -9`` (or a power cut) at any moment loses nothing that was
+acknowledged; restarting with the same data dir re-delivers the inbox and re-arms the timers.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import typing
+from dataclasses import dataclass
+from pathlib import Path
+
+from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.epoch import Epoch, StoredValue, Timer
+from pystatefun.sdk.address import SdkAddress
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+SCHEMA_VERSION = "1"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+-- messages accepted but whose effects are not committed yet, in arrival order
+CREATE TABLE IF NOT EXISTS inbox (
+    seq INTEGER PRIMARY KEY, partition INTEGER NOT NULL,
+    target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS state (
+    typename TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, partition INTEGER NOT NULL,
+    value BLOB NOT NULL, expire_at INTEGER, PRIMARY KEY (typename, id, name)) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS state_expiry ON state (expire_at) WHERE expire_at IS NOT NULL;
+CREATE TABLE IF NOT EXISTS timers (
+    timer_id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, due_ms INTEGER NOT NULL,
+    target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, token TEXT,
+    value BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS function_specs (
+    typename TEXT NOT NULL, name TEXT NOT NULL, type_typename TEXT NOT NULL, mode INTEGER NOT NULL,
+    ttl_ms INTEGER NOT NULL, PRIMARY KEY (typename, name));
+CREATE TABLE IF NOT EXISTS egress (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
+CREATE INDEX IF NOT EXISTS egress_topic ON egress (egress_id, topic, seq);
+CREATE TABLE IF NOT EXISTS idempotency (
+    key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL);
+CREATE TABLE IF NOT EXISTS dead_letters (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT, target_type TEXT NOT NULL, target_id TEXT NOT NULL,
+    caller_type TEXT, caller_id TEXT, value BLOB NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS parked (
+    typename TEXT NOT NULL, id TEXT NOT NULL, reason TEXT NOT NULL, PRIMARY KEY (typename, id));
+"""
+
+
+@dataclass(slots=True)
+class InboxRow:
+    seq: int
+    partition: int
+    target_type: str
+    target_id: str
+    caller_type: str | None
+    caller_id: str | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class TimerRow:
+    timer_id: int
+    partition: int
+    due_ms: int
+    target_type: str
+    target_id: str
+    caller_type: str | None
+    caller_id: str | None
+    token: str | None
+    value: bytes
+
+
+@dataclass(slots=True)
+class Recovery:
+    inbox: list[Envelope]
+    timers: list[Timer]
+    parked: dict[tuple[str, str], str]
+    next_seq: int
+    next_timer_id: int
+
+
+def _caller(typename: str | None, id: str | None) -> SdkAddress | None:
+    return None if typename is None else address(typename, id)
+
+
+class DataDirError(RuntimeError):
+    """The data directory cannot be used for this application (for example its partition count differs)."""
+
+
+class SQLiteStore:
+    """The log and the stores of one application, in ``<data_dir>/pystatefun.db``."""
+
+    def __init__(self, data_dir: Path | str, partitions: int, synchronous: str = "FULL"):
+        self.path = Path(data_dir) / "pystatefun.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per epoch
+        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute(f"PRAGMA synchronous={synchronous}")
+        self.db.executescript(_SCHEMA)
+        self.partitions = self._check_meta(partitions)
+
+    def _check_meta(self, partitions: int) -> int:
+        meta = dict(self.db.execute("SELECT key, value FROM meta"))
+        if not meta:
+            self.db.execute("BEGIN")
+            self.db.executemany(
+                "INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("partitions", str(partitions))]
+            )
+            self.db.execute("COMMIT")
+            return partitions
+        if meta.get("schema") != SCHEMA_VERSION:
+            raise DataDirError(f"{self.path} has schema version {meta.get('schema')}, this pystatefun writes {SCHEMA_VERSION}")
+        stored = int(meta["partitions"])
+        if stored != partitions:
+            raise DataDirError(
+                f"{self.path} was created with {stored} partitions, not {partitions}: addresses map to partitions "
+                f"by hash, so the count is fixed for an application. Run with --partitions {stored}."
+            )
+        return stored
+
+    # -- recovery -----------------------------------------------------------------------------------
+
+    def recover(self) -> Recovery:
+        """What a restarted runtime continues from: the inbox in order, the timers, the parked addresses."""
+        inbox = [
+            Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id), TypedValue.FromString(r.value), r.seq)
+            for r in self.inbox()
+        ]
+        timers = [
+            Timer(r.timer_id, r.partition, r.due_ms,
+                  Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id), TypedValue.FromString(r.value)),
+                  r.token)
+            for r in self.timers()
+        ]
+        return Recovery(inbox, timers, self.parked(), self.max_seq() + 1, self.max_timer_id() + 1)
+
+    def inbox(self) -> typing.Iterator[InboxRow]:
+        for row in self.db.execute("SELECT * FROM inbox ORDER BY seq"):
+            yield InboxRow(*row)
+
+    def max_seq(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
+
+    def timers(self) -> list[TimerRow]:
+        return [TimerRow(*row) for row in self.db.execute("SELECT * FROM timers ORDER BY due_ms, timer_id")]
+
+    def max_timer_id(self) -> int:
+        return self.db.execute("SELECT COALESCE(MAX(timer_id), 0) FROM timers").fetchone()[0]
+
+    def function_specs(self) -> dict[str, dict[str, StateSpec]]:
+        specs: dict[str, dict[str, StateSpec]] = {}
+        for typename, name, type_typename, mode, ttl_ms in self.db.execute("SELECT * FROM function_specs"):
+            specs.setdefault(typename, {})[name] = StateSpec(name, type_typename, mode, ttl_ms)
+        return specs
+
+    def parked(self) -> dict[tuple[str, str], str]:
+        return {(t, i): reason for t, i, reason in self.db.execute("SELECT typename, id, reason FROM parked")}
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def load_state(self, typename: str, id: str) -> dict[str, StoredValue]:
+        rows = self.db.execute("SELECT name, value, expire_at FROM state WHERE typename = ? AND id = ?", (typename, id))
+        return {name: StoredValue(TypedValue.FromString(value), expire_at) for name, value, expire_at in rows}
+
+    def idempotency(self, key: str, now_ms: int) -> tuple[int, bytes] | None:
+        row = self.db.execute(
+            "SELECT status, body FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)
+        ).fetchone()
+        return None if row is None else (row[0], row[1])
+
+    # -- writes outside epochs (idempotent metadata and destructive egress reads) ---------------------
+
+    def save_function_specs(self, typename: str, specs: typing.Iterable[StateSpec]) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+        self.db.executemany(
+            "INSERT OR REPLACE INTO function_specs VALUES (?, ?, ?, ?, ?)",
+            [(typename, s.name, s.type_typename, s.mode, s.ttl_ms) for s in specs],
+        )
+        self.db.execute("COMMIT")
+
+    def pop_egress(self, egress_id: str, topic: str) -> bytes | None:
+        """Removes and returns the oldest record of ``topic``, in one transaction."""
+        self.db.execute("BEGIN IMMEDIATE")
+        try:
+            row = self.db.execute(
+                "SELECT seq, payload FROM egress WHERE egress_id = ? AND topic = ? ORDER BY seq LIMIT 1",
+                (egress_id, topic),
+            ).fetchone()
+            if row is not None:
+                self.db.execute("DELETE FROM egress WHERE seq = ?", (row[0],))
+            self.db.execute("COMMIT")
+        except BaseException:
+            self.db.execute("ROLLBACK")
+            raise
+        return None if row is None else row[1]
+
+    def egress_depth(self, egress_id: str, topic: str) -> int:
+        return self.db.execute(
+            "SELECT COUNT(*) FROM egress WHERE egress_id = ? AND topic = ?", (egress_id, topic)
+        ).fetchone()[0]
+
+    def sweep(self, now_ms: int) -> int:
+        """Reclaims expired state and idempotency records; returns how many state values went."""
+        self.db.execute("BEGIN IMMEDIATE")
+        removed = self.db.execute("DELETE FROM state WHERE expire_at IS NOT NULL AND expire_at <= ?", (now_ms,)).rowcount
+        self.db.execute("DELETE FROM idempotency WHERE expires_ms <= ?", (now_ms,))
+        self.db.execute("COMMIT")
+        return removed
+
+    # -- the epoch commit ---------------------------------------------------------------------------
+
+    def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        """Writes the whole epoch in one transaction; volatile envelopes get their inbox seq here."""
+        db = self.db
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            if epoch.consumed:
+                db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in epoch.consumed])
+            if epoch.volatile:
+                rows = []
+                for envelope in epoch.volatile:
+                    target, caller = envelope.target, envelope.caller
+                    rows.append((
+                        envelope.seq, partition_of(target.id), target.typename, target.id,
+                        caller.typename if caller else None, caller.id if caller else None, envelope.encode_value(),
+                    ))
+                db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            if epoch.state:
+                upserts, deletes = [], []
+                for (typename, id), (values, changed) in epoch.state.items():
+                    partition = epoch.partitions_of_state[(typename, id)]
+                    for name in changed:
+                        stored = values.get(name)
+                        if stored is None:
+                            deletes.append((typename, id, name))
+                        else:
+                            upserts.append((typename, id, name, partition, stored.value.SerializeToString(), stored.expire_at))
+                if deletes:
+                    db.executemany("DELETE FROM state WHERE typename = ? AND id = ? AND name = ?", deletes)
+                if upserts:
+                    db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)", upserts)
+            if epoch.timers_removed:
+                db.executemany("DELETE FROM timers WHERE timer_id = ?", [(t,) for t in epoch.timers_removed])
+            if epoch.timers_added:
+                rows = []
+                for timer in epoch.timers_added.values():
+                    target, caller = timer.envelope.target, timer.envelope.caller
+                    rows.append((
+                        timer.timer_id, timer.partition, timer.due_ms, target.typename, target.id,
+                        caller.typename if caller else None, caller.id if caller else None, timer.token,
+                        timer.envelope.encode_value(),
+                    ))
+                db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            if epoch.egress:
+                db.executemany(
+                    "INSERT INTO egress (egress_id, topic, payload) VALUES (?, ?, ?)",
+                    [(r.egress_id, r.topic, r.payload) for r in epoch.egress],
+                )
+            if epoch.idempotency:
+                db.executemany(
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
+                    [(r.key, r.expires_ms, r.status, r.body) for r in epoch.idempotency],
+                )
+            if epoch.dead_letters:
+                rows = []
+                for letter in epoch.dead_letters:
+                    caller = letter.caller
+                    rows.append((
+                        letter.target_type, letter.target_id, caller.typename if caller else None,
+                        caller.id if caller else None, letter.value.SerializeToString(), letter.reason, letter.at_ms,
+                    ))
+                db.executemany(
+                    "INSERT INTO dead_letters (target_type, target_id, caller_type, caller_id, value, reason, at_ms) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    rows,
+                )
+            for (typename, id), reason in epoch.parked.items():
+                if reason is None:
+                    db.execute("DELETE FROM parked WHERE typename = ? AND id = ?", (typename, id))
+                else:
+                    db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?)", (typename, id, reason))
+            db.execute("COMMIT")
+        except BaseException:
+            db.execute("ROLLBACK")
+            raise
+
+    def close(self) -> None:
+        self.db.close()

@@ -1,0 +1,1 @@
+"""Ingresses and egresses."""

@@ -1,0 +1,1 @@
+"""The processing core: partitions, mailboxes, epochs, invokers."""

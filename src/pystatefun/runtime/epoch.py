@@ -1,0 +1,119 @@
+"""Epochs: what the runtime did since the last commit, committed atomically by the backend.
+
+Everything a batch of invocations causes -- inputs consumed, state written, timers set or cancelled,
+messages still undelivered, egress records, idempotency records -- goes into the open epoch. The backend
+commits an epoch in one transaction (SQLite) or one Kafka transaction; only then are its state writes
+applied to the state cache and the ingress requests that joined it answered. If the process dies first,
+none of it happened, and the inputs are still in the inbox to be processed again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import typing
+from dataclasses import dataclass, field
+
+from pystatefun.runtime.envelope import Envelope
+from pystatefun.sdk.address import SdkAddress
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+StateKey = tuple[str, str]  # (function typename, id)
+
+
+@dataclass(slots=True)
+class StoredValue:
+    """A state value: its TypedValue and when it expires (epoch ms), if it does."""
+
+    value: TypedValue
+    expire_at: int | None = None
+
+
+@dataclass(slots=True)
+class Timer:
+    """A delayed message waiting for its due time."""
+
+    timer_id: int
+    partition: int
+    due_ms: int
+    envelope: Envelope  # caller = the sender
+    token: str | None
+
+    @property
+    def sender_key(self) -> tuple[str, str, str] | None:
+        """(sender typename, sender id, token): a token is scoped to the address that sent it."""
+        caller = self.envelope.caller
+        if not self.token or caller is None:
+            return None
+        return (caller.typename, caller.id, self.token)
+
+
+@dataclass(slots=True)
+class EgressRecord:
+    egress_id: str
+    topic: str
+    payload: bytes
+
+
+@dataclass(slots=True)
+class IdempotencyRecord:
+    key: str
+    expires_ms: int
+    status: int
+    body: bytes
+
+
+@dataclass(slots=True)
+class DeadLetter:
+    """A message (or egress record) that had nowhere to go; ``target_id`` is empty for an egress."""
+
+    target_type: str
+    target_id: str
+    caller: SdkAddress | None
+    value: TypedValue
+    reason: str
+    at_ms: int
+
+
+@dataclass
+class Epoch:
+    """The open epoch: effects waiting for the next commit."""
+
+    number: int
+    consumed: list[int] = field(default_factory=list)  # inbox seqs whose effects are in this epoch
+    # produced here, not yet consumed nor durable; a dict for its insertion order, which the commit keeps
+    # in the inbox so that an address gets its messages in the same order after a restart
+    volatile: dict[Envelope, None] = field(default_factory=dict)
+    # the write buffer: the full state of every address written in this epoch, and which names changed
+    state: dict[StateKey, tuple[dict[str, StoredValue], set[str]]] = field(default_factory=dict)
+    partitions_of_state: dict[StateKey, int] = field(default_factory=dict)
+    timers_added: dict[int, Timer] = field(default_factory=dict)
+    timers_removed: list[int] = field(default_factory=list)
+    egress: list[EgressRecord] = field(default_factory=list)
+    idempotency: list[IdempotencyRecord] = field(default_factory=list)
+    dead_letters: list[DeadLetter] = field(default_factory=list)
+    parked: dict[StateKey, str | None] = field(default_factory=dict)  # reason, or None when resumed
+    done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
+
+    @property
+    def empty(self) -> bool:
+        return not (
+            self.consumed or self.volatile or self.state or self.timers_added or self.timers_removed
+            or self.egress or self.idempotency or self.dead_letters or self.parked
+        )
+
+    def size(self) -> int:
+        """How many records the commit writes (for metrics and the commit trigger)."""
+        return (
+            len(self.consumed) + len(self.volatile) + sum(len(changed) for _, changed in self.state.values())
+            + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.idempotency)
+            + len(self.dead_letters) + len(self.parked)
+        )
+
+    def write_state(self, key: StateKey, partition: int, base: typing.Mapping[str, StoredValue]) -> tuple[dict[str, StoredValue], set[str]]:
+        """The write buffer of ``key``: a copy of its current state made on the first write of the epoch."""
+        entry = self.state.get(key)
+        if entry is None:
+            entry = (dict(base), set())
+            self.state[key] = entry
+            self.partitions_of_state[key] = partition
+        return entry

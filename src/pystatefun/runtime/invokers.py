@@ -1,0 +1,219 @@
+"""Invokers: how a batch of invocations reaches a function, embedded (a direct call) or remote (HTTP).
+
+Both return the same Effects, which the runtime applies in one place. An invoker raises
+InvocationError when the batch cannot complete; the runtime then parks the address.
+"""
+
+from __future__ import annotations
+
+import typing
+from dataclasses import dataclass
+
+from google.protobuf.message import DecodeError
+
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.sdk.address import SdkAddress
+from pystatefun.sdk.batch import Batch, Invocation
+from pystatefun.sdk.context import DelayedMessage
+from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
+from pystatefun.sdk.messages import EgressMessage, Message
+from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
+
+StateReader = typing.Callable[[SdkAddress, typing.Mapping[str, StateSpec]], dict[str, TypedValue | None]]
+"""Reads the current, unexpired state of an address for the given specs (None = no value)."""
+
+
+class InvocationError(Exception):
+    """A batch could not be completed; the message says why and what to do."""
+
+
+@dataclass(slots=True)
+class Effects:
+    """What a batch did, in the order the function asked for it (StateFun applies them in this order)."""
+
+    messages: list[Message]
+    delayed: list[DelayedMessage]
+    egress: list[EgressMessage]
+    mutations: list[tuple[str, TypedValue | None]]
+
+
+class EmbeddedInvoker:
+    """Calls functions of a StatefulFunctions in this process: no network, no serialization of state."""
+
+    def __init__(self, functions: StatefulFunctions, max_batch: int = 1000):
+        self.functions = functions
+        self.max_batch = max_batch
+        self._specs: dict[str, dict[str, StateSpec]] = {}
+
+    def function(self, typename: str) -> StatefulFunction | None:
+        return self.functions._functions.get(typename)
+
+    def specs(self, typename: str) -> dict[str, StateSpec]:
+        specs = self._specs.get(typename)
+        if specs is None:
+            function = self.function(typename)
+            specs = {} if function is None else {s.name: StateSpec.of(s) for s in function.specs}
+            self._specs[typename] = specs
+        return specs
+
+    def is_async(self, typename: str) -> bool:
+        function = self.function(typename)
+        return function is not None and function.is_async
+
+    def prepare(self, address: SdkAddress, read_state: StateReader) -> Batch:
+        function = self.function(address.typename)
+        if function is None:
+            raise InvocationError(
+                f"no function {address.typename!r} in the embedded module; register it in its StatefulFunctions"
+            )
+        return Batch(function, address, read_state(address, self.specs(address.typename)))
+
+    def invoke_sync(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
+        batch = self.prepare(address, read_state)
+        try:
+            result = batch.run(invocations)
+        except Exception as e:
+            raise InvocationError(f"{address.typename}/{address.id} raised {type(e).__name__}: {e}") from e
+        ctx = result.context
+        return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
+
+    async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
+        batch = self.prepare(address, read_state)
+        try:
+            result = await batch.run_async(invocations)
+        except Exception as e:
+            raise InvocationError(f"{address.typename}/{address.id} raised {type(e).__name__}: {e}") from e
+        ctx = result.context
+        return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
+
+
+class RemoteCaller(typing.Protocol):
+    async def call(self, url: str, body: bytes) -> bytes: ...
+
+
+class RemoteInvoker:
+    """Calls a remote function endpoint with the StateFun request-reply protocol.
+
+    Registered state specs are kept per function type (and durably, through ``register``), so a restart
+    does not renegotiate; a batch answered with IncompleteInvocationContext is re-sent with the missing
+    states attached, as the StateFun runtime does.
+    """
+
+    MAX_NEGOTIATION_ROUNDS = 8
+
+    def __init__(
+        self,
+        url_for: typing.Callable[[str], str],
+        transport: RemoteCaller,
+        max_batch: int,
+        registered: dict[str, dict[str, StateSpec]],
+        register: typing.Callable[[str, list[StateSpec]], None],
+    ):
+        self.url_for = url_for
+        self.transport = transport
+        self.max_batch = max_batch
+        self.registered = registered
+        self._register = register
+
+    def specs(self, typename: str) -> dict[str, StateSpec]:
+        return self.registered.setdefault(typename, {})
+
+    def is_async(self, typename: str) -> bool:
+        return True
+
+    async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
+        url = self.url_for(address.name)
+        for _ in range(self.MAX_NEGOTIATION_ROUNDS):
+            specs = self.specs(address.typename)
+            request = _request(address, read_state(address, specs), invocations)
+            try:
+                reply = FromFunction.FromString(await self.transport.call(url, request))
+            except DecodeError as e:
+                raise InvocationError(f"{url} answered with bytes that are not a StateFun FromFunction: {e}") from e
+            kind = reply.WhichOneof("response")
+            if kind == "incomplete_invocation_context":
+                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values)
+                continue
+            return _effects(address, reply.invocation_result, specs) if kind else Effects([], [], [], [])
+        raise InvocationError(
+            f"{url} kept asking for state specs of {address.typename} after {self.MAX_NEGOTIATION_ROUNDS} rounds"
+        )
+
+    def _negotiate(self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec]) -> None:
+        specs = self.specs(typename)
+        new = []
+        for pb in missing:
+            spec = StateSpec.from_protocol(pb)
+            known = specs.get(spec.name)
+            if known is None:
+                new.append(spec)
+            elif known.type_typename != spec.type_typename:
+                raise InvocationError(
+                    f"state {spec.name!r} of {typename} is registered with type {known.type_typename!r}, but the "
+                    f"function now declares {spec.type_typename!r}; a state's type cannot change -- use a new "
+                    "state name, or delete the old state first"
+                )
+        if not new and missing:
+            raise InvocationError(
+                f"the function {typename} asked for states that are already registered: "
+                f"{', '.join(s.state_name for s in missing)}"
+            )
+        for spec in new:
+            specs[spec.name] = spec
+        self._register(typename, new)
+
+
+def _request(address: SdkAddress, state: dict[str, TypedValue | None], invocations: list[Invocation]) -> bytes:
+    batch = ToFunction.InvocationBatchRequest(
+        target=Address(namespace=address.namespace, type=address.name, id=address.id)
+    )
+    states = batch.state
+    for name, value in state.items():
+        if value is None:
+            states.add(state_name=name)
+        else:
+            states.add(state_name=name, state_value=value)
+    items = batch.invocations
+    for caller, argument in invocations:
+        if caller is None:
+            items.add(argument=argument)
+        else:
+            items.add(caller=Address(namespace=caller.namespace, type=caller.name, id=caller.id), argument=argument)
+    return ToFunction(invocation=batch).SerializeToString()
+
+
+def _typename(pb: Address) -> str:
+    return f"{pb.namespace}/{pb.type}"
+
+
+def _effects(address: SdkAddress, response: FromFunction.InvocationResponse, specs: dict[str, StateSpec]) -> Effects:
+    """The response as Effects, refusing what the StateFun runtime refuses (and says why)."""
+    where = f"{address.typename}/{address.id}"
+    mutations: list[tuple[str, TypedValue | None]] = []
+    for m in response.state_mutations:
+        spec = specs.get(m.state_name)
+        if spec is None:
+            raise InvocationError(f"{where} changed state {m.state_name!r}, which it never declared")
+        if m.mutation_type == FromFunction.PersistedValueMutation.MODIFY:
+            if m.state_value.typename != spec.type_typename:
+                raise InvocationError(
+                    f"{where} wrote state {m.state_name!r} with type {m.state_value.typename!r}, but it is "
+                    f"registered as {spec.type_typename!r}"
+                )
+            mutations.append((m.state_name, m.state_value))
+        else:
+            mutations.append((m.state_name, None))
+    messages = [Message(_typename(m.target), m.target.id, m.argument) for m in response.outgoing_messages]
+    delayed = []
+    for d in response.delayed_invocations:
+        if d.is_cancellation_request:
+            if not d.cancellation_token:
+                raise InvocationError(f"{where} sent a delayed-message cancellation without a token")
+            delayed.append(DelayedMessage(True, cancellation_token=d.cancellation_token))
+        else:
+            if d.delay_in_ms < 0:
+                raise InvocationError(f"{where} sent a delayed message with a negative delay ({d.delay_in_ms} ms)")
+            message = Message(_typename(d.target), d.target.id, d.argument)
+            delayed.append(DelayedMessage(False, d.delay_in_ms, message, d.cancellation_token or None))
+    egress = [EgressMessage(f"{e.egress_namespace}/{e.egress_type}", e.argument) for e in response.outgoing_egresses]
+    return Effects(messages, delayed, egress, mutations)

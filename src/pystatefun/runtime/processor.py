@@ -1,0 +1,484 @@
+"""The processing core: mailboxes per address, partition processors, the scheduler and epoch commits.
+
+One Runtime per process. It owns some partitions (all of them on the embedded backend), each with a
+PartitionProcessor holding that partition's mailboxes and state cache. Per address at most one batch is
+in flight; messages arriving meanwhile wait in the mailbox's backlog and form the next batch (at most
+``max_batch`` of the function's endpoint). Messages between local addresses are delivered in memory;
+every effect goes into the open epoch, and the backend commits epochs atomically (see epoch.py).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import logging
+import time
+import typing
+
+from pystatefun.runtime.envelope import Envelope, address, partition_of
+from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, StoredValue, Timer
+from pystatefun.runtime.invokers import Effects, InvocationError
+from pystatefun.runtime.specs import AFTER_CALL, StateSpec
+from pystatefun.runtime.timers import DuplicateTokenError, TimerService
+from pystatefun.sdk.address import SdkAddress
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+log = logging.getLogger("pystatefun.runtime")
+
+
+class Invoker(typing.Protocol):
+    max_batch: int
+
+    def specs(self, typename: str) -> dict[str, StateSpec]: ...
+
+    def is_async(self, typename: str) -> bool: ...
+
+
+class Egress(typing.Protocol):
+    def record(self, egress_typename: str, value: TypedValue) -> EgressRecord:
+        """The record to store for ``value``; ValueError (the reason) if it cannot be accepted."""
+        ...
+
+    def committed(self) -> None:
+        """Called after a commit that wrote records for this egress."""
+        ...
+
+
+class Recovery(typing.Protocol):
+    """What a backend recovered (backends/embedded.py Recovery)."""
+
+    inbox: list[Envelope]
+    timers: list[Timer]
+    parked: dict[StateKey, str]
+    next_seq: int
+    next_timer_id: int
+
+
+class Store(typing.Protocol):
+    """What a durability backend gives the core (backends/embedded.py is the reference)."""
+
+    def load_state(self, typename: str, id: str) -> dict[str, StoredValue]: ...
+
+    def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None: ...
+
+
+class Mailbox:
+    """The messages of one address: the batch in flight (if any) and the backlog behind it."""
+
+    __slots__ = ("address", "invoker", "backlog", "in_flight", "parked", "scheduled", "waiters")
+
+    def __init__(self, address: SdkAddress, invoker: Invoker):
+        self.address = address
+        self.invoker = invoker
+        self.backlog: collections.deque[Envelope] = collections.deque()
+        self.in_flight: list[Envelope] | None = None
+        self.parked: str | None = None
+        self.scheduled = False
+        self.waiters: list[asyncio.Future] = []  # ingresses waiting for room in the backlog
+
+    @property
+    def idle(self) -> bool:
+        return not self.backlog and self.in_flight is None and self.parked is None and not self.waiters
+
+
+class PartitionProcessor:
+    """One partition: its mailboxes and the cache of its committed state."""
+
+    def __init__(self, partition: int):
+        self.partition = partition
+        self.mailboxes: dict[SdkAddress, Mailbox] = {}
+        self.cache: dict[StateKey, dict[str, StoredValue]] = {}
+
+
+class Runtime:
+    """Runs functions over the partitions this process owns, committing effects in epochs."""
+
+    def __init__(
+        self,
+        store: Store,
+        resolve: typing.Callable[[str], Invoker | None],
+        egresses: typing.Mapping[str, Egress],
+        partitions: int,
+        *,
+        commit_interval: float = 0.1,
+        max_backlog: int | None = None,
+        max_volatile: int = 100_000,
+        max_cached_addresses: int = 100_000,
+        clock: typing.Callable[[], float] = time.time,
+    ):
+        self.store = store
+        self.resolve = resolve
+        self.egresses = egresses
+        self.partitions = partitions
+        self.processors = {p: PartitionProcessor(p) for p in range(partitions)}
+        self.commit_interval = commit_interval
+        self.max_backlog = max_backlog
+        self.max_volatile = max_volatile
+        self.max_cached_addresses = max_cached_addresses
+        self.clock = clock
+        self.timers = TimerService()
+        self.epoch: Epoch | None = None
+        self._ready: collections.deque[Mailbox] = collections.deque()
+        self._wake = asyncio.Event()
+        self._commit_now = asyncio.Event()
+        self._timers_changed = asyncio.Event()
+        self._tasks: list[asyncio.Task] = []
+        self._invocations: set[asyncio.Task] = set()
+        self._next_seq = 1
+        self._running = False
+        self.commits = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------------
+
+    def now_ms(self) -> int:
+        return int(self.clock() * 1000)
+
+    def partition_of(self, id: str) -> int:
+        return partition_of(id, self.partitions)
+
+    async def start(self, recovery: Recovery | None = None) -> None:
+        """Starts processing what the backend recovered: the inbox, pending timers and parked addresses."""
+        self.epoch = Epoch(1)
+        if recovery is not None:
+            self._next_seq = recovery.next_seq
+            self.timers = TimerService(recovery.next_timer_id)
+            for timer in recovery.timers:
+                self.timers.add(timer)
+            for (typename, id), reason in recovery.parked.items():
+                mailbox = self._mailbox(address(typename, id))
+                if mailbox is not None:
+                    mailbox.parked = reason
+            for envelope in recovery.inbox:
+                self.route(envelope)
+        self._running = True
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self._drain_loop(), name="pystatefun-drain"),
+            loop.create_task(self._commit_loop(), name="pystatefun-commit"),
+            loop.create_task(self._timer_loop(), name="pystatefun-timers"),
+        ]
+
+    async def stop(self) -> None:
+        """Stops processing and commits what is done; unfinished messages stay in the inbox."""
+        self._running = False
+        for task in self._tasks + list(self._invocations):
+            task.cancel()
+        await asyncio.gather(*self._tasks, *self._invocations, return_exceptions=True)
+        self.commit()
+
+    # -- routing --------------------------------------------------------------------------------------
+
+    def _mailbox(self, target: SdkAddress) -> Mailbox | None:
+        processor = self.processors[self.partition_of(target.id)]
+        mailbox = processor.mailboxes.get(target)
+        if mailbox is None:
+            invoker = self.resolve(target.typename)
+            if invoker is None:
+                return None
+            mailbox = processor.mailboxes[target] = Mailbox(target, invoker)
+        return mailbox
+
+    def route(self, envelope: Envelope) -> None:
+        """Delivers a message to its address's mailbox (or to the dead letters if no function has its type)."""
+        epoch = self.epoch
+        mailbox = self._mailbox(envelope.target)
+        if mailbox is None:
+            self._dead_letter(envelope.target.typename, envelope.target.id, envelope.caller, envelope.value,
+                              f"no function type {envelope.target.typename!r} is bound in the module")
+            if envelope.seq is not None:
+                epoch.consumed.append(envelope.seq)
+            return
+        mailbox.backlog.append(envelope)
+        if envelope.seq is None:
+            epoch.volatile[envelope] = None
+        self._schedule(mailbox)
+
+    def _schedule(self, mailbox: Mailbox) -> None:
+        if mailbox.in_flight is None and mailbox.parked is None and not mailbox.scheduled and mailbox.backlog:
+            mailbox.scheduled = True
+            self._ready.append(mailbox)
+            self._wake.set()
+
+    async def admit(self, target: SdkAddress) -> bool:
+        """Waits until ``target`` has room for one more message (back-pressure for ingresses).
+
+        False when no function has the target's type. Only this address waits when its backlog is full;
+        the rest of the runtime goes on.
+        """
+        mailbox = self._mailbox(target)
+        if mailbox is None:
+            return False
+        cap = self.max_backlog or mailbox.invoker.max_batch
+        while len(mailbox.backlog) >= cap:
+            waiter = asyncio.get_running_loop().create_future()
+            mailbox.waiters.append(waiter)
+            await waiter
+        while len(self.epoch.volatile) >= self.max_volatile:
+            self._commit_now.set()
+            await self.epoch.done
+        return True
+
+    # -- running batches ------------------------------------------------------------------------------
+
+    async def _drain_loop(self) -> None:
+        while True:
+            await self._wake.wait()
+            self._wake.clear()
+            ready = self._ready
+            started = 0
+            while ready:
+                mailbox = ready.popleft()
+                mailbox.scheduled = False
+                self._start(mailbox)
+                started += 1
+                if started % 512 == 0:
+                    await asyncio.sleep(0)  # let ingresses, completions and commits in
+
+    def _start(self, mailbox: Mailbox) -> None:
+        if mailbox.in_flight is not None or mailbox.parked is not None or not mailbox.backlog:
+            return
+        invoker = mailbox.invoker
+        backlog = mailbox.backlog
+        batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
+        mailbox.in_flight = batch
+        self._release(mailbox)
+        invocations = [(e.caller, e.value) for e in batch]
+        target = mailbox.address
+        if invoker.is_async(target.typename):
+            task = asyncio.get_running_loop().create_task(self._invoke_async(mailbox, invocations))
+            self._invocations.add(task)
+            task.add_done_callback(self._invocations.discard)
+            return
+        try:
+            effects = invoker.invoke_sync(target, self.read_state, invocations)
+        except InvocationError as e:
+            self._park(mailbox, str(e))
+            return
+        self._complete(mailbox, effects)
+
+    async def _invoke_async(self, mailbox: Mailbox, invocations: list) -> None:
+        try:
+            effects = await mailbox.invoker.invoke(mailbox.address, self.read_state, invocations)
+        except InvocationError as e:
+            self._park(mailbox, str(e))
+            return
+        except Exception as e:  # a transport error after its retries, a bug: park, never crash the runtime
+            self._park(mailbox, f"{type(e).__name__}: {e}")
+            return
+        self._complete(mailbox, effects)
+
+    def _complete(self, mailbox: Mailbox, effects: Effects) -> None:
+        try:
+            self._apply(mailbox.address, mailbox.invoker, effects)
+        except InvocationError as e:
+            self._park(mailbox, str(e))
+            return
+        epoch = self.epoch
+        for envelope in mailbox.in_flight:
+            if envelope.seq is None:
+                del epoch.volatile[envelope]
+            else:
+                epoch.consumed.append(envelope.seq)
+        mailbox.in_flight = None
+        if mailbox.backlog:
+            self._schedule(mailbox)
+        elif mailbox.idle:
+            processor = self.processors[self.partition_of(mailbox.address.id)]
+            processor.mailboxes.pop(mailbox.address, None)
+
+    def _release(self, mailbox: Mailbox) -> None:
+        """Wakes ingresses waiting for room in this backlog."""
+        while mailbox.waiters:
+            waiter = mailbox.waiters.pop()
+            if not waiter.done():
+                waiter.set_result(None)
+
+    def _park(self, mailbox: Mailbox, reason: str) -> None:
+        """The batch failed: its messages go back to the front of the backlog and the address waits."""
+        target = mailbox.address
+        log.error("parking %s/%s: %s", target.typename, target.id, reason, extra={"address": f"{target.typename}/{target.id}"})
+        if mailbox.in_flight:
+            mailbox.backlog.extendleft(reversed(mailbox.in_flight))
+        mailbox.in_flight = None
+        mailbox.parked = reason
+        self.epoch.parked[(target.typename, target.id)] = reason
+
+    # -- effects --------------------------------------------------------------------------------------
+
+    def _apply(self, source: SdkAddress, invoker: Invoker, effects: Effects) -> None:
+        """Applies a batch's effects to the open epoch, all or nothing: everything is checked first."""
+        now = self.now_ms()
+        outgoing = []
+        try:
+            for message in effects.messages:
+                outgoing.append(Envelope(address(message.target_typename, message.target_id), source, message.typed_value))
+            delayed = []
+            added: set[str] = set()  # tokens this batch leaves pending, checked in order
+            cancelled: set[str] = set()
+            for d in effects.delayed:
+                if d.is_cancellation:
+                    added.discard(d.cancellation_token)
+                    cancelled.add(d.cancellation_token)
+                    delayed.append((None, d.cancellation_token))
+                    continue
+                m = d.message
+                envelope = Envelope(address(m.target_typename, m.target_id), source, m.typed_value)
+                token = d.cancellation_token or None
+                if token is not None:
+                    if token in added or (token not in cancelled and self.timers.has_token(source.typename, source.id, token)):
+                        raise DuplicateTokenError(
+                            f"a delayed message with cancellation token {token!r} is already pending; tokens must be "
+                            "unique per sender until the message is delivered or cancelled"
+                        )
+                    added.add(token)
+                delayed.append((envelope, (d.duration_ms, token)))
+        except (ValueError, TypeError) as e:
+            raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
+
+        epoch = self.epoch
+        for envelope in outgoing:
+            self.route(envelope)
+        for envelope, detail in delayed:
+            if envelope is None:
+                cancelled = self.timers.cancel(source.typename, source.id, detail)
+                if cancelled is not None:
+                    self._drop_timer(cancelled)
+                continue
+            delay_ms, token = detail
+            target = envelope.target
+            timer = Timer(self.timers.new_id(), self.partition_of(target.id), now + delay_ms, envelope, token)
+            self.timers.add(timer)
+            epoch.timers_added[timer.timer_id] = timer
+            self._timers_changed.set()
+        for egress_message in effects.egress:
+            egress = self.egresses.get(egress_message.typename)
+            if egress is None:
+                self._dead_letter(egress_message.typename, "", source, egress_message.typed_value,
+                                  f"no egress {egress_message.typename!r} is defined in the module")
+                continue
+            try:
+                epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
+            except ValueError as e:
+                self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
+        specs = invoker.specs(source.typename)
+        self._write_state(source, specs, effects.mutations, now)
+
+    def _write_state(self, source: SdkAddress, specs: dict[str, StateSpec], mutations: list, now: int) -> None:
+        touch = [spec for spec in specs.values() if spec.mode == AFTER_CALL]
+        if not mutations and not touch:
+            return
+        key = (source.typename, source.id)
+        partition = self.partition_of(source.id)
+        values, changed = self.epoch.write_state(key, partition, self._state(key, partition))
+        for name, value in mutations:
+            changed.add(name)
+            if value is None:
+                values.pop(name, None)
+            else:
+                spec = specs.get(name)
+                values[name] = StoredValue(value, spec.expire_at(now) if spec is not None else None)
+        written = {name for name, _ in mutations}
+        for spec in touch:  # every call reads all state, so "after call" expirations move on
+            if spec.name in written:
+                continue
+            stored = values.get(spec.name)
+            if stored is None:
+                continue
+            changed.add(spec.name)
+            if stored.expire_at is not None and stored.expire_at <= now:
+                del values[spec.name]
+            else:
+                values[spec.name] = StoredValue(stored.value, now + spec.ttl_ms)
+
+    def _dead_letter(self, target_type: str, target_id: str, caller: SdkAddress | None, value: TypedValue, reason: str) -> None:
+        log.warning("dead letter for %s%s: %s", target_type, f"/{target_id}" if target_id else "", reason)
+        self.epoch.dead_letters.append(DeadLetter(target_type, target_id, caller, value, reason, self.now_ms()))
+
+    # -- state ----------------------------------------------------------------------------------------
+
+    def _state(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+        """The current state of an address: this epoch's write buffer, else the committed cache/store."""
+        buffered = self.epoch.state.get(key)
+        if buffered is not None:
+            return buffered[0]
+        cache = self.processors[partition].cache
+        values = cache.get(key)
+        if values is None:
+            values = cache[key] = self.store.load_state(*key)
+        return values
+
+    def read_state(self, target: SdkAddress, specs: typing.Mapping[str, StateSpec]) -> dict[str, TypedValue | None]:
+        """The unexpired values of ``specs`` for ``target`` (None: no value)."""
+        values = self._state((target.typename, target.id), self.partition_of(target.id))
+        now = self.now_ms()
+        state = {}
+        for name in specs:
+            stored = values.get(name)
+            if stored is None or (stored.expire_at is not None and stored.expire_at <= now):
+                state[name] = None
+            else:
+                state[name] = stored.value
+        return state
+
+    # -- time -----------------------------------------------------------------------------------------
+
+    def _drop_timer(self, timer: Timer) -> None:
+        epoch = self.epoch
+        if epoch.timers_added.pop(timer.timer_id, None) is None:
+            epoch.timers_removed.append(timer.timer_id)
+
+    async def _timer_loop(self) -> None:
+        while True:
+            due = self.timers.next_due()
+            now = self.now_ms()
+            if due is not None and due <= now:
+                for timer in self.timers.pop_due(now):
+                    self._drop_timer(timer)
+                    self.route(timer.envelope)
+                continue
+            self._timers_changed.clear()
+            timeout = None if due is None else (due - now) / 1000
+            try:
+                await asyncio.wait_for(self._timers_changed.wait(), timeout)
+            except asyncio.TimeoutError:
+                pass
+
+    # -- commits --------------------------------------------------------------------------------------
+
+    async def _commit_loop(self) -> None:
+        while True:
+            try:
+                await asyncio.wait_for(self._commit_now.wait(), self.commit_interval)
+            except asyncio.TimeoutError:
+                pass
+            self._commit_now.clear()
+            self.commit()
+
+    def request_commit(self) -> None:
+        self._commit_now.set()
+
+    def commit(self) -> None:
+        """Commits the open epoch and opens the next. A failed commit stops the process: a restart
+        recovers from the last commit, which is the only safe state to continue from."""
+        epoch = self.epoch
+        self.epoch = Epoch(epoch.number + 1)
+        if not epoch.empty:
+            for envelope in epoch.volatile:
+                envelope.seq = self._next_seq
+                self._next_seq += 1
+            self.store.commit(epoch, self.partition_of)
+            self.commits += 1
+            for key, (values, _) in epoch.state.items():
+                self.processors[epoch.partitions_of_state[key]].cache[key] = values
+            for processor in self.processors.values():
+                if len(processor.cache) > self.max_cached_addresses // self.partitions:
+                    processor.cache.clear()  # committed values only: they reload from the store
+            for egress in {id(e): e for e in self.egresses.values()}.values():
+                egress.committed()
+        epoch.done.set_result(None)
+
+    # -- introspection ----------------------------------------------------------------------------------
+
+    def backlog_of(self, target: SdkAddress) -> int:
+        mailbox = self.processors[self.partition_of(target.id)].mailboxes.get(target)
+        return 0 if mailbox is None else len(mailbox.backlog)
