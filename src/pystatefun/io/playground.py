@@ -24,6 +24,7 @@ from aiohttp import web
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
+from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.address import parse_typename
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -182,7 +183,4 @@ class PlaygroundEgress:
             remaining = deadline - time.monotonic()
             if remaining <= 0:
                 return web.Response(status=404)
-            try:
-                await asyncio.wait_for(self._changed.wait(), remaining)
-            except asyncio.TimeoutError:
-                pass
+            await wait_for_event(self._changed, remaining)

@@ -20,6 +20,7 @@ from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, 
 from pystatefun.runtime.invokers import Effects, InvocationError
 from pystatefun.runtime.specs import AFTER_CALL, StateSpec
 from pystatefun.runtime.timers import DuplicateTokenError, TimerService
+from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -65,11 +66,12 @@ class Store(typing.Protocol):
 class Mailbox:
     """The messages of one address: the batch in flight (if any) and the backlog behind it."""
 
-    __slots__ = ("address", "invoker", "backlog", "in_flight", "parked", "scheduled", "waiters")
+    __slots__ = ("address", "invoker", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
 
-    def __init__(self, address: SdkAddress, invoker: Invoker):
+    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor):
         self.address = address
         self.invoker = invoker
+        self.processor = processor
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None
         self.parked: str | None = None
@@ -134,7 +136,7 @@ class Runtime:
         return int(self.clock() * 1000)
 
     def partition_of(self, id: str) -> int:
-        return partition_of(id, self.partitions)
+        return partition_of(id, self.partitions)  # (a method, for the backend's commit)
 
     async def start(self, recovery: Recovery | None = None) -> None:
         """Starts processing what the backend recovered: the inbox, pending timers and parked addresses."""
@@ -169,13 +171,13 @@ class Runtime:
     # -- routing --------------------------------------------------------------------------------------
 
     def _mailbox(self, target: SdkAddress) -> Mailbox | None:
-        processor = self.processors[self.partition_of(target.id)]
+        processor = self.processors[partition_of(target.id, self.partitions)]
         mailbox = processor.mailboxes.get(target)
         if mailbox is None:
             invoker = self.resolve(target.typename)
             if invoker is None:
                 return None
-            mailbox = processor.mailboxes[target] = Mailbox(target, invoker)
+            mailbox = processor.mailboxes[target] = Mailbox(target, invoker, processor)
         return mailbox
 
     def route(self, envelope: Envelope) -> None:
@@ -283,8 +285,7 @@ class Runtime:
         if mailbox.backlog:
             self._schedule(mailbox)
         elif mailbox.idle:
-            processor = self.processors[self.partition_of(mailbox.address.id)]
-            processor.mailboxes.pop(mailbox.address, None)
+            mailbox.processor.mailboxes.pop(mailbox.address, None)
 
     def _release(self, mailbox: Mailbox) -> None:
         """Wakes ingresses waiting for room in this backlog."""
@@ -308,45 +309,24 @@ class Runtime:
     def _apply(self, source: SdkAddress, invoker: Invoker, effects: Effects) -> None:
         """Applies a batch's effects to the open epoch, all or nothing: everything is checked first."""
         now = self.now_ms()
-        outgoing = []
         try:
-            for message in effects.messages:
-                outgoing.append(Envelope(address(message.target_typename, message.target_id), source, message.typed_value))
-            delayed = []
-            added: set[str] = set()  # tokens this batch leaves pending, checked in order
-            cancelled: set[str] = set()
-            for d in effects.delayed:
-                if d.is_cancellation:
-                    added.discard(d.cancellation_token)
-                    cancelled.add(d.cancellation_token)
-                    delayed.append((None, d.cancellation_token))
-                    continue
-                m = d.message
-                envelope = Envelope(address(m.target_typename, m.target_id), source, m.typed_value)
-                token = d.cancellation_token or None
-                if token is not None:
-                    if token in added or (token not in cancelled and self.timers.has_token(source.typename, source.id, token)):
-                        raise DuplicateTokenError(
-                            f"a delayed message with cancellation token {token!r} is already pending; tokens must be "
-                            "unique per sender until the message is delivered or cancelled"
-                        )
-                    added.add(token)
-                delayed.append((envelope, (d.duration_ms, token)))
+            outgoing = [
+                Envelope(address(m.target_typename, m.target_id), source, m.typed_value) for m in effects.messages
+            ]
+            delayed = self._check_delayed(source, effects.delayed) if effects.delayed else ()
         except (ValueError, TypeError) as e:
             raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
 
-        epoch = self.epoch
         for envelope in outgoing:
             self.route(envelope)
-        for envelope, detail in delayed:
+        epoch = self.epoch
+        for envelope, delay_ms, token in delayed:
             if envelope is None:
-                cancelled = self.timers.cancel(source.typename, source.id, detail)
+                cancelled = self.timers.cancel(source.typename, source.id, token)
                 if cancelled is not None:
                     self._drop_timer(cancelled)
                 continue
-            delay_ms, token = detail
-            target = envelope.target
-            timer = Timer(self.timers.new_id(), self.partition_of(target.id), now + delay_ms, envelope, token)
+            timer = Timer(self.timers.new_id(), partition_of(envelope.target.id, self.partitions), now + delay_ms, envelope, token)
             self.timers.add(timer)
             epoch.timers_added[timer.timer_id] = timer
             self._timers_changed.set()
@@ -360,15 +340,38 @@ class Runtime:
                 epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
             except ValueError as e:
                 self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
-        specs = invoker.specs(source.typename)
-        self._write_state(source, specs, effects.mutations, now)
+        self._write_state(source, invoker.specs(source.typename), effects.mutations, now)
+
+    def _check_delayed(self, source: SdkAddress, requests: list) -> list[tuple[Envelope | None, int, str | None]]:
+        """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
+        would be pending twice for this sender (checked in order, so cancel-then-reuse is fine)."""
+        checked = []
+        added: set[str] = set()
+        cancelled: set[str] = set()
+        for d in requests:
+            if d.is_cancellation:
+                added.discard(d.cancellation_token)
+                cancelled.add(d.cancellation_token)
+                checked.append((None, 0, d.cancellation_token))
+                continue
+            m = d.message
+            token = d.cancellation_token or None
+            if token is not None:
+                if token in added or (token not in cancelled and self.timers.has_token(source.typename, source.id, token)):
+                    raise DuplicateTokenError(
+                        f"a delayed message with cancellation token {token!r} is already pending; tokens must be "
+                        "unique per sender until the message is delivered or cancelled"
+                    )
+                added.add(token)
+            checked.append((Envelope(address(m.target_typename, m.target_id), source, m.typed_value), d.duration_ms, token))
+        return checked
 
     def _write_state(self, source: SdkAddress, specs: dict[str, StateSpec], mutations: list, now: int) -> None:
-        touch = [spec for spec in specs.values() if spec.mode == AFTER_CALL]
+        touch = [spec for spec in specs.values() if spec.mode == AFTER_CALL] if specs else ()
         if not mutations and not touch:
             return
         key = (source.typename, source.id)
-        partition = self.partition_of(source.id)
+        partition = partition_of(source.id, self.partitions)
         values, changed = self.epoch.write_state(key, partition, self._state(key, partition))
         for name, value in mutations:
             changed.add(name)
@@ -409,7 +412,7 @@ class Runtime:
 
     def read_state(self, target: SdkAddress, specs: typing.Mapping[str, StateSpec]) -> dict[str, TypedValue | None]:
         """The unexpired values of ``specs`` for ``target`` (None: no value)."""
-        values = self._state((target.typename, target.id), self.partition_of(target.id))
+        values = self._state((target.typename, target.id), partition_of(target.id, self.partitions))
         now = self.now_ms()
         state = {}
         for name in specs:
@@ -437,20 +440,13 @@ class Runtime:
                     self.route(timer.envelope)
                 continue
             self._timers_changed.clear()
-            timeout = None if due is None else (due - now) / 1000
-            try:
-                await asyncio.wait_for(self._timers_changed.wait(), timeout)
-            except asyncio.TimeoutError:
-                pass
+            await wait_for_event(self._timers_changed, None if due is None else (due - now) / 1000)
 
     # -- commits --------------------------------------------------------------------------------------
 
     async def _commit_loop(self) -> None:
         while True:
-            try:
-                await asyncio.wait_for(self._commit_now.wait(), self.commit_interval)
-            except asyncio.TimeoutError:
-                pass
+            await wait_for_event(self._commit_now, self.commit_interval)
             self._commit_now.clear()
             self.commit()
 
