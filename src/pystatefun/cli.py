@@ -50,5 +50,53 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     uvicorn.run(AsgiApp(functions), host=host, port=port, log_level=log_level, access_log=False)
 
 
+@main.command()
+@click.argument("module_yaml", metavar="MODULE.yaml", type=click.Path(exists=True, dir_okay=False))
+@click.option(
+    "--data-dir",
+    default="pystatefun-data",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Where the application's SQLite database lives; restart with the same one to continue.",
+)
+@click.option(
+    "--partitions",
+    default=8,
+    show_default=True,
+    type=click.IntRange(1, 4096),
+    help="Partitions of a new data dir (fixed once it exists).",
+)
+@click.option(
+    "--commit-interval",
+    default="100ms",
+    show_default=True,
+    help="How often an epoch commits: shorter answers ingresses sooner, longer batches more work per commit.",
+)
+@click.option(
+    "--log-level",
+    default="info",
+    show_default=True,
+    type=click.Choice(["critical", "error", "warning", "info", "debug"]),
+)
+def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, log_level: str) -> None:
+    """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
+    import asyncio
+    import logging
+
+    from pystatefun.app import Application
+    from pystatefun.backends.embedded import DataDirError
+    from pystatefun.config import ModuleConfigError, load_module, parse_duration
+
+    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        interval = parse_duration(commit_interval).total_seconds()
+        module = load_module(module_yaml)
+        application = Application(module, data_dir, partitions=partitions, commit_interval=interval)
+    except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
+        raise click.ClickException(str(e)) from None
+    click.echo(f"pystatefun running {module_yaml} with data in {data_dir}", err=True)
+    asyncio.run(application.run_until_signalled())
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -1,0 +1,178 @@
+"""An application on the embedded backend: a module.yaml's functions, ingresses and egresses, wired to
+one Runtime over one SQLite data dir. ``pystatefun run module.yaml`` runs one of these."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import typing
+from pathlib import Path
+
+from aiohttp import web
+
+from pystatefun.backends.embedded import SQLiteStore
+from pystatefun.config import (
+    EmbeddedFunctions,
+    HttpEndpoint,
+    Module,
+    PlaygroundEgress as PlaygroundEgressSpec,
+    PlaygroundIngress as PlaygroundIngressSpec,
+)
+from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress
+from pystatefun.loading import load_object
+from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
+from pystatefun.runtime.processor import Runtime
+from pystatefun.sdk.functions import StatefulFunctions
+
+log = logging.getLogger("pystatefun")
+
+DEFAULT_PARTITIONS = 8
+
+
+class UnsupportedComponentError(RuntimeError):
+    """A module component that is valid but that this runtime cannot run yet."""
+
+
+class Application:
+    """Everything one ``pystatefun run`` process serves."""
+
+    def __init__(
+        self,
+        module: Module,
+        data_dir: Path | str,
+        *,
+        partitions: int = DEFAULT_PARTITIONS,
+        commit_interval: float = 0.1,
+    ):
+        self.module = module
+        self.store = SQLiteStore(data_dir, partitions)
+        self._check_supported(module)
+        self._invokers: dict[str, typing.Any] = {}
+        self._transports: list[typing.Any] = []  # HttpTransport
+        registered = self.store.function_specs()
+        # one invoker per binding (document) of the module
+        self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
+        self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
+        self.egress = self._playground_egress(module)
+        egresses = {EGRESS_ID: self.egress} if self.egress is not None else {}
+        self.runtime = Runtime(
+            self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval
+        )
+        self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
+        self._runners: list[web.AppRunner] = []
+        self._sweeper: asyncio.Task | None = None
+
+    # -- wiring -----------------------------------------------------------------------------------------
+
+    @staticmethod
+    def _check_supported(module: Module) -> None:
+        for component in [*module.ingresses, *module.egresses]:
+            if not isinstance(component, (PlaygroundIngressSpec, PlaygroundEgressSpec)):
+                kind = getattr(component, "kind", type(component).__name__)
+                raise UnsupportedComponentError(
+                    f"{module.path}: {kind} is a valid component, but Kafka and Kinesis ingresses and egresses "
+                    "are not available in this version of pystatefun yet; use the playground ingress/egress"
+                )
+
+    def _embedded_invoker(self, spec: EmbeddedFunctions) -> EmbeddedInvoker:
+        functions = load_object(spec.module, search_path=spec.base_dir)
+        if not isinstance(functions, StatefulFunctions):
+            raise TypeError(f"{spec.module} is a {type(functions).__qualname__}, not a StatefulFunctions")
+        return EmbeddedInvoker(functions)
+
+    def _remote_invoker(self, spec: HttpEndpoint, registered: dict) -> RemoteInvoker:
+        from pystatefun.runtime.transport import HttpTransport
+
+        transport = HttpTransport(_transport_settings(spec))
+        self._transports.append(transport)
+        return RemoteInvoker(spec.url_for, transport, _batch_size(spec.max_num_batch_requests), registered, self.store.save_function_specs)
+
+    def resolve(self, typename: str) -> typing.Any:
+        """The invoker of a function type (None: no binding, so its messages become dead letters)."""
+        invoker = self._invokers.get(typename)
+        if invoker is None:
+            binding = self.module.binding_for(typename)
+            invoker = None if binding is None else self._by_binding[id(binding)]
+            if isinstance(invoker, EmbeddedInvoker) and invoker.function(typename) is None:
+                invoker = None  # the embedded module's StatefulFunctions has no such function
+            if invoker is not None:
+                self._invokers[typename] = invoker
+        return invoker
+
+    def _playground_egress(self, module: Module) -> PlaygroundEgress | None:
+        specs = [e for e in module.egresses if isinstance(e, PlaygroundEgressSpec)]
+        return PlaygroundEgress(self.store, specs[0].topics) if specs else None
+
+    @staticmethod
+    def _idempotency_ttl(module: Module) -> tuple[int]:
+        specs = [i for i in module.ingresses if isinstance(i, PlaygroundIngressSpec)]
+        ttl = specs[0].idempotency_key_ttl.total_seconds() if specs else 24 * 3600
+        return (int(ttl * 1000),)
+
+    # -- running ----------------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await self.runtime.start(self.store.recover())
+        for spec in self.module.ingresses:
+            await self._serve(self.ingress.app(), spec.host, spec.port)
+        for spec in self.module.egresses:
+            await self._serve(self.egress.app(), spec.host, spec.port)
+        self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
+
+    async def _serve(self, app: web.Application, host: str, port: int) -> None:
+        runner = web.AppRunner(app, access_log=None)
+        await runner.setup()
+        await web.TCPSite(runner, host, port).start()
+        self._runners.append(runner)
+
+    async def _sweep_loop(self, every: float = 60.0) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.store.sweep(self.runtime.now_ms())
+
+    async def stop(self) -> None:
+        if self._sweeper is not None:
+            self._sweeper.cancel()
+        for runner in self._runners:
+            await runner.cleanup()
+        await self.runtime.stop()
+        for transport in self._transports:
+            await transport.close()
+        self.store.close()
+
+    async def run_until_signalled(self) -> None:
+        """Runs until SIGINT or SIGTERM, then stops cleanly (a kill -9 is fine too: nothing is lost)."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+def _batch_size(max_num_batch_requests: int) -> int:
+    # maxNumBatchRequests <= 0 disables address blocking in StateFun; batches stay bounded here anyway
+    return max_num_batch_requests if max_num_batch_requests > 0 else 1000
+
+
+def _transport_settings(spec: HttpEndpoint) -> typing.Any:
+    from pystatefun.runtime.transport import RetryPolicy, TransportSettings
+
+    t = spec.transport
+    retry = RetryPolicy()
+    if spec.retry is not None:
+        r = spec.retry
+        retry = RetryPolicy(
+            max_attempts=r.max_attempts, initial_backoff=r.initial_backoff, max_backoff=r.max_backoff,
+            retryable_status=frozenset(r.retryable_status),
+        )
+    password = t.client_key_password.read_text().strip() if t.client_key_password else None
+    return TransportSettings(
+        call=t.call, connect=t.connect, read=t.read, write=t.write, pool_size=t.pool_size, pool_ttl=t.pool_ttl,
+        payload_max_bytes=t.payload_max_bytes, trust_cacerts=t.trust_cacerts, client_cert=t.client_cert,
+        client_key=t.client_key, client_key_password=password, retry=retry,
+    )

@@ -1,0 +1,129 @@
+"""Real processes for end-to-end tests: `pystatefun run` and `pystatefun serve`, plus HTTP helpers."""
+
+from __future__ import annotations
+
+import http.client
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"process exited with {process.returncode}: {_output(process)}")
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
+            return
+        except OSError:
+            time.sleep(0.05)
+    raise TimeoutError(f"nothing listens on 127.0.0.1:{port}")
+
+
+def _output(process: subprocess.Popen) -> str:
+    try:
+        return process.communicate(timeout=5)[0].decode(errors="replace")[-3000:]
+    except Exception:
+        return "(no output)"
+
+
+@dataclass
+class Reply:
+    status: int
+    body: bytes
+    headers: dict
+
+
+def request(port: int, method: str, path: str, body: bytes = b"", headers: dict | None = None, timeout: float = 30) -> Reply:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
+    try:
+        connection.request(method, path, body=body or None, headers=headers or {})
+        response = connection.getresponse()
+        return Reply(response.status, response.read(), dict(response.headers))
+    finally:
+        connection.close()
+
+
+class Runtime:
+    """`pystatefun run MODULE --data-dir DIR` as a child process, with the ingress/egress ports in env."""
+
+    def __init__(self, module: Path, data_dir: Path, env: dict[str, str] | None = None, log: Path | None = None):
+        self.module = module
+        self.data_dir = data_dir
+        self.ingress_port = free_port()
+        self.egress_port = free_port()
+        self.env = {**os.environ, "INGRESS_PORT": str(self.ingress_port), "EGRESS_PORT": str(self.egress_port), **(env or {})}
+        self.log = log or data_dir.with_suffix(".log")
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "Runtime":
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        out = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pystatefun.cli", "run", str(self.module), "--data-dir", str(self.data_dir),
+             "--commit-interval", "20ms", "--log-level", "warning"],
+            env=self.env, stdout=out, stderr=subprocess.STDOUT,
+        )
+        out.close()
+        try:
+            wait_for_port(self.ingress_port, self.process)
+            wait_for_port(self.egress_port, self.process)
+        except Exception as e:
+            raise RuntimeError(f"{e}\n{self.log.read_text()[-3000:]}") from e
+        return self
+
+    def kill(self) -> None:
+        """kill -9"""
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(15)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def send(self, path: str, typename: str, body: bytes, key: str | None = None, timeout: float = 30) -> Reply:
+        headers = {"Content-Type": f"application/vnd.{typename}"}
+        if key:
+            headers["Idempotency-Key"] = key
+        return request(self.ingress_port, "PUT", path, body, headers, timeout)
+
+    def take(self, topic: str, wait: float = 0) -> Reply:
+        return request(self.egress_port, "GET", f"/{topic}?wait={wait}" if wait else f"/{topic}")
+
+
+class FunctionServer:
+    """`pystatefun serve MODULE:OBJECT` (ours) in a folder, on a free port."""
+
+    def __init__(self, folder: Path, reference: str, command: list[str] | None = None):
+        self.port = free_port()
+        self.command = command or [sys.executable, "-m", "pystatefun.cli", "serve", reference, "--port", str(self.port), "--log-level", "warning"]
+        self.folder = folder
+        self.process: subprocess.Popen | None = None
+
+    def start(self) -> "FunctionServer":
+        env = {**os.environ, "PYTHONPATH": str(self.folder), "PORT": str(self.port)}
+        self.process = subprocess.Popen(self.command, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        wait_for_port(self.port, self.process)
+        return self
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(10)
