@@ -11,6 +11,7 @@ from pathlib import Path
 
 from aiohttp import web
 
+from pystatefun.admin import AdminApi
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.config import (
     EmbeddedFunctions,
@@ -44,8 +45,11 @@ class Application:
         *,
         partitions: int = DEFAULT_PARTITIONS,
         commit_interval: float = 0.1,
+        admin_port: int | None = None,
     ):
         self.module = module
+        self.data_dir = Path(data_dir)
+        self.admin_port = admin_port
         self.store = SQLiteStore(data_dir, partitions)
         self._check_supported(module)
         self._invokers: dict[str, typing.Any] = {}
@@ -113,11 +117,25 @@ class Application:
     # -- running ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.runtime.start(self.store.recover())
+        recovery = self.store.recover()
+        log.info(
+            "data dir %s: %d partitions, %d messages to resume, %d timers pending",
+            self.data_dir, self.store.partitions, len(recovery.inbox), len(recovery.timers),
+        )
+        await self.runtime.start(recovery)
+        for binding in self.module.embedded:
+            log.info("functions %s: embedded, from %s", binding.functions, binding.module)
+        for binding in self.module.endpoints:
+            log.info("functions %s: remote, at %s", binding.functions, binding.url_path_template)
         for spec in self.module.ingresses:
             await self._serve(self.ingress.app(), spec.host, spec.port)
+            log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port)
         for spec in self.module.egresses:
             await self._serve(self.egress.app(), spec.host, spec.port)
+            log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
+        if self.admin_port is not None:
+            await self._serve(AdminApi(self.runtime).app(), "127.0.0.1", self.admin_port)
+            log.info("admin API listening on http://127.0.0.1:%d", self.admin_port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
     async def _serve(self, app: web.Application, host: str, port: int) -> None:
@@ -140,6 +158,7 @@ class Application:
         for transport in self._transports:
             await transport.close()
         self.store.close()
+        log.info("stopped: the last epoch is committed, %d epochs in this run", self.runtime.commits)
 
     async def run_until_signalled(self) -> None:
         """Runs until SIGINT or SIGTERM, then stops cleanly (a kill -9 is fine too: nothing is lost)."""
@@ -147,8 +166,8 @@ class Application:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        await self.start()
         try:
+            await self.start()
             await stop.wait()
         finally:
             await self.stop()

@@ -73,12 +73,19 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     help="How often an epoch commits: shorter answers ingresses sooner, longer batches more work per commit.",
 )
 @click.option(
+    "--admin-port",
+    default=8081,
+    show_default=True,
+    type=click.IntRange(0, 65535),
+    help="Port of the admin API (GET /health) on 127.0.0.1; 0 turns it off.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, log_level: str) -> None:
+def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, admin_port: int, log_level: str) -> None:
     """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
     import asyncio
     import logging
@@ -91,11 +98,16 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
     try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
-        application = Application(module, data_dir, partitions=partitions, commit_interval=interval)
+        application = Application(
+            module, data_dir, partitions=partitions, commit_interval=interval, admin_port=admin_port or None
+        )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
     click.echo(f"pystatefun running {module_yaml} with data in {data_dir}", err=True)
-    asyncio.run(application.run_until_signalled())
+    try:
+        asyncio.run(application.run_until_signalled())
+    except OSError as e:  # a port in use, most often
+        raise click.ClickException(f"cannot start: {e}") from None
 
 
 if __name__ == "__main__":

@@ -64,6 +64,7 @@ class Runtime:
         self.data_dir = data_dir
         self.ingress_port = free_port()
         self.egress_port = free_port()
+        self.admin_port = free_port()
         self.env = {**os.environ, "INGRESS_PORT": str(self.ingress_port), "EGRESS_PORT": str(self.egress_port), **(env or {})}
         self.log = log or data_dir.with_suffix(".log")
         self.process: subprocess.Popen | None = None
@@ -73,7 +74,7 @@ class Runtime:
         out = open(self.log, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pystatefun.cli", "run", str(self.module), "--data-dir", str(self.data_dir),
-             "--commit-interval", "20ms", "--log-level", "warning"],
+             "--commit-interval", "20ms", "--admin-port", str(self.admin_port), "--log-level", "warning"],
             env=self.env, stdout=out, stderr=subprocess.STDOUT,
         )
         out.close()

@@ -7,6 +7,8 @@ acknowledged; restarting with the same data dir re-delivers the inbox and re-arm
 
 from __future__ import annotations
 
+import fcntl
+import os
 import sqlite3
 import typing
 from dataclasses import dataclass
@@ -91,12 +93,30 @@ class DataDirError(RuntimeError):
     """The data directory cannot be used for this application (for example its partition count differs)."""
 
 
+def _lock_data_dir(folder: Path) -> int:
+    """Takes the data dir for this process, or refuses: two runtimes on one database would each re-deliver
+    the other's inbox. An flock dies with its process, so a ``kill -9`` leaves no stale lock behind."""
+    fd = os.open(folder / "LOCK", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "another process"
+        os.close(fd)
+        raise DataDirError(
+            f"{folder} is in use by process {holder}: stop it first, or give this runtime its own --data-dir"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    return fd
+
+
 class SQLiteStore:
     """The log and the stores of one application, in ``<data_dir>/pystatefun.db``."""
 
     def __init__(self, data_dir: Path | str, partitions: int, synchronous: str = "FULL"):
         self.path = Path(data_dir) / "pystatefun.db"
         self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._lock = _lock_data_dir(self.path.parent)
         # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per epoch
         self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
         self.db.execute("PRAGMA journal_mode=WAL")
@@ -291,3 +311,4 @@ class SQLiteStore:
 
     def close(self) -> None:
         self.db.close()
+        os.close(self._lock)  # closing the descriptor releases the lock

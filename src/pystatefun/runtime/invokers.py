@@ -125,6 +125,7 @@ class RemoteInvoker:
         url = self.url_for(address.name)
         for _ in range(self.MAX_NEGOTIATION_ROUNDS):
             specs = self.specs(address.typename)
+            sent = set(specs)
             request = _request(address, read_state(address, specs), invocations)
             try:
                 reply = FromFunction.FromString(await self.transport.call(url, request))
@@ -132,16 +133,27 @@ class RemoteInvoker:
                 raise InvocationError(f"{url} answered with bytes that are not a StateFun FromFunction: {e}") from e
             kind = reply.WhichOneof("response")
             if kind == "incomplete_invocation_context":
-                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values)
+                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values, sent)
                 continue
             return _effects(address, reply.invocation_result, specs) if kind else Effects([], [], [], [])
         raise InvocationError(
             f"{url} kept asking for state specs of {address.typename} after {self.MAX_NEGOTIATION_ROUNDS} rounds"
         )
 
-    def _negotiate(self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec]) -> None:
+    def _negotiate(
+        self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec], sent: set[str]
+    ) -> None:
+        """Registers the specs the function asked for. ``sent`` is what the refused request carried: asking
+        again for one of those means the function and runtime disagree for good. A spec registered since
+        the request went out (by a concurrent invocation of another address) only needs a retry."""
         specs = self.specs(typename)
         new = []
+        missing = list(missing)
+        repeated = [pb.state_name for pb in missing if pb.state_name in sent]
+        if repeated:
+            raise InvocationError(
+                f"the function {typename} asked for states that the request already carried: {', '.join(repeated)}"
+            )
         for pb in missing:
             spec = StateSpec.from_protocol(pb)
             known = specs.get(spec.name)
@@ -153,11 +165,6 @@ class RemoteInvoker:
                     f"function now declares {spec.type_typename!r}; a state's type cannot change -- use a new "
                     "state name, or delete the old state first"
                 )
-        if not new and missing:
-            raise InvocationError(
-                f"the function {typename} asked for states that are already registered: "
-                f"{', '.join(s.state_name for s in missing)}"
-            )
         for spec in new:
             specs[spec.name] = spec
         self._register(typename, new)

@@ -127,7 +127,7 @@ class Runtime:
         self._tasks: list[asyncio.Task] = []
         self._invocations: set[asyncio.Task] = set()
         self._next_seq = 1
-        self._running = False
+        self.running = False
         self.commits = 0
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -152,7 +152,7 @@ class Runtime:
                     mailbox.parked = reason
             for envelope in recovery.inbox:
                 self.route(envelope)
-        self._running = True
+        self.running = True
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self._drain_loop(), name="pystatefun-drain"),
@@ -162,7 +162,9 @@ class Runtime:
 
     async def stop(self) -> None:
         """Stops processing and commits what is done; unfinished messages stay in the inbox."""
-        self._running = False
+        if self.epoch is None:
+            return  # never started
+        self.running = False
         for task in self._tasks + list(self._invocations):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._invocations, return_exceptions=True)

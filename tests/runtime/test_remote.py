@@ -1,0 +1,234 @@
+"""The runtime calling functions served over real HTTP: state negotiation, durable specs, batching of
+remote calls, retries, and back-pressure when a remote function is slow.
+
+Each test runs an Application (the same object ``pystatefun run`` runs) over a real module.yaml and a
+real SQLite data dir, against an aiohttp server in the same event loop that serves our SDK's
+RequestReplyHandler and records every ToFunction request it receives.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from pathlib import Path
+
+from aiohttp import web
+
+from pystatefun import IntType, StatefulFunctions, ValueSpec, message_builder
+from pystatefun.app import Application
+from pystatefun.config import load_module
+from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.sdk.messages import to_typed_value
+from pystatefun.serving.handler import RequestReplyHandler
+from pystatefun.wire.request_reply_pb2 import FromFunction, ToFunction
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class FunctionServer:
+    """Our SDK over real HTTP, recording what the runtime sent and what it answered."""
+
+    def __init__(self, functions: StatefulFunctions):
+        self.handler = RequestReplyHandler(functions)
+        self.port = free_port()
+        self.batches: list[tuple[str, int]] = []  # (address id, invocations) of every answered batch
+        self.negotiations = 0  # IncompleteInvocationContext replies
+        self.fail_next = 0  # answer this many requests with 503 first
+        self.gate: asyncio.Event | None = None  # when set, requests wait for it
+        self._runner: web.AppRunner | None = None
+
+    async def _handle(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        if self.fail_next:
+            self.fail_next -= 1
+            return web.Response(status=503, text="overloaded, try again")
+        if self.gate is not None:
+            await self.gate.wait()
+        reply = await self.handler.handle_async(body)
+        batch = ToFunction.FromString(body).invocation
+        if FromFunction.FromString(reply).HasField("incomplete_invocation_context"):
+            self.negotiations += 1
+        else:
+            self.batches.append((batch.target.id, len(batch.invocations)))
+        return web.Response(body=reply, content_type="application/octet-stream")
+
+    async def __aenter__(self) -> "FunctionServer":
+        app = web.Application()
+        app.router.add_post("/{path:.*}", self._handle)
+        self._runner = web.AppRunner(app, access_log=None)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        return self
+
+    async def __aexit__(self, *exc) -> None:
+        await self._runner.cleanup()
+
+
+def module(folder: Path, port: int, extra: str = "") -> Path:
+    path = folder / "module.yaml"
+    path.write_text(
+        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n"
+        f"  urlPathTemplate: http://127.0.0.1:{port}/{{function.name}}\n{extra}"
+    )
+    return path
+
+
+async def settle(app: Application, timeout: float = 10.0) -> None:
+    """Waits until nothing is queued or in flight, then commits."""
+    runtime = app.runtime
+    deadline = asyncio.get_running_loop().time() + timeout
+    while runtime._ready or runtime._invocations or any(
+        m.backlog or m.in_flight for p in runtime.processors.values() for m in p.mailboxes.values() if not m.parked
+    ):
+        assert asyncio.get_running_loop().time() < deadline, "the runtime did not settle"
+        await asyncio.sleep(0.01)
+    runtime.commit()
+
+
+def send(app: Application, id: str, value: int) -> None:
+    app.runtime.route(Envelope(address("t/counter", id), None, to_typed_value(IntType, value)))
+
+
+def count(app: Application, id: str) -> int | None:
+    stored = app.store.load_state("t/counter", id).get("count")
+    return None if stored is None else IntType.serializer().deserialize(stored.value.value)
+
+
+def counter_functions(order: list | None = None) -> StatefulFunctions:
+    functions = StatefulFunctions()
+
+    @functions.bind("t/counter", specs=[ValueSpec("count", IntType), ValueSpec("seen", IntType)])
+    def counter(context, message):
+        if order is not None:
+            order.append((context.address.id, message.as_int()))
+        context.storage.count = (context.storage.count or 0) + message.as_int()
+        context.storage.seen = (context.storage.seen or 0) + 1
+
+    return functions
+
+
+def test_many_addresses_negotiating_state_at_once_all_run(tmp_path):
+    """Regression: addresses whose first calls crossed a concurrent negotiation were parked."""
+
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            app = Application(load_module(module(tmp_path, server.port)), tmp_path / "data")
+            await app.start()
+            for i in range(200):
+                send(app, str(i), 1)
+            await settle(app)
+            assert [count(app, str(i)) for i in range(200)] == [1] * 200
+            assert not app.store.parked()
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_registered_specs_survive_a_restart_without_renegotiating(tmp_path):
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            path = module(tmp_path, server.port)
+            app = Application(load_module(path), tmp_path / "data")
+            await app.start()
+            send(app, "a", 1)
+            await settle(app)
+            await app.stop()
+            assert server.negotiations == 1
+
+            app = Application(load_module(path), tmp_path / "data")
+            await app.start()
+            send(app, "b", 5)
+            await settle(app)
+            assert (count(app, "a"), count(app, "b")) == (1, 5)
+            assert server.negotiations == 1  # the specs came from the data dir
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_messages_arriving_during_a_call_form_the_next_batch_in_order(tmp_path):
+    async def scenario():
+        order = []
+        async with FunctionServer(counter_functions(order)) as server:
+            app = Application(load_module(module(tmp_path, server.port, "  maxNumBatchRequests: 3\n")), tmp_path / "data")
+            await app.start()
+            send(app, "a", 1)
+            await settle(app)  # negotiated and ran alone
+            server.gate = asyncio.Event()
+            send(app, "a", 2)
+            await asyncio.sleep(0.1)  # in flight, held by the gate
+            for value in (3, 4, 5, 6, 7):
+                send(app, "a", value)
+            server.gate.set()
+            await settle(app)
+            await app.stop()
+        assert [v for _, v in order] == [1, 2, 3, 4, 5, 6, 7]
+        # one call each: [1], [2], then the five that waited, in batches of at most maxNumBatchRequests
+        assert server.batches == [("a", 1), ("a", 1), ("a", 3), ("a", 2)]
+        app = Application(load_module(module(tmp_path, server.port)), tmp_path / "data")
+        assert count(app, "a") == 28  # the net of every batch's mutations, none lost between batches
+        app.store.close()
+
+    asyncio.run(scenario())
+
+
+def test_a_failing_endpoint_is_retried_and_the_message_applied_once(tmp_path):
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            extra = "  transport:\n    call: 10s\n"
+            app = Application(load_module(module(tmp_path, server.port, extra)), tmp_path / "data")
+            await app.start()
+            send(app, "a", 1)
+            await settle(app)
+            server.fail_next = 3  # three 503s, then the real answer
+            send(app, "a", 10)
+            await settle(app)
+            assert count(app, "a") == 11
+            assert server.fail_next == 0 and not app.store.parked()
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_slow_function_back_pressures_the_ingress_with_bounded_memory(tmp_path):
+    """A producer that pushes as fast as the ingress admits cannot grow the address's backlog past the
+    batch cap while the function is stuck; once it answers, everything accepted is applied once."""
+
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            app = Application(load_module(module(tmp_path, server.port, "  maxNumBatchRequests: 10\n")), tmp_path / "data")
+            await app.start()
+            send(app, "a", 0)
+            await settle(app)
+            server.gate = asyncio.Event()  # the function stops answering
+            target = address("t/counter", "a")
+            accepted = 0
+
+            async def producer():
+                nonlocal accepted
+                for _ in range(1000):
+                    assert await app.runtime.admit(target)
+                    send(app, "a", 1)
+                    accepted += 1
+
+            task = asyncio.ensure_future(producer())
+            try:
+                await asyncio.sleep(0.3)
+                # one batch in flight, a full backlog behind it, the producer blocked: nothing more in memory
+                mailbox = app.runtime.processors[app.runtime.partition_of("a")].mailboxes[target]
+                assert len(mailbox.in_flight) == 10 and len(mailbox.backlog) == 10
+                assert accepted == 20 and not task.done()
+                # another address is not held up
+                assert await asyncio.wait_for(app.runtime.admit(address("t/counter", "b")), 1)
+            finally:
+                server.gate.set()
+            await asyncio.wait_for(task, 30)
+            await settle(app)
+            assert count(app, "a") == 1000
+            await app.stop()
+
+    asyncio.run(scenario())
