@@ -4,7 +4,7 @@ from pathlib import Path
 
 import pytest
 
-from .processes import FunctionServer
+from .processes import FunctionServer, Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
@@ -26,3 +26,31 @@ def official_server(official_python: str, folder: Path, reference: str) -> Funct
 
 def our_server(folder: Path, reference: str) -> FunctionServer:
     return FunctionServer(folder, reference)
+
+
+FORMS = ["embedded", "remote-pystatefun", "remote-official"]
+"""The three ways an example runs: our SDK inside the runtime, our SDK served remotely, the official SDK
+served remotely."""
+
+
+class Deployment:
+    """An example's runtime (and function server) in one of FORMS; ``stop`` stops both."""
+
+    def __init__(self, form: str, folder: Path, reference: str, data_dir: Path, official_python: str | None = None,
+                 official_folder: Path | None = None):
+        self.server = None
+        if form == "embedded":
+            self.runtime = Runtime(folder / "module.yaml", data_dir)
+        else:
+            if form == "remote-pystatefun":
+                self.server = our_server(folder, reference)
+            else:
+                self.server = official_server(official_python, official_folder or folder, reference)
+            self.server.start()
+            self.runtime = Runtime(folder / "module-remote.yaml", data_dir, env={"FUNCTIONS_PORT": str(self.server.port)})
+        self.runtime.start()
+
+    def stop(self) -> None:
+        self.runtime.stop()
+        if self.server:
+            self.server.stop()

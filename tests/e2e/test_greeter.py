@@ -5,29 +5,18 @@ import json
 
 import pytest
 
-from .conftest import EXAMPLES, official_server, our_server
+from .conftest import EXAMPLES, FORMS, Deployment
 from .processes import Runtime
 
 GREETER = EXAMPLES / "greeter"
 
 
-@pytest.fixture(params=["embedded", "remote-pystatefun", "remote-official"])
+@pytest.fixture(params=FORMS)
 def greeter(request, tmp_path):
-    server = None
-    if request.param == "embedded":
-        runtime = Runtime(GREETER / "module.yaml", tmp_path / "data")
-    else:
-        if request.param == "remote-pystatefun":
-            server = our_server(GREETER, "greeter:functions")
-        else:
-            server = official_server(request.getfixturevalue("official_python"), GREETER, "greeter:functions")
-        server.start()
-        runtime = Runtime(GREETER / "module-remote.yaml", tmp_path / "data", env={"FUNCTIONS_PORT": str(server.port)})
-    runtime.start()
-    yield runtime
-    runtime.stop()
-    if server:
-        server.stop()
+    official = request.getfixturevalue("official_python") if request.param == "remote-official" else None
+    deployment = Deployment(request.param, GREETER, "greeter:functions", tmp_path / "data", official)
+    yield deployment.runtime
+    deployment.stop()
 
 
 def greet(runtime: Runtime, name: str):

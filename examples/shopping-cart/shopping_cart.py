@@ -6,7 +6,8 @@ What pystatefun adds over the official SDK, in one example:
 * state changed in place (``basket.items[sku] += n``) is saved without re-assigning it;
 * assigning a wrong value to a state fails right there, with the state's name and type.
 
-Serve it with ``pystatefun serve shopping_cart:functions``; test it with ``pytest`` (see test_cart.py).
+Run it with ``pystatefun run module.yaml`` (functions embedded) or serve it with
+``pystatefun serve shopping_cart:functions`` for ``module-remote.yaml``; test it with ``pytest`` (test_cart.py).
 """
 
 from __future__ import annotations
