@@ -121,6 +121,31 @@ def test_ttl_after_write_and_after_call(tmp_path):
     run(scenario())
 
 
+def test_ttl_holds_across_a_restart(tmp_path):
+    """Expiry times are stored with the values: a restart neither revives nor extends them."""
+
+    async def scenario():
+        clock = Clock()
+        node = await Node(tmp_path, ttl_functions(), clock).start()
+        node.send("t/ttl", "a", "write", StringType)
+        await node.commit()
+        await node.crash()
+        clock.now += 6
+        node = await Node(tmp_path, ttl_functions(), clock).start()
+        node.send("t/ttl", "a", "read", StringType)  # both alive; the call extends by_call only
+        await node.commit()
+        assert node.state("t/ttl", "a", StringType)["seen"] == "w|c"
+        await node.stop()
+        clock.now += 6  # 12 s after the write, 6 s after the last call
+        node = await Node(tmp_path, ttl_functions(), clock).start()
+        node.send("t/ttl", "a", "read", StringType)
+        await node.commit()
+        assert node.state("t/ttl", "a", StringType)["seen"] == "None|c"
+        await node.stop()
+
+    run(scenario())
+
+
 def timer_functions(received):
     functions = StatefulFunctions()
 
