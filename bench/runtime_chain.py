@@ -26,7 +26,7 @@ import time
 from pathlib import Path
 
 from pystatefun import IntType
-from pystatefun.app import Application
+from pystatefun.app import Application, run_event_loop
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.sdk.messages import to_typed_value
@@ -110,12 +110,12 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
         (folder / "chain.py").write_text((HERE / "functions" / "chain.py").read_text())
-        seconds = asyncio.run(run_chain(module_yaml(folder, "embedded", None), folder / "a", args.messages, args.chains))
+        seconds = run_event_loop(run_chain(module_yaml(folder, "embedded", None), folder / "a", args.messages, args.chains))
         results["embedded"] = (args.messages, seconds)
         port = free_port()
         server = serve_functions(port)
         try:
-            seconds = asyncio.run(run_chain(module_yaml(folder, "remote", port), folder / "b", args.remote_messages, args.chains))
+            seconds = run_event_loop(run_chain(module_yaml(folder, "remote", port), folder / "b", args.remote_messages, args.chains))
             results["remote"] = (args.remote_messages, seconds)
         finally:
             server.terminate()
@@ -134,7 +134,7 @@ def profile(folder: Path, messages: int, chains: int) -> None:
     """Where the embedded run's time goes, by layer."""
     profiler = cProfile.Profile()
     profiler.enable()
-    asyncio.run(run_chain(module_yaml(folder, "embedded", None), folder / "p", messages, chains))
+    run_event_loop(run_chain(module_yaml(folder, "embedded", None), folder / "p", messages, chains))
     profiler.disable()
     stats = pstats.Stats(profiler)
     layers: dict[str, float] = {}

@@ -87,10 +87,9 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
 )
 def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, admin_port: int, log_level: str) -> None:
     """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
-    import asyncio
     import logging
 
-    from pystatefun.app import Application
+    from pystatefun.app import Application, run_event_loop
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
 
@@ -105,7 +104,7 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
         raise click.ClickException(str(e)) from None
     click.echo(f"pystatefun running {module_yaml} with data in {data_dir}", err=True)
     try:
-        asyncio.run(application.run_until_signalled())
+        run_event_loop(application.run_until_signalled())
     except OSError as e:  # a port in use, most often
         raise click.ClickException(f"cannot start: {e}") from None
 

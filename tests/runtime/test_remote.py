@@ -219,7 +219,7 @@ def test_a_slow_function_back_pressures_the_ingress_with_bounded_memory(tmp_path
             try:
                 await asyncio.sleep(0.3)
                 # one batch in flight, a full backlog behind it, the producer blocked: nothing more in memory
-                mailbox = app.runtime.processors[app.runtime.partition_of("a")].mailboxes[target]
+                mailbox = app.runtime.processors[app.runtime.partition_of("a")].mailboxes["t/counter", "a"]
                 assert len(mailbox.in_flight) == 10 and len(mailbox.backlog) == 10
                 assert accepted == 20 and not task.done()
                 # another address is not held up

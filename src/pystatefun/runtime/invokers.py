@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
-from pystatefun.runtime.specs import StateSpec
+from pystatefun.runtime.specs import AFTER_CALL, StateSpec
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.sdk.batch import Batch, Invocation
 from pystatefun.sdk.context import DelayedMessage
@@ -37,13 +37,30 @@ class Effects:
     mutations: list[tuple[str, TypedValue | None]]
 
 
-class EmbeddedInvoker:
+class _SpecsOfFunctions:
+    """What both invokers share: the state specs of each function type, and which of them expire after
+    a call (every call moves those on, so the runtime asks for them once per batch)."""
+
+    _after_call: dict[str, tuple[StateSpec, ...]]
+
+    def specs(self, typename: str) -> dict[str, StateSpec]:
+        raise NotImplementedError
+
+    def after_call(self, typename: str) -> tuple[StateSpec, ...]:
+        touched = self._after_call.get(typename)
+        if touched is None:
+            touched = self._after_call[typename] = tuple(s for s in self.specs(typename).values() if s.mode == AFTER_CALL)
+        return touched
+
+
+class EmbeddedInvoker(_SpecsOfFunctions):
     """Calls functions of a StatefulFunctions in this process: no network, no serialization of state."""
 
     def __init__(self, functions: StatefulFunctions, max_batch: int = 1000):
         self.functions = functions
         self.max_batch = max_batch
         self._specs: dict[str, dict[str, StateSpec]] = {}
+        self._after_call = {}
 
     def function(self, typename: str) -> StatefulFunction | None:
         return self.functions._functions.get(typename)
@@ -91,7 +108,7 @@ class RemoteCaller(typing.Protocol):
     async def call(self, url: str, body: bytes) -> bytes: ...
 
 
-class RemoteInvoker:
+class RemoteInvoker(_SpecsOfFunctions):
     """Calls a remote function endpoint with the StateFun request-reply protocol.
 
     Registered state specs are kept per function type (and durably, through ``register``), so a restart
@@ -114,6 +131,7 @@ class RemoteInvoker:
         self.max_batch = max_batch
         self.registered = registered
         self._register = register
+        self._after_call = {}
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         return self.registered.setdefault(typename, {})
@@ -167,6 +185,7 @@ class RemoteInvoker:
                 )
         for spec in new:
             specs[spec.name] = spec
+        self._after_call.pop(typename, None)
         self._register(typename, new)
 
 

@@ -18,7 +18,7 @@ import typing
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, StoredValue, Timer
 from pystatefun.runtime.invokers import Effects, InvocationError
-from pystatefun.runtime.specs import AFTER_CALL, StateSpec
+from pystatefun.runtime.specs import StateSpec
 from pystatefun.runtime.timers import DuplicateTokenError, TimerService
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.address import SdkAddress
@@ -31,6 +31,8 @@ class Invoker(typing.Protocol):
     max_batch: int
 
     def specs(self, typename: str) -> dict[str, StateSpec]: ...
+
+    def after_call(self, typename: str) -> tuple[StateSpec, ...]: ...
 
     def is_async(self, typename: str) -> bool: ...
 
@@ -66,11 +68,12 @@ class Store(typing.Protocol):
 class Mailbox:
     """The messages of one address: the batch in flight (if any) and the backlog behind it."""
 
-    __slots__ = ("address", "invoker", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
+    __slots__ = ("address", "invoker", "is_async", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
 
     def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor):
         self.address = address
         self.invoker = invoker
+        self.is_async = invoker.is_async(address.typename)
         self.processor = processor
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None
@@ -88,7 +91,8 @@ class PartitionProcessor:
 
     def __init__(self, partition: int):
         self.partition = partition
-        self.mailboxes: dict[SdkAddress, Mailbox] = {}
+        # keyed by (typename, id): a tuple of two strings hashes in C, an SdkAddress in Python
+        self.mailboxes: dict[StateKey, Mailbox] = {}
         self.cache: dict[StateKey, dict[str, StoredValue]] = {}
 
 
@@ -174,12 +178,13 @@ class Runtime:
 
     def _mailbox(self, target: SdkAddress) -> Mailbox | None:
         processor = self.processors[partition_of(target.id, self.partitions)]
-        mailbox = processor.mailboxes.get(target)
+        key = (target.typename, target.id)
+        mailbox = processor.mailboxes.get(key)
         if mailbox is None:
             invoker = self.resolve(target.typename)
             if invoker is None:
                 return None
-            mailbox = processor.mailboxes[target] = Mailbox(target, invoker, processor)
+            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor)
         return mailbox
 
     def route(self, envelope: Envelope) -> None:
@@ -248,7 +253,7 @@ class Runtime:
         self._release(mailbox)
         invocations = [(e.caller, e.value) for e in batch]
         target = mailbox.address
-        if invoker.is_async(target.typename):
+        if mailbox.is_async:
             task = asyncio.get_running_loop().create_task(self._invoke_async(mailbox, invocations))
             self._invocations.add(task)
             task.add_done_callback(self._invocations.discard)
@@ -287,7 +292,7 @@ class Runtime:
         if mailbox.backlog:
             self._schedule(mailbox)
         elif mailbox.idle:
-            mailbox.processor.mailboxes.pop(mailbox.address, None)
+            mailbox.processor.mailboxes.pop((mailbox.address.typename, mailbox.address.id), None)
 
     def _release(self, mailbox: Mailbox) -> None:
         """Wakes ingresses waiting for room in this backlog."""
@@ -342,7 +347,7 @@ class Runtime:
                 epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
             except ValueError as e:
                 self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
-        self._write_state(source, invoker.specs(source.typename), effects.mutations, now)
+        self._write_state(source, invoker, effects.mutations, now)
 
     def _check_delayed(self, source: SdkAddress, requests: list) -> list[tuple[Envelope | None, int, str | None]]:
         """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
@@ -368,10 +373,11 @@ class Runtime:
             checked.append((Envelope(address(m.target_typename, m.target_id), source, m.typed_value), d.duration_ms, token))
         return checked
 
-    def _write_state(self, source: SdkAddress, specs: dict[str, StateSpec], mutations: list, now: int) -> None:
-        touch = [spec for spec in specs.values() if spec.mode == AFTER_CALL] if specs else ()
+    def _write_state(self, source: SdkAddress, invoker: Invoker, mutations: list, now: int) -> None:
+        touch = invoker.after_call(source.typename)
         if not mutations and not touch:
             return
+        specs = invoker.specs(source.typename)
         key = (source.typename, source.id)
         partition = partition_of(source.id, self.partitions)
         values, changed = self.epoch.write_state(key, partition, self._state(key, partition))
@@ -478,5 +484,5 @@ class Runtime:
     # -- introspection ----------------------------------------------------------------------------------
 
     def backlog_of(self, target: SdkAddress) -> int:
-        mailbox = self.processors[self.partition_of(target.id)].mailboxes.get(target)
+        mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
         return 0 if mailbox is None else len(mailbox.backlog)
