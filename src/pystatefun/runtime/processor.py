@@ -68,10 +68,11 @@ class Store(typing.Protocol):
 class Mailbox:
     """The messages of one address: the batch in flight (if any) and the backlog behind it."""
 
-    __slots__ = ("address", "invoker", "is_async", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
+    __slots__ = ("address", "key", "invoker", "is_async", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
 
     def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor):
         self.address = address
+        self.key: StateKey = (address.typename, address.id)
         self.invoker = invoker
         self.is_async = invoker.is_async(address.typename)
         self.processor = processor
@@ -132,7 +133,9 @@ class Runtime:
         self._invocations: set[asyncio.Task] = set()
         self._next_seq = 1
         self.running = False
-        self.commits = 0
+        self.commits = 0  # epochs committed
+        self.batches = 0  # batches started (one function call, local or remote, each)
+        self.invocations = 0  # messages in those batches
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -248,10 +251,18 @@ class Runtime:
             return
         invoker = mailbox.invoker
         backlog = mailbox.backlog
-        batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
+        if len(backlog) == 1:  # the common case, without the comprehensions
+            envelope = backlog.popleft()
+            batch = [envelope]
+            invocations = [(envelope.caller, envelope.value)]
+        else:
+            batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
+            invocations = [(e.caller, e.value) for e in batch]
         mailbox.in_flight = batch
-        self._release(mailbox)
-        invocations = [(e.caller, e.value) for e in batch]
+        self.batches += 1
+        self.invocations += len(batch)
+        if mailbox.waiters:
+            self._release(mailbox)
         target = mailbox.address
         if mailbox.is_async:
             task = asyncio.get_running_loop().create_task(self._invoke_async(mailbox, invocations))
@@ -278,7 +289,7 @@ class Runtime:
 
     def _complete(self, mailbox: Mailbox, effects: Effects) -> None:
         try:
-            self._apply(mailbox.address, mailbox.invoker, effects)
+            self._apply(mailbox, effects)
         except InvocationError as e:
             self._park(mailbox, str(e))
             return
@@ -292,7 +303,7 @@ class Runtime:
         if mailbox.backlog:
             self._schedule(mailbox)
         elif mailbox.idle:
-            mailbox.processor.mailboxes.pop((mailbox.address.typename, mailbox.address.id), None)
+            mailbox.processor.mailboxes.pop(mailbox.key, None)
 
     def _release(self, mailbox: Mailbox) -> None:
         """Wakes ingresses waiting for room in this backlog."""
@@ -313,8 +324,9 @@ class Runtime:
 
     # -- effects --------------------------------------------------------------------------------------
 
-    def _apply(self, source: SdkAddress, invoker: Invoker, effects: Effects) -> None:
+    def _apply(self, mailbox: Mailbox, effects: Effects) -> None:
         """Applies a batch's effects to the open epoch, all or nothing: everything is checked first."""
+        source = mailbox.address
         now = self.now_ms()
         try:
             outgoing = [
@@ -347,7 +359,7 @@ class Runtime:
                 epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
             except ValueError as e:
                 self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
-        self._write_state(source, invoker, effects.mutations, now)
+        self._write_state(mailbox, effects.mutations, now)
 
     def _check_delayed(self, source: SdkAddress, requests: list) -> list[tuple[Envelope | None, int, str | None]]:
         """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
@@ -373,21 +385,28 @@ class Runtime:
             checked.append((Envelope(address(m.target_typename, m.target_id), source, m.typed_value), d.duration_ms, token))
         return checked
 
-    def _write_state(self, source: SdkAddress, invoker: Invoker, mutations: list, now: int) -> None:
-        touch = invoker.after_call(source.typename)
+    def _write_state(self, mailbox: Mailbox, mutations: list, now: int) -> None:
+        invoker = mailbox.invoker
+        typename = mailbox.address.typename
+        touch = invoker.after_call(typename)
         if not mutations and not touch:
             return
-        specs = invoker.specs(source.typename)
-        key = (source.typename, source.id)
-        partition = partition_of(source.id, self.partitions)
-        values, changed = self.epoch.write_state(key, partition, self._state(key, partition))
+        key = mailbox.key
+        entry = self.epoch.state.get(key)
+        if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
+            partition = mailbox.processor.partition
+            entry = self.epoch.write_state(key, partition, self._committed(key, partition))
+        values, changed = entry
+        specs = invoker.specs(typename)
         for name, value in mutations:
             changed.add(name)
             if value is None:
                 values.pop(name, None)
             else:
                 spec = specs.get(name)
-                values[name] = StoredValue(value, spec.expire_at(now) if spec is not None else None)
+                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+        if not touch:
+            return
         written = {name for name, _ in mutations}
         for spec in touch:  # every call reads all state, so "after call" expirations move on
             if spec.name in written:
@@ -412,6 +431,10 @@ class Runtime:
         buffered = self.epoch.state.get(key)
         if buffered is not None:
             return buffered[0]
+        return self._committed(key, partition)
+
+    def _committed(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+        """The committed state of an address, from the partition's cache or else the store."""
         cache = self.processors[partition].cache
         values = cache.get(key)
         if values is None:
