@@ -39,6 +39,7 @@ class FunctionServer:
         self.negotiations = 0  # IncompleteInvocationContext replies
         self.fail_next = 0  # answer this many requests with 503 first
         self.gate: asyncio.Event | None = None  # when set, requests wait for it
+        self.answer: bytes | None = None  # when set, the reply to every request instead of the SDK's
         self._runner: web.AppRunner | None = None
 
     async def _handle(self, request: web.Request) -> web.Response:
@@ -48,6 +49,8 @@ class FunctionServer:
             return web.Response(status=503, text="overloaded, try again")
         if self.gate is not None:
             await self.gate.wait()
+        if self.answer is not None:
+            return web.Response(body=self.answer, content_type="application/octet-stream")
         reply = await self.handler.handle_async(body)
         batch = ToFunction.FromString(body).invocation
         if FromFunction.FromString(reply).HasField("incomplete_invocation_context"):
@@ -229,6 +232,38 @@ def test_a_slow_function_back_pressures_the_ingress_with_bounded_memory(tmp_path
             await asyncio.wait_for(task, 30)
             await settle(app)
             assert count(app, "a") == 1000
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_reply_the_runtime_cannot_apply_parks_the_address_with_the_reason(tmp_path):
+    """A function (of any SDK) that answers with a message to an empty id, or a state it never
+    declared: nothing of the batch is applied, the address is parked with the reason, others go on."""
+    bad = FromFunction()
+    bad.invocation_result.outgoing_messages.add().target.namespace = "t"  # no type, no id
+    undeclared = FromFunction()
+    undeclared.invocation_result.state_mutations.add(state_name="nope", mutation_type=FromFunction.PersistedValueMutation.DELETE)
+
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            app = Application(load_module(module(tmp_path, server.port)), tmp_path / "data")
+            await app.start()
+            send(app, "a", 1)
+            await settle(app)
+            server.answer = bad.SerializeToString()
+            send(app, "a", 2)
+            await settle(app)
+            server.answer = undeclared.SerializeToString()
+            send(app, "b", 3)
+            await settle(app)
+            server.answer = None
+            send(app, "c", 4)
+            await settle(app)
+            parked = app.store.parked()
+            assert "cannot deliver" in parked["t/counter", "a"] and "target_id" in parked["t/counter", "a"]
+            assert "never declared" in parked["t/counter", "b"]
+            assert (count(app, "a"), count(app, "b"), count(app, "c")) == (1, None, 4)
             await app.stop()
 
     asyncio.run(scenario())

@@ -229,7 +229,10 @@ def _effects(address: SdkAddress, response: FromFunction.InvocationResponse, spe
             mutations.append((m.state_name, m.state_value))
         else:
             mutations.append((m.state_name, None))
-    messages = [Message(_typename(m.target), m.target.id, m.argument) for m in response.outgoing_messages]
+    try:
+        messages = [Message(_typename(m.target), m.target.id, m.argument) for m in response.outgoing_messages]
+    except ValueError as e:  # an empty target id or value: the function's SDK let it through
+        raise InvocationError(f"{where} sent a message the runtime cannot deliver: {e}") from e
     delayed = []
     for d in response.delayed_invocations:
         if d.is_cancellation_request:
