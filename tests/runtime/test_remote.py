@@ -22,6 +22,8 @@ from pystatefun.sdk.messages import to_typed_value
 from pystatefun.serving.handler import RequestReplyHandler
 from pystatefun.wire.request_reply_pb2 import FromFunction, ToFunction
 
+from .conftest import CLIENT_KEY_PASSWORD
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -32,9 +34,11 @@ def free_port() -> int:
 class FunctionServer:
     """Our SDK over real HTTP, recording what the runtime sent and what it answered."""
 
-    def __init__(self, functions: StatefulFunctions):
+    def __init__(self, functions: StatefulFunctions, *, ssl_context=None, socket_path: Path | None = None):
         self.handler = RequestReplyHandler(functions)
         self.port = free_port()
+        self.ssl_context = ssl_context
+        self.socket_path = socket_path
         self.batches: list[tuple[str, int]] = []  # (address id, invocations) of every answered batch
         self.negotiations = 0  # IncompleteInvocationContext replies
         self.fail_next = 0  # answer this many requests with 503 first
@@ -64,19 +68,20 @@ class FunctionServer:
         app.router.add_post("/{path:.*}", self._handle)
         self._runner = web.AppRunner(app, access_log=None)
         await self._runner.setup()
-        await web.TCPSite(self._runner, "127.0.0.1", self.port).start()
+        if self.socket_path is not None:
+            await web.UnixSite(self._runner, str(self.socket_path), ssl_context=self.ssl_context).start()
+        else:
+            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
         return self
 
     async def __aexit__(self, *exc) -> None:
         await self._runner.cleanup()
 
 
-def module(folder: Path, port: int, extra: str = "") -> Path:
+def module(folder: Path, port: int, extra: str = "", url: str | None = None, text: str | None = None) -> Path:
     path = folder / "module.yaml"
-    path.write_text(
-        "kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n"
-        f"  urlPathTemplate: http://127.0.0.1:{port}/{{function.name}}\n{extra}"
-    )
+    url = url or f"http://127.0.0.1:{port}/{{function.name}}"
+    path.write_text(text or f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n  urlPathTemplate: {url}\n{extra}")
     return path
 
 
@@ -265,5 +270,64 @@ def test_a_reply_the_runtime_cannot_apply_parks_the_address_with_the_reason(tmp_
             assert "never declared" in parked["t/counter", "b"]
             assert (count(app, "a"), count(app, "b"), count(app, "c")) == (1, None, 4)
             await app.stop()
+
+    asyncio.run(scenario())
+
+
+async def round_trip(app: Application) -> None:
+    await app.start()
+    send(app, "a", 5)
+    send(app, "a", 6)
+    await settle(app)
+    assert count(app, "a") == 11 and not app.store.parked()
+    await app.stop()
+
+
+def test_mtls_endpoint_with_an_encrypted_client_key(tmp_path, certs):
+    password = tmp_path / "key-password"
+    password.write_text(CLIENT_KEY_PASSWORD + "\n")
+    transport = (
+        f"  transport:\n    trust_cacerts: {certs.ca}\n    client_cert: {certs.client_cert}\n"
+        f"    client_key: {certs.client_key}\n    client_key_password: {password}\n"
+    )
+
+    async def scenario():
+        context = certs.server_context(require_client_cert=True)
+        async with FunctionServer(counter_functions(), ssl_context=context) as server:
+            url = f"https://localhost:{server.port}/{{function.name}}"
+            await round_trip(Application(load_module(module(tmp_path, server.port, transport, url)), tmp_path / "data"))
+            assert server.batches
+
+    asyncio.run(scenario())
+
+
+def test_http_over_a_unix_socket(tmp_path):
+    async def scenario():
+        socket_path = tmp_path / "functions.sock"
+        async with FunctionServer(counter_functions(), socket_path=socket_path) as server:
+            url = f"http+unix://{socket_path}/statefun/{{function.name}}"
+            await round_trip(Application(load_module(module(tmp_path, 0, url=url)), tmp_path / "data"))
+            assert server.batches
+
+    asyncio.run(scenario())
+
+
+def test_a_v1_endpoint_and_the_legacy_module_format(tmp_path):
+    async def scenario():
+        async with FunctionServer(counter_functions()) as server:
+            v1 = (
+                "kind: io.statefun.endpoints.v1/http\nspec:\n  functions: t/counter\n"
+                f"  urlPathTemplate: http://127.0.0.1:{server.port}/{{function.name}}\n"
+                "  maxNumBatchRequests: 10\n  timeouts:\n    call: 30s\n    read: 2s\n"
+            )
+            await round_trip(Application(load_module(module(tmp_path, 0, text=v1)), tmp_path / "v1"))
+            legacy = (
+                'version: "3.0"\nmodule:\n  meta:\n    type: remote\n  spec:\n    endpoints:\n'
+                "      - endpoint:\n          meta:\n            kind: http\n          spec:\n"
+                "            functions: t/*\n"
+                f"            urlPathTemplate: http://127.0.0.1:{server.port}/statefun\n"
+            )
+            await round_trip(Application(load_module(module(tmp_path, 0, text=legacy)), tmp_path / "legacy"))
+            assert len(server.batches) >= 2
 
     asyncio.run(scenario())
