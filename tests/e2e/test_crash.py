@@ -1,6 +1,7 @@
 """kill -9 of the runtime under load, at random moments; clients resubmit with idempotency keys until
 accepted. Afterwards every key's counter equals the number of distinct accepted messages, and the egress
-holds each result exactly once."""
+holds each result exactly once -- for state updates, for messages between functions and for delayed
+messages (apps/counter)."""
 
 import json
 import random
@@ -55,18 +56,26 @@ def test_kill_minus_nine_under_load_loses_nothing_and_applies_nothing_twice(tmp_
         thread.join(120)
     assert len(accepted) == MESSAGES
 
-    records = []
-    while True:
-        reply = runtime.take("counts", wait=2)
-        if reply.status == 404:
-            break
-        records.append(json.loads(reply.body))
+    records = {topic: drain(runtime, topic) for topic in ("counts", "totals", "late")}
     runtime.stop()
 
     expected = Counter(accepted.values())
-    seen_messages = Counter(r["message"] for r in records)
-    assert all(count == 1 for count in seen_messages.values()), "a message was applied twice"
-    assert set(seen_messages) == set(accepted), "a message was lost"
+    for topic, topic_records in records.items():
+        seen = Counter(r["message"] for r in topic_records)
+        assert all(n == 1 for n in seen.values()), f"{topic}: a message was applied twice"
+        assert set(seen) == set(accepted), f"{topic}: a message was lost"
     for key, total in expected.items():
-        counts = sorted(r["count"] for r in records if r["key"] == key)
+        counts = sorted(r["count"] for r in records["counts"] if r["key"] == key)
         assert counts == list(range(1, total + 1)), f"{key}: {counts}"
+    assert sorted(r["total"] for r in records["totals"]) == list(range(1, MESSAGES + 1))
+    assert all(r["sender"] == r["key"] == accepted[r["message"]] for r in records["late"])
+
+
+def drain(runtime: Runtime, topic: str) -> list[dict]:
+    """Every record of ``topic``; the delayed messages may still be due, so wait a little for more."""
+    records = []
+    while True:
+        reply = runtime.take(topic, wait=2)
+        if reply.status == 404:
+            return records
+        records.append(json.loads(reply.body))

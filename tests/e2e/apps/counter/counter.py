@@ -1,17 +1,38 @@
-"""A counter per key: each message adds one and reports the new count on the `counts` topic."""
+"""The crash test's application: every message goes through three kinds of effect that must each happen
+once across kill -9: a state update with an egress record (counter), a message to another function
+delivered in memory (total), and a delayed message on a durable timer (late)."""
 
 import json
+from datetime import timedelta
 
-from pystatefun import IntType, StatefulFunctions, ValueSpec, egress_message_builder, make_json_type
+from pystatefun import IntType, StatefulFunctions, ValueSpec, egress_message_builder, make_json_type, message_builder
 
 RECORD = make_json_type("io.statefun.playground/EgressRecord")
 
 functions = StatefulFunctions()
 
 
+def emit(context, topic: str, **fields) -> None:
+    record = {"topic": topic, "payload": json.dumps(fields)}
+    context.send_egress(egress_message_builder("io.statefun.playground/egress", record, RECORD))
+
+
 @functions.bind("crash/counter", specs=[ValueSpec("count", IntType)])
 def counter(context, message):
     count = (context.storage.count or 0) + 1
     context.storage.count = count
-    payload = json.dumps({"key": context.address.id, "count": count, "message": message.as_string()})
-    context.send_egress(egress_message_builder("io.statefun.playground/egress", {"topic": "counts", "payload": payload}, RECORD))
+    message_id = message.as_string()
+    emit(context, "counts", key=context.address.id, count=count, message=message_id)
+    context.send(message_builder("crash/total", "all", str_value=message_id))
+    context.send_after(timedelta(milliseconds=100), message_builder("crash/late", context.address.id, str_value=message_id))
+
+
+@functions.bind("crash/total", specs=[ValueSpec("total", IntType)])
+def total(context, message):
+    context.storage.total = (context.storage.total or 0) + 1
+    emit(context, "totals", total=context.storage.total, message=message.as_string())
+
+
+@functions.bind("crash/late")
+def late(context, message):
+    emit(context, "late", key=context.address.id, message=message.as_string(), sender=context.caller.id)
