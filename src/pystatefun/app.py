@@ -121,7 +121,7 @@ class Application:
         recovery = self.store.recover()
         log.info(
             "data dir %s: %d partitions, %d messages to resume, %d timers pending",
-            self.data_dir, self.store.partitions, len(recovery.inbox), len(recovery.timers),
+            self.data_dir, self.store.partitions, recovery.inbox_size, len(recovery.timers),
         )
         await self.runtime.start(recovery)
         for binding in self.module.embedded:

@@ -7,6 +7,8 @@ import pytest
 
 from pystatefun import IntType, StatefulFunctions, StringType, ValueSpec, message_builder
 
+from pystatefun.runtime.envelope import address
+
 from .harness import Clock, Node
 
 def run(coro):
@@ -269,7 +271,6 @@ def test_ingress_back_pressure_waits_for_room_in_that_address_only(tmp_path):
     async def scenario():
         gate["event"] = asyncio.Event()
         node = await Node(tmp_path, functions, Clock(), max_backlog=3).start()
-        from pystatefun.runtime.envelope import address
 
         for _ in range(4):  # one in flight, three in the backlog
             assert await node.runtime.admit(address("t/slow", "a"))
@@ -281,6 +282,83 @@ def test_ingress_back_pressure_waits_for_room_in_that_address_only(tmp_path):
         assert other is True and not waiting.done()
         gate["event"].set()
         assert await asyncio.wait_for(waiting, 2) is True
+        await node.stop()
+
+    run(scenario())
+
+
+def fan_out_functions(gate: dict, got: list):
+    functions = StatefulFunctions()
+
+    @functions.bind("t/fan")
+    def fan(context, message):
+        for i in range(message.as_int()):
+            context.send(message_builder("t/sink", "one", int_value=i))
+
+    @functions.bind("t/sink", specs=[ValueSpec("n", IntType)])
+    async def sink(context, message):
+        await gate["open"].wait()
+        got.append(message.as_int())
+        context.storage.n = (context.storage.n or 0) + 1
+
+    return functions
+
+
+async def drain(node: Node, timeout: float = 20.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    rt = node.runtime
+    while rt._ready or rt._invocations or any(p.mailboxes for p in rt.processors.values()):
+        assert asyncio.get_running_loop().time() < deadline, "the runtime did not drain"
+        await asyncio.sleep(0.01)
+    rt.commit()
+
+
+def sink_mailbox(node: Node):
+    return node.runtime.processors[node.runtime.partition_of("one")].mailboxes["t/sink", "one"]
+
+
+def test_messages_between_functions_for_a_busy_address_wait_on_disk_not_in_memory(tmp_path):
+    """A function that sends 2,000 messages to a stuck address: once committed, all but the capped
+    backlog leave memory, and they are read back in order as the address catches up."""
+
+    async def scenario():
+        gate, got = {"open": asyncio.Event()}, []
+        node = await Node(tmp_path, fan_out_functions(gate, got), Clock(), max_backlog=10).start()
+        node.send("t/fan", "x", 2000, IntType)
+        await asyncio.sleep(0.05)  # the fan ran; the sink's first batch is in flight, stuck
+        mailbox = sink_mailbox(node)
+        assert len(mailbox.backlog) == 10 and len(mailbox.overflow) == 2000 - 20  # not committed yet
+        node.runtime.commit()
+        assert not mailbox.overflow and len(mailbox.backlog) == 10 and mailbox.spilled == 2000 - 20
+        assert await asyncio.wait_for(node.runtime.admit(address("t/fan", "y")), 1)  # others go on
+        node.send("t/fan", "y", 0, IntType)
+        gate["open"].set()
+        await drain(node)
+        assert got == list(range(2000))
+        assert node.state("t/sink", "one", IntType) == {"n": 2000}
+        assert list(node.store.inbox()) == []
+        await node.stop()
+
+    run(scenario())
+
+
+def test_a_large_inbox_is_read_back_bounded_after_a_crash(tmp_path):
+    async def scenario():
+        gate, got = {"open": asyncio.Event()}, []
+        node = await Node(tmp_path, fan_out_functions(gate, got), Clock(), max_backlog=10).start()
+        node.send("t/fan", "x", 2000, IntType)
+        await asyncio.sleep(0.05)
+        node.runtime.commit()
+        await node.crash()  # the sink's first batch never completed
+
+        node = await Node(tmp_path, fan_out_functions(gate, got), Clock(), max_backlog=10).start()
+        await asyncio.sleep(0.05)
+        mailbox = sink_mailbox(node)
+        assert len(mailbox.in_flight) + len(mailbox.backlog) == 20 and mailbox.spilled == 2000 - 20
+        gate["open"].set()
+        await drain(node)
+        assert got == list(range(2000))  # each once, in order
+        assert node.state("t/sink", "one", IntType) == {"n": 2000}
         await node.stop()
 
     run(scenario())

@@ -28,6 +28,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY, partition INTEGER NOT NULL,
     target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, value BLOB NOT NULL);
+-- an address's messages that wait on disk only, beyond what its mailbox holds in memory (spilled)
+CREATE INDEX IF NOT EXISTS inbox_target ON inbox (target_type, target_id, seq);
 CREATE TABLE IF NOT EXISTS state (
     typename TEXT NOT NULL, id TEXT NOT NULL, name TEXT NOT NULL, partition INTEGER NOT NULL,
     value BLOB NOT NULL, expire_at INTEGER, PRIMARY KEY (typename, id, name)) WITHOUT ROWID;
@@ -78,7 +80,8 @@ class TimerRow:
 
 @dataclass(slots=True)
 class Recovery:
-    inbox: list[Envelope]
+    inbox: typing.Iterable[Envelope]  # read as it is routed: a large inbox is never all in memory
+    inbox_size: int
     timers: list[Timer]
     parked: dict[tuple[str, str], str]
     next_seq: int
@@ -87,6 +90,11 @@ class Recovery:
 
 def _caller(typename: str | None, id: str | None) -> SdkAddress | None:
     return None if typename is None else address(typename, id)
+
+
+def _envelope(row: InboxRow) -> Envelope:
+    return Envelope(address(row.target_type, row.target_id), _caller(row.caller_type, row.caller_id),
+                    TypedValue.FromString(row.value), row.seq)
 
 
 class DataDirError(RuntimeError):
@@ -147,21 +155,27 @@ class SQLiteStore:
 
     def recover(self) -> Recovery:
         """What a restarted runtime continues from: the inbox in order, the timers, the parked addresses."""
-        inbox = [
-            Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id), TypedValue.FromString(r.value), r.seq)
-            for r in self.inbox()
-        ]
+        inbox = (_envelope(row) for row in self.inbox())
         timers = [
             Timer(r.timer_id, r.partition, r.due_ms,
                   Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id), TypedValue.FromString(r.value)),
                   r.token)
             for r in self.timers()
         ]
-        return Recovery(inbox, timers, self.parked(), self.max_seq() + 1, self.max_timer_id() + 1)
+        size = self.db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0]
+        return Recovery(inbox, size, timers, self.parked(), self.max_seq() + 1, self.max_timer_id() + 1)
 
     def inbox(self) -> typing.Iterator[InboxRow]:
         for row in self.db.execute("SELECT * FROM inbox ORDER BY seq"):
             yield InboxRow(*row)
+
+    def load_inbox(self, typename: str, id: str, after_seq: int, limit: int) -> list[Envelope]:
+        """The next ``limit`` committed messages of one address after ``after_seq``, in order."""
+        rows = self.db.execute(
+            "SELECT * FROM inbox WHERE target_type = ? AND target_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (typename, id, after_seq, limit),
+        )
+        return [_envelope(InboxRow(*row)) for row in rows]
 
     def max_seq(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]

@@ -92,6 +92,8 @@ class Epoch:
     idempotency: list[IdempotencyRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parked: dict[StateKey, str | None] = field(default_factory=dict)  # reason, or None when resumed
+    # addresses holding messages of this epoch in their mailbox overflow, to spill once it commits
+    overflowing: set[StateKey] = field(default_factory=set)
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property

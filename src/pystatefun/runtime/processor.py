@@ -50,7 +50,7 @@ class Egress(typing.Protocol):
 class Recovery(typing.Protocol):
     """What a backend recovered (backends/embedded.py Recovery)."""
 
-    inbox: list[Envelope]
+    inbox: typing.Iterable[Envelope]
     timers: list[Timer]
     parked: dict[StateKey, str]
     next_seq: int
@@ -62,29 +62,45 @@ class Store(typing.Protocol):
 
     def load_state(self, typename: str, id: str) -> dict[str, StoredValue]: ...
 
+    def load_inbox(self, typename: str, id: str, after_seq: int, limit: int) -> list[Envelope]: ...
+
     def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None: ...
 
 
 class Mailbox:
-    """The messages of one address: the batch in flight (if any) and the backlog behind it."""
+    """The messages of one address, in order: the batch in flight (if any), the backlog behind it (in
+    memory, at most ``cap``), then messages that wait on disk only (``spilled``: committed to the inbox,
+    read back as the backlog drains), then ``overflow``: messages that arrived behind the spilled ones
+    and are not committed yet (the next commit spills them). Memory per address stays bounded however
+    many messages other functions send it."""
 
-    __slots__ = ("address", "key", "invoker", "is_async", "processor", "backlog", "in_flight", "parked", "scheduled", "waiters")
+    __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "backlog", "in_flight", "parked",
+                 "scheduled", "waiters", "spilled", "spill_after", "overflow")
 
-    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor):
+    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int):
         self.address = address
         self.key: StateKey = (address.typename, address.id)
         self.invoker = invoker
         self.is_async = invoker.is_async(address.typename)
+        self.cap = cap
         self.processor = processor
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None
         self.parked: str | None = None
         self.scheduled = False
         self.waiters: list[asyncio.Future] = []  # ingresses waiting for room in the backlog
+        self.spilled = 0  # messages in the inbox only, after ``spill_after`` (an inbox seq)
+        self.spill_after = 0
+        self.overflow: collections.deque[Envelope] = collections.deque()
+
+    @property
+    def full(self) -> bool:
+        return len(self.backlog) >= self.cap or self.spilled > 0 or bool(self.overflow)
 
     @property
     def idle(self) -> bool:
-        return not self.backlog and self.in_flight is None and self.parked is None and not self.waiters
+        return (not self.backlog and self.in_flight is None and self.parked is None and not self.waiters
+                and not self.spilled and not self.overflow)
 
 
 class PartitionProcessor:
@@ -187,7 +203,8 @@ class Runtime:
             invoker = self.resolve(target.typename)
             if invoker is None:
                 return None
-            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor)
+            cap = self.max_backlog or invoker.max_batch
+            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor, cap)
         return mailbox
 
     def route(self, envelope: Envelope) -> None:
@@ -200,10 +217,59 @@ class Runtime:
             if envelope.seq is not None:
                 epoch.consumed.append(envelope.seq)
             return
-        mailbox.backlog.append(envelope)
         if envelope.seq is None:
             epoch.volatile[envelope] = None
+            if len(epoch.volatile) >= self.max_volatile:
+                self._commit_now.set()  # what is not committed must stay in memory: commit early
+        if mailbox.full:
+            self._hold(mailbox, envelope)
+            return
+        mailbox.backlog.append(envelope)
         self._schedule(mailbox)
+
+    def _hold(self, mailbox: Mailbox, envelope: Envelope) -> None:
+        """A message for a full mailbox: a committed one stays on disk only; one not committed yet waits
+        in the overflow for the commit that makes it durable."""
+        if envelope.seq is not None and not mailbox.overflow:
+            if not mailbox.spilled:
+                mailbox.spill_after = envelope.seq - 1
+            mailbox.spilled += 1
+        else:
+            mailbox.overflow.append(envelope)
+            self.epoch.overflowing.add(mailbox.key)
+
+    def _refill(self, mailbox: Mailbox) -> None:
+        """Tops the backlog up from the spilled messages, then from the overflow (kept in order)."""
+        room = mailbox.cap - len(mailbox.backlog)
+        if room <= 0:
+            return
+        if mailbox.spilled:
+            loaded = self.store.load_inbox(*mailbox.key, mailbox.spill_after, min(room, mailbox.spilled))
+            if len(loaded) < min(room, mailbox.spilled):
+                log.error("%s/%s: %d spilled messages expected in the inbox, found %d",
+                          *mailbox.key, mailbox.spilled, len(loaded))
+                mailbox.spilled = len(loaded)
+            mailbox.backlog.extend(loaded)
+            mailbox.spilled -= len(loaded)
+            if loaded:
+                mailbox.spill_after = loaded[-1].seq
+            room -= len(loaded)
+        if not mailbox.spilled:
+            overflow = mailbox.overflow
+            while overflow and room > 0:
+                mailbox.backlog.append(overflow.popleft())
+                room -= 1
+
+    def _spill_overflow(self, epoch: Epoch) -> None:
+        """After a commit: the overflow is durable now, so it leaves memory (read back by _refill)."""
+        for key in epoch.overflowing:
+            mailbox = self.processors[partition_of(key[1], self.partitions)].mailboxes.get(key)
+            if mailbox is None or not mailbox.overflow:
+                continue
+            if not mailbox.spilled:
+                mailbox.spill_after = mailbox.overflow[0].seq - 1
+            mailbox.spilled += len(mailbox.overflow)
+            mailbox.overflow.clear()
 
     def _schedule(self, mailbox: Mailbox) -> None:
         if mailbox.in_flight is None and mailbox.parked is None and not mailbox.scheduled and mailbox.backlog:
@@ -220,8 +286,7 @@ class Runtime:
         mailbox = self._mailbox(target)
         if mailbox is None:
             return False
-        cap = self.max_backlog or mailbox.invoker.max_batch
-        while len(mailbox.backlog) >= cap:
+        while mailbox.full:
             waiter = asyncio.get_running_loop().create_future()
             mailbox.waiters.append(waiter)
             await waiter
@@ -261,6 +326,8 @@ class Runtime:
         mailbox.in_flight = batch
         self.batches += 1
         self.invocations += len(batch)
+        if mailbox.spilled or mailbox.overflow:
+            self._refill(mailbox)
         if mailbox.waiters:
             self._release(mailbox)
         target = mailbox.address
@@ -495,6 +562,8 @@ class Runtime:
                 self._next_seq += 1
             self.store.commit(epoch, self.partition_of)
             self.commits += 1
+            if epoch.overflowing:
+                self._spill_overflow(epoch)
             for key, (values, _) in epoch.state.items():
                 self.processors[epoch.partitions_of_state[key]].cache[key] = values
             for processor in self.processors.values():
