@@ -109,6 +109,15 @@ def serve_functions(port: int) -> subprocess.Popen:
     raise SystemExit("the function server did not start")
 
 
+def cpu_seconds(pid: int | None = None) -> float:
+    """CPU time (user + system) of this process, or of process ``pid`` (Linux /proc)."""
+    if pid is None:
+        t = os.times()
+        return t.user + t.system
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
@@ -126,19 +135,24 @@ def main() -> None:
                 for kind, messages in (("embedded", args.messages), ("remote", args.remote_messages)):
                     data = folder / f"{kind}-{chains}-{ring}"
                     module = module_yaml(folder, kind, port)
+                    cpu, server_cpu = cpu_seconds(), cpu_seconds(server.pid)
                     seconds, batch = run_event_loop(run_chain(module, data, messages, chains, ring))
-                    rows.append((kind, chains, ring, messages, seconds, batch))
+                    cpu, server_cpu = cpu_seconds() - cpu, cpu_seconds(server.pid) - server_cpu
+                    rows.append((kind, chains, ring, messages, seconds, batch, cpu, server_cpu))
         finally:
             server.terminate()
             server.wait(10)
         print("counter chain, durable commits (SQLite, synchronous=FULL), commit interval 100 ms; "
               "remote = our SDK behind `pystatefun serve` (uvicorn) on this machine")
-        print(f"{'run':9} {'chains':>6} {'ring':>5} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msgs/call':>9}  target")
-        for kind, chains, ring, messages, seconds, batch in rows:
+        print("CPU us/msg: CPU time per message of the runtime process and of the function server process")
+        print(f"{'run':9} {'chains':>6} {'ring':>5} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msgs/call':>9} "
+              f"{'CPU us/msg':>17}  target")
+        for kind, chains, ring, messages, seconds, batch, cpu, server_cpu in rows:
             rate = messages / seconds
             verdict = "met" if rate >= TARGETS[kind] else "missed"
-            print(f"{kind:9} {chains:6} {ring:5} {messages:9,} {seconds:8.2f} {rate:9,.0f} {batch:9.2f}  "
-                  f">= {TARGETS[kind]:,} {verdict}")
+            cpu_text = f"{1e6 * cpu / messages:5.1f} + {1e6 * server_cpu / messages:5.1f}"
+            print(f"{kind:9} {chains:6} {ring:5} {messages:9,} {seconds:8.2f} {rate:9,.0f} {batch:9.2f} "
+                  f"{cpu_text:>17}  >= {TARGETS[kind]:,} {verdict}")
         if not args.no_profile:
             profile(folder, args.messages // 2, *SHAPES[0])
 
