@@ -192,7 +192,7 @@ def test_a_refused_connection_is_retried_until_the_budget_is_spent() -> None:
             error, elapsed = await failing_call(settings(call=0.5), f"http://127.0.0.1:{port}/statefun")
         assert error.retryable and error.status is None
         assert error.attempts > 1
-        assert isinstance(error.cause, aiohttp.ClientConnectorError)
+        assert isinstance(error.cause, ConnectionRefusedError)
         assert elapsed <= 0.5 + SLACK
 
     run(scenario())
@@ -357,3 +357,74 @@ def test_a_closed_transport_refuses_calls() -> None:
             await transport.call("http://127.0.0.1:1/statefun", b"")
 
     run(scenario())
+
+
+def test_a_pooled_connection_the_server_closed_is_replaced_without_a_retry() -> None:
+    """The keep-alive race: the server closes an idle connection; the next call must not fail or count
+    a failed attempt, it goes out on a new connection."""
+    attempts: list[bool] = []
+
+    async def scenario() -> None:
+        async with serve(echo()) as server:
+            transport = HttpTransport(settings(), on_attempt=lambda latency, ok: attempts.append(ok))
+            try:
+                assert await transport.call(server.url(), b"1") == b"re:1"
+                for connection in server.connections:
+                    connection.close()  # the server drops the idle keep-alive connection
+                await asyncio.sleep(0.05)
+                assert await transport.call(server.url(), b"2") == b"re:2"
+            finally:
+                await transport.close()
+            assert len(server.connections) == 2
+
+    run(scenario())
+    assert attempts == [True, True]
+
+
+def test_chunked_responses_are_read_whole() -> None:
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": OCTET})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for part in (b"one,", b"two,", b"three"):
+            await response.write(part)
+        await response.write_eof()
+        return response
+
+    async def scenario() -> None:
+        async with serve(handler) as server:
+            transport = HttpTransport(settings())
+            try:
+                for _ in range(2):  # the connection stays usable after a chunked body
+                    assert await transport.call(server.url(), b"") == b"one,two,three"
+            finally:
+                await transport.close()
+            assert len(server.connections) == 1
+
+    run(scenario())
+
+
+def test_pool_size_bounds_the_connections_and_the_rest_wait() -> None:
+    in_flight = 0
+    most = 0
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        nonlocal in_flight, most
+        in_flight += 1
+        most = max(most, in_flight)
+        await asyncio.sleep(0.02)
+        in_flight -= 1
+        return web.Response(body=b"ok", content_type=OCTET)
+
+    async def scenario() -> None:
+        async with serve(handler) as server:
+            transport = HttpTransport(settings(pool_size=3))
+            try:
+                results = await asyncio.gather(*(transport.call(server.url(), b"") for _ in range(12)))
+            finally:
+                await transport.close()
+            assert results == [b"ok"] * 12
+            assert len(server.connections) == 3
+
+    run(scenario())
+    assert most == 3
