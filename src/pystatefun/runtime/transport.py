@@ -304,8 +304,10 @@ class HttpTransport:
         fresh = False
         while True:
             try:
-                async with asyncio.timeout(connect):
-                    connection, fresh = await pool.acquire()
+                connection, fresh = pool.take_idle(), False
+                if connection is None:  # the timeout only where there is something to wait for
+                    async with asyncio.timeout(connect):
+                        connection, fresh = await pool.acquire()
             except ssl.SSLCertVerificationError as e:
                 # the trust store is fixed for the transport's life: asking again gives the same answer
                 return _Failure(
@@ -544,15 +546,23 @@ class _Pool:
         self._open = 0
         self._waiters: collections.deque[asyncio.Future] = collections.deque()
 
+    def take_idle(self) -> _Connection | None:
+        """A pooled connection that is still open and young enough, if there is one."""
+        now = asyncio.get_running_loop().time()
+        while self._idle:
+            connection = self._idle.pop()
+            if not connection.closed and now - connection.idle_since < self._ttl:
+                return connection
+            self._discard(connection)
+        return None
+
     async def acquire(self) -> tuple[_Connection, bool]:
-        """A connection, and whether it is new."""
+        """A connection, and whether it is new: waits while ``size`` are open and none is idle."""
         loop = asyncio.get_running_loop()
         while True:
-            while self._idle:
-                connection = self._idle.pop()
-                if not connection.closed and loop.time() - connection.idle_since < self._ttl:
-                    return connection, False
-                self._discard(connection)
+            connection = self.take_idle()
+            if connection is not None:
+                return connection, False
             if self._open < self._size:
                 break
             waiter = loop.create_future()
@@ -560,8 +570,10 @@ class _Pool:
             try:
                 await waiter
             except BaseException:
-                if waiter.cancelled() or not waiter.done():
-                    self._waiters.remove(waiter) if waiter in self._waiters else None
+                if waiter in self._waiters:
+                    self._waiters.remove(waiter)
+                elif waiter.done() and not waiter.cancelled():
+                    self._wake()  # it was woken for a free slot it will not use: pass that on
                 raise
         self._open += 1
         try:
