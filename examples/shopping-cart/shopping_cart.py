@@ -92,6 +92,8 @@ def user_shopping_cart(context: Context, message: Message) -> None:
         receipt = Receipt(user=context.address.id, items=dict(basket.items))
         record = {"topic": "receipts", "payload": receipt.model_dump_json()}
         context.send_egress(egress_message_builder("io.statefun.playground/egress", record, RECEIPTS_EGRESS))
+        if context.caller is not None:  # a checkout request waiting for its answer (?wait=SECONDS)
+            context.reply(value=receipt, value_type=RECEIPT)
         del context.storage.basket
     else:
         raise ValueError(f"unexpected message type {message.value_typename()}")

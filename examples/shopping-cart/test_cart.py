@@ -6,12 +6,14 @@ from shopping_cart import (
     ADD_TO_CART,
     CHECKOUT,
     ITEM_AVAILABILITY,
+    RECEIPT,
     REQUEST_ITEM,
     RESTOCK,
     AddToCart,
     Basket,
     Checkout,
     ItemAvailability,
+    Receipt,
     RequestItem,
     functions,
 )
@@ -37,6 +39,16 @@ def test_add_to_cart_reserves_stock_then_fills_the_basket_and_checkout_emits_a_r
     (record,) = checkout.egress
     assert json.loads(json.loads(record.raw_value())["payload"]) == {"user": "alice", "items": {"socks": 2}}
     assert checkout.state == {}
+
+
+def test_a_waiting_checkout_request_gets_the_receipt_as_its_answer():
+    tester = FunctionTester(functions)
+    tester.invoke("com.example/user-shopping-cart", "carol", Checkout(), value_type=CHECKOUT)  # no caller: no reply
+    checkout = tester.invoke("com.example/user-shopping-cart", "carol", Checkout(), value_type=CHECKOUT,
+                             caller="pystatefun/reply/request-1")
+    (answer,) = checkout.messages
+    assert answer.target_id == "request-1"
+    assert answer.as_type(RECEIPT) == Receipt(user="carol", items={})
 
 
 def test_unavailable_items_are_not_added():

@@ -65,6 +65,7 @@ class Application:
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval
         )
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
+        self.runtime.reply_sink = self.ingress
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task | None = None
 

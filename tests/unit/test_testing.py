@@ -140,3 +140,18 @@ def test_errors_say_what_to_do():
         tester.invoke("com.example/none", "a", 1)
     with pytest.raises(ValueError, match="only moves forward"):
         tester.clock.advance(-1)
+
+
+def test_reply_answers_the_caller_and_without_a_caller_says_why():
+    functions = StatefulFunctions()
+
+    @functions.bind("com.example/echo")
+    def echo(context, message):
+        context.reply(str_value=f"echo {message.as_string()}")
+
+    tester = FunctionTester(functions)
+    result = tester.invoke("com.example/echo", "a", "hi", caller="pystatefun/reply/r1")
+    (answer,) = result.messages
+    assert (answer.target_typename, answer.target_id, answer.as_string()) == ("pystatefun/reply", "r1", "echo hi")
+    with pytest.raises(ValueError, match="no caller to answer"):
+        tester.invoke("com.example/echo", "a", "hi")

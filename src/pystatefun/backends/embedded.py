@@ -15,12 +15,12 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.epoch import Epoch, StoredValue, Timer
+from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue, Timer
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
-SCHEMA_VERSION = "1"
+SCHEMA_VERSION = "2"  # 2: idempotency records keep the content type of a reply
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -45,7 +45,8 @@ CREATE TABLE IF NOT EXISTS egress (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS egress_topic ON egress (egress_id, topic, seq);
 CREATE TABLE IF NOT EXISTS idempotency (
-    key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL);
+    key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,
+    content_type TEXT NOT NULL);
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target_type TEXT NOT NULL, target_id TEXT NOT NULL,
     caller_type TEXT, caller_id TEXT, value BLOB NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL);
@@ -201,11 +202,9 @@ class SQLiteStore:
         rows = self.db.execute("SELECT name, value, expire_at FROM state WHERE typename = ? AND id = ?", (typename, id))
         return {name: StoredValue(TypedValue.FromString(value), expire_at) for name, value, expire_at in rows}
 
-    def idempotency(self, key: str, now_ms: int) -> tuple[int, bytes] | None:
-        row = self.db.execute(
-            "SELECT status, body FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)
-        ).fetchone()
-        return None if row is None else (row[0], row[1])
+    def idempotency(self, key: str, now_ms: int) -> IdempotencyRecord | None:
+        row = self.db.execute("SELECT * FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)).fetchone()
+        return None if row is None else IdempotencyRecord(*row)
 
     # -- writes outside epochs (idempotent metadata and destructive egress reads) ---------------------
 
@@ -297,8 +296,8 @@ class SQLiteStore:
                 )
             if epoch.idempotency:
                 db.executemany(
-                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?)",
-                    [(r.key, r.expires_ms, r.status, r.body) for r in epoch.idempotency],
+                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                    [(r.key, r.expires_ms, r.status, r.body, r.content_type) for r in epoch.idempotency],
                 )
             if epoch.dead_letters:
                 rows = []

@@ -3,7 +3,10 @@
 Ingress (``io.statefun.playground.v1/ingress``): ``PUT`` or ``POST /{namespace}/{type}/{id}`` with
 ``Content-Type: application/vnd.{typename}`` sends the body as a message of that type. The answer is
 202 only once the message is durably committed; an ``Idempotency-Key`` header makes a resubmission a
-no-op that answers like the first.
+no-op that answers like the first. With ``?wait=SECONDS`` the request waits for the reply: the message's
+caller is a reply address (runtime/replies.py), and the first message the function sends to it is the
+answer (200, ``Content-Type: application/vnd.{its typename}``), or 504 if none comes in time -- the
+message is processed exactly once either way, and a retry with the same key gets the same answer.
 
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
@@ -18,12 +21,14 @@ import json
 import logging
 import time
 import typing
+import uuid
 
 from aiohttp import web
 
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
+from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.address import parse_typename
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -36,6 +41,7 @@ EGRESS_RECORD_TYPENAME = "io.statefun.playground/EgressRecord"
 VND_PREFIX = "application/vnd."
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_WAIT_SECONDS = 60.0
+MAX_REPLY_WAIT_SECONDS = 300.0
 
 
 def _text(status: int, reason: str, **headers: str) -> web.Response:
@@ -43,17 +49,20 @@ def _text(status: int, reason: str, **headers: str) -> web.Response:
 
 
 class IdempotencyStore(typing.Protocol):
-    def idempotency(self, key: str, now_ms: int) -> tuple[int, bytes] | None: ...
+    def idempotency(self, key: str, now_ms: int) -> IdempotencyRecord | None: ...
 
 
 class PlaygroundIngress:
-    """The HTTP ingress: turns requests into messages, answering once they are committed."""
+    """The HTTP ingress: turns requests into messages, answering once they are committed (or, for a
+    request that waits, once the reply is). It is also the runtime's ReplySink."""
 
     def __init__(self, runtime: Runtime, store: IdempotencyStore, idempotency_ttl_ms: int = 24 * 3600 * 1000):
         self.runtime = runtime
         self.store = store
         self.idempotency_ttl_ms = idempotency_ttl_ms
         self._pending: dict[str, Epoch] = {}  # idempotency keys accepted in epochs not yet committed
+        self._waiting: dict[str, list[asyncio.Future]] = {}  # reply id -> requests waiting for it
+        self._replying: dict[str, Epoch] = {}  # reply ids answered in epochs not yet committed
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES)
@@ -85,27 +94,44 @@ class PlaygroundIngress:
             target = address(function_type, id)
         except ValueError as e:
             return _text(400, str(e))
+        wait = _reply_wait(request.query.get("wait"))
+        if isinstance(wait, web.Response):
+            return wait
         body = await request.read()
         key = request.headers.get("Idempotency-Key")
-        if key is not None:
-            answer = await self._answered(f"{INGRESS_ID}:{key}")
-            if answer is not None:
-                return answer
-        if not await self.runtime.admit(target):
-            return _text(404, f"no function type {function_type!r} is bound in the module")
-        if key is not None:  # a concurrent request with the same key may have got in while we waited
-            answer = await self._answered(f"{INGRESS_ID}:{key}")
-            if answer is not None:
-                return answer
-        self.runtime.route(Envelope(target, None, TypedValue(typename=value_type, has_value=True, value=body)))
-        epoch = self.runtime.epoch
-        if key is not None:
-            full_key = f"{INGRESS_ID}:{key}"
-            epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
-            self._pending[full_key] = epoch
-            epoch.done.add_done_callback(lambda _: self._pending.pop(full_key, None))
-        await asyncio.shield(epoch.done)
-        return web.Response(status=202)
+        full_key = None if key is None else f"{INGRESS_ID}:{key}"
+        # a waiting request's reply address: derived from its key, so that a retry waits for the same reply
+        reply_id = None if wait is None else (f"key:{key}" if key is not None else uuid.uuid4().hex)
+        waiter = None if reply_id is None else self._wait_for(reply_id)
+        try:
+            if full_key is not None:
+                answer = await self._answered(full_key)
+                if answer is not None and (wait is None or answer.status != 202):
+                    return answer
+                accepted = answer is not None
+            else:
+                accepted = False
+            if not accepted:
+                if not await self.runtime.admit(target):
+                    return _text(404, f"no function type {function_type!r} is bound in the module")
+                answer = None if full_key is None else await self._answered(full_key)  # a concurrent retry?
+                if answer is None:
+                    caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
+                    self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
+                    epoch = self.runtime.epoch
+                    if full_key is not None:
+                        epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
+                        self._pending[full_key] = epoch
+                        epoch.done.add_done_callback(lambda _: self._pending.pop(full_key, None))
+                    await asyncio.shield(epoch.done)
+                elif wait is None or answer.status != 202:
+                    return answer
+            if waiter is None:
+                return web.Response(status=202)
+            return await self._reply_or_timeout(waiter, full_key, wait)
+        finally:
+            if waiter is not None:
+                self._stop_waiting(reply_id, waiter)
 
     async def _answered(self, key: str) -> web.Response | None:
         """The answer already given to a request with this idempotency key, if there was one."""
@@ -116,8 +142,78 @@ class PlaygroundIngress:
         stored = self.store.idempotency(key, self.runtime.now_ms())
         if stored is None:
             return None
-        status, body = stored
-        return web.Response(status=status, body=body)
+        return _stored_answer(stored)
+
+    # -- request/reply ------------------------------------------------------------------------------
+
+    def _wait_for(self, reply_id: str) -> asyncio.Future:
+        waiter = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(reply_id, []).append(waiter)
+        return waiter
+
+    def _stop_waiting(self, reply_id: str, waiter: asyncio.Future) -> None:
+        waiters = self._waiting.get(reply_id, [])
+        if waiter in waiters:
+            waiters.remove(waiter)
+        if not waiters:
+            self._waiting.pop(reply_id, None)
+
+    async def _reply_or_timeout(self, waiter: asyncio.Future, full_key: str | None, wait: float) -> web.Response:
+        if full_key is not None:  # answered while this retry was on its way
+            stored = self.store.idempotency(full_key, self.runtime.now_ms())
+            if stored is not None and stored.status != 202:
+                return _stored_answer(stored)
+        try:
+            async with asyncio.timeout(wait):
+                value: TypedValue = await asyncio.shield(waiter)
+        except TimeoutError:
+            retry = " Retry with the same Idempotency-Key to get the answer." if full_key else ""
+            return _text(504, f"no reply within {wait:g} s; the message was accepted and is processed exactly once.{retry}")
+        return web.Response(status=200, body=value.value, headers={"Content-Type": f"{VND_PREFIX}{value.typename}"})
+
+    def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:
+        """ReplySink: a function answered a waiting request (see runtime/replies.py)."""
+        reply_id = envelope.target.id
+        full_key = f"{INGRESS_ID}:{reply_id[len('key:'):]}" if reply_id.startswith("key:") else None
+        if reply_id in self._replying:
+            return "its request was answered already: only the first message to a reply address is the answer"
+        if full_key is not None:
+            stored = self.store.idempotency(full_key, self.runtime.now_ms())
+            if stored is not None and stored.status != 202:
+                return "its request was answered already: only the first message to a reply address is the answer"
+            value = envelope.value
+            epoch.idempotency.append(IdempotencyRecord(
+                full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 200, value.value, f"{VND_PREFIX}{value.typename}",
+            ))
+        elif reply_id not in self._waiting:
+            return "no request waits for this reply any more (it timed out, or the runtime restarted)"
+        self._replying[reply_id] = epoch
+        epoch.done.add_done_callback(lambda _: self._answer(reply_id, envelope.value))
+        return None
+
+    def _answer(self, reply_id: str, value: TypedValue) -> None:
+        self._replying.pop(reply_id, None)
+        for waiter in self._waiting.pop(reply_id, []):
+            if not waiter.done():
+                waiter.set_result(value)
+
+
+def _reply_wait(text: str | None) -> float | None | web.Response:
+    """The ``?wait=SECONDS`` of a request that waits for its reply (None: it does not wait)."""
+    if text is None:
+        return None
+    try:
+        seconds = float(text)
+    except ValueError:
+        seconds = -1.0
+    if not 0 < seconds <= MAX_REPLY_WAIT_SECONDS:
+        return _text(400, f"wait must be a number of seconds above 0 and at most {MAX_REPLY_WAIT_SECONDS:g}, got {text!r}")
+    return seconds
+
+
+def _stored_answer(record: IdempotencyRecord) -> web.Response:
+    headers = {"Content-Type": record.content_type} if record.content_type else None
+    return web.Response(status=record.status, body=record.body, headers=headers)
 
 
 class EgressStore(typing.Protocol):

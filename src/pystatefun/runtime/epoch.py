@@ -56,10 +56,13 @@ class EgressRecord:
 
 @dataclass(slots=True)
 class IdempotencyRecord:
+    """The answer given to an ingress request with an idempotency key, given again to its retries."""
+
     key: str
     expires_ms: int
-    status: int
+    status: int  # 202 accepted; 200 a reply (request/reply)
     body: bytes
+    content_type: str = ""
 
 
 @dataclass(slots=True)

@@ -18,6 +18,7 @@ import typing
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, StoredValue, Timer
 from pystatefun.runtime.invokers import Effects, InvocationError
+from pystatefun.runtime.replies import REPLY_TYPENAME, ReplySink
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.runtime.timers import DuplicateTokenError, TimerService
 from pystatefun.runtime.waiting import wait_for_event
@@ -149,6 +150,7 @@ class Runtime:
         self._invocations: set[asyncio.Task] = set()
         self._next_seq = 1
         self.running = False
+        self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
         self.commits = 0  # epochs committed
         self.batches = 0  # batches started (one function call, local or remote, each)
         self.invocations = 0  # messages in those batches
@@ -210,6 +212,9 @@ class Runtime:
     def route(self, envelope: Envelope) -> None:
         """Delivers a message to its address's mailbox (or to the dead letters if no function has its type)."""
         epoch = self.epoch
+        if envelope.target.typename == REPLY_TYPENAME:
+            self._reply(envelope)
+            return
         mailbox = self._mailbox(envelope.target)
         if mailbox is None:
             self._dead_letter(envelope.target.typename, envelope.target.id, envelope.caller, envelope.value,
@@ -226,6 +231,14 @@ class Runtime:
             return
         mailbox.backlog.append(envelope)
         self._schedule(mailbox)
+
+    def _reply(self, envelope: Envelope) -> None:
+        sink = self.reply_sink
+        reason = "no ingress of this module answers requests" if sink is None else sink.reply(self.epoch, envelope)
+        if reason is not None:
+            self._dead_letter(envelope.target.typename, envelope.target.id, envelope.caller, envelope.value, reason)
+        if envelope.seq is not None:
+            self.epoch.consumed.append(envelope.seq)
 
     def _hold(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """A message for a full mailbox: a committed one stays on disk only; one not committed yet waits

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from pystatefun.sdk.address import SdkAddress
-from pystatefun.sdk.messages import EgressMessage, Message
+from pystatefun.sdk.messages import EgressMessage, Message, message_builder
 
 
 @dataclass(slots=True)
@@ -63,6 +63,22 @@ class Context(abc.ABC):
     @abc.abstractmethod
     def send_egress(self, message: EgressMessage) -> None:
         """Sends a record to an egress."""
+
+    def reply(self, **value: typing.Any) -> None:
+        """Sends a message back to the caller: ``context.reply(value=receipt, value_type=RECEIPT)`` or
+        ``context.reply(str_value="done")`` (the keywords of ``message_builder``).
+
+        The caller may be another function, or an ingress request waiting for its answer (pystatefun's
+        request/reply: the first message to such a caller is the HTTP response). The same as
+        ``context.send(message_builder(context.caller.typename, context.caller.id, ...))``.
+        """
+        caller = self.caller
+        if caller is None:
+            raise ValueError(
+                "reply(): this message has no caller to answer; it came from an ingress that does not wait "
+                "for a reply (send with ?wait=SECONDS for request/reply) -- use send_egress() to emit results"
+            )
+        self.send(message_builder(caller.typename, caller.id, **value))
 
 
 class InvocationContext(Context):

@@ -36,3 +36,11 @@ def total(context, message):
 @functions.bind("crash/late")
 def late(context, message):
     emit(context, "late", key=context.address.id, message=message.as_string(), sender=context.caller.id)
+
+
+@functions.bind("crash/slow-answer", specs=[ValueSpec("count", IntType)])
+def slow_answer(context, message):
+    """Counts, then answers its caller after ``message`` seconds (for request/reply timeouts)."""
+    context.storage.count = (context.storage.count or 0) + 1
+    reply = message_builder(context.caller.typename, context.caller.id, int_value=context.storage.count)
+    context.send_after(timedelta(seconds=message.as_int()), reply)

@@ -16,6 +16,7 @@ ITEM_AVAILABILITY = make_json_type("com.example/ItemAvailability")
 RESTOCK = make_json_type("com.example/RestockItem")
 STOCK = make_json_type("com.example/Stock")
 EGRESS_RECORD = make_json_type("io.statefun.playground/EgressRecord")
+RECEIPT = make_json_type("com.example/Receipt")
 
 
 @functions.bind("com.example/stock", specs=[ValueSpec("stock", STOCK)])
@@ -49,6 +50,8 @@ def user_shopping_cart(context, message):
         receipt = {"user": context.address.id, "items": basket["items"]}
         record = {"topic": "receipts", "payload": json.dumps(receipt)}
         context.send_egress(egress_message_builder("io.statefun.playground/egress", record, EGRESS_RECORD))
+        if context.caller is not None:  # a checkout request waiting for its answer
+            context.send(message_builder(context.caller.typename, context.caller.id, value=receipt, value_type=RECEIPT))
         del context.storage.basket
     else:
         raise ValueError(f"unexpected message type {message.value_typename()}")

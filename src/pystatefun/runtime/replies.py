@@ -1,0 +1,23 @@
+"""Request/reply from outside: the reply addresses an ingress gives the messages of waiting requests.
+
+A request that waits for an answer sends its message with a caller of function type REPLY_TYPENAME and
+an id of its own. Such an address has no function behind it: the runtime hands whatever a function
+sends to it to the ReplySink (the ingress), which answers the waiting request once the epoch holding
+the reply has committed, so an answer never shows effects that a crash could still undo.
+"""
+
+from __future__ import annotations
+
+import typing
+
+from pystatefun.runtime.envelope import Envelope
+from pystatefun.runtime.epoch import Epoch
+
+REPLY_TYPENAME = "pystatefun/reply"
+
+
+class ReplySink(typing.Protocol):
+    def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:
+        """Takes a message sent to a reply address into ``epoch``; or says why it cannot (the reason
+        becomes a dead letter): its request was answered already, or nothing waits for it."""
+        ...
