@@ -136,7 +136,7 @@ class Application:
             await self._serve(self.egress.app(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
-            await self._serve(AdminApi(self.runtime).app(), "127.0.0.1", self.admin_port)
+            await self._serve(AdminApi(self.runtime, self.store).app(), "127.0.0.1", self.admin_port)
             log.info("admin API listening on http://127.0.0.1:%d", self.admin_port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 

@@ -7,6 +7,7 @@ acknowledged; restarting with the same data dir re-delivers the inbox and re-arm
 
 from __future__ import annotations
 
+import base64
 import fcntl
 import os
 import sqlite3
@@ -192,6 +193,23 @@ class SQLiteStore:
         for typename, name, type_typename, mode, ttl_ms in self.db.execute("SELECT * FROM function_specs"):
             specs.setdefault(typename, {})[name] = StateSpec(name, type_typename, mode, ttl_ms)
         return specs
+
+    def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
+        """Dead letters after sequence number ``after``, oldest first, as plain data for the admin API."""
+        rows = self.db.execute(
+            "SELECT seq, target_type, target_id, caller_type, caller_id, value, reason, at_ms FROM dead_letters "
+            "WHERE seq > ? ORDER BY seq LIMIT ?", (after, limit),
+        )
+        letters = []
+        for seq, target_type, target_id, caller_type, caller_id, value, reason, at_ms in rows:
+            typed = TypedValue.FromString(value)
+            letters.append({
+                "seq": seq, "target": f"{target_type}/{target_id}" if target_id else target_type,
+                "caller": f"{caller_type}/{caller_id}" if caller_type else None,
+                "typename": typed.typename, "value_base64": base64.b64encode(typed.value).decode(),
+                "reason": reason, "at_ms": at_ms,
+            })
+        return letters
 
     def parked(self) -> dict[tuple[str, str], str]:
         return {(t, i): reason for t, i, reason in self.db.execute("SELECT typename, id, reason FROM parked")}

@@ -586,6 +586,37 @@ class Runtime:
                 egress.committed()
         epoch.done.set_result(None)
 
+    # -- operations -------------------------------------------------------------------------------------
+
+    def parked(self) -> list[Mailbox]:
+        return [m for p in self.processors.values() for m in p.mailboxes.values() if m.parked is not None]
+
+    def resume(self, target: SdkAddress, skip: bool = False) -> bool:
+        """Un-parks ``target``: its waiting messages run again from the one it failed on, or (``skip``)
+        from the next one, the failed message becoming a dead letter that says an operator skipped it.
+        False when the address is not parked. The change is durable with the next commit."""
+        mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
+        if mailbox is None or mailbox.parked is None:
+            return False
+        if skip and mailbox.backlog:
+            envelope = mailbox.backlog.popleft()
+            self._dead_letter(target.typename, target.id, envelope.caller, envelope.value,
+                              f"skipped by an operator; the address was parked because: {mailbox.parked}")
+            if envelope.seq is None:
+                self.epoch.volatile.pop(envelope, None)
+            else:
+                self.epoch.consumed.append(envelope.seq)
+        log.warning("resuming %s/%s%s", target.typename, target.id, " after skipping its failed message" if skip else "")
+        mailbox.parked = None
+        self.epoch.parked[mailbox.key] = None
+        if mailbox.spilled or mailbox.overflow:
+            self._refill(mailbox)
+        self._schedule(mailbox)
+        self._release(mailbox)
+        if mailbox.idle:
+            mailbox.processor.mailboxes.pop(mailbox.key, None)
+        return True
+
     # -- introspection ----------------------------------------------------------------------------------
 
     def backlog_of(self, target: SdkAddress) -> int:

@@ -3,6 +3,7 @@ once across kill -9: a state update with an egress record (counter), a message t
 delivered in memory (total), and a delayed message on a durable timer (late)."""
 
 import json
+import os
 from datetime import timedelta
 
 from pystatefun import IntType, StatefulFunctions, ValueSpec, egress_message_builder, make_json_type, message_builder
@@ -44,3 +45,12 @@ def slow_answer(context, message):
     context.storage.count = (context.storage.count or 0) + 1
     reply = message_builder(context.caller.typename, context.caller.id, int_value=context.storage.count)
     context.send_after(timedelta(seconds=message.as_int()), reply)
+
+
+@functions.bind("crash/fragile")
+def fragile(context, message):
+    """Raises on "poison" until the file named by $FRAGILE_FIXED exists (the fix is deployed)."""
+    text = message.as_string()
+    if text == "poison" and not os.path.exists(os.environ.get("FRAGILE_FIXED", "/nonexistent")):
+        raise RuntimeError("cannot digest poison")
+    emit(context, "fragile", key=context.address.id, message=text)
