@@ -54,3 +54,16 @@ class Deployment:
         self.runtime.stop()
         if self.server:
             self.server.stop()
+
+
+CART = EXAMPLES / "shopping-cart"
+OFFICIAL_CART = Path(__file__).parent / "apps" / "official_cart"  # the same cart, for the official SDK
+
+
+@pytest.fixture(params=FORMS)
+def shop(request, tmp_path):
+    """The shopping-cart example running in each of FORMS."""
+    official = request.getfixturevalue("official_python") if request.param == "remote-official" else None
+    deployment = Deployment(request.param, CART, "shopping_cart:functions", tmp_path / "data", official, OFFICIAL_CART)
+    yield deployment.runtime
+    deployment.stop()

@@ -10,21 +10,10 @@ import pytest
 
 from pystatefun import IntType
 
-from .conftest import EXAMPLES, FORMS, Deployment
 from .processes import Runtime
 
 APP = Path(__file__).parent / "apps" / "counter"
-CART = EXAMPLES / "shopping-cart"
-OFFICIAL_CART = Path(__file__).parent / "apps" / "official_cart"
 INT = "io.statefun.types/int"
-
-
-@pytest.fixture(params=FORMS)
-def shop(request, tmp_path):
-    official = request.getfixturevalue("official_python") if request.param == "remote-official" else None
-    deployment = Deployment(request.param, CART, "shopping_cart:functions", tmp_path / "data", official, OFFICIAL_CART)
-    yield deployment.runtime
-    deployment.stop()
 
 
 @pytest.fixture

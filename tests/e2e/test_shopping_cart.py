@@ -4,23 +4,10 @@ the same functions written the official way). Cart and stock talk to each other 
 
 import json
 import time
-from pathlib import Path
 
 import pytest
 
-from .conftest import EXAMPLES, FORMS, Deployment
 from .processes import Runtime
-
-CART = EXAMPLES / "shopping-cart"
-OFFICIAL_CART = Path(__file__).parent / "apps" / "official_cart"
-
-
-@pytest.fixture(params=FORMS)
-def shop(request, tmp_path):
-    official = request.getfixturevalue("official_python") if request.param == "remote-official" else None
-    deployment = Deployment(request.param, CART, "shopping_cart:functions", tmp_path / "data", official, OFFICIAL_CART)
-    yield deployment.runtime
-    deployment.stop()
 
 
 def put(runtime: Runtime, function: str, id: str, typename: str, value: dict) -> None:
