@@ -617,6 +617,36 @@ class Runtime:
             mailbox.processor.mailboxes.pop(mailbox.key, None)
         return True
 
+    def specs_of(self, typename: str) -> dict[str, StateSpec] | None:
+        """The state specs registered for a function type (None: no function has this type)."""
+        invoker = self.resolve(typename)
+        return None if invoker is None else invoker.specs(typename)
+
+    def state_of(self, target: SdkAddress) -> dict[str, StoredValue]:
+        """The current unexpired state of ``target``, including writes not committed yet."""
+        values = self._state((target.typename, target.id), self.partition_of(target.id))
+        now = self.now_ms()
+        return {name: v for name, v in values.items() if v.expire_at is None or v.expire_at > now}
+
+    def write_address_state(self, target: SdkAddress, changes: typing.Mapping[str, TypedValue | None]) -> Epoch:
+        """Writes (None: deletes) states of ``target`` from outside a function, as a function's batch
+        would: into the open epoch, which is returned so that the caller can wait for its commit.
+        ``changes`` must already be checked against the registered specs."""
+        key = (target.typename, target.id)
+        partition = self.partition_of(target.id)
+        epoch = self.epoch
+        values, changed = epoch.state.get(key) or epoch.write_state(key, partition, self._committed(key, partition))
+        specs = self.specs_of(target.typename) or {}
+        now = self.now_ms()
+        for name, value in changes.items():
+            changed.add(name)
+            if value is None:
+                values.pop(name, None)
+            else:
+                spec = specs.get(name)
+                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+        return epoch
+
     # -- introspection ----------------------------------------------------------------------------------
 
     def backlog_of(self, target: SdkAddress) -> int:
