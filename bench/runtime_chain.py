@@ -85,7 +85,8 @@ async def run_chain(module: Path, data_dir: Path, messages: int, chains: int, ri
     for i in range(ring):
         stored = app.store.load_state("bench/counter", f"{ring}/{i}").get("count")
         total += IntType.serializer().deserialize(stored.value.value) if stored else 0
-    batch = runtime.invocations / max(runtime.batches, 1)
+    stats = runtime.stats["bench/counter"]
+    batch = stats.messages_in / max(stats.batches, 1)
     await app.stop()
     if total != hops * chains:
         raise SystemExit(f"counters add up to {total}, expected {hops * chains}: the run is broken")

@@ -12,6 +12,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pystatefun.admin import AdminApi
+from pystatefun.admin.metrics import Metrics
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.config import (
     EmbeddedFunctions,
@@ -66,6 +67,10 @@ class Application:
         )
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
+        self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
+        for invoker in self._by_binding.values():
+            if isinstance(invoker, RemoteInvoker):
+                invoker.on_call = self.metrics.remote_call
         self._runners: list[web.AppRunner] = []
         self._sweeper: asyncio.Task | None = None
 
@@ -136,7 +141,7 @@ class Application:
             await self._serve(self.egress.app(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
-            await self._serve(AdminApi(self.runtime, self.store).app(), "127.0.0.1", self.admin_port)
+            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry).app(), "127.0.0.1", self.admin_port)
             log.info("admin API listening on http://127.0.0.1:%d", self.admin_port)
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 

@@ -7,6 +7,7 @@ import time
 import typing
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
 from pystatefun.admin.values import StateValueError, describe, encode
 from pystatefun.runtime.envelope import address
@@ -25,17 +26,19 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 class AdminApi:
-    """``GET /health``; ``GET/PUT/DELETE /state/{ns}/{type}/{id}``; ``GET /parked`` and
+    """``GET /health``; ``GET /metrics`` (Prometheus); ``GET/PUT/DELETE /state/{ns}/{type}/{id}``; ``GET /parked`` and
     ``POST /parked/{ns}/{type}/{id}/resume`` (or ``/skip``); ``GET /dead-letters?after=SEQ&limit=N``."""
 
-    def __init__(self, runtime: Runtime, store: DeadLetterStore):
+    def __init__(self, runtime: Runtime, store: DeadLetterStore, registry: CollectorRegistry):
         self.runtime = runtime
         self.store = store
+        self.registry = registry
         self.started = time.time()
 
     def app(self) -> web.Application:
         app = web.Application()
         app.router.add_get("/health", self.health)
+        app.router.add_get("/metrics", self.metrics)
         app.router.add_route("*", "/state/{namespace}/{type}/{id}", self.state)
         app.router.add_get("/parked", self.parked)
         app.router.add_post("/parked/{namespace}/{type}/{id}/{action}", self.resume)
@@ -52,6 +55,9 @@ class AdminApi:
             "parked_addresses": len(runtime.parked()),
         }
         return web.json_response(body, status=200 if runtime.running else 503)
+
+    async def metrics(self, request: web.Request) -> web.Response:
+        return web.Response(body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def state(self, request: web.Request) -> web.Response:
         """GET: the address's states. PUT ``{"name": {"value": ...} | {"value_base64": ...}, ...}``:

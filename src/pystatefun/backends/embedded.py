@@ -211,6 +211,15 @@ class SQLiteStore:
             })
         return letters
 
+    def counts(self) -> dict[str, typing.Any]:
+        """Sizes for the metrics: dead letters, inbox, and egress records waiting per (egress, topic)."""
+        egress = {(e, t): n for e, t, n in self.db.execute("SELECT egress_id, topic, COUNT(*) FROM egress GROUP BY egress_id, topic")}
+        return {
+            "dead_letters": self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0],
+            "inbox": self.db.execute("SELECT COUNT(*) FROM inbox").fetchone()[0],
+            "egress": egress,
+        }
+
     def parked(self) -> dict[tuple[str, str], str]:
         return {(t, i): reason for t, i, reason in self.db.execute("SELECT typename, id, reason FROM parked")}
 

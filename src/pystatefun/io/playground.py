@@ -17,6 +17,7 @@ each appears exactly once.
 from __future__ import annotations
 
 import asyncio
+import collections
 import json
 import logging
 import time
@@ -63,12 +64,19 @@ class PlaygroundIngress:
         self._pending: dict[str, Epoch] = {}  # idempotency keys accepted in epochs not yet committed
         self._waiting: dict[str, list[asyncio.Future]] = {}  # reply id -> requests waiting for it
         self._replying: dict[str, Epoch] = {}  # reply ids answered in epochs not yet committed
+        self.responses: collections.Counter[int] = collections.Counter()  # answers by HTTP status
 
     def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES)
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count])
         app.router.add_route("*", "/{namespace}/{type}/{id}", self.handle)
         app.router.add_route("*", "/{tail:.*}", self.not_a_function_path)
         return app
+
+    @web.middleware
+    async def _count(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
+        response = await handler(request)
+        self.responses[response.status] += 1
+        return response
 
     async def not_a_function_path(self, request: web.Request) -> web.Response:
         return _text(404, f"{request.path} is not a function address: send to /<namespace>/<type>/<id>")

@@ -6,6 +6,7 @@ InvocationError when the batch cannot complete; the runtime then parks the addre
 
 from __future__ import annotations
 
+import time
 import typing
 from dataclasses import dataclass
 
@@ -132,6 +133,8 @@ class RemoteInvoker(_SpecsOfFunctions):
         self.registered = registered
         self._register = register
         self._after_call = {}
+        # told the function type, seconds and success of every call, retries included (the metrics hook)
+        self.on_call: typing.Callable[[str, float, bool], None] | None = None
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         return self.registered.setdefault(typename, {})
@@ -145,8 +148,17 @@ class RemoteInvoker(_SpecsOfFunctions):
             specs = self.specs(address.typename)
             sent = set(specs)
             request = _request(address, read_state(address, specs), invocations)
+            started = time.perf_counter()
             try:
-                reply = FromFunction.FromString(await self.transport.call(url, request))
+                answer = await self.transport.call(url, request)
+            except BaseException:
+                if self.on_call is not None:
+                    self.on_call(address.typename, time.perf_counter() - started, False)
+                raise
+            if self.on_call is not None:
+                self.on_call(address.typename, time.perf_counter() - started, True)
+            try:
+                reply = FromFunction.FromString(answer)
             except DecodeError as e:
                 raise InvocationError(f"{url} answered with bytes that are not a StateFun FromFunction: {e}") from e
             kind = reply.WhichOneof("response")

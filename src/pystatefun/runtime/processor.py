@@ -68,6 +68,19 @@ class Store(typing.Protocol):
     def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None: ...
 
 
+class FunctionStats:
+    """Counters of one function type, plain ints on the hot path; the metrics read them when scraped."""
+
+    __slots__ = ("messages_in", "batches", "out_local", "out_remote", "out_egress")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.batches = 0
+        self.out_local = 0  # to functions on partitions this process owns (all, on the embedded backend)
+        self.out_remote = 0  # to functions on partitions owned elsewhere (the Kafka backend)
+        self.out_egress = 0
+
+
 class Mailbox:
     """The messages of one address, in order: the batch in flight (if any), the backlog behind it (in
     memory, at most ``cap``), then messages that wait on disk only (``spilled``: committed to the inbox,
@@ -75,11 +88,13 @@ class Mailbox:
     and are not committed yet (the next commit spills them). Memory per address stays bounded however
     many messages other functions send it."""
 
-    __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "backlog", "in_flight", "parked",
-                 "scheduled", "waiters", "spilled", "spill_after", "overflow")
+    __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
+                 "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
 
-    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int):
+    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
+                 stats: FunctionStats):
         self.address = address
+        self.stats = stats
         self.key: StateKey = (address.typename, address.id)
         self.invoker = invoker
         self.is_async = invoker.is_async(address.typename)
@@ -151,9 +166,10 @@ class Runtime:
         self._next_seq = 1
         self.running = False
         self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
+        self.stats: dict[str, FunctionStats] = {}  # per function type
+        # told the seconds and the record count of every commit (the metrics hook)
+        self.on_commit: typing.Callable[[float, int], None] | None = None
         self.commits = 0  # epochs committed
-        self.batches = 0  # batches started (one function call, local or remote, each)
-        self.invocations = 0  # messages in those batches
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
@@ -206,7 +222,10 @@ class Runtime:
             if invoker is None:
                 return None
             cap = self.max_backlog or invoker.max_batch
-            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor, cap)
+            stats = self.stats.get(target.typename)
+            if stats is None:
+                stats = self.stats[target.typename] = FunctionStats()
+            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor, cap, stats)
         return mailbox
 
     def route(self, envelope: Envelope) -> None:
@@ -337,8 +356,9 @@ class Runtime:
             batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
             invocations = [(e.caller, e.value) for e in batch]
         mailbox.in_flight = batch
-        self.batches += 1
-        self.invocations += len(batch)
+        stats = mailbox.stats
+        stats.batches += 1
+        stats.messages_in += len(batch)
         if mailbox.spilled or mailbox.overflow:
             self._refill(mailbox)
         if mailbox.waiters:
@@ -416,6 +436,9 @@ class Runtime:
         except (ValueError, TypeError) as e:
             raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
 
+        stats = mailbox.stats
+        stats.out_local += len(outgoing)
+        stats.out_egress += len(effects.egress)
         for envelope in outgoing:
             self.route(envelope)
         epoch = self.epoch
@@ -573,7 +596,10 @@ class Runtime:
             for envelope in epoch.volatile:
                 envelope.seq = self._next_seq
                 self._next_seq += 1
+            started = time.perf_counter()
             self.store.commit(epoch, self.partition_of)
+            if self.on_commit is not None:
+                self.on_commit(time.perf_counter() - started, epoch.size())
             self.commits += 1
             if epoch.overflowing:
                 self._spill_overflow(epoch)

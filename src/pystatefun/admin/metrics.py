@@ -1,0 +1,129 @@
+"""Prometheus metrics of a running application (``GET /metrics`` on the admin API).
+
+StateFun's per-function-type set (spec §5.5) under ``pystatefun_function_*`` -- messages in, out to
+local/remote functions and to egresses, in-flight batches, backlog, blocked addresses, remote call
+latency and failures -- plus the epoch commits, the ingress answers, egress depth, parked addresses and
+dead letters. Counters the hot path keeps as plain ints are read when scraped; only the latency
+histograms are fed as things happen (once per remote call and once per commit).
+"""
+
+from __future__ import annotations
+
+import typing
+
+from prometheus_client import CollectorRegistry, Histogram
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
+
+from pystatefun.runtime.processor import Runtime
+
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
+SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
+
+
+class CountsStore(typing.Protocol):
+    def counts(self) -> dict[str, typing.Any]: ...
+
+
+class Metrics:
+    """The application's metrics, on a registry of its own (several applications can share a process)."""
+
+    def __init__(self, runtime: Runtime, store: CountsStore, ingress_responses: typing.Mapping[int, int]):
+        self.registry = CollectorRegistry()
+        self.remote_latency = Histogram(
+            "pystatefun_function_remote_invocation_latency_seconds",
+            "Time of each call to a remote function, retries included, by function type",
+            ["function_type"], buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.commit_latency = Histogram(
+            "pystatefun_epoch_commit_latency_seconds", "Time of each epoch commit",
+            buckets=LATENCY_BUCKETS, registry=self.registry,
+        )
+        self.commit_size = Histogram(
+            "pystatefun_epoch_commit_records", "Records written by each epoch commit",
+            buckets=SIZE_BUCKETS, registry=self.registry,
+        )
+        self._failures: dict[str, int] = {}
+        self.registry.register(_RuntimeCollector(runtime, store, ingress_responses, self._failures))
+        runtime.on_commit = self._committed
+
+    def remote_call(self, function_type: str, seconds: float, ok: bool) -> None:
+        """The RemoteInvoker hook."""
+        self.remote_latency.labels(function_type).observe(seconds)
+        if not ok:
+            self._failures[function_type] = self._failures.get(function_type, 0) + 1
+
+    def _committed(self, seconds: float, records: int) -> None:
+        self.commit_latency.observe(seconds)
+        self.commit_size.observe(records)
+
+
+class _RuntimeCollector(Collector):
+    def __init__(self, runtime: Runtime, store: CountsStore, ingress_responses: typing.Mapping[int, int],
+                 failures: dict[str, int]):
+        self.runtime = runtime
+        self.store = store
+        self.ingress_responses = ingress_responses
+        self.failures = failures
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        runtime = self.runtime
+        by_type = ["function_type"]
+        counters = {
+            "messages_in": ("pystatefun_function_in", "Messages delivered to functions"),
+            "out_local": ("pystatefun_function_out_local", "Messages sent to functions on this process's partitions"),
+            "out_remote": ("pystatefun_function_out_remote", "Messages sent to functions on partitions owned elsewhere"),
+            "out_egress": ("pystatefun_function_out_egress", "Records sent to egresses"),
+            "batches": ("pystatefun_function_batches", "Function calls (batches of messages)"),
+        }
+        for attribute, (name, help_text) in counters.items():
+            family = CounterMetricFamily(name, help_text, labels=by_type)
+            for function_type, stats in runtime.stats.items():
+                family.add_metric([function_type], getattr(stats, attribute))
+            yield family
+        failures = CounterMetricFamily(
+            "pystatefun_function_remote_invocation_failures", "Remote calls that failed after their retries", labels=by_type
+        )
+        for function_type, count in self.failures.items():
+            failures.add_metric([function_type], count)
+        yield failures
+
+        in_flight: dict[str, int] = {}
+        backlog: dict[str, int] = {}
+        blocked: dict[str, int] = {}
+        parked: dict[str, int] = {}
+        for processor in runtime.processors.values():
+            for mailbox in processor.mailboxes.values():
+                function_type = mailbox.key[0]
+                waiting = len(mailbox.backlog) + mailbox.spilled + len(mailbox.overflow)
+                backlog[function_type] = backlog.get(function_type, 0) + waiting
+                if mailbox.in_flight is not None:
+                    in_flight[function_type] = in_flight.get(function_type, 0) + 1
+                    if waiting:  # messages wait behind the batch in flight (StateFun: a blocked address)
+                        blocked[function_type] = blocked.get(function_type, 0) + 1
+                if mailbox.parked is not None:
+                    parked[function_type] = parked.get(function_type, 0) + 1
+        gauges = (
+            ("pystatefun_function_inflight_batches", "Batches being run", in_flight),
+            ("pystatefun_function_backlog", "Messages waiting behind a batch in flight or a parked address", backlog),
+            ("pystatefun_function_blocked_addresses", "Addresses with messages waiting behind a batch in flight", blocked),
+            ("pystatefun_function_parked_addresses", "Addresses parked after a failure", parked),
+        )
+        for name, help_text, values in gauges:
+            family = GaugeMetricFamily(name, help_text, labels=by_type)
+            for function_type in runtime.stats:
+                family.add_metric([function_type], values.get(function_type, 0))
+            yield family
+
+        counts = self.store.counts()
+        yield GaugeMetricFamily("pystatefun_dead_letters", "Dead letters kept", value=counts["dead_letters"])
+        yield GaugeMetricFamily("pystatefun_inbox_messages", "Committed messages not processed yet", value=counts["inbox"])
+        egress = GaugeMetricFamily("pystatefun_egress_records", "Egress records waiting to be read", labels=["egress", "topic"])
+        for (egress_id, topic), count in counts["egress"].items():
+            egress.add_metric([egress_id, topic], count)
+        yield egress
+        yield CounterMetricFamily("pystatefun_epochs_committed", "Epochs committed", value=runtime.commits)
+        ingress = CounterMetricFamily("pystatefun_ingress_responses", "HTTP ingress answers by status", labels=["status"])
+        for status, count in sorted(self.ingress_responses.items()):
+            ingress.add_metric([str(status)], count)
+        yield ingress
