@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import sys
+import typing
 
 import click
 
 from pystatefun.loading import load_object
 from pystatefun.sdk.functions import StatefulFunctions
+
+if typing.TYPE_CHECKING:
+    from pystatefun.cli_output import Output
+    from pystatefun.client import RuntimeClient
 
 
 @click.group()
@@ -107,6 +114,165 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
         run_event_loop(application.run_until_signalled())
     except OSError as e:  # a port in use, most often
         raise click.ClickException(f"cannot start: {e}") from None
+
+
+# -- operating a running application (client.py over its ingress, egress and admin APIs) -------------
+
+def _client(ctx: click.Context) -> "RuntimeClient":
+    from pystatefun.client import RuntimeClient
+
+    return RuntimeClient(**ctx.obj)
+
+
+def _api_options(command: typing.Callable) -> typing.Callable:
+    for name, default, what in (
+        ("--admin", "http://127.0.0.1:8081", "admin API"),
+        ("--egress", "http://127.0.0.1:8091", "playground egress"),
+        ("--ingress", "http://127.0.0.1:8090", "playground ingress"),
+    ):
+        command = click.option(name, default=default, show_default=True, envvar=f"PYSTATEFUN_{name[2:].upper()}",
+                               help=f"URL of the {what} (or ${'PYSTATEFUN_' + name[2:].upper()}).")(command)
+    return command
+
+
+def _operation(command: typing.Callable) -> typing.Callable:
+    """A command over the APIs: the API URLs as options, and errors as one line instead of a traceback."""
+
+    @functools.wraps(command)
+    def run_operation(ingress: str, egress: str, admin: str, **kwargs: typing.Any) -> None:
+        from pystatefun.client import ApiError, Unreachable
+
+        ctx = click.get_current_context()
+        ctx.obj = {"ingress": ingress, "egress": egress, "admin": admin}
+        try:
+            command(**kwargs)
+        except (Unreachable, ApiError, ValueError) as e:
+            raise click.ClickException(str(e)) from None
+
+    return _api_options(run_operation)
+
+
+def _output() -> "Output":
+    from pystatefun.cli_output import Output
+
+    return Output()
+
+
+@main.command()
+@click.argument("address")
+@click.option("--type", "typename", required=True, help="The message's typename, e.g. example/GreetRequest.")
+@click.option("--json", "json_data", help="The message value as JSON (for JSON types).")
+@click.option("--data", help="The value: for a built-in type (io.statefun.types/int, ...) the value itself, "
+              "else the bytes as given.")
+@click.option("--wait", type=click.FloatRange(0, 300, min_open=True), help="Wait up to this many seconds for the reply.")
+@click.option("--key", help="Idempotency-Key: resending with the same key is a no-op that answers the same.")
+@_operation
+def send(address: str, typename: str, json_data: str | None, data: str | None, wait: float | None, key: str | None) -> None:
+    """Send a message to ADDRESS (namespace/type/id) through the playground ingress."""
+    from pystatefun.admin.values import describe
+    from pystatefun.sdk.types import BUILTIN_TYPES
+
+    if (json_data is None) == (data is None):
+        raise click.UsageError("give the value with exactly one of --json or --data")
+    if json_data is not None:
+        try:
+            json.loads(json_data)
+        except ValueError as e:
+            raise click.UsageError(f"--json is not JSON: {e}") from None
+        body = json_data.encode()
+    else:
+        builtin = BUILTIN_TYPES.get(typename)
+        body = data.encode() if builtin is None else builtin.serializer().serialize(_builtin_value(typename, data))
+    answer = _client(click.get_current_context()).send(address, typename, body, wait=wait, key=key)
+    if answer.status == 202:
+        _output().message(f"accepted: {address}")
+        return
+    reply_type = answer.content_type.removeprefix("application/vnd.")
+    _output().value(describe(reply_type, answer.body))
+
+
+def _builtin_value(typename: str, text: str) -> typing.Any:
+    kind = typename.rsplit("/", 1)[1]
+    try:
+        if kind in ("int", "long"):
+            return int(text)
+        if kind in ("float", "double"):
+            return float(text)
+        if kind == "bool":
+            return {"true": True, "false": False}[text.lower()]
+    except (ValueError, KeyError):
+        raise click.UsageError(f"--data {text!r} is not a {typename} value") from None
+    return text
+
+
+@main.command()
+@click.argument("topic")
+@click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records.")
+@_operation
+def tail(topic: str, follow: bool) -> None:
+    """Print the records of a playground egress TOPIC (each record is read once)."""
+    client = _client(click.get_current_context())
+    output = _output()
+    while True:
+        record = client.take(topic, wait=30 if follow else 0)
+        if record is not None:
+            output.record(record)
+        elif not follow:
+            return
+
+
+@main.command()
+@click.argument("address")
+@click.option("--set", "assignments", multiple=True, metavar="NAME=JSON", help="Write a state (repeatable).")
+@click.option("--delete", "delete", metavar="NAME", help="Delete one state ('*' for all).")
+@_operation
+def state(address: str, assignments: tuple[str, ...], delete: str | None) -> None:
+    """Show, write or delete the state of ADDRESS (namespace/type/id)."""
+    client = _client(click.get_current_context())
+    if assignments and delete:
+        raise click.UsageError("--set and --delete cannot be combined")
+    if assignments:
+        values = {}
+        for assignment in assignments:
+            name, sep, text = assignment.partition("=")
+            try:
+                values[name] = json.loads(text)
+            except ValueError:
+                raise click.UsageError(f"--set {assignment!r}: write NAME=JSON, e.g. count=41 or name='\"Bob\"'") from None
+            if not sep:
+                raise click.UsageError(f"--set {assignment!r}: write NAME=JSON")
+        shown = client.set_state(address, values)
+    elif delete:
+        shown = client.delete_state(address, None if delete == "*" else delete)
+    else:
+        shown = client.state(address)
+    _output().state(shown)
+
+
+@main.command()
+@_operation
+def parked() -> None:
+    """List the parked addresses: those whose function failed, waiting for resume."""
+    _output().parked(_client(click.get_current_context()).parked())
+
+
+@main.command()
+@click.argument("address")
+@click.option("--skip", is_flag=True, help="Skip the failed message (it becomes a dead letter) instead of retrying it.")
+@_operation
+def resume(address: str, skip: bool) -> None:
+    """Resume a parked ADDRESS: retry from the message it failed on (or skip that one)."""
+    _client(click.get_current_context()).resume(address, skip)
+    _output().message(f"resumed {address}" + (", its failed message skipped to the dead letters" if skip else ""))
+
+
+@main.command(name="dead-letters")
+@click.option("--after", default=0, show_default=True, help="Only dead letters after this sequence number.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
+@_operation
+def dead_letters(after: int, limit: int) -> None:
+    """List dead letters: messages no function or egress could take, and skipped messages, with the reason."""
+    _output().dead_letters(_client(click.get_current_context()).dead_letters(after, limit))
 
 
 if __name__ == "__main__":

@@ -1,0 +1,95 @@
+"""The operations CLI (send, tail, state, parked, resume, dead-letters) against a running application."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from .processes import Runtime
+
+APP = Path(__file__).parent / "apps" / "counter"
+
+
+@pytest.fixture
+def app(tmp_path):
+    runtime = Runtime(APP / "module.yaml", tmp_path / "data", env={"FRAGILE_FIXED": str(tmp_path / "fixed")}).start()
+    yield runtime
+    runtime.stop()
+
+
+def cli(runtime: Runtime, *args: str, terminal: bool = False) -> subprocess.CompletedProcess:
+    env = {
+        **os.environ,
+        "PYSTATEFUN_INGRESS": f"http://127.0.0.1:{runtime.ingress_port}",
+        "PYSTATEFUN_EGRESS": f"http://127.0.0.1:{runtime.egress_port}",
+        "PYSTATEFUN_ADMIN": f"http://127.0.0.1:{runtime.admin_port}",
+    }
+    env.pop("FORCE_COLOR", None)
+    if terminal:
+        env.update(FORCE_COLOR="1", COLUMNS="200")
+    return subprocess.run([sys.executable, "-m", "pystatefun.cli", *args], capture_output=True, text=True, env=env, timeout=60)
+
+
+def ok(result: subprocess.CompletedProcess) -> str:
+    assert result.returncode == 0, result.stderr
+    return result.stdout
+
+
+def test_send_tail_and_request_reply(app):
+    assert ok(cli(app, "send", "crash/counter/k", "--type", "io.statefun.types/string", "--data", "m1")) == "accepted: crash/counter/k\n"
+    assert json.loads(ok(cli(app, "tail", "counts")).strip()) == {"key": "k", "count": 1, "message": "m1"}
+    assert ok(cli(app, "tail", "counts")) == ""  # read once
+    reply = cli(app, "send", "crash/slow-answer/a", "--type", "io.statefun.types/int", "--data", "0", "--wait", "10")
+    assert ok(reply) == "1\n"
+    bad = cli(app, "send", "crash/counter/k", "--type", "io.statefun.types/int", "--data", "lots")
+    assert bad.returncode == 2 and "not a io.statefun.types/int value" in bad.stderr
+    unknown = cli(app, "tail", "nope")
+    assert unknown.returncode == 1 and "unknown topic" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_state_show_set_and_delete(app):
+    ok(cli(app, "send", "crash/counter/k", "--type", "io.statefun.types/string", "--data", "m1"))
+    assert ok(cli(app, "tail", "counts"))  # processed and committed
+    assert ok(cli(app, "state", "crash/counter/k")) == "count\tio.statefun.types/int\t1\t\n"
+    assert ok(cli(app, "state", "crash/counter/k", "--set", "count=41")) == "count\tio.statefun.types/int\t41\t\n"
+    table = ok(cli(app, "state", "crash/counter/k", terminal=True))
+    assert "state of crash/counter/k" in table and "41" in table and "┃" in table
+    assert ok(cli(app, "state", "crash/counter/k", "--delete", "count")) == ""
+    wrong = cli(app, "state", "crash/counter/k", "--set", "nope=1")
+    assert wrong.returncode == 1 and "no state 'nope'" in wrong.stderr
+
+
+def test_parked_resume_and_dead_letters(app, tmp_path):
+    for address in ("crash/fragile/p", "crash/fragile/q"):
+        ok(cli(app, "send", address, "--type", "io.statefun.types/string", "--data", "poison"))
+    for _ in range(100):
+        parked = ok(cli(app, "parked"))
+        if parked.count("\n") == 2:
+            break
+    assert sorted(line.split("\t")[0] for line in parked.splitlines()) == ["crash/fragile/p", "crash/fragile/q"]
+    assert "cannot digest poison" in parked
+    assert ok(cli(app, "resume", "crash/fragile/q", "--skip")).startswith("resumed crash/fragile/q")
+    (tmp_path / "fixed").touch()
+    assert ok(cli(app, "resume", "crash/fragile/p")) == "resumed crash/fragile/p\n"
+    assert ok(cli(app, "parked")) == ""
+    assert "no parked addresses" in ok(cli(app, "parked", terminal=True))
+    (letter,) = ok(cli(app, "dead-letters")).splitlines()
+    seq, target, caller, typename, reason = letter.split("\t")
+    assert (target, typename) == ("crash/fragile/q", "io.statefun.types/string") and "skipped" in reason
+    assert json.loads(ok(cli(app, "tail", "fragile")).strip())["key"] == "p"
+    again = cli(app, "resume", "crash/fragile/p")
+    assert again.returncode == 1 and "is not parked" in again.stderr
+
+
+def test_an_unreachable_runtime_is_a_message_not_a_traceback(tmp_path):
+    result = subprocess.run(
+        [sys.executable, "-m", "pystatefun.cli", "parked", "--admin", "http://127.0.0.1:1"],
+        capture_output=True, text=True, timeout=30,
+    )
+    assert result.returncode == 1
+    assert "nothing answers at http://127.0.0.1:1" in result.stderr and "Traceback" not in result.stderr
