@@ -48,10 +48,12 @@ class Application:
         partitions: int = DEFAULT_PARTITIONS,
         commit_interval: float = 0.1,
         admin_port: int | None = None,
+        admin_token: str | None = None,
     ):
         self.module = module
         self.data_dir = Path(data_dir)
         self.admin_port = admin_port
+        self.admin_token = admin_token
         self.store = SQLiteStore(data_dir, partitions)
         self._check_supported(module)
         self._invokers: dict[str, typing.Any] = {}
@@ -111,6 +113,27 @@ class Application:
                 self._invokers[typename] = invoker
         return invoker
 
+    def describe_functions(self) -> list[dict[str, typing.Any]]:
+        """The module's function bindings, for the admin API: where each runs, the function types seen
+        with their registered state specs, and for remote endpoints the outcome of the last call."""
+        bindings = []
+        for spec in [*self.module.embedded, *self.module.endpoints]:
+            invoker = self._by_binding[id(spec)]
+            entry: dict[str, typing.Any] = {"functions": str(spec.functions)}
+            if isinstance(invoker, EmbeddedInvoker):
+                entry.update(kind="embedded", module=spec.module)
+                typenames = [t for t in invoker.functions.typenames() if self.module.binding_for(t) is spec]
+            else:
+                entry.update(kind="remote", url=spec.url_path_template, health=_health(invoker.last_call))
+                typenames = [t for t in invoker.registered if invoker.registered[t] or t in self.runtime.stats]
+            entry["function_types"] = {
+                typename: {name: {"typename": s.type_typename, "expire_after_ms": s.ttl_ms or None}
+                           for name, s in invoker.specs(typename).items()}
+                for typename in sorted(typenames)
+            }
+            bindings.append(entry)
+        return bindings
+
     def _playground_egress(self, module: Module) -> PlaygroundEgress | None:
         specs = [e for e in module.egresses if isinstance(e, PlaygroundEgressSpec)]
         return PlaygroundEgress(self.store, specs[0].topics) if specs else None
@@ -141,8 +164,9 @@ class Application:
             await self._serve(self.egress.app(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
-            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry).app(), "127.0.0.1", self.admin_port)
-            log.info("admin API listening on http://127.0.0.1:%d", self.admin_port)
+            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token).app(), "127.0.0.1", self.admin_port)
+            log.info("admin API listening on http://127.0.0.1:%d%s", self.admin_port,
+                     " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
     async def _serve(self, app: web.Application, host: str, port: int) -> None:
@@ -178,6 +202,13 @@ class Application:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _health(last_call: tuple[bool, float, str] | None) -> dict[str, typing.Any]:
+    if last_call is None:
+        return {"status": "unknown", "detail": "not called yet"}
+    ok, when, why = last_call
+    return {"status": "ok" if ok else "failing", "last_call_at": round(when, 3), **({} if ok else {"detail": why})}
 
 
 def run_event_loop(main: typing.Coroutine[typing.Any, typing.Any, T]) -> T:

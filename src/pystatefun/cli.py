@@ -87,12 +87,25 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     help="Port of the admin API (GET /health) on 127.0.0.1; 0 turns it off.",
 )
 @click.option(
+    "--admin-token",
+    envvar="PYSTATEFUN_ADMIN_TOKEN",
+    help="Require 'Authorization: Bearer TOKEN' on the admin API (all but /health); or $PYSTATEFUN_ADMIN_TOKEN.",
+)
+@click.option(
     "--log-level",
     default="info",
     show_default=True,
     type=click.Choice(["critical", "error", "warning", "info", "debug"]),
 )
-def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, admin_port: int, log_level: str) -> None:
+@click.option(
+    "--log-format",
+    default="text",
+    show_default=True,
+    type=click.Choice(["text", "json"]),
+    help="json: one JSON object per line, with the address and invocation in every line about one.",
+)
+def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, admin_port: int,
+        admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
     import logging
 
@@ -100,12 +113,15 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
 
-    logging.basicConfig(level=log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    from pystatefun.logs import configure_logging
+
+    configure_logging(log_level, log_format)
     try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
         application = Application(
-            module, data_dir, partitions=partitions, commit_interval=interval, admin_port=admin_port or None
+            module, data_dir, partitions=partitions, commit_interval=interval, admin_port=admin_port or None,
+            admin_token=admin_token,
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
@@ -132,18 +148,19 @@ def _api_options(command: typing.Callable) -> typing.Callable:
     ):
         command = click.option(name, default=default, show_default=True, envvar=f"PYSTATEFUN_{name[2:].upper()}",
                                help=f"URL of the {what} (or ${'PYSTATEFUN_' + name[2:].upper()}).")(command)
-    return command
+    return click.option("--token", envvar="PYSTATEFUN_ADMIN_TOKEN",
+                        help="The admin API's bearer token (or $PYSTATEFUN_ADMIN_TOKEN).")(command)
 
 
 def _operation(command: typing.Callable) -> typing.Callable:
     """A command over the APIs: the API URLs as options, and errors as one line instead of a traceback."""
 
     @functools.wraps(command)
-    def run_operation(ingress: str, egress: str, admin: str, **kwargs: typing.Any) -> None:
+    def run_operation(ingress: str, egress: str, admin: str, token: str | None, **kwargs: typing.Any) -> None:
         from pystatefun.client import ApiError, Unreachable
 
         ctx = click.get_current_context()
-        ctx.obj = {"ingress": ingress, "egress": egress, "admin": admin}
+        ctx.obj = {"ingress": ingress, "egress": egress, "admin": admin, "token": token}
         try:
             command(**kwargs)
         except (Unreachable, ApiError, ValueError) as e:

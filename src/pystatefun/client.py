@@ -40,8 +40,9 @@ def _path(address: str) -> str:
 
 class RuntimeClient:
     def __init__(self, *, ingress: str = "http://127.0.0.1:8090", egress: str = "http://127.0.0.1:8091",
-                 admin: str = "http://127.0.0.1:8081", timeout: float = 30.0):
+                 admin: str = "http://127.0.0.1:8081", token: str | None = None, timeout: float = 30.0):
         self.ingress, self.egress, self.admin = ingress, egress, admin
+        self.token = token
         self.timeout = timeout
 
     # -- ingress and egress -------------------------------------------------------------------------
@@ -88,7 +89,10 @@ class RuntimeClient:
 
     def _json(self, method: str, path: str, body: typing.Any = None) -> typing.Any:
         data = b"" if body is None else json.dumps(body).encode()
-        answer = self._request(self.admin, method, path, data, {"Content-Type": "application/json"} if body else {})
+        headers = {"Content-Type": "application/json"} if body else {}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        answer = self._request(self.admin, method, path, data, headers)
         return json.loads(answer.body)
 
     # -- HTTP ---------------------------------------------------------------------------------------

@@ -59,8 +59,10 @@ def request(port: int, method: str, path: str, body: bytes = b"", headers: dict 
 class Runtime:
     """`pystatefun run MODULE --data-dir DIR` as a child process, with the ingress/egress ports in env."""
 
-    def __init__(self, module: Path, data_dir: Path, env: dict[str, str] | None = None, log: Path | None = None):
+    def __init__(self, module: Path, data_dir: Path, env: dict[str, str] | None = None, log: Path | None = None,
+                 args: tuple[str, ...] = ("--log-level", "warning")):
         self.module = module
+        self.args = args
         self.data_dir = data_dir
         self.ingress_port = free_port()
         self.egress_port = free_port()
@@ -74,7 +76,7 @@ class Runtime:
         out = open(self.log, "ab")
         self.process = subprocess.Popen(
             [sys.executable, "-m", "pystatefun.cli", "run", str(self.module), "--data-dir", str(self.data_dir),
-             "--commit-interval", "20ms", "--admin-port", str(self.admin_port), "--log-level", "warning"],
+             "--commit-interval", "20ms", "--admin-port", str(self.admin_port), *self.args],
             env=self.env, stdout=out, stderr=subprocess.STDOUT,
         )
         out.close()

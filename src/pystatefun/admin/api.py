@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import hmac
 import time
 import typing
+from urllib.parse import quote
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pystatefun.admin.openapi import OPENAPI
 from pystatefun.admin.values import StateValueError, describe, encode
 from pystatefun.runtime.envelope import address
 from pystatefun.runtime.processor import Runtime
@@ -17,8 +20,10 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 MAX_PAGE = 1000
 
 
-class DeadLetterStore(typing.Protocol):
+class AdminStore(typing.Protocol):
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]: ...
+
+    def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]: ...
 
 
 def _error(status: int, reason: str) -> web.Response:
@@ -26,24 +31,95 @@ def _error(status: int, reason: str) -> web.Response:
 
 
 class AdminApi:
-    """``GET /health``; ``GET /metrics`` (Prometheus); ``GET/PUT/DELETE /state/{ns}/{type}/{id}``; ``GET /parked`` and
-    ``POST /parked/{ns}/{type}/{id}/resume`` (or ``/skip``); ``GET /dead-letters?after=SEQ&limit=N``."""
+    """Every route is described in admin/openapi.py (served at ``/openapi.json``)."""
 
-    def __init__(self, runtime: Runtime, store: DeadLetterStore, registry: CollectorRegistry):
+    def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
+                 functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None):
         self.runtime = runtime
         self.store = store
         self.registry = registry
+        self.functions = functions
+        self.token = token
         self.started = time.time()
 
     def app(self) -> web.Application:
-        app = web.Application()
+        app = web.Application(middlewares=[self._authorize])
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
+        app.router.add_get("/openapi.json", self.openapi)
+        app.router.add_get("/functions", self.list_functions)
+        app.router.add_get("/addresses/{namespace}/{type}", self.addresses)
         app.router.add_route("*", "/state/{namespace}/{type}/{id}", self.state)
+        app.router.add_get("/delayed/{namespace}/{type}/{id}", self.delayed)
+        app.router.add_delete("/delayed/{namespace}/{type}/{id}/{timer_id}", self.cancel_delayed)
         app.router.add_get("/parked", self.parked)
         app.router.add_post("/parked/{namespace}/{type}/{id}/{action}", self.resume)
         app.router.add_get("/dead-letters", self.dead_letters)
         return app
+
+    @web.middleware
+    async def _authorize(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
+        """With a token, every route but /health needs ``Authorization: Bearer <token>``."""
+        if self.token is not None and request.path != "/health":
+            given = request.headers.get("Authorization", "")
+            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
+                return _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to --admin-token)")
+        return await handler(request)
+
+    async def openapi(self, request: web.Request) -> web.Response:
+        return web.json_response(OPENAPI)
+
+    async def list_functions(self, request: web.Request) -> web.Response:
+        return web.json_response(self.functions())
+
+    async def addresses(self, request: web.Request) -> web.Response:
+        """The ids of a function type with committed state: ``?after=ID&limit=N`` pages through them."""
+        typename = f"{request.match_info['namespace']}/{request.match_info['type']}"
+        if self.runtime.specs_of(typename) is None:
+            return _error(404, f"no function type {typename!r} is bound in the module")
+        limit = _limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        ids = self.store.addresses(typename, request.query.get("after", ""), limit)
+        page: dict[str, typing.Any] = {"function_type": typename, "ids": ids}
+        if len(ids) == limit:
+            page["next"] = f"/addresses/{typename}?after={quote(ids[-1])}&limit={limit}"
+        return web.json_response(page)
+
+    async def delayed(self, request: web.Request) -> web.Response:
+        """The delayed messages an address sent that are still pending."""
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        pending = []
+        for timer in self.runtime.timers.pending_for(target.typename, target.id):
+            shown = describe(timer.envelope.value.typename, timer.envelope.value.value)
+            pending.append({"timer_id": timer.timer_id, "due_at_ms": timer.due_ms, "cancellation_token": timer.token,
+                            "target": f"{timer.envelope.target.typename}/{timer.envelope.target.id}", **shown})
+        return web.json_response(pending)
+
+    async def cancel_delayed(self, request: web.Request) -> web.Response:
+        target = self._target(request)
+        if isinstance(target, web.Response):
+            return target
+        try:
+            timer_id = int(request.match_info["timer_id"])
+        except ValueError:
+            return _error(400, "the timer id is a number: take it from GET /delayed/{ns}/{type}/{id}")
+        pending = {t.timer_id for t in self.runtime.timers.pending_for(target.typename, target.id)}
+        if timer_id not in pending or self.runtime.cancel_timer(timer_id) is None:
+            return _error(404, f"{target.typename}/{target.id} has no pending delayed message {timer_id}")
+        epoch = self.runtime.epoch
+        self.runtime.request_commit()
+        await asyncio.shield(epoch.done)
+        return web.json_response({"cancelled": timer_id})
+
+    def _target(self, request: web.Request) -> typing.Any:
+        typename = f"{request.match_info['namespace']}/{request.match_info['type']}"
+        try:
+            return address(typename, request.match_info["id"])
+        except ValueError as e:
+            return _error(400, str(e))
 
     async def health(self, request: web.Request) -> web.Response:
         runtime = self.runtime
@@ -131,9 +207,19 @@ class AdminApi:
     async def dead_letters(self, request: web.Request) -> web.Response:
         try:
             after = int(request.query.get("after", "0"))
-            limit = int(request.query.get("limit", "100"))
         except ValueError:
-            return _error(400, "after and limit must be integers")
-        if not 1 <= limit <= MAX_PAGE:
-            return _error(400, f"limit must be between 1 and {MAX_PAGE}")
+            return _error(400, "after must be an integer (a dead letter's seq)")
+        limit = _limit(request)
+        if isinstance(limit, web.Response):
+            return limit
         return web.json_response(self.store.dead_letters(after, limit))
+
+
+def _limit(request: web.Request) -> int | web.Response:
+    try:
+        limit = int(request.query.get("limit", "100"))
+    except ValueError:
+        limit = 0
+    if not 1 <= limit <= MAX_PAGE:
+        return _error(400, f"limit must be an integer between 1 and {MAX_PAGE}")
+    return limit

@@ -211,6 +211,13 @@ class SQLiteStore:
             })
         return letters
 
+    def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]:
+        """The ids of ``typename`` that have committed state, in order, after ``after`` (paging)."""
+        rows = self.db.execute(
+            "SELECT DISTINCT id FROM state WHERE typename = ? AND id > ? ORDER BY id LIMIT ?", (typename, after, limit)
+        )
+        return [id for (id,) in rows]
+
     def counts(self) -> dict[str, typing.Any]:
         """Sizes for the metrics: dead letters, inbox, and egress records waiting per (egress, topic)."""
         egress = {(e, t): n for e, t, n in self.db.execute("SELECT egress_id, topic, COUNT(*) FROM egress GROUP BY egress_id, topic")}

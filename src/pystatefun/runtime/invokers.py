@@ -135,6 +135,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         self._after_call = {}
         # told the function type, seconds and success of every call, retries included (the metrics hook)
         self.on_call: typing.Callable[[str, float, bool], None] | None = None
+        self.last_call: tuple[bool, float, str] | None = None  # (succeeded, when, why not): the health
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         return self.registered.setdefault(typename, {})
@@ -151,10 +152,12 @@ class RemoteInvoker(_SpecsOfFunctions):
             started = time.perf_counter()
             try:
                 answer = await self.transport.call(url, request)
-            except BaseException:
+            except Exception as e:
+                self.last_call = (False, time.time(), f"{type(e).__name__}: {e}")
                 if self.on_call is not None:
                     self.on_call(address.typename, time.perf_counter() - started, False)
                 raise
+            self.last_call = (True, time.time(), "")
             if self.on_call is not None:
                 self.on_call(address.typename, time.perf_counter() - started, True)
             try:

@@ -89,7 +89,7 @@ class Mailbox:
     many messages other functions send it."""
 
     __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
-                 "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
+                 "invocation", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
 
     def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
                  stats: FunctionStats):
@@ -102,6 +102,7 @@ class Mailbox:
         self.processor = processor
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None
+        self.invocation = 0  # the number of the batch in flight (or last run), for the logs
         self.parked: str | None = None
         self.scheduled = False
         self.waiters: list[asyncio.Future] = []  # ingresses waiting for room in the backlog
@@ -167,6 +168,7 @@ class Runtime:
         self.running = False
         self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
         self.stats: dict[str, FunctionStats] = {}  # per function type
+        self._invocation = 0  # batches started by this process, numbering them for the logs
         # told the seconds and the record count of every commit (the metrics hook)
         self.on_commit: typing.Callable[[float, int], None] | None = None
         self.commits = 0  # epochs committed
@@ -356,6 +358,8 @@ class Runtime:
             batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
             invocations = [(e.caller, e.value) for e in batch]
         mailbox.in_flight = batch
+        self._invocation += 1
+        mailbox.invocation = self._invocation
         stats = mailbox.stats
         stats.batches += 1
         stats.messages_in += len(batch)
@@ -415,7 +419,8 @@ class Runtime:
     def _park(self, mailbox: Mailbox, reason: str) -> None:
         """The batch failed: its messages go back to the front of the backlog and the address waits."""
         target = mailbox.address
-        log.error("parking %s/%s: %s", target.typename, target.id, reason, extra={"address": f"{target.typename}/{target.id}"})
+        log.error("parking %s/%s: %s", target.typename, target.id, reason,
+                  extra={"address": f"{target.typename}/{target.id}", "invocation": mailbox.invocation})
         if mailbox.in_flight:
             mailbox.backlog.extendleft(reversed(mailbox.in_flight))
         mailbox.in_flight = None
@@ -524,7 +529,8 @@ class Runtime:
                 values[spec.name] = StoredValue(stored.value, now + spec.ttl_ms)
 
     def _dead_letter(self, target_type: str, target_id: str, caller: SdkAddress | None, value: TypedValue, reason: str) -> None:
-        log.warning("dead letter for %s%s: %s", target_type, f"/{target_id}" if target_id else "", reason)
+        where = f"{target_type}/{target_id}" if target_id else target_type
+        log.warning("dead letter for %s: %s", where, reason, extra={"address": where})
         self.epoch.dead_letters.append(DeadLetter(target_type, target_id, caller, value, reason, self.now_ms()))
 
     # -- state ----------------------------------------------------------------------------------------
@@ -632,7 +638,8 @@ class Runtime:
                 self.epoch.volatile.pop(envelope, None)
             else:
                 self.epoch.consumed.append(envelope.seq)
-        log.warning("resuming %s/%s%s", target.typename, target.id, " after skipping its failed message" if skip else "")
+        log.warning("resuming %s/%s%s", target.typename, target.id, " after skipping its failed message" if skip else "",
+                    extra={"address": f"{target.typename}/{target.id}", "invocation": mailbox.invocation})
         mailbox.parked = None
         self.epoch.parked[mailbox.key] = None
         if mailbox.spilled or mailbox.overflow:
@@ -642,6 +649,14 @@ class Runtime:
         if mailbox.idle:
             mailbox.processor.mailboxes.pop(mailbox.key, None)
         return True
+
+    def cancel_timer(self, timer_id: int) -> Timer | None:
+        """Cancels one pending delayed message by its id (from ``timers.pending_for``), durably with the
+        next commit; None when it is not pending (delivered, cancelled, or never existed)."""
+        timer = self.timers.remove(timer_id)
+        if timer is not None:
+            self._drop_timer(timer)
+        return timer
 
     def specs_of(self, typename: str) -> dict[str, StateSpec] | None:
         """The state specs registered for a function type (None: no function has this type)."""

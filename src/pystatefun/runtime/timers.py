@@ -66,5 +66,16 @@ class TimerService:
             due.append(timer)
         return due
 
+    def remove(self, timer_id: int) -> Timer | None:
+        """Removes one pending timer by id (an operator's cancel); None when it is not pending."""
+        timer = self._timers.pop(timer_id, None)
+        if timer is not None:
+            key = timer.sender_key
+            if key is not None and self._by_token.get(key) == timer_id:
+                del self._by_token[key]
+        return timer
+
     def pending_for(self, typename: str, id: str) -> list[Timer]:
-        return [t for t in self._timers.values() if t.envelope.caller and (t.envelope.caller.typename, t.envelope.caller.id) == (typename, id)]
+        """The pending delayed messages sent by address ``typename``/``id``, soonest first."""
+        sent = [t for t in self._timers.values() if t.envelope.caller and (t.envelope.caller.typename, t.envelope.caller.id) == (typename, id)]
+        return sorted(sent, key=lambda t: (t.due_ms, t.timer_id))

@@ -1,0 +1,88 @@
+"""The OpenAPI 3.1 document of the admin API, served at ``GET /openapi.json``."""
+
+from __future__ import annotations
+
+import typing
+
+_ADDRESS = [
+    {"name": name, "in": "path", "required": True, "schema": {"type": "string"}}
+    for name in ("namespace", "type", "id")
+]
+_PAGE = [
+    {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 1000, "default": 100}},
+]
+_ERROR = {"description": "the reason, as {\"error\": \"...\"}",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+_STATE = {"description": "the address's states",
+          "content": {"application/json": {"schema": {"$ref": "#/components/schemas/AddressState"}}}}
+
+
+def _json(description: str, schema: dict[str, typing.Any] | None = None) -> dict[str, typing.Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+OPENAPI: dict[str, typing.Any] = {
+    "openapi": "3.1.0",
+    "info": {
+        "title": "pystatefun admin API",
+        "version": "1",
+        "description": "Inspect and repair a running pystatefun application. With --admin-token, every "
+                       "route but /health needs 'Authorization: Bearer <token>'.",
+    },
+    "paths": {
+        "/health": {"get": {"summary": "Whether the runtime processes", "responses": {
+            "200": _json("running: status, uptime_seconds, partitions, epochs_committed, parked_addresses"),
+            "503": _json("stopping")}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+            "200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
+        "/functions": {"get": {"summary": "Function bindings, function types with their state specs, remote endpoint health",
+                               "responses": {"200": _json("the bindings", {"type": "array", "items": {"type": "object"}})}}},
+        "/addresses/{namespace}/{type}": {"get": {
+            "summary": "Ids of a function type that have committed state, in order",
+            "parameters": [*_ADDRESS[:2], {"name": "after", "in": "query", "schema": {"type": "string"}}, *_PAGE],
+            "responses": {"200": _json("a page: function_type, ids, and next when there may be more"), "404": _ERROR}}},
+        "/state/{namespace}/{type}/{id}": {
+            "parameters": _ADDRESS,
+            "get": {"summary": "The address's states", "responses": {"200": _STATE, "404": _ERROR}},
+            "put": {"summary": "Write states, checked against the registered specs; answers once committed",
+                    "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                        "type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateInput"}}}}},
+                    "responses": {"200": _STATE, "400": _ERROR, "404": _ERROR}},
+            "delete": {"summary": "Delete all states, or ?name=N; answers once committed",
+                       "parameters": [{"name": "name", "in": "query", "schema": {"type": "string"}}],
+                       "responses": {"200": _STATE, "404": _ERROR}},
+        },
+        "/delayed/{namespace}/{type}/{id}": {"get": {
+            "summary": "Pending delayed messages the address sent", "parameters": _ADDRESS,
+            "responses": {"200": _json("timer_id, due_at_ms, cancellation_token, target, typename, value_base64, value",
+                                       {"type": "array", "items": {"type": "object"}})}}},
+        "/delayed/{namespace}/{type}/{id}/{timer_id}": {"delete": {
+            "summary": "Cancel one pending delayed message; answers once committed",
+            "parameters": [*_ADDRESS, {"name": "timer_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
+            "responses": {"200": _json("{cancelled: timer_id}"), "404": _ERROR}}},
+        "/parked": {"get": {"summary": "Parked addresses", "responses": {"200": _json(
+            "address, reason, waiting_messages", {"type": "array", "items": {"type": "object"}})}}},
+        "/parked/{namespace}/{type}/{id}/{action}": {"post": {
+            "summary": "resume: retry from the failed message; skip: that message becomes a dead letter",
+            "parameters": [*_ADDRESS, {"name": "action", "in": "path", "required": True,
+                                       "schema": {"type": "string", "enum": ["resume", "skip"]}}],
+            "responses": {"200": _json("address, resumed, skipped"), "404": _ERROR}}},
+        "/dead-letters": {"get": {
+            "summary": "Dead letters, oldest first",
+            "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "default": 0}}, *_PAGE],
+            "responses": {"200": _json("seq, target, caller, typename, value_base64, reason, at_ms",
+                                       {"type": "array", "items": {"type": "object"}}), "400": _ERROR}}},
+    },
+    "components": {"schemas": {
+        "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},
+        "StateValue": {"type": "object", "properties": {
+            "typename": {"type": "string"}, "value_base64": {"type": "string"},
+            "value": {"description": "the decoded value, for built-in and JSON types"},
+            "expires_at_ms": {"type": ["integer", "null"]}}},
+        "AddressState": {"type": "object", "properties": {
+            "address": {"type": "string"},
+            "state": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateValue"}}}},
+        "StateInput": {"type": "object", "description": "exactly one of value (built-in and JSON types) or value_base64",
+                       "properties": {"value": {}, "value_base64": {"type": "string"}}},
+    }},
+}
