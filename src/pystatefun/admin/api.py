@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import hmac
 import time
 import typing
@@ -111,7 +110,7 @@ class AdminApi:
             return _error(404, f"{target.typename}/{target.id} has no pending delayed message {timer_id}")
         epoch = self.runtime.epoch
         self.runtime.request_commit()
-        await asyncio.shield(epoch.done)
+        await epoch.committed()
         return web.json_response({"cancelled": timer_id})
 
     def _target(self, request: web.Request) -> typing.Any:
@@ -174,7 +173,7 @@ class AdminApi:
                     return _error(400, str(e))
         epoch = self.runtime.write_address_state(target, changes)
         self.runtime.request_commit()
-        await asyncio.shield(epoch.done)
+        await epoch.committed()
         return web.json_response(self._shown(target))
 
     def _shown(self, target) -> dict[str, typing.Any]:
@@ -201,7 +200,7 @@ class AdminApi:
         if not self.runtime.resume(target, skip=action == "skip"):
             return _error(404, f"{typename}/{target.id} is not parked")
         self.runtime.request_commit()
-        await self.runtime.epoch.done  # answered once the resume is durable
+        await self.runtime.epoch.committed()  # answered once the resume is durable
         return web.json_response({"address": f"{typename}/{target.id}", "resumed": True, "skipped": action == "skip"})
 
     async def dead_letters(self, request: web.Request) -> web.Response:

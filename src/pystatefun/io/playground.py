@@ -130,8 +130,8 @@ class PlaygroundIngress:
                     if full_key is not None:
                         epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
                         self._pending[full_key] = epoch
-                        epoch.done.add_done_callback(lambda _: self._pending.pop(full_key, None))
-                    await asyncio.shield(epoch.done)
+                        epoch.on_commit(lambda: self._pending.pop(full_key, None))
+                    await epoch.committed()
                 elif wait is None or answer.status != 202:
                     return answer
             if waiter is None:
@@ -145,7 +145,7 @@ class PlaygroundIngress:
         """The answer already given to a request with this idempotency key, if there was one."""
         pending = self._pending.get(key)
         if pending is not None:
-            await asyncio.shield(pending.done)
+            await pending.committed()
             return web.Response(status=202)
         stored = self.store.idempotency(key, self.runtime.now_ms())
         if stored is None:
@@ -196,7 +196,7 @@ class PlaygroundIngress:
         elif reply_id not in self._waiting:
             return "no request waits for this reply any more (it timed out, or the runtime restarted)"
         self._replying[reply_id] = epoch
-        epoch.done.add_done_callback(lambda _: self._answer(reply_id, envelope.value))
+        epoch.on_commit(lambda: self._answer(reply_id, envelope.value))
         return None
 
     def _answer(self, reply_id: str, value: TypedValue) -> None:

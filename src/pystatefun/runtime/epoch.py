@@ -97,6 +97,7 @@ class Epoch:
     parked: dict[StateKey, str | None] = field(default_factory=dict)  # reason, or None when resumed
     # addresses holding messages of this epoch in their mailbox overflow, to spill once it commits
     overflowing: set[StateKey] = field(default_factory=set)
+    awaited: bool = False  # someone waits for this commit: an idle runtime commits it at once
     done: asyncio.Future = field(default_factory=lambda: asyncio.get_running_loop().create_future())
 
     @property
@@ -105,6 +106,16 @@ class Epoch:
             self.consumed or self.volatile or self.state or self.timers_added or self.timers_removed
             or self.egress or self.idempotency or self.dead_letters or self.parked
         )
+
+    def committed(self) -> typing.Awaitable[None]:
+        """Waits until this epoch has committed (cancelling the wait does not cancel the commit)."""
+        self.awaited = True
+        return asyncio.shield(self.done)
+
+    def on_commit(self, callback: typing.Callable[[], None]) -> None:
+        """Calls ``callback`` once this epoch has committed."""
+        self.awaited = True
+        self.done.add_done_callback(lambda _: callback())
 
     def size(self) -> int:
         """How many records the commit writes (for metrics and the commit trigger)."""

@@ -141,6 +141,7 @@ class Runtime:
         partitions: int,
         *,
         commit_interval: float = 0.1,
+        commit_when_idle: bool = True,
         max_backlog: int | None = None,
         max_volatile: int = 100_000,
         max_cached_addresses: int = 100_000,
@@ -152,6 +153,7 @@ class Runtime:
         self.partitions = partitions
         self.processors = {p: PartitionProcessor(p) for p in range(partitions)}
         self.commit_interval = commit_interval
+        self.commit_when_idle = commit_when_idle
         self.max_backlog = max_backlog
         self.max_volatile = max_volatile
         self.max_cached_addresses = max_cached_addresses
@@ -344,6 +346,7 @@ class Runtime:
                 started += 1
                 if started % 512 == 0:
                     await asyncio.sleep(0)  # let ingresses, completions and commits in
+            self._commit_if_idle()
 
     def _start(self, mailbox: Mailbox) -> None:
         if mailbox.in_flight is not None or mailbox.parked is not None or not mailbox.backlog:
@@ -385,11 +388,19 @@ class Runtime:
             effects = await mailbox.invoker.invoke(mailbox.address, self.read_state, invocations)
         except InvocationError as e:
             self._park(mailbox, str(e))
-            return
         except Exception as e:  # a transport error after its retries, a bug: park, never crash the runtime
             self._park(mailbox, f"{type(e).__name__}: {e}")
-            return
-        self._complete(mailbox, effects)
+        else:
+            self._complete(mailbox, effects)
+        self._commit_if_idle(running=1)  # this task is still in the set
+
+    def _commit_if_idle(self, running: int = 0) -> None:
+        """Group commit: an idle runtime commits at once instead of waiting for the interval, so a quiet
+        application answers in about a millisecond; a busy one commits every interval, many messages at
+        a time. (A commit is one SQLite transaction: about 0.3 ms of fsync here.)"""
+        epoch = self.epoch
+        if self.commit_when_idle and not self._ready and len(self._invocations) <= running and (epoch.awaited or not epoch.empty):
+            self._commit_now.set()
 
     def _complete(self, mailbox: Mailbox, effects: Effects) -> None:
         try:
