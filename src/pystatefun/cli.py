@@ -77,14 +77,15 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     "--commit-interval",
     default="100ms",
     show_default=True,
-    help="How often an epoch commits: shorter answers ingresses sooner, longer batches more work per commit.",
+    help="The longest a busy runtime waits to commit an epoch (an idle one commits at once): shorter answers "
+    "sooner under load, longer puts more work in each commit.",
 )
 @click.option(
     "--admin-port",
     default=8081,
     show_default=True,
     type=click.IntRange(0, 65535),
-    help="Port of the admin API (GET /health) on 127.0.0.1; 0 turns it off.",
+    help="Port of the admin API (health, metrics, state, parked addresses, dead letters) on 127.0.0.1; 0 turns it off.",
 )
 @click.option(
     "--admin-token",

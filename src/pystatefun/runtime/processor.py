@@ -510,20 +510,8 @@ class Runtime:
         touch = invoker.after_call(typename)
         if not mutations and not touch:
             return
-        key = mailbox.key
-        entry = self.epoch.state.get(key)
-        if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
-            partition = mailbox.processor.partition
-            entry = self.epoch.write_state(key, partition, self._committed(key, partition))
-        values, changed = entry
-        specs = invoker.specs(typename)
-        for name, value in mutations:
-            changed.add(name)
-            if value is None:
-                values.pop(name, None)
-            else:
-                spec = specs.get(name)
-                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+        values, changed = self._buffer_writes(mailbox.key, mailbox.processor.partition, invoker.specs(typename),
+                                              mutations, now)
         if not touch:
             return
         written = {name for name, _ in mutations}
@@ -538,6 +526,23 @@ class Runtime:
                 del values[spec.name]
             else:
                 values[spec.name] = StoredValue(stored.value, now + spec.ttl_ms)
+
+    def _buffer_writes(self, key: StateKey, partition: int, specs: typing.Mapping[str, StateSpec],
+                       writes: typing.Iterable[tuple[str, TypedValue | None]], now: int) -> tuple[dict[str, StoredValue], set[str]]:
+        """Applies writes (None: delete) to the epoch's write buffer of ``key``; returns that buffer."""
+        epoch = self.epoch
+        entry = epoch.state.get(key)
+        if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
+            entry = epoch.write_state(key, partition, self._committed(key, partition))
+        values, changed = entry
+        for name, value in writes:
+            changed.add(name)
+            if value is None:
+                values.pop(name, None)
+            else:
+                spec = specs.get(name)
+                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+        return entry
 
     def _dead_letter(self, target_type: str, target_id: str, caller: SdkAddress | None, value: TypedValue, reason: str) -> None:
         where = f"{target_type}/{target_id}" if target_id else target_type
@@ -684,20 +689,10 @@ class Runtime:
         """Writes (None: deletes) states of ``target`` from outside a function, as a function's batch
         would: into the open epoch, which is returned so that the caller can wait for its commit.
         ``changes`` must already be checked against the registered specs."""
-        key = (target.typename, target.id)
-        partition = self.partition_of(target.id)
-        epoch = self.epoch
-        values, changed = epoch.state.get(key) or epoch.write_state(key, partition, self._committed(key, partition))
         specs = self.specs_of(target.typename) or {}
-        now = self.now_ms()
-        for name, value in changes.items():
-            changed.add(name)
-            if value is None:
-                values.pop(name, None)
-            else:
-                spec = specs.get(name)
-                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
-        return epoch
+        key = (target.typename, target.id)
+        self._buffer_writes(key, self.partition_of(target.id), specs, changes.items(), self.now_ms())
+        return self.epoch
 
     # -- introspection ----------------------------------------------------------------------------------
 
