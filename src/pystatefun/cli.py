@@ -182,7 +182,8 @@ def _output() -> "Output":
 @click.option("--json", "json_data", help="The message value as JSON (for JSON types).")
 @click.option("--data", help="The value: for a built-in type (io.statefun.types/int, ...) the value itself, "
               "else the bytes as given.")
-@click.option("--wait", type=click.FloatRange(0, 300, min_open=True), help="Wait up to this many seconds for the reply.")
+@click.option("--wait", type=click.FloatRange(0, 300, min_open=True), is_flag=False, flag_value=30.0,
+              help="Wait for the function's reply (request/reply): up to SECONDS, 30 when --wait is given alone.")
 @click.option("--key", help="Idempotency-Key: resending with the same key is a no-op that answers the same.")
 @_operation
 def send(address: str, typename: str, json_data: str | None, data: str | None, wait: float | None, key: str | None) -> None:

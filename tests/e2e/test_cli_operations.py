@@ -46,6 +46,8 @@ def test_send_tail_and_request_reply(app):
     assert ok(cli(app, "tail", "counts")) == ""  # read once
     reply = cli(app, "send", "crash/slow-answer/a", "--type", "io.statefun.types/int", "--data", "0", "--wait", "10")
     assert ok(reply) == "1\n"
+    alone = cli(app, "send", "crash/slow-answer/a", "--type", "io.statefun.types/int", "--data", "0", "--wait")
+    assert ok(alone) == "2\n"  # --wait alone waits up to 30 s
     bad = cli(app, "send", "crash/counter/k", "--type", "io.statefun.types/int", "--data", "lots")
     assert bad.returncode == 2 and "not a io.statefun.types/int value" in bad.stderr
     unknown = cli(app, "tail", "nope")
