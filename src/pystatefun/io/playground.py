@@ -31,7 +31,7 @@ from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.runtime.waiting import wait_for_event
-from pystatefun.sdk.address import parse_typename
+from pystatefun.sdk.address import SdkAddress, parse_typename
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 log = logging.getLogger("pystatefun.io.playground")
@@ -112,34 +112,36 @@ class PlaygroundIngress:
         reply_id = None if wait is None else (f"key:{key}" if key is not None else uuid.uuid4().hex)
         waiter = None if reply_id is None else self._wait_for(reply_id)
         try:
-            if full_key is not None:
-                answer = await self._answered(full_key)
-                if answer is not None and (wait is None or answer.status != 202):
-                    return answer
-                accepted = answer is not None
-            else:
-                accepted = False
-            if not accepted:
-                if not await self.runtime.admit(target):
-                    return _text(404, f"no function type {function_type!r} is bound in the module")
-                answer = None if full_key is None else await self._answered(full_key)  # a concurrent retry?
-                if answer is None:
-                    caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
-                    self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
-                    epoch = self.runtime.epoch
-                    if full_key is not None:
-                        epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
-                        self._pending[full_key] = epoch
-                        epoch.on_commit(lambda: self._pending.pop(full_key, None))
-                    await epoch.committed()
-                elif wait is None or answer.status != 202:
-                    return answer
+            answer = await self._deliver(target, value_type, body, full_key, reply_id)
+            if answer is not None:
+                return answer
             if waiter is None:
                 return web.Response(status=202)
             return await self._reply_or_timeout(waiter, full_key, wait)
         finally:
             if waiter is not None:
                 self._stop_waiting(reply_id, waiter)
+
+    async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
+                       reply_id: str | None) -> web.Response | None:
+        """Sends the message and waits for its commit (None). A refusal is the answer to give; so is, for
+        a retry of a keyed request, the first request's answer -- unless that was a 202 and this request
+        waits for the reply (None: it waits like the first)."""
+        for admitted in (False, True):  # look again after admit: a concurrent retry may have got in
+            earlier = None if full_key is None else await self._answered(full_key)
+            if earlier is not None:
+                return None if earlier.status == 202 and reply_id is not None else earlier
+            if not admitted and not await self.runtime.admit(target):
+                return _text(404, f"no function type {target.typename!r} is bound in the module")
+        caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
+        self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
+        epoch = self.runtime.epoch
+        if full_key is not None:
+            epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
+            self._pending[full_key] = epoch
+            epoch.on_commit(lambda: self._pending.pop(full_key, None))
+        await epoch.committed()
+        return None
 
     async def _answered(self, key: str) -> web.Response | None:
         """The answer already given to a request with this idempotency key, if there was one."""
