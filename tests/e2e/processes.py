@@ -81,8 +81,8 @@ class Runtime:
         )
         out.close()
         try:
-            wait_for_port(self.ingress_port, self.process)
-            wait_for_port(self.egress_port, self.process)
+            for port in (self.ingress_port, self.egress_port, self.admin_port):  # the admin API starts last
+                wait_for_port(port, self.process)
         except Exception as e:
             raise RuntimeError(f"{e}\n{self.log.read_text()[-3000:]}") from e
         return self
