@@ -9,6 +9,7 @@ import typing
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 
 class Output:
@@ -18,7 +19,7 @@ class Output:
 
     def message(self, text: str) -> None:
         if self.terminal:
-            self.console.print(f"[green]{text}[/green]")
+            self.console.print(Text(text, style="green"))  # Text: user data is never read as markup
         else:
             print(text)
 
@@ -26,7 +27,7 @@ class Output:
         """A reply or state value: the decoded value if there is one, else the bytes in base64."""
         text = json.dumps(shown["value"], ensure_ascii=False) if "value" in shown else shown["value_base64"]
         if self.terminal:
-            self.console.print(f"[bold]{text}[/bold]  [dim]{shown['typename']}[/dim]")
+            self.console.print(Text.assemble((text, "bold"), "  ", (shown["typename"], "dim")))
         else:
             print(text)
 
@@ -61,11 +62,11 @@ class Output:
                 print("\t".join(row))
             return
         if not rows:
-            self.console.print(f"[dim]{empty}[/dim]")
+            self.console.print(Text(empty, style="dim"))
             return
         table = Table(title=title, title_justify="left")
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*row)
+            table.add_row(*(Text(cell) for cell in row))
         self.console.print(table)
