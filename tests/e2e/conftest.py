@@ -19,9 +19,8 @@ def official_python() -> str:
 
 
 def official_server(official_python: str, folder: Path, reference: str) -> FunctionServer:
-    server = FunctionServer(folder, reference)
-    server.command = [official_python, str(Path(__file__).parent / "official_server.py"), str(folder), reference, str(server.port)]
-    return server
+    script = str(Path(__file__).parent / "official_server.py")
+    return FunctionServer(folder, reference, lambda port: [official_python, script, str(folder), reference, str(port)])
 
 
 def our_server(folder: Path, reference: str) -> FunctionServer:

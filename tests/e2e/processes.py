@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import typing
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -64,14 +65,29 @@ class Runtime:
         self.module = module
         self.args = args
         self.data_dir = data_dir
-        self.ingress_port = free_port()
-        self.egress_port = free_port()
-        self.admin_port = free_port()
-        self.env = {**os.environ, "INGRESS_PORT": str(self.ingress_port), "EGRESS_PORT": str(self.egress_port), **(env or {})}
+        self.extra_env = env or {}
+        self._pick_ports()
         self.log = log or data_dir.with_suffix(".log")
         self.process: subprocess.Popen | None = None
 
+    def _pick_ports(self) -> None:
+        self.ingress_port, self.egress_port, self.admin_port = free_port(), free_port(), free_port()
+        self.env = {**os.environ, "INGRESS_PORT": str(self.ingress_port), "EGRESS_PORT": str(self.egress_port),
+                    **self.extra_env}
+
     def start(self) -> "Runtime":
+        """Starts the runtime; if a port picked as free was taken meanwhile (a client's ephemeral port can
+        land on it), it starts again on new ports."""
+        for attempt in range(3):
+            try:
+                return self._start()
+            except RuntimeError as e:
+                if "address already in use" not in str(e) or attempt == 2:
+                    raise
+                self._pick_ports()
+        raise AssertionError("unreachable")
+
+    def _start(self) -> "Runtime":
         self.data_dir.mkdir(parents=True, exist_ok=True)
         out = open(self.log, "ab")
         self.process = subprocess.Popen(
@@ -112,19 +128,30 @@ class Runtime:
 
 
 class FunctionServer:
-    """`pystatefun serve MODULE:OBJECT` (ours) in a folder, on a free port."""
+    """A function server in a folder, on a free port: `pystatefun serve MODULE:OBJECT` (ours), or the
+    command ``command_for(port)`` gives."""
 
-    def __init__(self, folder: Path, reference: str, command: list[str] | None = None):
-        self.port = free_port()
-        self.command = command or [sys.executable, "-m", "pystatefun.cli", "serve", reference, "--port", str(self.port), "--log-level", "warning"]
+    def __init__(self, folder: Path, reference: str, command_for: typing.Callable[[int], list[str]] | None = None):
+        self.command_for = command_for or (lambda port: [
+            sys.executable, "-m", "pystatefun.cli", "serve", reference, "--port", str(port), "--log-level", "warning"])
         self.folder = folder
+        self.port = free_port()
         self.process: subprocess.Popen | None = None
 
     def start(self) -> "FunctionServer":
-        env = {**os.environ, "PYTHONPATH": str(self.folder), "PORT": str(self.port)}
-        self.process = subprocess.Popen(self.command, cwd=self.folder, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-        wait_for_port(self.port, self.process)
-        return self
+        """Starts it; again on a new port if the one picked as free was taken meanwhile."""
+        for attempt in range(3):
+            env = {**os.environ, "PYTHONPATH": str(self.folder), "PORT": str(self.port)}
+            self.process = subprocess.Popen(self.command_for(self.port), cwd=self.folder, env=env,
+                                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+            try:
+                wait_for_port(self.port, self.process)
+                return self
+            except RuntimeError as e:
+                if "already in use" not in str(e) or attempt == 2:
+                    raise
+                self.port = free_port()
+        raise AssertionError("unreachable")
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:

@@ -25,18 +25,12 @@ from pystatefun.wire.request_reply_pb2 import FromFunction, ToFunction
 from .conftest import CLIENT_KEY_PASSWORD
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 class FunctionServer:
     """Our SDK over real HTTP, recording what the runtime sent and what it answered."""
 
     def __init__(self, functions: StatefulFunctions, *, ssl_context=None, socket_path: Path | None = None):
         self.handler = RequestReplyHandler(functions)
-        self.port = free_port()
+        self.port = 0  # known once started
         self.ssl_context = ssl_context
         self.socket_path = socket_path
         self.batches: list[tuple[str, int]] = []  # (address id, invocations) of every answered batch
@@ -71,7 +65,10 @@ class FunctionServer:
         if self.socket_path is not None:
             await web.UnixSite(self._runner, str(self.socket_path), ssl_context=self.ssl_context).start()
         else:
-            await web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.ssl_context).start()
+            sock = socket.socket()
+            sock.bind(("127.0.0.1", 0))  # the port is ours from here: no window for another process to take it
+            self.port = sock.getsockname()[1]
+            await web.SockSite(self._runner, sock, ssl_context=self.ssl_context).start()
         return self
 
     async def __aexit__(self, *exc) -> None:
