@@ -110,3 +110,60 @@ def refused_port() -> tuple[socket.socket, int]:
     sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
     sock.bind(("127.0.0.1", 0))
     return sock, sock.getsockname()[1]
+
+
+@dataclass
+class RawServer:
+    """A server writing the same bytes verbatim to every request (what aiohttp's server never sends:
+    HTTP/1.0, interim responses, ...)."""
+
+    port: int = 0
+    requests: int = 0
+    connections: int = 0
+    received: asyncio.Event = field(default_factory=asyncio.Event)  # set at every request
+    client_closed: asyncio.Event = field(default_factory=asyncio.Event)  # the client closed a connection
+
+    def url(self, path: str = "/statefun") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+
+@asynccontextmanager
+async def serve_raw(
+    answer: bytes, *, close: bool = False, hold: asyncio.Event | None = None
+) -> typing.AsyncIterator[RawServer]:
+    """Answers every request with ``answer`` (once ``hold`` is set, if given) and then closes the
+    connection if ``close``; else keeps it open for the next request."""
+    server = RawServer()
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        server.connections += 1
+        try:
+            while True:
+                try:
+                    head = await reader.readuntil(b"\r\n\r\n")
+                except asyncio.IncompleteReadError:
+                    server.client_closed.set()
+                    return
+                length = next(
+                    (int(line.split(b":", 1)[1]) for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:")),
+                    0,
+                )
+                await reader.readexactly(length)
+                server.requests += 1
+                server.received.set()
+                if hold is not None:
+                    await hold.wait()
+                writer.write(answer)
+                await writer.drain()
+                if close:
+                    return
+        finally:
+            writer.close()
+
+    listener = await asyncio.start_server(handle, "127.0.0.1", 0)
+    server.port = listener.sockets[0].getsockname()[1]
+    try:
+        yield server
+    finally:
+        listener.close()
+        await listener.wait_closed()

@@ -15,7 +15,7 @@ from aiohttp import web
 from pystatefun.runtime.transport import HttpTransport, RemoteCallError, RetryPolicy, TransportSettings
 
 from .conftest import CLIENT_KEY_PASSWORD, Certs
-from .servers import OCTET, echo, failing_first, refused_port, reply, serve, slow_first
+from .servers import OCTET, echo, failing_first, refused_port, reply, serve, serve_raw, slow_first
 
 SLACK = 1.0  # seconds a failing call may overrun its budget: generous, the behaviour is what is tested
 
@@ -428,3 +428,96 @@ def test_pool_size_bounds_the_connections_and_the_rest_wait() -> None:
 
     run(scenario())
     assert most == 3
+
+
+def test_a_body_delimited_by_closing_the_connection_is_read_whole() -> None:
+    """HTTP/1.0, or a response without a length: the body ends when the server closes the connection."""
+    answer = b"HTTP/1.0 200 OK\r\nContent-Type: application/octet-stream\r\n\r\nuntil the end"
+
+    async def scenario() -> None:
+        async with serve_raw(answer, close=True) as server:
+            transport = HttpTransport(settings())
+            try:
+                for _ in range(2):  # each on its own connection: this one cannot be reused
+                    assert await transport.call(server.url(), b"") == b"until the end"
+            finally:
+                await transport.close()
+            assert server.requests == 2 and server.connections == 2
+
+    run(scenario())
+
+
+def test_an_interim_1xx_response_is_skipped() -> None:
+    answer = (
+        b"HTTP/1.1 100 Continue\r\n\r\n"
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 5\r\n\r\nfinal"
+    )
+
+    async def scenario() -> None:
+        async with serve_raw(answer) as server:
+            transport = HttpTransport(settings())
+            try:
+                for _ in range(2):
+                    assert await transport.call(server.url(), b"") == b"final"
+            finally:
+                await transport.close()
+            assert server.connections == 1
+
+    run(scenario())
+
+
+def test_an_unrequested_content_encoding_is_refused() -> None:
+    answer = (
+        b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Encoding: gzip\r\n"
+        b"Content-Length: 4\r\n\r\n\x1f\x8b\x08\x00"
+    )
+
+    async def scenario() -> None:
+        async with serve_raw(answer) as server:
+            error, _ = await failing_call(settings(), server.url())
+            assert not error.retryable and error.attempts == 1 and error.status == 200
+            assert "Content-Encoding 'gzip'" in str(error)
+
+    run(scenario())
+
+
+def test_closing_the_transport_closes_the_connections_of_calls_still_running() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2\r\n\r\nok"
+
+    async def scenario() -> None:
+        hold = asyncio.Event()
+        async with serve_raw(answer, hold=hold) as server:
+            transport = HttpTransport(settings())
+            running = asyncio.create_task(transport.call(server.url(), b""))
+            await server.received.wait()
+            await transport.close()
+            hold.set()
+            assert await running == b"ok"  # the call in flight completes ...
+            await asyncio.wait_for(server.client_closed.wait(), 10)  # ... and its connection is not kept
+
+    run(scenario())
+
+
+def test_a_caller_giving_up_in_the_pool_queue_does_not_cost_the_others_a_connection() -> None:
+    answer = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2\r\n\r\nok"
+
+    async def scenario() -> None:
+        hold = asyncio.Event()
+        async with serve_raw(answer, hold=hold) as server:
+            transport = HttpTransport(settings(pool_size=1))
+            try:
+                first = asyncio.create_task(transport.call(server.url(), b"1"))
+                await server.received.wait()  # the only connection is busy: the next ones queue up
+                gives_up = asyncio.create_task(transport.call(server.url(), b"2"))
+                waits = asyncio.create_task(transport.call(server.url(), b"3"))
+                await asyncio.sleep(0)
+                gives_up.cancel()
+                hold.set()
+                assert await first == b"ok" and await waits == b"ok"
+                with pytest.raises(asyncio.CancelledError):
+                    await gives_up
+            finally:
+                await transport.close()
+            assert server.requests == 2 and server.connections == 1
+
+    run(scenario())

@@ -364,6 +364,15 @@ class HttpTransport:
                 f"({self.settings.payload_max_bytes} bytes)",
                 retryable=False, status=status,
             )
+        encoding = response.headers.get("content-encoding", "identity")
+        if encoding.strip().lower() != "identity":
+            # the request has no Accept-Encoding, so servers answer uncompressed; one that does not is refused
+            # plainly rather than its bytes handed on as a FromFunction
+            return _Failure(
+                f"HTTP {_status_text(status)} with Content-Encoding {encoding!r}, which the request did not "
+                "accept: a StateFun function answers with uncompressed bytes",
+                retryable=False, status=status,
+            )
         return bytes(response.body)
 
     def _spent(self, url: str, attempts: int, failure: _Failure, elapsed: float) -> RemoteCallError:
@@ -448,12 +457,15 @@ class _Connection(asyncio.Protocol):
         self._headers: dict[str, str] = {}
         self._body = bytearray()
         self._too_big = False
+        self._until_eof = False  # the response has neither Content-Length nor chunking: the body ends at EOF
 
     async def request(self, head: bytes, body: bytes, read: float, deadline: float) -> _Response:
         """Sends one request; the response, or _ReadTimeout, OSError or _ProtocolError."""
         loop = asyncio.get_running_loop()
         self.answered = False
-        self._headers, self._body, self._too_big = {}, bytearray(), False
+        if self.closed:  # the server closed it while it was idle or handed over: the write would go nowhere
+            raise ConnectionResetError("the server closed the connection")
+        self._headers, self._body, self._too_big, self._until_eof = {}, bytearray(), False, False
         self._waiter = waiter = loop.create_future()
         self.transport.writelines((head, body))
         # one timer per attempt, moved on lazily: data_received only notes the time (cheaper than
@@ -497,6 +509,10 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if exc is None and self._until_eof:
+            # httptools cannot be told of the end of the stream: a body delimited by closing (HTTP/1.0,
+            # or Connection: close without a length) is complete now
+            self._finish(too_big=False)
         self._fail(exc or ConnectionResetError("the server closed the connection before the response was complete"))
 
     def _fail(self, exc: BaseException) -> None:
@@ -510,9 +526,11 @@ class _Connection(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
-        length = self._headers.get("content-length", "")
+        headers = self._headers
+        length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
             self._finish(too_big=True)
+        self._until_eof = not length and "transfer-encoding" not in headers
 
     def on_body(self, chunk: bytes) -> None:
         if self._too_big:
@@ -522,6 +540,11 @@ class _Connection(asyncio.Protocol):
             self._finish(too_big=True)
 
     def on_message_complete(self) -> None:
+        if 100 <= self.parser.get_status_code() < 200:
+            # an interim response (100 Continue, 103 Early Hints) a server may send unasked: the real one follows
+            self._headers, self._body, self._until_eof = {}, bytearray(), False
+            return
+        self._until_eof = False
         if not self._too_big:
             self._finish(too_big=False)
 
@@ -535,8 +558,10 @@ class _Connection(asyncio.Protocol):
 
 
 class _Pool:
-    """The connections to one target: idle ones reused newest first while younger than ``ttl`` idle,
-    at most ``size`` open; a caller finding them all busy waits for one to come back."""
+    """The connections to one target: idle ones reused newest first while younger than ``ttl`` idle, at
+    most ``size`` open. Callers finding them all busy queue up, and each connection (or the slot of one
+    that was closed) coming back goes straight to the first of them, never into the idle deque, so a
+    call arriving later cannot take it first."""
 
     def __init__(self, open_connection: typing.Callable[[], typing.Awaitable[_Connection]], size: int, ttl: float):
         self._open_connection = open_connection
@@ -544,7 +569,8 @@ class _Pool:
         self._ttl = ttl
         self._idle: collections.deque[_Connection] = collections.deque()
         self._open = 0
-        self._waiters: collections.deque[asyncio.Future] = collections.deque()
+        self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
+        self._closed = False
 
     def take_idle(self) -> _Connection | None:
         """A pooled connection that is still open and young enough, if there is one."""
@@ -558,54 +584,71 @@ class _Pool:
 
     async def acquire(self) -> tuple[_Connection, bool]:
         """A connection, and whether it is new: waits while ``size`` are open and none is idle."""
-        loop = asyncio.get_running_loop()
-        while True:
-            connection = self.take_idle()
-            if connection is not None:
-                return connection, False
-            if self._open < self._size:
-                break
-            waiter = loop.create_future()
+        connection = self.take_idle()
+        if connection is not None:
+            return connection, False
+        if self._open < self._size:
+            self._open += 1
+        else:
+            waiter: asyncio.Future[_Connection | None] = asyncio.get_running_loop().create_future()
             self._waiters.append(waiter)
             try:
-                await waiter
+                connection = await waiter
             except BaseException:
-                if waiter in self._waiters:
+                if waiter.done() and not waiter.cancelled():  # handed something it will not use: pass it on
+                    handed = waiter.result()
+                    if handed is not None:
+                        self._hand_over(handed)
+                    else:
+                        self._free_slot()
+                elif waiter in self._waiters:
                     self._waiters.remove(waiter)
-                elif waiter.done() and not waiter.cancelled():
-                    self._wake()  # it was woken for a free slot it will not use: pass that on
                 raise
-        self._open += 1
+            if connection is not None:
+                return connection, False
+            # handed the slot of a connection that was closed: open one in its place
         try:
             return await self._open_connection(), True
         except BaseException:
-            self._open -= 1
-            self._wake()
+            self._free_slot()
             raise
 
     def release(self, connection: _Connection, reusable: bool) -> None:
-        if reusable and self._ttl > 0 and not connection.closed:
+        if reusable and self._ttl > 0 and not connection.closed and not self._closed:
             connection.idle_since = asyncio.get_running_loop().time()
-            self._idle.append(connection)
+            self._hand_over(connection)
         else:
             self._discard(connection)
-        self._wake()
 
     def close(self) -> None:
+        """Closes the idle connections now, and those of calls still running when they come back."""
+        self._closed = True
         while self._idle:
             self._discard(self._idle.pop())
 
+    def _hand_over(self, connection: _Connection) -> None:
+        """A connection free for the next request: to the first waiting caller, else idle."""
+        while self._waiters:
+            waiter = self._waiters.popleft()
+            if not waiter.done():
+                waiter.set_result(connection)
+                return
+        self._idle.append(connection)
+
     def _discard(self, connection: _Connection) -> None:
-        self._open -= 1
         if connection.transport is not None and not connection.closed:
             connection.transport.close()
+        self._free_slot()
 
-    def _wake(self) -> None:
+    def _free_slot(self) -> None:
+        """One connection fewer: its slot goes to the first waiting caller (who opens a new one), else
+        it is free."""
         while self._waiters:
             waiter = self._waiters.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self._open -= 1
 
 
 def _excerpt(response: _Response) -> str:
