@@ -37,6 +37,10 @@ class UnsupportedComponentError(RuntimeError):
     """A module component that is valid but that this runtime cannot run yet."""
 
 
+class RuntimeFailure(RuntimeError):
+    """The runtime could not go on (a commit failed): the process exits, and a restart recovers."""
+
+
 class Application:
     """Everything one ``pystatefun run`` process serves."""
 
@@ -199,9 +203,14 @@ class Application:
             loop.add_signal_handler(sig, stop.set)
         try:
             await self.start()
-            await stop.wait()
+            signalled = asyncio.ensure_future(stop.wait())
+            await asyncio.wait([signalled, self.runtime.failed], return_when=asyncio.FIRST_COMPLETED)
+            signalled.cancel()
         finally:
             await self.stop()
+        if self.runtime.failed.done():
+            raise RuntimeFailure(f"the runtime stopped: {self.runtime.failed.exception()!r}; "
+                                 "a restart continues from the last commit")
 
 
 def _health(last_call: tuple[bool, float, str] | None) -> dict[str, typing.Any]:

@@ -110,7 +110,7 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
     """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
     import logging
 
-    from pystatefun.app import Application, run_event_loop
+    from pystatefun.app import Application, RuntimeFailure, run_event_loop
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
 
@@ -131,6 +131,8 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
         run_event_loop(application.run_until_signalled())
     except OSError as e:  # a port in use, most often
         raise click.ClickException(f"cannot start: {e}") from None
+    except RuntimeFailure as e:
+        raise click.ClickException(str(e)) from None
 
 
 # -- operating a running application (client.py over its ingress, egress and admin APIs) -------------

@@ -3,14 +3,23 @@
 One SQLite transaction per epoch is the atomic commit. With ``synchronous=FULL`` (the default) a commit
 is on disk when it returns, so a ``kill -9`` (or a power cut) at any moment loses nothing that was
 acknowledged; restarting with the same data dir re-delivers the inbox and re-arms the timers.
+
+The running runtime commits in a thread of its own (``commit_async``): the fsync takes about as long as
+the rest of a busy epoch, and the event loop goes on processing the next epoch meanwhile. One lock
+serializes every use of the connection, so a read on the loop made after a commit began waits for it
+and sees its writes.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
+import concurrent.futures
+import functools
 import fcntl
 import os
 import sqlite3
+import threading
 import typing
 from dataclasses import dataclass
 from pathlib import Path
@@ -120,6 +129,17 @@ def _lock_data_dir(folder: Path) -> int:
     return fd
 
 
+def _serialized(method: typing.Callable) -> typing.Callable:
+    """Runs ``method`` holding the store's connection lock (see the module docstring)."""
+
+    @functools.wraps(method)
+    def locked(self: SQLiteStore, *args: typing.Any, **kwargs: typing.Any) -> typing.Any:
+        with self._connection_lock:
+            return method(self, *args, **kwargs)
+
+    return locked
+
+
 class SQLiteStore:
     """The log and the stores of one application, in ``<data_dir>/pystatefun.db``."""
 
@@ -133,6 +153,8 @@ class SQLiteStore:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(_SCHEMA)
         self.partitions = self._check_meta(partitions)
+        self._connection_lock = threading.Lock()
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
 
     def _check_meta(self, partitions: int) -> int:
         meta = dict(self.db.execute("SELECT key, value FROM meta"))
@@ -156,7 +178,8 @@ class SQLiteStore:
     # -- recovery -----------------------------------------------------------------------------------
 
     def recover(self) -> Recovery:
-        """What a restarted runtime continues from: the inbox in order, the timers, the parked addresses."""
+        """What a restarted runtime continues from: the inbox in order, the timers, the parked addresses.
+        (Called before processing starts, so without the connection lock: the calls it makes take it.)"""
         inbox = (_envelope(row) for row in self.inbox())
         timers = [
             Timer(r.timer_id, r.partition, r.due_ms,
@@ -171,6 +194,7 @@ class SQLiteStore:
         for row in self.db.execute("SELECT * FROM inbox ORDER BY seq"):
             yield InboxRow(*row)
 
+    @_serialized
     def load_inbox(self, typename: str, id: str, after_seq: int, limit: int) -> list[Envelope]:
         """The next ``limit`` committed messages of one address after ``after_seq``, in order."""
         rows = self.db.execute(
@@ -179,21 +203,26 @@ class SQLiteStore:
         )
         return [_envelope(InboxRow(*row)) for row in rows]
 
+    @_serialized
     def max_seq(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(seq), 0) FROM inbox").fetchone()[0]
 
+    @_serialized
     def timers(self) -> list[TimerRow]:
         return [TimerRow(*row) for row in self.db.execute("SELECT * FROM timers ORDER BY due_ms, timer_id")]
 
+    @_serialized
     def max_timer_id(self) -> int:
         return self.db.execute("SELECT COALESCE(MAX(timer_id), 0) FROM timers").fetchone()[0]
 
+    @_serialized
     def function_specs(self) -> dict[str, dict[str, StateSpec]]:
         specs: dict[str, dict[str, StateSpec]] = {}
         for typename, name, type_typename, mode, ttl_ms in self.db.execute("SELECT * FROM function_specs"):
             specs.setdefault(typename, {})[name] = StateSpec(name, type_typename, mode, ttl_ms)
         return specs
 
+    @_serialized
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
         """Dead letters after sequence number ``after``, oldest first, as plain data for the admin API."""
         rows = self.db.execute(
@@ -211,6 +240,7 @@ class SQLiteStore:
             })
         return letters
 
+    @_serialized
     def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]:
         """The ids of ``typename`` that have committed state, in order, after ``after`` (paging)."""
         rows = self.db.execute(
@@ -218,6 +248,7 @@ class SQLiteStore:
         )
         return [id for (id,) in rows]
 
+    @_serialized
     def counts(self) -> dict[str, typing.Any]:
         """Sizes for the metrics: dead letters, inbox, and egress records waiting per (egress, topic)."""
         egress = {(e, t): n for e, t, n in self.db.execute("SELECT egress_id, topic, COUNT(*) FROM egress GROUP BY egress_id, topic")}
@@ -227,21 +258,25 @@ class SQLiteStore:
             "egress": egress,
         }
 
+    @_serialized
     def parked(self) -> dict[tuple[str, str], str]:
         return {(t, i): reason for t, i, reason in self.db.execute("SELECT typename, id, reason FROM parked")}
 
     # -- reads --------------------------------------------------------------------------------------
 
+    @_serialized
     def load_state(self, typename: str, id: str) -> dict[str, StoredValue]:
         rows = self.db.execute("SELECT name, value, expire_at FROM state WHERE typename = ? AND id = ?", (typename, id))
         return {name: StoredValue(TypedValue.FromString(value), expire_at) for name, value, expire_at in rows}
 
+    @_serialized
     def idempotency(self, key: str, now_ms: int) -> IdempotencyRecord | None:
         row = self.db.execute("SELECT * FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)).fetchone()
         return None if row is None else IdempotencyRecord(*row)
 
     # -- writes outside epochs (idempotent metadata and destructive egress reads) ---------------------
 
+    @_serialized
     def save_function_specs(self, typename: str, specs: typing.Iterable[StateSpec]) -> None:
         self.db.execute("BEGIN IMMEDIATE")
         self.db.executemany(
@@ -250,6 +285,7 @@ class SQLiteStore:
         )
         self.db.execute("COMMIT")
 
+    @_serialized
     def pop_egress(self, egress_id: str, topic: str) -> bytes | None:
         """Removes and returns the oldest record of ``topic``, in one transaction."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -266,11 +302,13 @@ class SQLiteStore:
             raise
         return None if row is None else row[1]
 
+    @_serialized
     def egress_depth(self, egress_id: str, topic: str) -> int:
         return self.db.execute(
             "SELECT COUNT(*) FROM egress WHERE egress_id = ? AND topic = ?", (egress_id, topic)
         ).fetchone()[0]
 
+    @_serialized
     def sweep(self, now_ms: int) -> int:
         """Reclaims expired state and idempotency records; returns how many state values went."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -281,8 +319,30 @@ class SQLiteStore:
 
     # -- the epoch commit ---------------------------------------------------------------------------
 
+    @_serialized
     def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
-        """Writes the whole epoch in one transaction; volatile envelopes get their inbox seq here."""
+        """Writes the whole epoch in one transaction, on the calling thread."""
+        self._write(epoch, partition_of)
+
+    async def commit_async(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        """Writes the whole epoch in one transaction in the committer thread; returns once it is on disk.
+        The lock is taken before this returns to the loop: what the loop reads next includes the epoch."""
+        self._connection_lock.acquire()
+
+        def write() -> None:
+            try:
+                self._write(epoch, partition_of)
+            finally:
+                self._connection_lock.release()
+
+        try:
+            future = asyncio.get_running_loop().run_in_executor(self._committer, write)
+        except BaseException:
+            self._connection_lock.release()
+            raise
+        await future
+
+    def _write(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
         db = self.db
         db.execute("BEGIN IMMEDIATE")
         try:
@@ -357,5 +417,7 @@ class SQLiteStore:
             raise
 
     def close(self) -> None:
-        self.db.close()
+        self._committer.shutdown()
+        with self._connection_lock:
+            self.db.close()
         os.close(self._lock)  # closing the descriptor releases the lock

@@ -22,7 +22,8 @@ import json
 import logging
 import time
 import typing
-import uuid
+import itertools
+import secrets
 
 from aiohttp import web
 
@@ -65,6 +66,10 @@ class PlaygroundIngress:
         self._waiting: dict[str, list[asyncio.Future]] = {}  # reply id -> requests waiting for it
         self._replying: dict[str, Epoch] = {}  # reply ids answered in epochs not yet committed
         self.responses: collections.Counter[int] = collections.Counter()  # answers by HTTP status
+        # reply ids of requests without a key: unique across restarts (a message from before a crash may
+        # still answer an old id), and cheaper than a uuid per request
+        boot = secrets.token_hex(8)
+        self._reply_ids = (f"{boot}-{n}" for n in itertools.count())
 
     def app(self) -> web.Application:
         app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count])
@@ -109,7 +114,7 @@ class PlaygroundIngress:
         key = request.headers.get("Idempotency-Key")
         full_key = None if key is None else f"{INGRESS_ID}:{key}"
         # a waiting request's reply address: derived from its key, so that a retry waits for the same reply
-        reply_id = None if wait is None else (f"key:{key}" if key is not None else uuid.uuid4().hex)
+        reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
         waiter = None if reply_id is None else self._wait_for(reply_id)
         try:
             answer = await self._deliver(target, value_type, body, full_key, reply_id)

@@ -67,6 +67,8 @@ class Store(typing.Protocol):
 
     def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None: ...
 
+    async def commit_async(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None: ...
+
 
 class FunctionStats:
     """Counters of one function type, plain ints on the hot path; the metrics read them when scraped."""
@@ -165,6 +167,9 @@ class Runtime:
         self._commit_now = asyncio.Event()
         self._timers_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
+        self._committing: asyncio.Task | None = None  # the commit in progress
+        # completes with the exception of a core loop that failed (see _core_task_done)
+        self.failed: asyncio.Future | None = None
         self._invocations: set[asyncio.Task] = set()
         self._next_seq = 1
         self.running = False
@@ -199,11 +204,19 @@ class Runtime:
                 self.route(envelope)
         self.running = True
         loop = asyncio.get_running_loop()
+        self.failed = loop.create_future()
         self._tasks = [
             loop.create_task(self._drain_loop(), name="pystatefun-drain"),
             loop.create_task(self._commit_loop(), name="pystatefun-commit"),
             loop.create_task(self._timer_loop(), name="pystatefun-timers"),
         ]
+        for task in self._tasks:
+            task.add_done_callback(self._core_task_done)
+
+    def _core_task_done(self, task: asyncio.Task) -> None:
+        """A loop of the core ended by an exception (a failed commit, a bug): the runtime must stop."""
+        if not task.cancelled() and task.exception() is not None and not self.failed.done():
+            self.failed.set_exception(task.exception())
 
     async def stop(self) -> None:
         """Stops processing and commits what is done; unfinished messages stay in the inbox."""
@@ -213,6 +226,10 @@ class Runtime:
         for task in self._tasks + list(self._invocations):
             task.cancel()
         await asyncio.gather(*self._tasks, *self._invocations, return_exceptions=True)
+        if self._committing is not None:
+            await asyncio.gather(self._committing, return_exceptions=True)
+        if self.failed.done():
+            return  # after a failed commit, only what is on disk is safe to continue from
         self.commit()
 
     # -- routing --------------------------------------------------------------------------------------
@@ -302,10 +319,15 @@ class Runtime:
             mailbox = self.processors[partition_of(key[1], self.partitions)].mailboxes.get(key)
             if mailbox is None or not mailbox.overflow:
                 continue
+            overflow = mailbox.overflow
+            if overflow[0].seq is None:
+                continue  # all of the next epoch, still committing
             if not mailbox.spilled:
-                mailbox.spill_after = mailbox.overflow[0].seq - 1
-            mailbox.spilled += len(mailbox.overflow)
-            mailbox.overflow.clear()
+                mailbox.spill_after = overflow[0].seq - 1
+            # messages of the next epoch (no seq yet) arrived while this one committed: they stay
+            while overflow and overflow[0].seq is not None:
+                overflow.popleft()
+                mailbox.spilled += 1
 
     def _schedule(self, mailbox: Mailbox) -> None:
         if mailbox.in_flight is None and mailbox.parked is None and not mailbox.scheduled and mailbox.backlog:
@@ -395,11 +417,14 @@ class Runtime:
         self._commit_if_idle(running=1)  # this task is still in the set
 
     def _commit_if_idle(self, running: int = 0) -> None:
-        """Group commit: an idle runtime commits at once instead of waiting for the interval, so a quiet
-        application answers in about a millisecond; a busy one commits every interval, many messages at
-        a time. (A commit is one SQLite transaction: about 0.3 ms of fsync here.)"""
+        """Group commit. When someone waits for the open epoch (a request waiting for its answer) and
+        nothing is ready to run, commit now: what completes during that commit goes into the next one,
+        so commits grow with the load by themselves, and a quiet application answers in about a
+        millisecond. Nobody waiting: commit when idle, else every interval, many messages at a time."""
         epoch = self.epoch
-        if self.commit_when_idle and not self._ready and len(self._invocations) <= running and (epoch.awaited or not epoch.empty):
+        if self.commit_when_idle and not self._ready and (
+            epoch.awaited or (not epoch.empty and len(self._invocations) <= running)
+        ):
             self._commit_now.set()
 
     def _complete(self, mailbox: Mailbox, effects: Effects) -> None:
@@ -604,32 +629,51 @@ class Runtime:
         while True:
             await wait_for_event(self._commit_now, self.commit_interval)
             self._commit_now.clear()
-            self.commit()
+            # shielded: a commit once begun completes even when stop() cancels this loop
+            self._committing = asyncio.get_running_loop().create_task(self.commit_async())
+            await asyncio.shield(self._committing)
 
     def request_commit(self) -> None:
         self._commit_now.set()
 
     def commit(self) -> None:
-        """Commits the open epoch and opens the next. A failed commit stops the process: a restart
-        recovers from the last commit, which is the only safe state to continue from."""
+        """Commits the open epoch and opens the next, on this thread (at shutdown, and in tests)."""
+        epoch, started = self._seal()
+        if not epoch.empty:
+            self.store.commit(epoch, self.partition_of)
+        self._after_commit(epoch, started)
+
+    async def commit_async(self) -> None:
+        """The same, with the write and the fsync in the backend's committer thread while the loop goes on
+        processing the next epoch: a busy runtime overlaps its commits with its work."""
+        epoch, started = self._seal()
+        if not epoch.empty:
+            await self.store.commit_async(epoch, self.partition_of)
+        self._after_commit(epoch, started)
+
+    def _seal(self) -> tuple[Epoch, float]:
+        """Closes the open epoch for its commit and opens the next. The sealed epoch's state goes into the
+        caches at once, so the next epoch reads it while it commits; nothing leaves the process (answers,
+        egress records) before the commit is on disk, and a failed commit stops the runtime."""
         epoch = self.epoch
         self.epoch = Epoch(epoch.number + 1)
+        for envelope in epoch.volatile:
+            envelope.seq = self._next_seq
+            self._next_seq += 1
+        for key, (values, _) in epoch.state.items():
+            self.processors[epoch.partitions_of_state[key]].cache[key] = values
+        for processor in self.processors.values():
+            if len(processor.cache) > self.max_cached_addresses // self.partitions:
+                processor.cache.clear()  # committed values only: they reload from the store
+        return epoch, time.perf_counter()
+
+    def _after_commit(self, epoch: Epoch, started: float) -> None:
         if not epoch.empty:
-            for envelope in epoch.volatile:
-                envelope.seq = self._next_seq
-                self._next_seq += 1
-            started = time.perf_counter()
-            self.store.commit(epoch, self.partition_of)
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, epoch.size())
             self.commits += 1
             if epoch.overflowing:
                 self._spill_overflow(epoch)
-            for key, (values, _) in epoch.state.items():
-                self.processors[epoch.partitions_of_state[key]].cache[key] = values
-            for processor in self.processors.values():
-                if len(processor.cache) > self.max_cached_addresses // self.partitions:
-                    processor.cache.clear()  # committed values only: they reload from the store
             for egress in {id(e): e for e in self.egresses.values()}.values():
                 egress.committed()
         epoch.done.set_result(None)
