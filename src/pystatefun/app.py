@@ -12,15 +12,18 @@ from pathlib import Path
 from aiohttp import web
 
 from pystatefun.admin import AdminApi
-from pystatefun.admin.metrics import Metrics
+from pystatefun.admin.metrics import KafkaCollector, Metrics
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.config import (
     EmbeddedFunctions,
     HttpEndpoint,
+    KafkaEgress as KafkaEgressSpec,
+    KafkaIngress as KafkaIngressSpec,
     Module,
     PlaygroundEgress as PlaygroundEgressSpec,
     PlaygroundIngress as PlaygroundIngressSpec,
 )
+from pystatefun.io.kafka import KafkaEgress, KafkaIngress
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress
 from pystatefun.loading import load_object
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
@@ -67,13 +70,20 @@ class Application:
         self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
         self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
         self.egress = self._playground_egress(module)
-        egresses = {EGRESS_ID: self.egress} if self.egress is not None else {}
+        self.kafka_egresses = [KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
+        egresses: dict[str, typing.Any] = {egress.id: egress for egress in self.kafka_egresses}
+        if self.egress is not None:
+            egresses[EGRESS_ID] = self.egress
         self.runtime = Runtime(
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval
         )
+        self.kafka_ingresses = [KafkaIngress(spec, self.runtime, self.store)
+                                for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
+        if self.kafka_ingresses or self.kafka_egresses:
+            self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call
@@ -84,12 +94,13 @@ class Application:
 
     @staticmethod
     def _check_supported(module: Module) -> None:
+        supported = (PlaygroundIngressSpec, PlaygroundEgressSpec, KafkaIngressSpec, KafkaEgressSpec)
         for component in [*module.ingresses, *module.egresses]:
-            if not isinstance(component, (PlaygroundIngressSpec, PlaygroundEgressSpec)):
+            if not isinstance(component, supported):
                 kind = getattr(component, "kind", type(component).__name__)
                 raise UnsupportedComponentError(
-                    f"{module.path}: {kind} is a valid component, but Kafka and Kinesis ingresses and egresses "
-                    "are not available in this version of pystatefun yet; use the playground ingress/egress"
+                    f"{module.path}: {kind} is a valid component, but Kinesis ingresses and egresses are not "
+                    "available in this version of pystatefun yet; use Kafka or the playground ingress/egress"
                 )
 
     def _embedded_invoker(self, spec: EmbeddedFunctions) -> EmbeddedInvoker:
@@ -138,6 +149,15 @@ class Application:
             bindings.append(entry)
         return bindings
 
+    def kafka_status(self) -> dict[str, typing.Any]:
+        """The Kafka ingresses and egresses, for /health."""
+        status: dict[str, typing.Any] = {}
+        if self.kafka_ingresses:
+            status["kafka_ingresses"] = {ingress.spec.id: ingress.status() for ingress in self.kafka_ingresses}
+        if self.kafka_egresses:
+            status["kafka_egresses"] = {egress.id: egress.status() for egress in self.kafka_egresses}
+        return status
+
     def _playground_egress(self, module: Module) -> PlaygroundEgress | None:
         specs = [e for e in module.egresses if isinstance(e, PlaygroundEgressSpec)]
         return PlaygroundEgress(self.store, specs[0].topics) if specs else None
@@ -161,14 +181,26 @@ class Application:
             log.info("functions %s: embedded, from %s", binding.functions, binding.module)
         for binding in self.module.endpoints:
             log.info("functions %s: remote, at %s", binding.functions, binding.url_path_template)
+        for egress in self.kafka_egresses:
+            await egress.start()
+            log.info("kafka egress %s: %s to %s", egress.id, egress.semantic, egress.spec.address)
+        for ingress in self.kafka_ingresses:
+            await ingress.start()
+            log.info("kafka ingress %s: topics %s from %s, group %s", ingress.spec.id, ", ".join(ingress.routes),
+                     ingress.spec.address, ingress.spec.consumer_group_id)
         for spec in self.module.ingresses:
+            if not isinstance(spec, PlaygroundIngressSpec):
+                continue
             await self._serve(self.ingress.app(), spec.host, spec.port)
             log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port)
         for spec in self.module.egresses:
+            if not isinstance(spec, PlaygroundEgressSpec):
+                continue
             await self._serve(self.egress.app(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
-            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token).app(), "127.0.0.1", self.admin_port)
+            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token,
+                                      self.kafka_status).app(), "127.0.0.1", self.admin_port)
             log.info("admin API listening on http://127.0.0.1:%d%s", self.admin_port,
                      " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
@@ -187,9 +219,13 @@ class Application:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
+        for ingress in self.kafka_ingresses:
+            await ingress.stop()
         for runner in self._runners:
             await runner.cleanup()
         await self.runtime.stop()
+        for egress in self.kafka_egresses:
+            await egress.stop()
         for transport in self._transports:
             await transport.close()
         self.store.close()

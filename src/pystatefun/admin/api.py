@@ -33,12 +33,14 @@ class AdminApi:
     """Every route is described in admin/openapi.py (served at ``/openapi.json``)."""
 
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
-                 functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None):
+                 functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
+                 io_status: typing.Callable[[], dict[str, typing.Any]] = dict):
         self.runtime = runtime
         self.store = store
         self.registry = registry
         self.functions = functions
         self.token = token
+        self.io_status = io_status  # the ingresses' and egresses' own health (Kafka), merged into /health
         self.started = time.time()
 
     def app(self) -> web.Application:
@@ -128,6 +130,7 @@ class AdminApi:
             "partitions": runtime.partitions,
             "epochs_committed": runtime.commits,
             "parked_addresses": len(runtime.parked()),
+            **self.io_status(),
         }
         return web.json_response(body, status=200 if runtime.running else 503)
 

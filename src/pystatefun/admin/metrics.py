@@ -127,3 +127,28 @@ class _RuntimeCollector(Collector):
         for status, count in sorted(self.ingress_responses.items()):
             ingress.add_metric([str(status)], count)
         yield ingress
+
+
+class KafkaCollector(Collector):
+    """Counters of the Kafka ingresses and egresses (io/kafka.py), read when scraped."""
+
+    def __init__(self, ingresses: typing.Sequence[typing.Any], egresses: typing.Sequence[typing.Any]):
+        self.ingresses = ingresses
+        self.egresses = egresses
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        records = CounterMetricFamily("pystatefun_kafka_ingress_records", "Kafka records turned into messages", labels=["ingress"])
+        bad = CounterMetricFamily("pystatefun_kafka_ingress_bad_records",
+                                  "Kafka records that could not become messages, by what was done with them",
+                                  labels=["ingress", "action"])
+        stopped = GaugeMetricFamily("pystatefun_kafka_ingress_stopped_partitions",
+                                    "Partitions stopped at a bad record (badRecords: fail)", labels=["ingress"])
+        for ingress in self.ingresses:
+            records.add_metric([ingress.spec.id], ingress.records)
+            for action, count in sorted(ingress.bad_records.items()):
+                bad.add_metric([ingress.spec.id, action], count)
+            stopped.add_metric([ingress.spec.id], len(ingress.stopped))
+        forwarded = CounterMetricFamily("pystatefun_kafka_egress_forwarded", "Egress records delivered to Kafka", labels=["egress"])
+        for egress in self.egresses:
+            forwarded.add_metric([egress.id], egress.forwarded)
+        yield from (records, bad, stopped, forwarded)

@@ -18,6 +18,7 @@ import concurrent.futures
 import functools
 import fcntl
 import os
+import secrets
 import sqlite3
 import threading
 import typing
@@ -54,6 +55,11 @@ CREATE TABLE IF NOT EXISTS function_specs (
 CREATE TABLE IF NOT EXISTS egress (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS egress_topic ON egress (egress_id, topic, seq);
+CREATE INDEX IF NOT EXISTS egress_order ON egress (egress_id, seq);
+-- where each external source (a Kafka ingress's topic partition) continues: committed with the epochs
+CREATE TABLE IF NOT EXISTS source_offsets (
+    source TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
+    PRIMARY KEY (source, topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,
     content_type TEXT NOT NULL);
@@ -164,7 +170,12 @@ class SQLiteStore:
                 "INSERT INTO meta VALUES (?, ?)", [("schema", SCHEMA_VERSION), ("partitions", str(partitions))]
             )
             self.db.execute("COMMIT")
-            return partitions
+            meta = {"schema": SCHEMA_VERSION, "partitions": str(partitions)}
+        if "instance" not in meta:  # data dirs made before it existed get one too
+            meta["instance"] = secrets.token_hex(8)
+            self.db.execute("INSERT INTO meta VALUES ('instance', ?)", (meta["instance"],))
+        # names this data dir outside it: Kafka transactional ids and groups of its egresses
+        self.instance: str = meta["instance"]
         if meta.get("schema") != SCHEMA_VERSION:
             raise DataDirError(f"{self.path} has schema version {meta.get('schema')}, this pystatefun writes {SCHEMA_VERSION}")
         stored = int(meta["partitions"])
@@ -309,6 +320,24 @@ class SQLiteStore:
         ).fetchone()[0]
 
     @_serialized
+    def egress_batch(self, egress_id: str, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` committed records of an egress that forwards them (Kafka): (seq, payload)."""
+        return self.db.execute(
+            "SELECT seq, payload FROM egress WHERE egress_id = ? ORDER BY seq LIMIT ?", (egress_id, limit)
+        ).fetchall()
+
+    @_serialized
+    def drop_egress(self, egress_id: str, up_to_seq: int) -> None:
+        """Forgets the records of an egress up to ``up_to_seq``: they are delivered."""
+        self.db.execute("DELETE FROM egress WHERE egress_id = ? AND seq <= ?", (egress_id, up_to_seq))
+
+    @_serialized
+    def source_offsets(self, source: str) -> dict[tuple[str, int], int]:
+        """Where a source continues: (topic, partition) -> the offset of the next record to read."""
+        return {(t, p): o for t, p, o in self.db.execute(
+            "SELECT topic, partition, next_offset FROM source_offsets WHERE source = ?", (source,))}
+
+    @_serialized
     def sweep(self, now_ms: int) -> int:
         """Reclaims expired state and idempotency records; returns how many state values went."""
         self.db.execute("BEGIN IMMEDIATE")
@@ -405,6 +434,11 @@ class SQLiteStore:
                     "INSERT INTO dead_letters (target_type, target_id, caller_type, caller_id, value, reason, at_ms) "
                     "VALUES (?, ?, ?, ?, ?, ?, ?)",
                     rows,
+                )
+            if epoch.source_offsets:
+                db.executemany(
+                    "INSERT OR REPLACE INTO source_offsets VALUES (?, ?, ?, ?)",
+                    [(source, topic, partition, offset) for (source, topic, partition), offset in epoch.source_offsets.items()],
                 )
             for (typename, id), reason in epoch.parked.items():
                 if reason is None:

@@ -6,7 +6,7 @@ import types
 import typing
 from datetime import timedelta
 
-from pystatefun.config.model import KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition, Routing
+from pystatefun.config.model import KafkaBadRecords, KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition, Routing
 from pystatefun.config.reader import (
     Context,
     Fields,
@@ -34,6 +34,7 @@ def parse_kafka_ingress(fields: Fields, ctx: Context) -> KafkaIngress:
     topics = fields.required("topics", _topics, example="[{topic: names, valueType: com.example/Name, targets: [com.example/greeter]}]")
     reset = typing.cast(_Reset, fields.optional("autoOffsetResetPosition", choice("earliest", "latest", case_sensitive=False), "latest"))
     startup = fields.optional("startupPosition", _startup_position, KafkaStartupPosition())
+    bad_records = fields.optional("badRecords", _bad_records, KafkaBadRecords())
     props: dict[str, str] = fields.optional("properties", properties, {})
     fields.finish()
 
@@ -60,6 +61,7 @@ def parse_kafka_ingress(fields: Fields, ctx: Context) -> KafkaIngress:
         topics=topics,
         auto_offset_reset_position=reset,
         startup_position=startup,
+        bad_records=bad_records,
         properties=types.MappingProxyType(props),
         origin=ctx.origin,
     )
@@ -85,6 +87,22 @@ def _startup_position(node: Node) -> KafkaStartupPosition:
     if kind is None or (kind == "specific-offsets" and offsets is None) or (kind == "date" and date is None):
         raise Reported
     return KafkaStartupPosition(type=kind, offsets=offsets, date=date)  # type: ignore[arg-type]
+
+
+def _bad_records(node: Node) -> KafkaBadRecords:
+    fields = Fields(node)
+    if not fields.valid:
+        raise Reported
+    kind = fields.required("type", choice("fail", "skip", "dead-letter-topic"), example="skip")
+    if kind is None:
+        fields.allow("topic")
+    topic = None
+    if kind == "dead-letter-topic":
+        topic = fields.required("topic", string, example="my-app.dead-letters")
+    fields.finish(hints={"topic": "only with type: dead-letter-topic"})
+    if kind is None or (kind == "dead-letter-topic" and topic is None):
+        raise Reported
+    return KafkaBadRecords(type=kind, topic=topic)  # type: ignore[arg-type]
 
 
 def _offsets(node: Node) -> types.MappingProxyType:

@@ -230,6 +230,17 @@ class KafkaStartupPosition:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KafkaBadRecords:
+    """``badRecords`` of a Kafka ingress (ours; StateFun fails the job): what happens to a record that
+    cannot become a message (no key, a key that is not UTF-8, a topic with no routing). ``fail`` stops
+    reading its partition at that record (reported in logs, metrics and /health; nothing is skipped),
+    ``skip`` counts and skips it, ``dead-letter-topic`` copies it to ``topic`` with the reason in headers."""
+
+    type: typing.Literal["fail", "skip", "dead-letter-topic"] = "fail"
+    topic: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class KafkaIngress:
     """``io.statefun.kafka.v1/ingress``. ``address`` and ``consumer_group_id`` are the effective bootstrap
     servers and group id (the named keys win over ``bootstrap.servers`` / ``group.id`` properties)."""
@@ -241,6 +252,7 @@ class KafkaIngress:
     topics: tuple[Routing, ...]
     auto_offset_reset_position: typing.Literal["earliest", "latest"] = "latest"
     startup_position: KafkaStartupPosition = KafkaStartupPosition()
+    bad_records: KafkaBadRecords = KafkaBadRecords()
     properties: typing.Mapping[str, str] = field(default_factory=dict)
     origin: str = field(default="", compare=False)
 

@@ -1,0 +1,226 @@
+"""Kafka ingress and egress on the embedded backend, with `pystatefun run` processes and a real broker:
+records become messages once and counts reach the egress once (read_committed) across kill -9, and every
+bad-record policy does what it says."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import urllib.request
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+import pytest
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from e2e.processes import Runtime
+
+APPS = Path(__file__).parent / "apps"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topics(bootstrap: str, *topics: str, partitions: int = 4) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, partitions) for t in topics], operation_timeout=30).values():
+        future.result(30)
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in records:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0, isolation: str = "read_committed") -> list:
+    """The records of ``topic`` from the beginning, once ``expected`` arrived (and a moment more, so
+    that duplicates would show)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=30).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+    records = []
+    deadline = time.monotonic() + timeout
+    settle_until = None
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer.consume(500, timeout=0.2):
+                if record.error() is None:
+                    records.append(record)
+            if len(records) >= expected and settle_until is None:
+                settle_until = time.monotonic() + 1.0
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def module(folder: Path, bootstrap: str, source: str, group: str, bad_records: str = "") -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "counter.py").write_text((APPS / "counter.py").read_text())
+    path = folder / "module.yaml"
+    path.write_text(f"""\
+kind: pystatefun.v1/embedded
+spec:
+  functions: kc/*
+  module: counter:functions
+---
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: kc/in
+  address: {bootstrap}
+  consumerGroupId: {group}
+  startupPosition:
+    type: earliest
+  topics:
+    - topic: {source}
+      valueType: kc/topic-name
+      targets: [kc/counter]
+{bad_records}
+---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: kc/out
+  address: {bootstrap}
+  deliverySemantic:
+    type: exactly-once
+    transactionTimeout: 1min
+---
+kind: io.statefun.playground.v1/ingress
+spec:
+  port: ${{INGRESS_PORT}}
+---
+kind: io.statefun.playground.v1/egress
+spec:
+  port: ${{EGRESS_PORT}}
+  topics: [unused]
+""")
+    return path
+
+
+def counts_by_key(records) -> dict[str, list[int]]:
+    counts = defaultdict(list)
+    for record in records:
+        counts[record.key().decode()].append(int(record.value()))
+    return counts
+
+
+def test_records_are_counted_once_and_counts_reach_kafka_once_across_kill_9(tmp_path, kafka_bootstrap):
+    source, out = unique("in"), unique("out")
+    create_topics(kafka_bootstrap, source, out)
+    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
+    keys = [f"k{n}" for n in range(20)]
+    rng = random.Random(7)
+    sent: dict[str, int] = defaultdict(int)
+
+    def send(count: int) -> None:
+        batch = []
+        for _ in range(count):
+            key = rng.choice(keys)
+            sent[key] += 1
+            batch.append((key.encode(), out.encode()))
+        produce(kafka_bootstrap, source, batch)
+
+    send(500)
+    runtime.start()
+    try:
+        for _ in range(4):
+            send(750)
+            time.sleep(rng.uniform(0.05, 0.6))  # somewhere in the middle of reading, processing and forwarding
+            runtime.kill()
+            runtime.start()
+        records = read_all(kafka_bootstrap, out, sum(sent.values()))
+    finally:
+        runtime.stop()
+    counts = counts_by_key(records)
+    assert {key: len(values) for key, values in counts.items()} == dict(sent)
+    for key, values in counts.items():
+        assert values == list(range(1, sent[key] + 1)), f"{key}: counts out of order, missing or twice"
+
+
+def test_a_restarted_runtime_continues_after_the_last_committed_record(tmp_path, kafka_bootstrap):
+    source, out = unique("in"), unique("out")
+    create_topics(kafka_bootstrap, source, out)
+    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
+    produce(kafka_bootstrap, source, [(b"a", out.encode())] * 3)
+    runtime.start()
+    try:
+        assert len(read_all(kafka_bootstrap, out, 3)) == 3
+        runtime.stop()  # a clean stop, then more records while it is down
+        produce(kafka_bootstrap, source, [(b"a", out.encode())] * 2)
+        runtime.start()
+        assert counts_by_key(read_all(kafka_bootstrap, out, 5))["a"] == [1, 2, 3, 4, 5]
+    finally:
+        runtime.stop()
+
+
+BAD = [
+    (None, "the record has no key"),
+    (b"\xff\xfe", "the record key is not UTF-8 text"),
+]
+
+
+@pytest.mark.parametrize("key, reason", BAD, ids=["no-key", "key-not-utf8"])
+def test_bad_records_skip_policy_counts_and_goes_past_them(tmp_path, kafka_bootstrap, key, reason):
+    source, out = unique("in"), unique("out")
+    create_topics(kafka_bootstrap, source, out, partitions=1)
+    policy = "  badRecords:\n    type: skip"
+    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group"), policy), tmp_path / "data")
+    produce(kafka_bootstrap, source, [(b"a", out.encode()), (key, out.encode()), (b"a", out.encode())])
+    runtime.start()
+    try:
+        assert counts_by_key(read_all(kafka_bootstrap, out, 2))["a"] == [1, 2]
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{runtime.admin_port}/metrics", timeout=10).read().decode()
+        assert 'pystatefun_kafka_ingress_bad_records_total{action="skip",ingress="kc/in"} 1.0' in metrics
+    finally:
+        runtime.stop()
+    assert reason in runtime.log.read_text()
+
+
+def test_bad_records_fail_policy_stops_only_that_partition_at_the_record(tmp_path, kafka_bootstrap):
+    source, out = unique("in"), unique("out")
+    create_topics(kafka_bootstrap, source, out, partitions=2)
+    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
+    producer = Producer({"bootstrap.servers": kafka_bootstrap})
+    producer.produce(source, out.encode(), b"a", partition=0)
+    producer.produce(source, out.encode(), None, partition=0)  # bad: no key
+    producer.produce(source, out.encode(), b"a", partition=0)  # behind the bad one: must wait
+    producer.produce(source, out.encode(), b"b", partition=1)
+    assert producer.flush(30) == 0
+    runtime.start()
+    try:
+        counts = counts_by_key(read_all(kafka_bootstrap, out, 2))
+        assert counts == {"a": [1], "b": [1]}
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{runtime.admin_port}/health", timeout=10).read())
+        stopped = health["kafka_ingresses"]["kc/in"]["stopped_partitions"]
+        assert list(stopped) == [f"{source}/0"] and "no key" in stopped[f"{source}/0"]
+        runtime.stop()
+        runtime.start()  # fail is not skip: after a restart it stops at the same record again
+        assert counts_by_key(read_all(kafka_bootstrap, out, 2)) == {"a": [1], "b": [1]}
+    finally:
+        runtime.stop()
+
+
+def test_bad_records_go_to_the_dead_letter_topic_with_the_reason(tmp_path, kafka_bootstrap):
+    source, out, dead = unique("in"), unique("out"), unique("dead")
+    create_topics(kafka_bootstrap, source, out, dead, partitions=1)
+    policy = f"  badRecords:\n    type: dead-letter-topic\n    topic: {dead}"
+    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group"), policy), tmp_path / "data")
+    produce(kafka_bootstrap, source, [(None, b"lost?"), (b"a", out.encode())])
+    runtime.start()
+    try:
+        assert counts_by_key(read_all(kafka_bootstrap, out, 1)) == {"a": [1]}
+        (letter,) = read_all(kafka_bootstrap, dead, 1)
+        assert letter.value() == b"lost?" and letter.key() is None
+        headers = dict(letter.headers())
+        assert b"no key" in headers["pystatefun.reason"]
+        assert headers["pystatefun.source"] == f"{source}/0@0".encode()
+    finally:
+        runtime.stop()
