@@ -143,7 +143,10 @@ def fetch_kafka() -> Path:
 
 def _java() -> str:
     java_home = os.environ.get("JAVA_HOME")
-    return str(Path(java_home) / "bin" / "java") if java_home else "java"
+    java = str(Path(java_home) / "bin" / "java") if java_home else shutil.which("java")
+    if java is None or not os.access(java, os.X_OK):
+        raise KafkaError(f"Kafka {KAFKA_VERSION} needs Java 17 or newer: no {java or 'java on PATH'}")
+    return java
 
 
 def _cluster_id() -> str:
@@ -199,6 +202,9 @@ def _pid_alive(pid: int) -> bool:
 
 @dataclass
 class _Node:
+    """One broker+controller: its ports, its directory (configuration, data, logs) and its process, or
+    only its pid when it was started by another process (`KafkaCluster.attach`)."""
+
     node_id: int
     port: int
     controller_port: int
@@ -451,8 +457,8 @@ class KafkaCluster:
 
     @staticmethod
     def _terminate(nodes: list[_Node], timeout: float) -> None:
-        """SIGTERM to all of `nodes` at once (a cluster's nodes stopping one after the other would each
-        wait for the quorum of the rest), SIGKILL to those still running after `timeout`."""
+        """SIGTERM to all of `nodes` at once, SIGKILL to those still running after `timeout`. (One after the
+        other would be no cleaner: the last node would wait for a quorum that is gone.)"""
         running = [node for node in nodes if node.running()]
         for node in running:
             with contextlib.suppress(ProcessLookupError):
