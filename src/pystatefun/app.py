@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import signal
+import time
 import typing
 from pathlib import Path
 
@@ -14,6 +15,7 @@ from aiohttp import web
 from pystatefun.admin import AdminApi
 from pystatefun.admin.metrics import KafkaCollector, Metrics
 from pystatefun.backends.embedded import SQLiteStore
+from pystatefun.backends.kafka.worker import KafkaBackend
 from pystatefun.config import (
     EmbeddedFunctions,
     HttpEndpoint,
@@ -28,6 +30,7 @@ from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngr
 from pystatefun.loading import load_object
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
 from pystatefun.runtime.processor import Runtime
+from pystatefun.runtime.timers import TimerService
 from pystatefun.sdk.functions import StatefulFunctions
 
 log = logging.getLogger("pystatefun")
@@ -50,19 +53,25 @@ class Application:
     def __init__(
         self,
         module: Module,
-        data_dir: Path | str,
+        data_dir: Path | str | None,
         *,
         partitions: int = DEFAULT_PARTITIONS,
         commit_interval: float = 0.1,
         admin_port: int | None = None,
         admin_token: str | None = None,
+        kafka: KafkaBackend | None = None,
+        port_offset: int = 0,
     ):
+        """``data_dir``: the embedded backend's SQLite data dir; ``kafka``: a worker of the Kafka
+        backend instead (then ``data_dir`` and ``partitions`` are not used)."""
         self.module = module
-        self.data_dir = Path(data_dir)
+        self.data_dir = None if data_dir is None else Path(data_dir)
         self.admin_port = admin_port
         self.admin_token = admin_token
-        self.store = SQLiteStore(data_dir, partitions)
-        self._check_supported(module)
+        self.kafka = kafka
+        self.port_offset = port_offset  # added to the playground ports (worker i of --workers N)
+        self._check_supported(module, kafka)
+        self.store: typing.Any = kafka.store if kafka is not None else SQLiteStore(data_dir, partitions)
         self._invokers: dict[str, typing.Any] = {}
         self._transports: list[typing.Any] = []  # HttpTransport
         registered = self.store.function_specs()
@@ -75,7 +84,9 @@ class Application:
         if self.egress is not None:
             egresses[EGRESS_ID] = self.egress
         self.runtime = Runtime(
-            self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval
+            self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval,
+            # on the Kafka backend the group assigns partitions; full mailboxes keep their messages in memory
+            owned=() if kafka is not None else None, spill=kafka is None,
         )
         self.kafka_ingresses = [KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
@@ -93,7 +104,20 @@ class Application:
     # -- wiring -----------------------------------------------------------------------------------------
 
     @staticmethod
-    def _check_supported(module: Module) -> None:
+    def _check_supported(module: Module, kafka: KafkaBackend | None) -> None:
+        if kafka is not None:
+            for component in module.egresses:
+                if isinstance(component, PlaygroundEgressSpec):
+                    raise UnsupportedComponentError(
+                        f"{module.path}: the playground egress keeps its records in the embedded backend's data dir; "
+                        "on the Kafka backend use a Kafka egress (io.statefun.kafka.v1/egress)"
+                    )
+                if isinstance(component, KafkaEgressSpec) and component.address != kafka.bootstrap_servers:
+                    raise UnsupportedComponentError(
+                        f"{module.path}: Kafka egress {component.id} writes to {component.address}, but the application "
+                        f"runs on {kafka.bootstrap_servers}: its records commit in the application's transactions, "
+                        "so they must go to the same cluster"
+                    )
         supported = (PlaygroundIngressSpec, PlaygroundEgressSpec, KafkaIngressSpec, KafkaEgressSpec)
         for component in [*module.ingresses, *module.egresses]:
             if not isinstance(component, supported):
@@ -171,28 +195,39 @@ class Application:
     # -- running ----------------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        recovery = self.store.recover()
-        log.info(
-            "data dir %s: %d partitions, %d messages to resume, %d timers pending",
-            self.data_dir, self.store.partitions, recovery.inbox_size, len(recovery.timers),
-        )
-        await self.runtime.start(recovery)
+        if self.kafka is not None:
+            await self.runtime.start()
+            # timer ids are unique across the workers that will own a partition's timers over time
+            self.runtime.timers = TimerService(time.time_ns())
+            self.kafka.attach(self.runtime, self.kafka_ingresses)
+            await self.kafka.start()
+            log.info("kafka backend: application %s on %s, %d partitions, worker %s", self.kafka.app,
+                     self.kafka.bootstrap_servers, self.kafka.partitions, self.kafka.worker_id)
+        else:
+            recovery = self.store.recover()
+            log.info(
+                "data dir %s: %d partitions, %d messages to resume, %d timers pending",
+                self.data_dir, self.store.partitions, recovery.inbox_size, len(recovery.timers),
+            )
+            await self.runtime.start(recovery)
         for binding in self.module.embedded:
             log.info("functions %s: embedded, from %s", binding.functions, binding.module)
         for binding in self.module.endpoints:
             log.info("functions %s: remote, at %s", binding.functions, binding.url_path_template)
         for egress in self.kafka_egresses:
-            await egress.start()
+            if self.kafka is None:  # on the Kafka backend the records go in the epochs' transactions
+                await egress.start()
             log.info("kafka egress %s: %s to %s", egress.id, egress.semantic, egress.spec.address)
         for ingress in self.kafka_ingresses:
-            await ingress.start()
+            if self.kafka is None:  # on the Kafka backend the worker's consumer reads the topics
+                await ingress.start()
             log.info("kafka ingress %s: topics %s from %s, group %s", ingress.spec.id, ", ".join(ingress.routes),
                      ingress.spec.address, ingress.spec.consumer_group_id)
         for spec in self.module.ingresses:
             if not isinstance(spec, PlaygroundIngressSpec):
                 continue
-            await self._serve(self.ingress.app(), spec.host, spec.port)
-            log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port)
+            await self._serve(self.ingress.app(), spec.host, spec.port + self.port_offset)
+            log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port + self.port_offset)
         for spec in self.module.egresses:
             if not isinstance(spec, PlaygroundEgressSpec):
                 continue
@@ -223,9 +258,12 @@ class Application:
             await ingress.stop()
         for runner in self._runners:
             await runner.cleanup()
+        if self.kafka is not None:
+            await self.kafka.stop()  # commits and hands the partitions over
         await self.runtime.stop()
-        for egress in self.kafka_egresses:
-            await egress.stop()
+        if self.kafka is None:
+            for egress in self.kafka_egresses:
+                await egress.stop()
         for transport in self._transports:
             await transport.close()
         self.store.close()

@@ -68,11 +68,25 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
 )
 @click.option(
     "--partitions",
-    default=8,
-    show_default=True,
     type=click.IntRange(1, 4096),
-    help="Partitions of a new data dir (fixed once it exists).",
+    help="Partitions of a new application (fixed once it exists); default 8, or what its data dir or topics have.",
 )
+@click.option(
+    "--backend",
+    default="embedded",
+    show_default=True,
+    type=click.Choice(["embedded", "kafka"]),
+    help="embedded: one process over a SQLite data dir; kafka: worker processes over Apache Kafka.",
+)
+@click.option("--bootstrap-servers", envvar="PYSTATEFUN_BOOTSTRAP_SERVERS",
+              help="Kafka backend: the cluster (HOST:PORT,...); or $PYSTATEFUN_BOOTSTRAP_SERVERS.")
+@click.option("--app", "app_name", envvar="PYSTATEFUN_APP",
+              help="Kafka backend: the application's name: its consumer group and topic prefix (<app>.messages, <app>.state).")
+@click.option("--workers", default=1, show_default=True, type=click.IntRange(1, 256),
+              help="Kafka backend: worker processes to start on this machine (worker i serves HTTP on the "
+              "module's ports + i and the admin API on --admin-port + i).")
+@click.option("--worker-id", help="Kafka backend: this worker's stable name (default: host name and index); a "
+              "restarted worker with the same name fences its previous self at once.")
 @click.option(
     "--commit-interval",
     default="100ms",
@@ -105,11 +119,11 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     type=click.Choice(["text", "json"]),
     help="json: one JSON object per line, with the address and invocation in every line about one.",
 )
-def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, admin_port: int,
+def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, bootstrap_servers: str | None,
+        app_name: str | None, workers: int, worker_id: str | None, commit_interval: str, admin_port: int,
         admin_token: str | None, log_level: str, log_format: str) -> None:
-    """Run the application of MODULE.yaml on the embedded backend: one process, durable, exactly-once."""
-    import logging
-
+    """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
+    exactly-once; on the Kafka backend one or more workers of a distributed application."""
     from pystatefun.app import Application, RuntimeFailure, run_event_loop
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
@@ -117,16 +131,40 @@ def run(module_yaml: str, data_dir: str, partitions: int, commit_interval: str, 
     from pystatefun.logs import configure_logging
 
     configure_logging(log_level, log_format)
+    kafka = None
+    port_offset = 0
+    if backend == "kafka":
+        if not bootstrap_servers or not app_name:
+            raise click.UsageError("the Kafka backend needs --bootstrap-servers HOST:PORT and --app NAME")
+        if workers > 1:
+            from pystatefun.workers import supervise
+
+            raise SystemExit(supervise(workers, sys.argv[1:]))
+    elif workers > 1 or bootstrap_servers or app_name:
+        raise click.UsageError("--workers, --bootstrap-servers and --app are options of --backend kafka")
     try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
+        if backend == "kafka":
+            from confluent_kafka import KafkaException
+
+            from pystatefun.backends.kafka.worker import KafkaBackend, default_worker_id
+
+            index = int(os.environ.get("PYSTATEFUN_WORKER_INDEX", "0"))
+            port_offset = index
+            admin_port = admin_port + index if admin_port else 0
+            try:
+                kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions)
+            except KafkaException as e:
+                raise click.ClickException(f"cannot use the Kafka cluster at {bootstrap_servers}: {e.args[0].str()}") from None
         application = Application(
-            module, data_dir, partitions=partitions, commit_interval=interval, admin_port=admin_port or None,
-            admin_token=admin_token,
+            module, data_dir if kafka is None else None, partitions=partitions or 8, commit_interval=interval,
+            admin_port=admin_port or None, admin_token=admin_token, kafka=kafka, port_offset=port_offset,
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
-    click.echo(f"pystatefun running {module_yaml} with data in {data_dir}", err=True)
+    where = f"with data in {data_dir}" if kafka is None else f"as worker {kafka.worker_id} of {app_name} on {bootstrap_servers}"
+    click.echo(f"pystatefun running {module_yaml} {where}", err=True)
     try:
         run_event_loop(application.run_until_signalled())
     except OSError as e:  # a port in use, most often

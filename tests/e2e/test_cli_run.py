@@ -91,12 +91,11 @@ def test_refuses_a_different_partition_count_for_an_existing_data_dir(tmp_path):
         ("kind: pystatefun.v1/embedded\nspec:\n  functions: a/*\n  module: nowhere_to_be_found:functions\n",
          ["nowhere_to_be_found"]),
         ("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: a/*\n  urlPathTemplate: http://127.0.0.1:1/\n---\n"
-         "kind: io.statefun.kafka.v1/ingress\nspec:\n  id: a/in\n  address: 127.0.0.1:9092\n  consumerGroupId: g\n"
-         "  topics:\n    - topic: t\n      valueType: a/T\n      targets: [a/f]\n",
+         "kind: io.statefun.kinesis.v1/egress\nspec:\n  id: a/out\n",
          ["not available in this version"]),
         (": : not yaml [", ["module.yaml"]),
     ],
-    ids=["unknown-key", "unknown-kind", "unset-env-var", "missing-module", "kafka-not-yet", "not-yaml"],
+    ids=["unknown-key", "unknown-kind", "unset-env-var", "missing-module", "kinesis-not-yet", "not-yaml"],
 )
 def test_bad_module_files_are_refused_with_a_message_not_a_traceback(tmp_path, text, fragments):
     path = tmp_path / "module.yaml"

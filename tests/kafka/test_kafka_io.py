@@ -8,58 +8,17 @@ import json
 import random
 import time
 import urllib.request
-import uuid
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka import Producer
 
 from e2e.processes import Runtime
 
+from .harness import counts_by_key, create_topics, produce, read_all, unique
+
 APPS = Path(__file__).parent / "apps"
-
-
-def unique(prefix: str) -> str:
-    return f"{prefix}-{uuid.uuid4().hex[:10]}"
-
-
-def create_topics(bootstrap: str, *topics: str, partitions: int = 4) -> None:
-    admin = AdminClient({"bootstrap.servers": bootstrap})
-    for future in admin.create_topics([NewTopic(t, partitions) for t in topics], operation_timeout=30).values():
-        future.result(30)
-
-
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
-    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for key, value in records:
-        producer.produce(topic, value, key)
-    assert producer.flush(30) == 0
-
-
-def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0, isolation: str = "read_committed") -> list:
-    """The records of ``topic`` from the beginning, once ``expected`` arrived (and a moment more, so
-    that duplicates would show)."""
-    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
-                         "enable.auto.commit": False})
-    metadata = consumer.list_topics(topic, timeout=30).topics[topic]
-    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
-    records = []
-    deadline = time.monotonic() + timeout
-    settle_until = None
-    try:
-        while time.monotonic() < deadline:
-            for record in consumer.consume(500, timeout=0.2):
-                if record.error() is None:
-                    records.append(record)
-            if len(records) >= expected and settle_until is None:
-                settle_until = time.monotonic() + 1.0
-            if settle_until is not None and time.monotonic() > settle_until:
-                break
-    finally:
-        consumer.close()
-    return records
 
 
 def module(folder: Path, bootstrap: str, source: str, group: str, bad_records: str = "") -> Path:
@@ -103,13 +62,6 @@ spec:
   topics: [unused]
 """)
     return path
-
-
-def counts_by_key(records) -> dict[str, list[int]]:
-    counts = defaultdict(list)
-    for record in records:
-        counts[record.key().decode()].append(int(record.value()))
-    return counts
 
 
 def test_records_are_counted_once_and_counts_reach_kafka_once_across_kill_9(tmp_path, kafka_bootstrap):

@@ -102,6 +102,12 @@ class KafkaIngress:
         self._dead_letters: Producer | None = None
         self._task: asyncio.Task | None = None
         self._hooked: Epoch | None = None  # the epoch whose commit will also commit the group's offsets
+        self._owns_consumer = True
+
+    def attach(self, consumer: Consumer, thread: concurrent.futures.ThreadPoolExecutor) -> None:
+        """Reads through another consumer (a Kafka backend worker's, whose transactions commit the
+        positions) instead of a consumer of its own: the worker hands records to ``take``."""
+        self._consumer, self._thread, self._owns_consumer = consumer, thread, False
 
     async def start(self) -> None:
         loop = asyncio.get_running_loop()
@@ -112,11 +118,12 @@ class KafkaIngress:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        if self._consumer is not None:
+        if self._consumer is not None and self._owns_consumer:
             await asyncio.get_running_loop().run_in_executor(self._thread, self._consumer.close)
         if self._dead_letters is not None:
             self._dead_letters.flush(10)
-        self._thread.shutdown()
+        if self._owns_consumer:
+            self._thread.shutdown()
 
     def status(self) -> dict[str, typing.Any]:
         """For /health."""
@@ -150,7 +157,7 @@ class KafkaIngress:
         committed = self.store.source_offsets(self.spec.id)
         for tp in partitions:
             offset = committed.get((tp.topic, tp.partition))
-            tp.offset = offset if offset is not None else self._startup_offset(consumer, tp)
+            tp.offset = offset if offset is not None else self.startup_offset(consumer, tp)
         consumer.assign(partitions)
         log.info("kafka ingress %s reads %s", self.spec.id,
                  ", ".join(f"{tp.topic}/{tp.partition}@{_offset_name(tp.offset)}" for tp in partitions))
@@ -159,7 +166,7 @@ class KafkaIngress:
         for tp in partitions:
             self.stopped.pop((tp.topic, tp.partition), None)
 
-    def _startup_offset(self, consumer: Consumer, tp: TopicPartition) -> int:
+    def startup_offset(self, consumer: Consumer, tp: TopicPartition) -> int:
         """Where a partition starts when the data dir has no position for it (spec §3.4)."""
         startup = self.spec.startup_position
         reset = OFFSET_BEGINNING if self.spec.auto_offset_reset_position == "earliest" else OFFSET_END
@@ -186,9 +193,10 @@ class KafkaIngress:
         while True:
             records = await loop.run_in_executor(self._thread, self._poll)
             for record in records:
-                await self._take(record)
+                await self.take(record)
 
-    async def _take(self, record: Message) -> None:
+    async def take(self, record: Message) -> None:
+        """One record of this ingress's topics: its messages go into the open epoch with its position."""
         error = record.error()
         if error is not None:
             if error.fatal():
@@ -265,7 +273,7 @@ class KafkaIngress:
     def _advance(self, topic: str, partition: int, offset: int) -> None:
         epoch = self.runtime.epoch
         epoch.source_offsets[(self.spec.id, topic, partition)] = offset + 1
-        if self._hooked is not epoch:
+        if self._owns_consumer and self._hooked is not epoch:
             self._hooked = epoch
             epoch.done.add_done_callback(lambda _, e=epoch: self._committed(e))
 

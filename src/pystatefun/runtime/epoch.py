@@ -99,6 +99,8 @@ class Epoch:
     # are in this epoch: (source id, topic, partition) -> next offset. They commit with the effects, so a
     # restart reads each record again exactly when its effects were not committed.
     source_offsets: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # messages for partitions this process does not own (the Kafka backend): they go to the log
+    outbound: list[Envelope] = field(default_factory=list)
     # addresses holding messages of this epoch in their mailbox overflow, to spill once it commits
     overflowing: set[StateKey] = field(default_factory=set)
     awaited: bool = False  # someone waits for this commit: an idle runtime commits it at once
@@ -109,6 +111,7 @@ class Epoch:
         return not (
             self.consumed or self.volatile or self.state or self.timers_added or self.timers_removed
             or self.egress or self.idempotency or self.dead_letters or self.parked or self.source_offsets
+            or self.outbound
         )
 
     def committed(self) -> typing.Awaitable[None]:
@@ -126,7 +129,7 @@ class Epoch:
         return (
             len(self.consumed) + len(self.volatile) + sum(len(changed) for _, changed in self.state.values())
             + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.idempotency)
-            + len(self.dead_letters) + len(self.parked) + len(self.source_offsets)
+            + len(self.dead_letters) + len(self.parked) + len(self.source_offsets) + len(self.outbound)
         )
 
     def write_state(self, key: StateKey, partition: int, base: typing.Mapping[str, StoredValue]) -> tuple[dict[str, StoredValue], set[str]]:

@@ -130,6 +130,7 @@ class PartitionProcessor:
         # keyed by (typename, id): a tuple of two strings hashes in C, an SdkAddress in Python
         self.mailboxes: dict[StateKey, Mailbox] = {}
         self.cache: dict[StateKey, dict[str, StoredValue]] = {}
+        self.leaving = False  # being handed to another process: no new batches start
 
 
 class Runtime:
@@ -148,12 +149,18 @@ class Runtime:
         max_volatile: int = 100_000,
         max_cached_addresses: int = 100_000,
         clock: typing.Callable[[], float] = time.time,
+        owned: typing.Iterable[int] | None = None,
+        spill: bool = True,
     ):
         self.store = store
         self.resolve = resolve
         self.egresses = egresses
         self.partitions = partitions
-        self.processors = {p: PartitionProcessor(p) for p in range(partitions)}
+        # the partitions this process runs: all of them on the embedded backend; on the Kafka backend the
+        # ones the consumer group assigned (own/release), and messages for others go to the log
+        self.processors = {p: PartitionProcessor(p) for p in (range(partitions) if owned is None else owned)}
+        # whether full mailboxes may leave messages in the store's inbox (embedded); else they stay in memory
+        self.spill = spill
         self.commit_interval = commit_interval
         self.commit_when_idle = commit_when_idle
         self.max_backlog = max_backlog
@@ -168,6 +175,7 @@ class Runtime:
         self._timers_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []
         self._committing: asyncio.Task | None = None  # the commit in progress
+        self._commit_lock = asyncio.Lock()
         # completes with the exception of a core loop that failed (see _core_task_done)
         self.failed: asyncio.Future | None = None
         self._invocations: set[asyncio.Task] = set()
@@ -232,6 +240,38 @@ class Runtime:
             return  # after a failed commit, only what is on disk is safe to continue from
         self.commit()
 
+    # -- partition ownership (the Kafka backend) ------------------------------------------------------
+
+    def own(self, partition: int, timers: typing.Iterable[Timer] = (), parked: typing.Mapping[StateKey, str] = {}) -> None:
+        """Starts running ``partition`` with its restored timers and parked addresses."""
+        self.processors[partition] = PartitionProcessor(partition)
+        for timer in timers:
+            self.timers.add(timer)
+        for (typename, id), reason in parked.items():
+            mailbox = self._mailbox(address(typename, id))
+            if mailbox is not None:
+                mailbox.parked = reason
+        self._timers_changed.set()
+
+    async def release(self, partitions: typing.Collection[int]) -> None:
+        """Hands partitions over: no new batches start on them, the batches in flight finish, and the
+        epoch commits with everything they did; then their mailboxes, caches and timers are dropped
+        (what was not processed is in the log, after the committed offsets, for the next owner)."""
+        processors = [self.processors[p] for p in partitions if p in self.processors]
+        for processor in processors:
+            processor.leaving = True
+        while any(m.in_flight is not None for p in processors for m in p.mailboxes.values()):
+            await asyncio.sleep(0.005)
+        await self.commit_async()
+        for processor in processors:
+            del self.processors[processor.partition]
+        self.timers.drop_partitions({p.partition for p in processors})
+
+    def new_seq(self) -> int:
+        """A sequence number for a message read from the log (the backend maps it to its position)."""
+        self._next_seq += 1
+        return self._next_seq - 1
+
     # -- routing --------------------------------------------------------------------------------------
 
     def _mailbox(self, target: SdkAddress) -> Mailbox | None:
@@ -250,10 +290,14 @@ class Runtime:
         return mailbox
 
     def route(self, envelope: Envelope) -> None:
-        """Delivers a message to its address's mailbox (or to the dead letters if no function has its type)."""
+        """Delivers a message to its address's mailbox (or to the dead letters if no function has its type);
+        a message for a partition owned by another process goes to the log with the epoch."""
         epoch = self.epoch
         if envelope.target.typename == REPLY_TYPENAME:
             self._reply(envelope)
+            return
+        if partition_of(envelope.target.id, self.partitions) not in self.processors:
+            epoch.outbound.append(envelope)
             return
         mailbox = self._mailbox(envelope.target)
         if mailbox is None:
@@ -283,7 +327,7 @@ class Runtime:
     def _hold(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """A message for a full mailbox: a committed one stays on disk only; one not committed yet waits
         in the overflow for the commit that makes it durable."""
-        if envelope.seq is not None and not mailbox.overflow:
+        if envelope.seq is not None and not mailbox.overflow and self.spill:
             if not mailbox.spilled:
                 mailbox.spill_after = envelope.seq - 1
             mailbox.spilled += 1
@@ -341,6 +385,8 @@ class Runtime:
         False when no function has the target's type. Only this address waits when its backlog is full;
         the rest of the runtime goes on.
         """
+        if partition_of(target.id, self.partitions) not in self.processors:
+            return True  # another process's: it goes to the log with the epoch
         mailbox = self._mailbox(target)
         if mailbox is None:
             return False
@@ -371,7 +417,7 @@ class Runtime:
             self._commit_if_idle()
 
     def _start(self, mailbox: Mailbox) -> None:
-        if mailbox.in_flight is not None or mailbox.parked is not None or not mailbox.backlog:
+        if mailbox.in_flight is not None or mailbox.parked is not None or not mailbox.backlog or mailbox.processor.leaving:
             return
         invoker = mailbox.invoker
         backlog = mailbox.backlog
@@ -478,9 +524,13 @@ class Runtime:
             raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
 
         stats = mailbox.stats
-        stats.out_local += len(outgoing)
         stats.out_egress += len(effects.egress)
+        processors = self.processors
         for envelope in outgoing:
+            if partition_of(envelope.target.id, self.partitions) in processors:
+                stats.out_local += 1
+            else:
+                stats.out_remote += 1
             self.route(envelope)
         epoch = self.epoch
         for envelope, delay_ms, token in delayed:
@@ -489,7 +539,8 @@ class Runtime:
                 if cancelled is not None:
                     self._drop_timer(cancelled)
                 continue
-            timer = Timer(self.timers.new_id(), partition_of(envelope.target.id, self.partitions), now + delay_ms, envelope, token)
+            # a timer lives in its sender's partition, which owns its cancellation token
+            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, envelope, token)
             self.timers.add(timer)
             epoch.timers_added[timer.timer_id] = timer
             self._timers_changed.set()
@@ -646,10 +697,11 @@ class Runtime:
     async def commit_async(self) -> None:
         """The same, with the write and the fsync in the backend's committer thread while the loop goes on
         processing the next epoch: a busy runtime overlaps its commits with its work."""
-        epoch, started = self._seal()
-        if not epoch.empty:
-            await self.store.commit_async(epoch, self.partition_of)
-        self._after_commit(epoch, started)
+        async with self._commit_lock:  # one commit at a time: the commit loop's, or a hand-over's
+            epoch, started = self._seal()
+            if not epoch.empty:
+                await self.store.commit_async(epoch, self.partition_of)
+            self._after_commit(epoch, started)
 
     def _seal(self) -> tuple[Epoch, float]:
         """Closes the open epoch for its commit and opens the next. The sealed epoch's state goes into the
@@ -672,7 +724,7 @@ class Runtime:
             if self.on_commit is not None:
                 self.on_commit(time.perf_counter() - started, epoch.size())
             self.commits += 1
-            if epoch.overflowing:
+            if epoch.overflowing and self.spill:
                 self._spill_overflow(epoch)
             for egress in {id(e): e for e in self.egresses.values()}.values():
                 egress.committed()

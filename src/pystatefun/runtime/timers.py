@@ -75,6 +75,11 @@ class TimerService:
                 del self._by_token[key]
         return timer
 
+    def drop_partitions(self, partitions: set[int]) -> None:
+        """Forgets the timers of partitions handed to another process (they live on in its changelog)."""
+        for timer in [t for t in self._timers.values() if t.partition in partitions]:
+            self.remove(timer.timer_id)
+
     def pending_for(self, typename: str, id: str) -> list[Timer]:
         """The pending delayed messages sent by address ``typename``/``id``, soonest first."""
         sent = [t for t in self._timers.values() if t.envelope.caller and (t.envelope.caller.typename, t.envelope.caller.id) == (typename, id)]

@@ -1,0 +1,286 @@
+"""The Kafka backend's store: each epoch is one Kafka transaction; state lives in memory per partition,
+rebuilt from the compacted changelog when a partition is assigned.
+
+What one transaction carries (the epoch's effects, atomically, KIP-447 style with the consumer group's
+metadata so a worker that lost its partitions can no longer commit):
+
+* messages not processed yet: for partitions owned elsewhere (``Epoch.outbound``) and for this worker's
+  own (``Epoch.volatile``, still in memory; written so that they survive a crash or a hand-over);
+* changelog records: state values, timers, parked addresses, idempotency records (``<app>.state``);
+* egress records (Kafka egresses), dead letters (``<app>.dead-letters``);
+* the consumer offsets: of ``<app>.messages``, up to the first message whose effects are not committed;
+  of ingress topics, after the last record whose messages are in the epoch.
+
+Positions. Every message this worker has in memory and that is in the log has a sequence number
+(``Envelope.seq``), which maps here to its (partition, offset). A partition's committed offset is the
+smallest offset still outstanding, else where the consumer reads next. Messages the worker wrote to its
+own partitions are skipped when the consumer reads them back (they are in memory already).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import json
+import threading
+import typing
+
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+
+from pystatefun.backends.kafka import records
+from pystatefun.backends.kafka.records import PartitionState
+from pystatefun.backends.kafka.topics import Topics
+from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
+from pystatefun.runtime.envelope import Envelope
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+
+
+class KafkaStore:
+    """See the module docstring. The loop and the committer thread share it under one lock."""
+
+    def __init__(self, topics: Topics, producer_config: dict[str, typing.Any],
+                 group_metadata: typing.Callable[[], typing.Any]):
+        self.topics = topics
+        self.partitions = topics.partitions
+        self.instance = producer_config["transactional.id"]
+        self._producer = Producer(producer_config)
+        self._producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
+        self._group_metadata = group_metadata
+        self._lock = threading.Lock()
+        self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
+        self.local: dict[int, PartitionState] = {}  # owned partitions' changelog contents
+        self._timer_partition: dict[int, int] = {}
+        self._positions: dict[int, tuple[int, int]] = {}  # seq -> (partition, offset)
+        self._outstanding: dict[int, set[int]] = {}  # partition -> offsets whose effects are not committed
+        self._read_position: dict[int, int] = {}  # partition -> next offset the consumer delivers
+        self._self_written: dict[int, set[int]] = {}  # partition -> offsets written here, skipped when read
+        self._specs: dict[str, dict[str, StateSpec]] = {}
+
+    # -- ownership ----------------------------------------------------------------------------------------
+
+    def own(self, restored: PartitionState, start_offset: int) -> None:
+        with self._lock:
+            p = restored.partition
+            self.local[p] = restored
+            for timer_id in restored.timers:
+                self._timer_partition[timer_id] = p
+            self._outstanding[p] = set()
+            self._self_written[p] = set()
+            self._read_position[p] = start_offset
+
+    def release(self, partitions: typing.Iterable[int]) -> None:
+        with self._lock:
+            for p in partitions:
+                restored = self.local.pop(p, None)
+                if restored is not None:
+                    for timer_id in restored.timers:
+                        self._timer_partition.pop(timer_id, None)
+                self._outstanding.pop(p, None)
+                self._self_written.pop(p, None)
+                self._read_position.pop(p, None)
+            self._positions = {seq: pos for seq, pos in self._positions.items() if pos[0] in self.local}
+
+    def read(self, partition: int, offset: int, seq_for: typing.Callable[[], int]) -> int | None:
+        """A message the consumer read: its new sequence number, or None when it was written here and is
+        in memory already (or was processed)."""
+        with self._lock:
+            self._read_position[partition] = offset + 1
+            written = self._self_written.get(partition)
+            if written is not None and offset in written:
+                written.discard(offset)
+                return None
+            seq = seq_for()
+            self._positions[seq] = (partition, offset)
+            self._outstanding[partition].add(offset)
+            return seq
+
+    # -- what the runtime and the admin API read ----------------------------------------------------------
+
+    def load_state(self, typename: str, id: str) -> dict[str, StoredValue]:
+        with self._lock:
+            for state in self.local.values():
+                values = state.state.get((typename, id))
+                if values is not None:
+                    return dict(values)
+        return {}
+
+    def load_inbox(self, typename: str, id: str, after_seq: int, limit: int) -> list[Envelope]:
+        raise AssertionError("the Kafka backend keeps full mailboxes in memory (Runtime(spill=False))")
+
+    def idempotency(self, key: str, now_ms: int) -> IdempotencyRecord | None:
+        with self._lock:
+            for state in self.local.values():
+                record = state.idempotency.get(key)
+                if record is not None and record.expires_ms > now_ms:
+                    return record
+        return None
+
+    def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]:
+        with self._lock:
+            ids = sorted(id for state in self.local.values() for (t, id) in state.state if t == typename and id > after)
+        return ids[:limit]
+
+    def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
+        raise LookupError(f"dead letters of the Kafka backend are records of topic {self.topics.dead_letters}")
+
+    def counts(self) -> dict[str, typing.Any]:
+        return {"dead_letters": 0, "inbox": sum(len(o) for o in self._outstanding.values()), "egress": {}}
+
+    def function_specs(self) -> dict[str, dict[str, StateSpec]]:
+        return {}  # remote functions negotiate their specs again after a restart (as in StateFun)
+
+    def save_function_specs(self, typename: str, specs: typing.Iterable[StateSpec]) -> None:
+        self._specs[typename] = {s.name: s for s in specs}
+
+    def sweep(self, now_ms: int) -> int:
+        """Drops expired values from memory (reads never return them; the changelog keeps them until
+        the address is written again, and a restore drops them again)."""
+        removed = 0
+        with self._lock:
+            for state in self.local.values():
+                for key, values in list(state.state.items()):
+                    for name, stored in list(values.items()):
+                        if stored.expire_at is not None and stored.expire_at <= now_ms:
+                            del values[name]
+                            removed += 1
+                    if not values:
+                        del state.state[key]
+                for key, record in list(state.idempotency.items()):
+                    if record.expires_ms <= now_ms:
+                        del state.idempotency[key]
+        return removed
+
+    # -- the epoch commit -------------------------------------------------------------------------------
+
+    def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        self._write(epoch, partition_of)
+
+    async def commit_async(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._committer, self._write, epoch, partition_of)
+
+    def close(self) -> None:
+        self._committer.shutdown()
+        self._producer.flush(10)
+
+    def _write(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        producer = self._producer
+        errors: list[KafkaError] = []
+        written: list[tuple[int, int, int]] = []  # (seq, partition, offset) of volatile messages
+
+        def failed(error: KafkaError | None, _: Message) -> None:
+            if error is not None:
+                errors.append(error)
+
+        def wrote(seq: int) -> typing.Callable[[KafkaError | None, Message], None]:
+            def delivered(error: KafkaError | None, message: Message) -> None:
+                if error is not None:
+                    errors.append(error)
+                else:
+                    written.append((seq, message.partition(), message.offset()))
+            return delivered
+
+        topics = self.topics
+        producer.begin_transaction()
+        try:
+            for envelope in epoch.volatile:
+                self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
+                           partition_of(envelope.target.id), wrote(envelope.seq))
+            for envelope in epoch.outbound:
+                self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
+                           partition_of(envelope.target.id), failed)
+            changelog = list(self._changelog(epoch, partition_of))
+            for partition, key, value in changelog:
+                self._send(topics.state, value, key, partition, failed)
+            for record in epoch.egress:
+                out = KafkaProducerRecord.FromString(record.payload)
+                self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None, None, failed)
+            for letter in epoch.dead_letters:
+                value = json.dumps({
+                    "target": f"{letter.target_type}/{letter.target_id}" if letter.target_id else letter.target_type,
+                    "caller": f"{letter.caller.typename}/{letter.caller.id}" if letter.caller else None,
+                    "typename": letter.value.typename, "reason": letter.reason, "at_ms": letter.at_ms,
+                }).encode()
+                self._send(topics.dead_letters, value, None, None, failed,
+                           headers=[("pystatefun.value", letter.value.SerializeToString())])
+            producer.flush()
+            if errors:
+                raise KafkaException(errors[0])
+            offsets = self._account(epoch, written)
+            if offsets:
+                producer.send_offsets_to_transaction(offsets, self._group_metadata())
+            producer.commit_transaction()
+        except BaseException:
+            # the runtime stops on a failed commit; aborting lets the next owner read past it at once
+            try:
+                producer.abort_transaction(10)
+            except KafkaException:
+                pass
+            raise
+        self._apply(changelog)
+
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
+              on_delivery: typing.Callable, headers: list | None = None) -> None:
+        kwargs: dict[str, typing.Any] = {"on_delivery": on_delivery}
+        if partition is not None:
+            kwargs["partition"] = partition
+        if headers:
+            kwargs["headers"] = headers
+        while True:
+            try:
+                self._producer.produce(topic, value, key, **kwargs)
+                return
+            except BufferError:  # the client's queue is full: let it send
+                self._producer.poll(0.05)
+
+    def _changelog(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> typing.Iterator[tuple[int, bytes, bytes | None]]:
+        """The epoch's changelog records: (partition, key, value or None for a tombstone)."""
+        for (typename, id), (values, changed) in epoch.state.items():
+            partition = epoch.partitions_of_state[(typename, id)]
+            for name in changed:
+                stored = values.get(name)
+                yield partition, records.state_key(typename, id, name), None if stored is None else records.encode_state(stored)
+        for timer in epoch.timers_added.values():
+            yield timer.partition, records.timer_key(timer.timer_id), records.encode_timer(timer)
+        for timer_id in epoch.timers_removed:
+            partition = self._timer_partition.get(timer_id)
+            if partition is not None:
+                yield partition, records.timer_key(timer_id), None
+        for (typename, id), reason in epoch.parked.items():
+            yield partition_of(id), records.parked_key(typename, id), None if reason is None else records.encode_parked(reason)
+        for record in epoch.idempotency:
+            yield partition_of(record.key), records.idempotency_key(record.key), records.encode_idempotency(record)
+
+    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> list[TopicPartition]:
+        """Updates the positions with this epoch (before its transaction commits, so that the consumer,
+        which sees the written messages only after that, knows to skip them) and returns the offsets
+        to commit with it."""
+        with self._lock:
+            for seq in epoch.consumed:
+                position = self._positions.pop(seq, None)
+                if position is not None and position[0] in self._outstanding:
+                    self._outstanding[position[0]].discard(position[1])
+            for seq, partition, offset in written:
+                if partition in self._outstanding:
+                    self._positions[seq] = (partition, offset)
+                    self._outstanding[partition].add(offset)
+                    self._self_written[partition].add(offset)
+            offsets = []
+            for partition, outstanding in self._outstanding.items():
+                next_offset = self._read_position[partition]
+                if outstanding:
+                    next_offset = min(next_offset, min(outstanding))
+                offsets.append(TopicPartition(self.topics.messages, partition, next_offset))
+            for (_, topic, partition), offset in epoch.source_offsets.items():
+                offsets.append(TopicPartition(topic, partition, offset))
+            for timer in epoch.timers_added.values():
+                self._timer_partition[timer.timer_id] = timer.partition
+            return offsets
+
+    def _apply(self, changelog: list[tuple[int, bytes, bytes | None]]) -> None:
+        """After the commit: the owned partitions' contents follow their changelog."""
+        with self._lock:
+            for partition, key, value in changelog:
+                state = self.local.get(partition)
+                if state is not None:
+                    state.apply(key, value)

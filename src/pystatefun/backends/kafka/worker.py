@@ -1,0 +1,216 @@
+"""One worker process of an application on the Kafka backend.
+
+The worker joins the application's consumer group (group id = the app name) with one consumer reading
+``<app>.messages`` and the Kafka ingresses' topics. When the group assigns it a partition of
+``<app>.messages``, it first restores that partition's changelog (a progress line in the log), then
+runs it; when a partition is taken away it lets the batches in flight finish and commits the epoch
+before letting go (``Runtime.release``). Records are handed from the consumer thread to the event loop
+a batch at a time; rebalance callbacks run in the consumer thread while the loop waits for that batch,
+so they can call into the loop without racing the routing of records.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import logging
+import socket
+import time
+import typing
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka.admin import AdminClient
+
+from pystatefun.backends.kafka.records import PartitionState, decode_message
+from pystatefun.backends.kafka.store import KafkaStore
+from pystatefun.backends.kafka.topics import Topics, prepare_topics
+from pystatefun.io.kafka import KafkaIngress
+from pystatefun.runtime.processor import Runtime
+
+log = logging.getLogger("pystatefun.kafka")
+
+POLL_SECONDS = 0.05
+MAX_POLL_RECORDS = 500
+# a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
+# TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
+SESSION_TIMEOUT_MS = 10_000
+TRANSACTION_TIMEOUT_MS = 10_000
+
+
+def default_worker_id(index: int = 0) -> str:
+    """Stable across restarts on one machine, so a restarted worker fences its earlier self at once."""
+    return f"{socket.gethostname()}-{index}"
+
+
+class KafkaBackend:
+    """Partition ownership, restore and the log of one worker (see the module docstring)."""
+
+    def __init__(self, bootstrap_servers: str, app: str, worker_id: str, partitions: int | None = None,
+                 properties: typing.Mapping[str, str] | None = None):
+        self.bootstrap_servers = bootstrap_servers
+        self.app = app
+        self.worker_id = worker_id
+        self.properties = dict(properties or {})
+        common = {**self.properties, "bootstrap.servers": bootstrap_servers}
+        self._common = common
+        self.topics: Topics = prepare_topics(AdminClient(common), app, partitions)
+        self.partitions = self.topics.partitions
+        self.consumer = Consumer({
+            **common,
+            "group.id": app,
+            # static membership: a worker restarted with the same id gets its partitions back at once
+            "group.instance.id": f"{app}-{worker_id}",
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+        })
+        self.store = KafkaStore(self.topics, {
+            **common,
+            "transactional.id": f"pystatefun-{app}-{worker_id}",
+            "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
+            "linger.ms": 2,
+        }, self.consumer.consumer_group_metadata)
+        self.runtime: Runtime | None = None
+        self.ingresses: dict[str, KafkaIngress] = {}  # by topic
+        self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-worker")
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._task: asyncio.Task | None = None
+        self.rebalances = 0
+        self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
+
+    def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
+        self.runtime = runtime
+        for ingress in ingresses:
+            ingress.attach(self.consumer, self._thread)
+            for topic in ingress.routes:
+                self.ingresses[topic] = ingress
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        topics = [self.topics.messages, *self.ingresses]
+        await self._loop.run_in_executor(self._thread, lambda: self.consumer.subscribe(
+            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost))
+        self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
+        self._task.add_done_callback(self._read_loop_done)
+
+    async def stop(self) -> None:
+        """Leaves the group: the partitions are committed and handed over (on_revoke) before it returns."""
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+        await asyncio.get_running_loop().run_in_executor(self._thread, self.consumer.close)
+        self._thread.shutdown()
+
+    def _read_loop_done(self, task: asyncio.Task) -> None:
+        if not task.cancelled() and task.exception() is not None and self.runtime.failed and not self.runtime.failed.done():
+            self.runtime.failed.set_exception(task.exception())
+
+    # -- records ------------------------------------------------------------------------------------------
+
+    async def _read_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        messages = self.topics.messages
+        while True:
+            batch = await loop.run_in_executor(self._thread, self.consumer.consume, MAX_POLL_RECORDS, POLL_SECONDS)
+            for record in batch:
+                if record.topic() == messages and record.error() is None:
+                    await self._message(record)
+                else:
+                    ingress = self.ingresses.get(record.topic())
+                    if ingress is not None:
+                        await ingress.take(record)
+                    elif record.error() is not None:
+                        if record.error().fatal():
+                            raise KafkaException(record.error())
+                        log.warning("kafka worker %s: %s", self.worker_id, record.error().str())
+
+    async def _message(self, record: Message) -> None:
+        runtime = self.runtime
+        seq = self.store.read(record.partition(), record.offset(), runtime.new_seq)
+        if seq is None:
+            return  # written by this worker and in memory already
+        envelope = decode_message(record.value())
+        envelope.seq = seq
+        await runtime.admit(envelope.target)
+        runtime.route(envelope)
+
+    # -- rebalances (in the consumer thread) -------------------------------------------------------------
+
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalances += 1
+        if not partitions:
+            return
+        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=60)}
+        assigned = []
+        for tp in partitions:
+            offset = committed[(tp.topic, tp.partition)]
+            if offset < 0:
+                if tp.topic == self.topics.messages:
+                    offset = consumer.get_watermark_offsets(tp, timeout=30)[0]
+                else:
+                    offset = self.ingresses[tp.topic].startup_offset(consumer, tp)
+            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
+        owned = [tp for tp in assigned if tp.topic == self.topics.messages]
+        for tp in owned:
+            restored = self._restore(tp.partition)
+            asyncio.run_coroutine_threadsafe(self._own(restored, tp.offset), self._loop).result()
+        consumer.incremental_assign(assigned)
+        if owned:
+            log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in owned))
+
+    async def _own(self, restored: PartitionState, start_offset: int) -> None:
+        self.store.own(restored, start_offset)
+        self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        self.rebalances += 1
+        owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
+        if partitions and self._loop is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self._release(owned), self._loop).result()
+        if owned:
+            log.info("worker %s handed over partitions %s", self.worker_id, sorted(owned))
+
+    async def _release(self, partitions: list[int]) -> None:
+        await self.runtime.release(partitions)  # commits the epoch, with the ingress positions too
+        self.store.release(partitions)
+
+    def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The group gave our partitions to others (we were away too long): nothing of ours may commit
+        any more. The worker stops; started again, it joins as a new member."""
+        error = RuntimeError(f"worker {self.worker_id} lost partitions {sorted(tp.partition for tp in partitions)} "
+                             "to the group (it was unresponsive for longer than the session timeout)")
+        self._loop.call_soon_threadsafe(lambda: self.runtime.failed.done() or self.runtime.failed.set_exception(error))
+
+    def _restore(self, partition: int) -> PartitionState:
+        """Reads a partition's changelog from the beginning (read_committed), with a progress line."""
+        restored = PartitionState(partition)
+        reader = Consumer({**self._common, "group.id": f"{self.app}-restore", "enable.auto.commit": False,
+                           "isolation.level": "read_committed"})
+        try:
+            tp = TopicPartition(self.topics.state, partition)
+            low, high = reader.get_watermark_offsets(tp, timeout=30, cached=False)
+            if high <= low:
+                return restored
+            reader.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])
+            started = reported = time.monotonic()
+            position = low
+            while position < high:
+                for record in reader.consume(1000, timeout=0.2):
+                    if record.error() is None:
+                        restored.apply(record.key(), record.value())
+                # the consumer's position also moves past transaction markers, which are never delivered
+                position = max(position, reader.position([tp])[0].offset)
+                self.restoring[partition] = max(0, high - position)
+                if time.monotonic() - reported > 2:
+                    reported = time.monotonic()
+                    log.info("worker %s restoring partition %d: %d of %d changelog records", self.worker_id,
+                             partition, position - low, high - low)
+            log.info("worker %s restored partition %d: %d addresses, %d timers in %.1f s", self.worker_id, partition,
+                     len(restored.state), len(restored.timers), time.monotonic() - started)
+            return restored
+        finally:
+            self.restoring.pop(partition, None)
+            reader.close()

@@ -1,0 +1,157 @@
+"""What the Kafka tests share: topics, producing and reading records, the counter module on the Kafka
+backend and its worker processes."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import defaultdict
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+from e2e.processes import free_port, wait_for_port
+
+APPS = Path(__file__).parent / "apps"
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def create_topics(bootstrap: str, *topics: str, partitions: int = 4) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, partitions) for t in topics], operation_timeout=30).values():
+        future.result(30)
+
+
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    for key, value in records:
+        producer.produce(topic, value, key)
+    assert producer.flush(30) == 0
+
+
+def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0, isolation: str = "read_committed") -> list:
+    """The records of ``topic`` from the beginning, once ``expected`` arrived (and a moment more, so
+    that duplicates would show)."""
+    consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"), "isolation.level": isolation,
+                         "enable.auto.commit": False})
+    metadata = consumer.list_topics(topic, timeout=30).topics[topic]
+    consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions])
+    records = []
+    deadline = time.monotonic() + timeout
+    settle_until = None
+    try:
+        while time.monotonic() < deadline:
+            for record in consumer.consume(500, timeout=0.2):
+                if record.error() is None:
+                    records.append(record)
+            if len(records) >= expected and settle_until is None:
+                settle_until = time.monotonic() + 1.0
+            if settle_until is not None and time.monotonic() > settle_until:
+                break
+    finally:
+        consumer.close()
+    return records
+
+
+def counts_by_key(records) -> dict[str, list[int]]:
+    counts = defaultdict(list)
+    for record in records:
+        counts[record.key().decode()].append(int(record.value()))
+    return counts
+
+
+
+
+def kafka_module(folder: Path, bootstrap: str, source: str, remote_url: str | None = None) -> Path:
+    """Kafka ingress (topic ``source``) -> kc/counter -> exactly-once Kafka egress kc/out: every record
+    counts one for its key, and each new count goes to the topic named by the record's value. The
+    counter runs embedded, or remote at ``remote_url``."""
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "counter.py").write_text((APPS / "counter.py").read_text())
+    if remote_url is None:
+        functions = "kind: pystatefun.v1/embedded\nspec:\n  functions: kc/*\n  module: counter:functions\n"
+    else:
+        functions = f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: kc/*\n  urlPathTemplate: {remote_url}\n"
+    path = folder / "module.yaml"
+    path.write_text(functions + f"""\
+---
+kind: io.statefun.kafka.v1/ingress
+spec:
+  id: kc/in
+  address: {bootstrap}
+  consumerGroupId: unused-on-the-kafka-backend
+  startupPosition:
+    type: earliest
+  topics:
+    - topic: {source}
+      valueType: kc/topic-name
+      targets: [kc/counter]
+---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: kc/out
+  address: {bootstrap}
+  deliverySemantic:
+    type: exactly-once
+    transactionTimeout: 1min
+""")
+    return path
+
+
+class Worker:
+    """One worker process: start it, kill -9 it, stop it (SIGTERM: it hands its partitions over)."""
+
+    def __init__(self, module: Path, bootstrap: str, app: str, worker_id: str, log: Path, partitions: int = 4):
+        self.module, self.bootstrap, self.app, self.worker_id, self.log = module, bootstrap, app, worker_id, log
+        self.partitions = partitions
+        self.process: subprocess.Popen | None = None
+        self.admin_port = free_port()
+
+    def start(self, wait: bool = True) -> "Worker":
+        out = open(self.log, "ab")
+        self.process = subprocess.Popen(
+            [sys.executable, "-m", "pystatefun.cli", "run", str(self.module), "--backend", "kafka",
+             "--bootstrap-servers", self.bootstrap, "--app", self.app, "--worker-id", self.worker_id,
+             "--partitions", str(self.partitions), "--commit-interval", "20ms", "--admin-port", str(self.admin_port),
+             "--log-level", "info"],
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.module.parent, env={**os.environ},
+        )
+        out.close()
+        if wait:
+            try:
+                wait_for_port(self.admin_port, self.process, timeout=90)
+            except Exception as e:
+                raise RuntimeError(f"{e}\n{self.log.read_text()[-3000:]}") from e
+        return self
+
+    def kill(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGKILL)
+            self.process.wait(10)
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(60)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def wait_until(condition, what: str, timeout: float = 60.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.2)
