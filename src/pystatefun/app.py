@@ -106,6 +106,13 @@ class Application:
     @staticmethod
     def _check_supported(module: Module, kafka: KafkaBackend | None) -> None:
         if kafka is not None:
+            for component in module.ingresses:
+                if isinstance(component, KafkaIngressSpec) and component.address != kafka.bootstrap_servers:
+                    raise UnsupportedComponentError(
+                        f"{module.path}: Kafka ingress {component.id} reads {component.address}, but the application "
+                        f"runs on {kafka.bootstrap_servers}: its positions commit in the application's transactions, "
+                        "so it must read the same cluster"
+                    )
             for component in module.egresses:
                 if isinstance(component, PlaygroundEgressSpec):
                     raise UnsupportedComponentError(

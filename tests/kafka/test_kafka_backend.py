@@ -3,13 +3,20 @@ worker restarts, kill -9 and hand-overs between workers; topics that do not fit 
 
 from __future__ import annotations
 
+import json
+import os
 import random
+import signal
 import subprocess
 import sys
+import threading
 import time
+import urllib.request
 from collections import defaultdict
 
 from confluent_kafka.admin import AdminClient, NewTopic
+
+from e2e.processes import free_port, wait_for_port
 
 from .harness import Worker, counts_by_key, create_topics, kafka_module, produce, read_all, unique
 
@@ -86,3 +93,116 @@ def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstr
     assert result.returncode == 1
     assert f"topic {app}.messages has 3 partitions, but the application runs 4" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+class Load:
+    """Keyed records produced in the background at a steady pace; remembers how many per key."""
+
+    def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5):
+        self.bootstrap, self.source, self.out = bootstrap, source, out
+        self.keys = [f"k{n}" for n in range(keys)]
+        self.rng = random.Random(seed)
+        self.sent: dict[str, int] = defaultdict(int)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            batch = []
+            for _ in range(20):
+                key = self.rng.choice(self.keys)
+                self.sent[key] += 1
+                batch.append((key.encode(), self.out.encode()))
+            produce(self.bootstrap, self.source, batch)
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def check(self, timeout: float = 120) -> None:
+        counts = counts_by_key(read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout))
+        assert {key: len(values) for key, values in counts.items()} == dict(self.sent)
+        for key, values in counts.items():
+            assert values == list(range(1, self.sent[key] + 1)), f"{key}: counts out of order, missing or twice"
+
+
+def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kafka_bootstrap):
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(kafka_bootstrap, source, out)
+    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    workers = [Worker(module, kafka_bootstrap, app, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)]
+    try:
+        workers[0].start()
+        with Load(kafka_bootstrap, source, out) as load:
+            time.sleep(2)
+            workers[1].start()
+            workers[2].start()
+            time.sleep(4)
+            assert "runs partitions" in workers[2].log.read_text()  # the partitions were shared out
+            workers[2].stop()
+            workers[1].stop()
+            time.sleep(2)
+        load.check()
+        assert "handed over partitions" in workers[1].log.read_text()
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_cluster3):
+    bootstrap = kafka_cluster3.bootstrap_servers
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(bootstrap, source, out)
+    module = kafka_module(tmp_path / "app", bootstrap, source)
+    workers = [Worker(module, bootstrap, app, f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        for worker in workers:
+            worker.start()
+        with Load(bootstrap, source, out) as load:
+            time.sleep(2)
+            kafka_cluster3.stop_node(1)
+            time.sleep(4)
+            kafka_cluster3.start_node(1)
+            time.sleep(3)
+        load.check()
+        assert all(worker.alive() for worker in workers)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def test_workers_option_starts_n_workers_and_restarts_one_that_dies(tmp_path, kafka_bootstrap):
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(kafka_bootstrap, source, out)
+    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    admin = free_port()
+    log = open(tmp_path / "workers.log", "ab")
+    supervisor = subprocess.Popen(
+        [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
+         kafka_bootstrap, "--app", app, "--partitions", "4", "--workers", "2", "--admin-port", str(admin),
+         "--commit-interval", "20ms"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=module.parent, start_new_session=True,
+    )
+    try:
+        for port in (admin, admin + 1):
+            wait_for_port(port, supervisor, timeout=90)
+        produce(kafka_bootstrap, source, [(b"a", out.encode())] * 3)
+        assert counts_by_key(read_all(kafka_bootstrap, out, 3))["a"] == [1, 2, 3]
+        health = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{admin}/health", timeout=10).read())
+        os.kill(health["pid"], signal.SIGKILL)
+        time.sleep(1.5)
+        wait_for_port(admin, supervisor, timeout=90)  # started again
+        produce(kafka_bootstrap, source, [(b"a", out.encode())] * 2)
+        assert counts_by_key(read_all(kafka_bootstrap, out, 5))["a"] == [1, 2, 3, 4, 5]
+        assert health["status"] == "ok"
+    finally:
+        supervisor.send_signal(signal.SIGTERM)
+        supervisor.wait(60)
+        log.close()
+    assert supervisor.returncode == 0
+    assert "exited with -9; starting it again" in (tmp_path / "workers.log").read_text()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import os
 import time
 import typing
 from urllib.parse import quote
@@ -126,6 +127,7 @@ class AdminApi:
         runtime = self.runtime
         body = {
             "status": "ok" if runtime.running else "stopping",
+            "pid": os.getpid(),
             "uptime_seconds": round(time.time() - self.started, 3),
             "partitions": runtime.partitions,
             "epochs_committed": runtime.commits,

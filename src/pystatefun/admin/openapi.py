@@ -31,7 +31,9 @@ OPENAPI: dict[str, typing.Any] = {
     },
     "paths": {
         "/health": {"get": {"summary": "Whether the runtime processes", "responses": {
-            "200": _json("running: status, uptime_seconds, partitions, epochs_committed, parked_addresses"),
+            "200": _json("running: status, pid, uptime_seconds, partitions, epochs_committed, parked_addresses; "
+                         "with Kafka ingresses or egresses also kafka_ingresses (records, bad_records, "
+                         "stopped_partitions) and kafka_egresses (delivery_semantic, forwarded)"),
             "503": _json("stopping")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
             "200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},

@@ -41,12 +41,14 @@ class KafkaStore:
 
     def __init__(self, topics: Topics, producer_config: dict[str, typing.Any],
                  group_metadata: typing.Callable[[], typing.Any]):
+        """``group_metadata``: of the consumer of ``<app>.messages``; each Kafka ingress's consumer adds
+        its own with ``add_source``, for the offsets of its topics."""
         self.topics = topics
         self.partitions = topics.partitions
         self.instance = producer_config["transactional.id"]
         self._producer = Producer(producer_config)
         self._producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
-        self._group_metadata = group_metadata
+        self._group_metadata = {None: group_metadata}  # by source (ingress id); None: <app>.messages
         self._lock = threading.Lock()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
         self.local: dict[int, PartitionState] = {}  # owned partitions' changelog contents
@@ -56,6 +58,10 @@ class KafkaStore:
         self._read_position: dict[int, int] = {}  # partition -> next offset the consumer delivers
         self._self_written: dict[int, set[int]] = {}  # partition -> offsets written here, skipped when read
         self._specs: dict[str, dict[str, StateSpec]] = {}
+
+    def add_source(self, source: str, group_metadata: typing.Callable[[], typing.Any]) -> None:
+        """A Kafka ingress whose positions commit in the transactions, with its consumer group's metadata."""
+        self._group_metadata[source] = group_metadata
 
     # -- ownership ----------------------------------------------------------------------------------------
 
@@ -206,9 +212,8 @@ class KafkaStore:
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
-            offsets = self._account(epoch, written)
-            if offsets:
-                producer.send_offsets_to_transaction(offsets, self._group_metadata())
+            for source, offsets in self._account(epoch, written).items():
+                producer.send_offsets_to_transaction(offsets, self._group_metadata[source]())
             producer.commit_transaction()
         except BaseException:
             # the runtime stops on a failed commit; aborting lets the next owner read past it at once
@@ -251,10 +256,10 @@ class KafkaStore:
         for record in epoch.idempotency:
             yield partition_of(record.key), records.idempotency_key(record.key), records.encode_idempotency(record)
 
-    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> list[TopicPartition]:
+    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> dict[str | None, list[TopicPartition]]:
         """Updates the positions with this epoch (before its transaction commits, so that the consumer,
         which sees the written messages only after that, knows to skip them) and returns the offsets
-        to commit with it."""
+        to commit with it, by consumer group (None: of <app>.messages; else the ingress id)."""
         with self._lock:
             for seq in epoch.consumed:
                 position = self._positions.pop(seq, None)
@@ -265,14 +270,14 @@ class KafkaStore:
                     self._positions[seq] = (partition, offset)
                     self._outstanding[partition].add(offset)
                     self._self_written[partition].add(offset)
-            offsets = []
+            offsets: dict[str | None, list[TopicPartition]] = {}
             for partition, outstanding in self._outstanding.items():
                 next_offset = self._read_position[partition]
                 if outstanding:
                     next_offset = min(next_offset, min(outstanding))
-                offsets.append(TopicPartition(self.topics.messages, partition, next_offset))
-            for (_, topic, partition), offset in epoch.source_offsets.items():
-                offsets.append(TopicPartition(topic, partition, offset))
+                offsets.setdefault(None, []).append(TopicPartition(self.topics.messages, partition, next_offset))
+            for (source, topic, partition), offset in epoch.source_offsets.items():
+                offsets.setdefault(source, []).append(TopicPartition(topic, partition, offset))
             for timer in epoch.timers_added.values():
                 self._timer_partition[timer.timer_id] = timer.partition
             return offsets

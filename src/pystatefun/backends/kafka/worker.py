@@ -1,12 +1,15 @@
 """One worker process of an application on the Kafka backend.
 
-The worker joins the application's consumer group (group id = the app name) with one consumer reading
-``<app>.messages`` and the Kafka ingresses' topics. When the group assigns it a partition of
-``<app>.messages``, it first restores that partition's changelog (a progress line in the log), then
-runs it; when a partition is taken away it lets the batches in flight finish and commits the epoch
-before letting go (``Runtime.release``). Records are handed from the consumer thread to the event loop
-a batch at a time; rebalance callbacks run in the consumer thread while the loop waits for that batch,
-so they can call into the loop without racing the routing of records.
+The worker joins the application's consumer group (group id = the app name) with a consumer of
+``<app>.messages``, and each Kafka ingress's group (its ``consumerGroupId``) with a consumer of that
+ingress's topics: separate groups, so that the partitions of ``<app>.messages`` spread evenly over the
+workers whatever the ingress topics are. When the group assigns a partition of ``<app>.messages``, the
+worker first restores that partition's changelog (a progress line in the log), then runs it; when one is
+taken away it lets the batches in flight finish and commits the epoch before letting go
+(``Runtime.release``). An ingress partition taken away is committed first as well. Records are handed
+from the consumer thread to the event loop a batch at a time; rebalance callbacks run in the consumer
+thread while the loop waits for that batch, so they can call into the loop without racing the routing
+of records.
 """
 
 from __future__ import annotations
@@ -33,7 +36,7 @@ POLL_SECONDS = 0.05
 MAX_POLL_RECORDS = 500
 # a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
-SESSION_TIMEOUT_MS = 10_000
+SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
 TRANSACTION_TIMEOUT_MS = 10_000
 
 
@@ -55,18 +58,7 @@ class KafkaBackend:
         self._common = common
         self.topics: Topics = prepare_topics(AdminClient(common), app, partitions)
         self.partitions = self.topics.partitions
-        self.consumer = Consumer({
-            **common,
-            "group.id": app,
-            # static membership: a worker restarted with the same id gets its partitions back at once
-            "group.instance.id": f"{app}-{worker_id}",
-            "partition.assignment.strategy": "cooperative-sticky",
-            "enable.auto.commit": False,
-            "enable.auto.offset.store": False,
-            "isolation.level": "read_committed",
-            "auto.offset.reset": "earliest",
-            "session.timeout.ms": SESSION_TIMEOUT_MS,
-        })
+        self.consumer = self._consumer(app)
         self.store = KafkaStore(self.topics, {
             **common,
             "transactional.id": f"pystatefun-{app}-{worker_id}",
@@ -74,34 +66,58 @@ class KafkaBackend:
             "linger.ms": 2,
         }, self.consumer.consumer_group_metadata)
         self.runtime: Runtime | None = None
-        self.ingresses: dict[str, KafkaIngress] = {}  # by topic
+        self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-worker")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self.rebalances = 0
         self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
 
+    def _consumer(self, group: str) -> Consumer:
+        # Not a static member (group.instance.id): a static member does not leave the group when it
+        # closes, so a worker stopped on purpose would keep its partitions until the session timeout.
+        return Consumer({
+            **self._common,
+            "group.id": group,
+            "partition.assignment.strategy": "cooperative-sticky",
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "isolation.level": "read_committed",
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": SESSION_TIMEOUT_MS,
+        })
+
     def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
         self.runtime = runtime
         for ingress in ingresses:
-            ingress.attach(self.consumer, self._thread)
-            for topic in ingress.routes:
-                self.ingresses[topic] = ingress
+            consumer = self._consumer(ingress.spec.consumer_group_id)
+            ingress.attach(consumer, self._thread)
+            self.store.add_source(ingress.spec.id, consumer.consumer_group_metadata)
+            self.ingresses.append((ingress, consumer))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
-        topics = [self.topics.messages, *self.ingresses]
-        await self._loop.run_in_executor(self._thread, lambda: self.consumer.subscribe(
-            topics, on_assign=self._on_assign, on_revoke=self._on_revoke, on_lost=self._on_lost))
+
+        def subscribe() -> None:
+            self.consumer.subscribe([self.topics.messages], on_assign=self._on_assign, on_revoke=self._on_revoke,
+                                    on_lost=self._on_lost)
+            for ingress, consumer in self.ingresses:
+                consumer.subscribe(list(ingress.routes), on_assign=self._ingress_assigned(ingress),
+                                   on_revoke=self._ingress_revoked, on_lost=self._on_lost)
+
+        await self._loop.run_in_executor(self._thread, subscribe)
         self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
         self._task.add_done_callback(self._read_loop_done)
 
     async def stop(self) -> None:
-        """Leaves the group: the partitions are committed and handed over (on_revoke) before it returns."""
+        """Leaves the groups: the partitions are committed and handed over (on_revoke) before it returns."""
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
-        await asyncio.get_running_loop().run_in_executor(self._thread, self.consumer.close)
+        loop = asyncio.get_running_loop()
+        for _, consumer in self.ingresses:
+            await loop.run_in_executor(self._thread, consumer.close)
+        await loop.run_in_executor(self._thread, self.consumer.close)
         self._thread.shutdown()
 
     def _read_loop_done(self, task: asyncio.Task) -> None:
@@ -112,20 +128,20 @@ class KafkaBackend:
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        messages = self.topics.messages
+        wait = POLL_SECONDS / (1 + len(self.ingresses))  # the consumers take turns in one thread
         while True:
-            batch = await loop.run_in_executor(self._thread, self.consumer.consume, MAX_POLL_RECORDS, POLL_SECONDS)
+            batch = await loop.run_in_executor(self._thread, self.consumer.consume, MAX_POLL_RECORDS, wait)
             for record in batch:
-                if record.topic() == messages and record.error() is None:
+                error = record.error()
+                if error is None:
                     await self._message(record)
+                elif error.fatal():
+                    raise KafkaException(error)
                 else:
-                    ingress = self.ingresses.get(record.topic())
-                    if ingress is not None:
-                        await ingress.take(record)
-                    elif record.error() is not None:
-                        if record.error().fatal():
-                            raise KafkaException(record.error())
-                        log.warning("kafka worker %s: %s", self.worker_id, record.error().str())
+                    log.warning("kafka worker %s: %s", self.worker_id, error.str())
+            for ingress, consumer in self.ingresses:
+                for record in await loop.run_in_executor(self._thread, consumer.consume, MAX_POLL_RECORDS, wait):
+                    await ingress.take(record)
 
     async def _message(self, record: Message) -> None:
         runtime = self.runtime
@@ -143,23 +159,28 @@ class KafkaBackend:
         self.rebalances += 1
         if not partitions:
             return
-        committed = {(tp.topic, tp.partition): tp.offset for tp in consumer.committed(partitions, timeout=60)}
         assigned = []
-        for tp in partitions:
-            offset = committed[(tp.topic, tp.partition)]
-            if offset < 0:
-                if tp.topic == self.topics.messages:
-                    offset = consumer.get_watermark_offsets(tp, timeout=30)[0]
-                else:
-                    offset = self.ingresses[tp.topic].startup_offset(consumer, tp)
-            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
-        owned = [tp for tp in assigned if tp.topic == self.topics.messages]
-        for tp in owned:
+        for tp in consumer.committed(partitions, timeout=60):
+            offset = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[0]
             restored = self._restore(tp.partition)
-            asyncio.run_coroutine_threadsafe(self._own(restored, tp.offset), self._loop).result()
+            asyncio.run_coroutine_threadsafe(self._own(restored, offset), self._loop).result()
+            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
         consumer.incremental_assign(assigned)
-        if owned:
-            log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in owned))
+        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
+
+    def _ingress_assigned(self, ingress: KafkaIngress) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
+        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if not partitions:
+                return
+            starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ingress.startup_offset(consumer, tp))
+                      for tp in consumer.committed(partitions, timeout=60)]
+            consumer.incremental_assign(starts)
+        return assigned
+
+    def _ingress_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        """The records routed from these partitions commit before another worker reads on from them."""
+        if partitions and self._loop is not None and not self._loop.is_closed():
+            asyncio.run_coroutine_threadsafe(self.runtime.commit_async(), self._loop).result()
 
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
