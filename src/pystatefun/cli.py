@@ -124,6 +124,8 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
+    from confluent_kafka import KafkaException
+
     from pystatefun.app import Application, RuntimeFailure, run_event_loop
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
@@ -146,23 +148,20 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
         if backend == "kafka":
-            from confluent_kafka import KafkaException
-
             from pystatefun.backends.kafka.worker import KafkaBackend, default_worker_id
 
             index = int(os.environ.get("PYSTATEFUN_WORKER_INDEX", "0"))
             port_offset = index
             admin_port = admin_port + index if admin_port else 0
-            try:
-                kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions)
-            except KafkaException as e:
-                raise click.ClickException(f"cannot use the Kafka cluster at {bootstrap_servers}: {e.args[0].str()}") from None
+            kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions)
         application = Application(
             module, data_dir if kafka is None else None, partitions=partitions or 8, commit_interval=interval,
             admin_port=admin_port or None, admin_token=admin_token, kafka=kafka, port_offset=port_offset,
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
+    except KafkaException as e:
+        raise _kafka_error(e) from None
     where = f"with data in {data_dir}" if kafka is None else f"as worker {kafka.worker_id} of {app_name} on {bootstrap_servers}"
     click.echo(f"pystatefun running {module_yaml} {where}", err=True)
     try:
@@ -171,6 +170,13 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         raise click.ClickException(f"cannot start: {e}") from None
     except RuntimeFailure as e:
         raise click.ClickException(str(e)) from None
+    except KafkaException as e:
+        raise _kafka_error(e) from None
+
+
+def _kafka_error(error: Exception) -> click.ClickException:
+    """A Kafka client's refusal (an unreachable cluster, a property it does not know) as one line."""
+    return click.ClickException(f"Kafka: {error.args[0].str() if error.args else error}")
 
 
 # -- operating a running application (client.py over its ingress, egress and admin APIs) -------------
