@@ -58,6 +58,7 @@ class Application:
         partitions: int = DEFAULT_PARTITIONS,
         commit_interval: float = 0.1,
         admin_port: int | None = None,
+        admin_host: str = "127.0.0.1",
         admin_token: str | None = None,
         kafka: KafkaBackend | None = None,
         port_offset: int = 0,
@@ -67,6 +68,7 @@ class Application:
         self.module = module
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.admin_port = admin_port
+        self.admin_host = admin_host
         self.admin_token = admin_token
         self.kafka = kafka
         self.port_offset = port_offset  # added to the playground ports (worker i of --workers N)
@@ -242,8 +244,8 @@ class Application:
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
             await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token,
-                                      self.kafka_status).app(), "127.0.0.1", self.admin_port)
-            log.info("admin API listening on http://127.0.0.1:%d%s", self.admin_port,
+                                      self.kafka_status).app(), self.admin_host, self.admin_port)
+            log.info("admin API listening on http://%s:%d%s", self.admin_host, self.admin_port,
                      " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 

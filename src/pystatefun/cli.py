@@ -102,6 +102,13 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     help="Port of the admin API (health, metrics, state, parked addresses, dead letters) on 127.0.0.1; 0 turns it off.",
 )
 @click.option(
+    "--admin-host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Address the admin API listens on; 0.0.0.0 to reach it from outside (e.g. probes and Prometheus in "
+    "Kubernetes; set --admin-token then).",
+)
+@click.option(
     "--admin-token",
     envvar="PYSTATEFUN_ADMIN_TOKEN",
     help="Require 'Authorization: Bearer TOKEN' on the admin API (all but /health); or $PYSTATEFUN_ADMIN_TOKEN.",
@@ -121,7 +128,7 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
 )
 def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, bootstrap_servers: str | None,
         app_name: str | None, workers: int, worker_id: str | None, commit_interval: str, admin_port: int,
-        admin_token: str | None, log_level: str, log_format: str) -> None:
+        admin_host: str, admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
     from confluent_kafka import KafkaException
@@ -156,7 +163,8 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
             kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions)
         application = Application(
             module, data_dir if kafka is None else None, partitions=partitions or 8, commit_interval=interval,
-            admin_port=admin_port or None, admin_token=admin_token, kafka=kafka, port_offset=port_offset,
+            admin_port=admin_port or None, admin_host=admin_host, admin_token=admin_token, kafka=kafka,
+            port_offset=port_offset,
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
