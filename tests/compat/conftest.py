@@ -18,13 +18,12 @@ from pathlib import Path
 
 import pytest
 
+from support.official import OFFICIAL_VERSION, official_python
+
 from .official_worker import _HEADER, _REPLY_HEADER, KIND_HANDLE, KIND_TYPES, STATUS_OK
 
 HERE = Path(__file__).resolve().parent
-REPO = HERE.parent.parent
-VENV_SCRIPT = REPO / "scripts" / "official-sdk-venv"
 WORKER = HERE / "official_worker.py"
-OFFICIAL_VERSION = "3.3.0"
 
 
 class OfficialError(Exception):
@@ -120,25 +119,6 @@ class OfficialWorker:
                 self.process.wait()
         self.process.stdout.close()
         self._stderr.close()
-
-
-def official_python() -> str:
-    """The python of the official SDK's virtualenv, made on first use; pytest.fail if impossible."""
-    try:
-        done = subprocess.run(
-            [str(VENV_SCRIPT)], cwd=str(REPO), capture_output=True, text=True, timeout=900, check=False
-        )
-    except (OSError, subprocess.TimeoutExpired) as e:
-        pytest.fail(f"could not run {VENV_SCRIPT} to make the official SDK's virtualenv: {e}", pytrace=False)
-    python = done.stdout.strip().splitlines()[-1] if done.stdout.strip() else ""
-    if done.returncode != 0 or not python or not os.path.exists(python):
-        pytest.fail(
-            f"{VENV_SCRIPT} failed (exit code {done.returncode}), so the official StateFun SDK "
-            f"(apache-flink-statefun=={OFFICIAL_VERSION}) is not available and the differential tests can "
-            f"not run. Its output:\n{done.stdout}\n{done.stderr}",
-            pytrace=False,
-        )
-    return python
 
 
 @pytest.fixture(scope="session")

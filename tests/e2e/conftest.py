@@ -1,5 +1,3 @@
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -8,14 +6,6 @@ from .processes import FunctionServer, Runtime
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "examples"
-
-
-@pytest.fixture(scope="session")
-def official_python() -> str:
-    result = subprocess.run([str(ROOT / "scripts" / "official-sdk-venv")], capture_output=True, text=True)
-    if result.returncode != 0:
-        pytest.fail(f"could not create the official SDK's virtualenv: {result.stderr}")
-    return result.stdout.strip()
 
 
 def official_server(official_python: str, folder: Path, reference: str) -> FunctionServer:

@@ -2,7 +2,8 @@
 
 A changelog key is a kind letter and the fields that name the thing, joined by NUL (which no typename or
 id contains): ``s`` state value (typename, id, state name), ``t`` timer (timer id), ``p`` parked address
-(typename, id), ``i`` idempotency record (key). Compaction keeps the last value of each key; a deleted
+(typename, id), ``i`` idempotency record (key), ``o`` the partition's messages processed ahead of its
+committed offset (one per partition). Compaction keeps the last value of each key; a deleted
 thing is a tombstone (no value).
 """
 
@@ -13,7 +14,7 @@ from dataclasses import dataclass, field
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import IdempotencyRecord, StoredValue, Timer
 from pystatefun.sdk.address import SdkAddress
-from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, StateValue, TimerValue
+from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, ProcessedOffsets, StateValue, TimerValue
 from pystatefun.wire.request_reply_pb2 import Address
 
 SEP = "\x00"
@@ -78,6 +79,25 @@ def encode_idempotency(record: IdempotencyRecord) -> bytes:
                             content_type=record.content_type).SerializeToString()
 
 
+PROCESSED_KEY = b"o"
+
+
+def encode_processed(offsets: set[int]) -> bytes:
+    """Offsets as runs [start, end): consecutive offsets, the common case, take two numbers per run."""
+    ranges: list[int] = []
+    for offset in sorted(offsets):
+        if ranges and ranges[-1] == offset:
+            ranges[-1] = offset + 1
+        else:
+            ranges += [offset, offset + 1]
+    return ProcessedOffsets(ranges=ranges).SerializeToString()
+
+
+def decode_processed(data: bytes) -> set[int]:
+    ranges = ProcessedOffsets.FromString(data).ranges
+    return {offset for start, end in zip(ranges[::2], ranges[1::2]) for offset in range(start, end)}
+
+
 @dataclass
 class PartitionState:
     """What one partition's changelog holds, as rebuilt on assignment and kept up to date by commits."""
@@ -87,9 +107,13 @@ class PartitionState:
     timers: dict[int, Timer] = field(default_factory=dict)
     parked: dict[tuple[str, str], str] = field(default_factory=dict)
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
+    processed: set[int] = field(default_factory=set)  # offsets processed ahead of the committed offset
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One changelog record (restore)."""
+        if key == PROCESSED_KEY:
+            self.processed = set() if value is None else decode_processed(value)
+            return
         kind, *names = key.decode().split(SEP)
         if kind == "s":
             typename, id, name = names

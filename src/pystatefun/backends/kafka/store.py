@@ -13,8 +13,11 @@ metadata so a worker that lost its partitions can no longer commit):
 
 Positions. Every message this worker has in memory and that is in the log has a sequence number
 (``Envelope.seq``), which maps here to its (partition, offset). A partition's committed offset is the
-smallest offset still outstanding, else where the consumer reads next. Messages the worker wrote to its
-own partitions are skipped when the consumer reads them back (they are in memory already).
+smallest offset still outstanding, else where the consumer reads next. Messages are processed per
+address, not in offset order, so messages after the committed offset can be processed already: their
+offsets go into the partition's changelog (``processed``) with the same transaction, and whoever reads
+the partition from the committed offset again skips them. Messages the worker wrote to its own
+partitions are skipped when its consumer reads them back (they are in memory already).
 """
 
 from __future__ import annotations
@@ -22,6 +25,8 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import json
+import logging
+import os
 import threading
 import typing
 
@@ -34,6 +39,17 @@ from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+
+log = logging.getLogger("pystatefun.kafka")
+
+
+# A transaction that cannot commit within this fails the commit, which stops the worker (a restart
+# continues from the last commit) instead of waiting forever, e.g. on a group stuck in a rebalance.
+COMMIT_TIMEOUT_SECONDS = 30
+# librdkafka's send_offsets_to_transaction can block past its timeout when the group coordinator moved
+# (confluentinc/librdkafka#5456, #5511, open): a commit still running this long ends the process, like a
+# kill -9, which the transactions make safe; the worker's supervisor starts it again.
+COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
 
 
 class KafkaStore:
@@ -57,6 +73,9 @@ class KafkaStore:
         self._outstanding: dict[int, set[int]] = {}  # partition -> offsets whose effects are not committed
         self._read_position: dict[int, int] = {}  # partition -> next offset the consumer delivers
         self._self_written: dict[int, set[int]] = {}  # partition -> offsets written here, skipped when read
+        # partition -> offsets at or after the committed offset whose effects are committed (see above)
+        self._processed: dict[int, set[int]] = {}
+        self._processed_written: dict[int, bool] = {}  # whether the changelog's last value has entries
         self._specs: dict[str, dict[str, StateSpec]] = {}
 
     def add_source(self, source: str, group_metadata: typing.Callable[[], typing.Any]) -> None:
@@ -73,6 +92,8 @@ class KafkaStore:
                 self._timer_partition[timer_id] = p
             self._outstanding[p] = set()
             self._self_written[p] = set()
+            self._processed[p] = {o for o in restored.processed if o >= start_offset}
+            self._processed_written[p] = bool(restored.processed)
             self._read_position[p] = start_offset
 
     def release(self, partitions: typing.Iterable[int]) -> None:
@@ -84,6 +105,8 @@ class KafkaStore:
                         self._timer_partition.pop(timer_id, None)
                 self._outstanding.pop(p, None)
                 self._self_written.pop(p, None)
+                self._processed.pop(p, None)
+                self._processed_written.pop(p, None)
                 self._read_position.pop(p, None)
             self._positions = {seq: pos for seq, pos in self._positions.items() if pos[0] in self.local}
 
@@ -96,6 +119,8 @@ class KafkaStore:
             if written is not None and offset in written:
                 written.discard(offset)
                 return None
+            if offset in self._processed.get(partition, ()):
+                return None  # processed before, by this worker or the partition's previous owner
             seq = seq_for()
             self._positions[seq] = (partition, offset)
             self._outstanding[partition].add(offset)
@@ -163,7 +188,15 @@ class KafkaStore:
         self._write(epoch, partition_of)
 
     async def commit_async(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
-        await asyncio.get_running_loop().run_in_executor(self._committer, self._write, epoch, partition_of)
+        write = asyncio.get_running_loop().run_in_executor(self._committer, self._write, epoch, partition_of)
+        try:
+            await asyncio.wait_for(asyncio.shield(write), COMMIT_WATCHDOG_SECONDS)
+        except TimeoutError:
+            log.critical("an epoch commit has not finished after %d s (the Kafka client hangs when a group "
+                         "coordinator moves: librdkafka#5456); exiting so that a restart continues from the last "
+                         "commit", COMMIT_WATCHDOG_SECONDS)
+            logging.shutdown()
+            os._exit(75)
 
     def close(self) -> None:
         self._committer.shutdown()
@@ -212,9 +245,15 @@ class KafkaStore:
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
-            for source, offsets in self._account(epoch, written).items():
-                producer.send_offsets_to_transaction(offsets, self._group_metadata[source]())
-            producer.commit_transaction()
+            offsets, processed = self._account(epoch, written)
+            for partition, value in processed.items():
+                self._send(topics.state, value, records.PROCESSED_KEY, partition, failed)
+            producer.flush()
+            if errors:
+                raise KafkaException(errors[0])
+            for source, source_offsets in offsets.items():
+                producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source](), COMMIT_TIMEOUT_SECONDS)
+            producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
         except BaseException:
             # the runtime stops on a failed commit; aborting lets the next owner read past it at once
             try:
@@ -256,31 +295,47 @@ class KafkaStore:
         for record in epoch.idempotency:
             yield partition_of(record.key), records.idempotency_key(record.key), records.encode_idempotency(record)
 
-    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> dict[str | None, list[TopicPartition]]:
+    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]
+                 ) -> tuple[dict[str | None, list[TopicPartition]], dict[int, bytes]]:
         """Updates the positions with this epoch (before its transaction commits, so that the consumer,
-        which sees the written messages only after that, knows to skip them) and returns the offsets
-        to commit with it, by consumer group (None: of <app>.messages; else the ingress id)."""
+        which sees the written messages only after that, knows to skip them). Returns the offsets to
+        commit with it, by consumer group (None: of <app>.messages; else the ingress id), and the
+        changed ``processed`` changelog values by partition."""
         with self._lock:
+            changed: set[int] = set()
             for seq in epoch.consumed:
                 position = self._positions.pop(seq, None)
                 if position is not None and position[0] in self._outstanding:
-                    self._outstanding[position[0]].discard(position[1])
+                    partition, offset = position
+                    self._outstanding[partition].discard(offset)
+                    self._processed[partition].add(offset)
+                    changed.add(partition)
             for seq, partition, offset in written:
                 if partition in self._outstanding:
                     self._positions[seq] = (partition, offset)
                     self._outstanding[partition].add(offset)
                     self._self_written[partition].add(offset)
             offsets: dict[str | None, list[TopicPartition]] = {}
+            processed: dict[int, bytes] = {}
             for partition, outstanding in self._outstanding.items():
                 next_offset = self._read_position[partition]
                 if outstanding:
                     next_offset = min(next_offset, min(outstanding))
                 offsets.setdefault(None, []).append(TopicPartition(self.topics.messages, partition, next_offset))
+                done = self._processed[partition]
+                passed = {o for o in done if o < next_offset}  # behind the committed offset: never read again
+                if passed:
+                    done -= passed
+                    changed.add(partition)
+                # written when it has entries, and once more when it becomes empty (the usual case: in order)
+                if partition in changed and (done or self._processed_written.get(partition)):
+                    processed[partition] = records.encode_processed(done)
+                    self._processed_written[partition] = bool(done)
             for (source, topic, partition), offset in epoch.source_offsets.items():
                 offsets.setdefault(source, []).append(TopicPartition(topic, partition, offset))
             for timer in epoch.timers_added.values():
                 self._timer_partition[timer.timer_id] = timer.partition
-            return offsets
+            return offsets, processed
 
     def _apply(self, changelog: list[tuple[int, bytes, bytes | None]]) -> None:
         """After the commit: the owned partitions' contents follow their changelog."""

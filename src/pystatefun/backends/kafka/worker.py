@@ -114,6 +114,10 @@ class KafkaBackend:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+        # commit and let go while still a settled member of the group; committing from inside close()
+        # can meet a rebalance started by another worker leaving at the same time
+        if self.runtime is not None and not self.runtime.failed.done():
+            await self._release(list(self.runtime.processors))
         loop = asyncio.get_running_loop()
         for _, consumer in self.ingresses:
             await loop.run_in_executor(self._thread, consumer.close)
@@ -191,12 +195,13 @@ class KafkaBackend:
         owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
         if partitions and self._loop is not None and not self._loop.is_closed():
             asyncio.run_coroutine_threadsafe(self._release(owned), self._loop).result()
-        if owned:
-            log.info("worker %s handed over partitions %s", self.worker_id, sorted(owned))
 
     async def _release(self, partitions: list[int]) -> None:
+        owned = sorted(p for p in partitions if p in self.runtime.processors)
         await self.runtime.release(partitions)  # commits the epoch, with the ingress positions too
         self.store.release(partitions)
+        if owned:
+            log.info("worker %s handed over partitions %s", self.worker_id, owned)
 
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group gave our partitions to others (we were away too long): nothing of ours may commit
