@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pystatefun.admin import AdminApi
-from pystatefun.admin.metrics import KafkaCollector, Metrics
+from pystatefun.admin.metrics import KafkaBackendCollector, KafkaCollector, Metrics
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.backends.kafka.worker import KafkaBackend
 from pystatefun.config import (
@@ -97,6 +97,8 @@ class Application:
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
         if self.kafka_ingresses or self.kafka_egresses:
             self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))
+        if kafka is not None:
+            self.metrics.registry.register(KafkaBackendCollector(kafka))
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call

@@ -38,6 +38,10 @@ def test_worker_restart_continues_the_counts(tmp_path, kafka_bootstrap):
         worker.start()
         produce(kafka_bootstrap, source, [(b"foo", out.encode()), (b"foo", out.encode()), (b"bar", out.encode())])
         assert counts_by_key(read_all(kafka_bootstrap, out, 6)) == {"foo": [1, 2, 3, 4], "bar": [1, 2]}
+        metrics = urllib.request.urlopen(f"http://127.0.0.1:{worker.admin_port}/metrics", timeout=10).read().decode()
+        assert "pystatefun_kafka_owned_partitions 4.0" in metrics
+        assert 'pystatefun_kafka_partition_lag{partition="0"}' in metrics
+        assert "pystatefun_epoch_commit_latency_seconds_count" in metrics
     finally:
         worker.stop()
 

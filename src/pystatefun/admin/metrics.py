@@ -152,3 +152,26 @@ class KafkaCollector(Collector):
         for egress in self.egresses:
             forwarded.add_metric([egress.id], egress.forwarded)
         yield from (records, bad, stopped, forwarded)
+
+
+class KafkaBackendCollector(Collector):
+    """The Kafka backend worker's partitions (backends/kafka/worker.py), read when scraped."""
+
+    def __init__(self, backend: typing.Any):
+        self.backend = backend
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        backend = self.backend
+        yield CounterMetricFamily("pystatefun_kafka_rebalances", "Partition assignments and revocations seen",
+                                  value=backend.rebalances)
+        yield GaugeMetricFamily("pystatefun_kafka_owned_partitions", "Partitions of <app>.messages this worker runs",
+                                value=len(backend.runtime.processors) if backend.runtime else 0)
+        restoring = GaugeMetricFamily("pystatefun_kafka_restore_remaining_records",
+                                      "Changelog records still to read before a partition runs", labels=["partition"])
+        for partition, remaining in sorted(backend.restoring.items()):
+            restoring.add_metric([str(partition)], remaining)
+        lag = GaugeMetricFamily("pystatefun_kafka_partition_lag", "Messages in the log after the read position",
+                                labels=["partition"])
+        for partition, behind in sorted(backend.lag().items()):
+            lag.add_metric([str(partition)], behind)
+        yield from (restoring, lag)

@@ -110,6 +110,10 @@ class KafkaStore:
                 self._read_position.pop(p, None)
             self._positions = {seq: pos for seq, pos in self._positions.items() if pos[0] in self.local}
 
+    def read_positions(self) -> dict[int, int]:
+        with self._lock:
+            return dict(self._read_position)
+
     def read(self, partition: int, offset: int, seq_for: typing.Callable[[], int]) -> int | None:
         """A message the consumer read: its new sequence number, or None when it was written here and is
         in memory already (or was processed)."""

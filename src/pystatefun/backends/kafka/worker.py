@@ -124,6 +124,20 @@ class KafkaBackend:
         await loop.run_in_executor(self._thread, self.consumer.close)
         self._thread.shutdown()
 
+    def lag(self) -> dict[int, int]:
+        """Messages in the log after this worker's read position, per owned partition (from the
+        watermarks the consumer saw last: no request to the brokers)."""
+        lags = {}
+        for partition, position in self.store.read_positions().items():
+            tp = TopicPartition(self.topics.messages, partition)
+            try:
+                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
+            except KafkaException:
+                continue
+            if high >= 0:
+                lags[partition] = max(0, high - position)
+        return lags
+
     def _read_loop_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and self.runtime.failed and not self.runtime.failed.done():
             self.runtime.failed.set_exception(task.exception())
