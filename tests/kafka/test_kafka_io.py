@@ -9,19 +9,20 @@ import random
 import time
 import urllib.request
 from collections import defaultdict
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 
 from e2e.processes import Runtime
 
-from .harness import counts_by_key, create_topics, produce, read_all, unique
-
-APPS = Path(__file__).parent / "apps"
+from .harness import APPS, counts_by_key, create_topics, produce, read_all, unique
 
 
-def module(folder: Path, bootstrap: str, source: str, group: str, bad_records: str = "") -> Path:
+
+def module(folder: Path, bootstrap: str, source: str, group: str, bad_records: str = "",
+           startup: str = "type: earliest") -> Path:
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "counter.py").write_text((APPS / "counter.py").read_text())
     path = folder / "module.yaml"
@@ -37,7 +38,7 @@ spec:
   address: {bootstrap}
   consumerGroupId: {group}
   startupPosition:
-    type: earliest
+    {startup}
   topics:
     - topic: {source}
       valueType: kc/topic-name
@@ -176,3 +177,40 @@ def test_bad_records_go_to_the_dead_letter_topic_with_the_reason(tmp_path, kafka
         assert headers["pystatefun.source"] == f"{source}/0@0".encode()
     finally:
         runtime.stop()
+
+
+def test_startup_positions_apply_to_partitions_without_a_committed_position(tmp_path, kafka_bootstrap):
+    """latest, specific-offsets, date and group-offsets, each on a topic of one partition holding four
+    records of key "a", two of them written after a pause that the date falls in."""
+    cases = {name: (unique(name), unique("out")) for name in ("latest", "specific", "date", "group")}
+    for topic, out in cases.values():
+        create_topics(kafka_bootstrap, topic, out, partitions=1)
+        produce(kafka_bootstrap, topic, [(b"a", out.encode())] * 2)
+    time.sleep(1.5)
+    middle = datetime.now(timezone.utc)
+    time.sleep(1.5)
+    for topic, out in cases.values():
+        produce(kafka_bootstrap, topic, [(b"a", out.encode())] * 2)
+    group = unique("group")
+    committer = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": group})
+    committer.commit(offsets=[TopicPartition(cases["group"][0], 0, 3)], asynchronous=False)
+    committer.close()
+    startups = {
+        "latest": "type: latest",
+        "specific": f"type: specific-offsets\n    offsets:\n      - \"{cases['specific'][0]}/0\": 1",
+        "date": f"type: date\n    date: \"{middle.strftime('%Y-%m-%d %H:%M:%S.%f')[:-3]} +0000\"",
+        "group": "type: group-offsets",
+    }
+    read = {"specific": 3, "date": 2, "group": 1}  # of the four records
+    for name, (topic, out) in cases.items():
+        runtime = Runtime(module(tmp_path / name, kafka_bootstrap, topic, group if name == "group" else unique("g"),
+                                 startup=startups[name]), tmp_path / f"{name}-data")
+        runtime.start()
+        try:
+            if name == "latest":  # none of the four; one written after the start
+                time.sleep(3)
+                produce(kafka_bootstrap, topic, [(b"a", out.encode())])
+                read[name] = 1
+            assert counts_by_key(read_all(kafka_bootstrap, out, read[name])) == {"a": list(range(1, read[name] + 1))}, name
+        finally:
+            runtime.stop()
