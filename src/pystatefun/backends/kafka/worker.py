@@ -21,7 +21,7 @@ import socket
 import time
 import typing
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.records import PartitionState, decode_message
@@ -38,6 +38,9 @@ MAX_POLL_RECORDS = 500
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
 SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
 TRANSACTION_TIMEOUT_MS = 10_000
+# how long an ingress partition's assignment waits for its committed offset (the broker holds it back
+# while a transaction commits offsets of it); longer fails the worker, which a restart clears
+COMMITTED_TIMEOUT_SECONDS = 15
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -99,11 +102,11 @@ class KafkaBackend:
         self._loop = asyncio.get_running_loop()
 
         def subscribe() -> None:
-            self.consumer.subscribe([self.topics.messages], on_assign=self._on_assign, on_revoke=self._on_revoke,
-                                    on_lost=self._on_lost)
+            self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(self._on_assign),
+                                    on_revoke=self._guarded(self._on_revoke), on_lost=self._on_lost)
             for ingress, consumer in self.ingresses:
-                consumer.subscribe(list(ingress.routes), on_assign=self._ingress_assigned(ingress),
-                                   on_revoke=self._ingress_revoked, on_lost=self._on_lost)
+                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(self._ingress_assigned(ingress)),
+                                   on_revoke=self._guarded(self._ingress_revoked), on_lost=self._on_lost)
 
         await self._loop.run_in_executor(self._thread, subscribe)
         self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
@@ -129,6 +132,8 @@ class KafkaBackend:
         watermarks the consumer saw last: no request to the brokers)."""
         lags = {}
         for partition, position in self.store.read_positions().items():
+            if position is None:
+                continue  # nothing read yet
             tp = TopicPartition(self.topics.messages, partition)
             try:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -177,37 +182,36 @@ class KafkaBackend:
         self.rebalances += 1
         if not partitions:
             return
-        assigned = []
-        for tp in consumer.committed(partitions, timeout=60):
-            offset = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[0]
+        for tp in partitions:
             restored = self._restore(tp.partition)
-            asyncio.run_coroutine_threadsafe(self._own(restored, offset), self._loop).result()
-            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
-        consumer.incremental_assign(assigned)
-        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
+            asyncio.run_coroutine_threadsafe(self._own(restored), self._loop).result()
+        # reading starts at the committed offsets, which the client fetches itself (waiting, as it must,
+        # for transactions still committing offsets of these partitions)
+        consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, OFFSET_STORED) for tp in partitions])
+        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in partitions))
 
     def _ingress_assigned(self, ingress: KafkaIngress) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             if not partitions:
                 return
             starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ingress.startup_offset(consumer, tp))
-                      for tp in consumer.committed(partitions, timeout=60)]
+                      for tp in consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_SECONDS)]
             consumer.incremental_assign(starts)
         return assigned
 
     def _ingress_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The records routed from these partitions commit before another worker reads on from them."""
-        if partitions and self._loop is not None and not self._loop.is_closed():
+        if partitions and self._usable():
             asyncio.run_coroutine_threadsafe(self.runtime.commit_async(), self._loop).result()
 
-    async def _own(self, restored: PartitionState, start_offset: int) -> None:
-        self.store.own(restored, start_offset)
+    async def _own(self, restored: PartitionState) -> None:
+        self.store.own(restored)
         self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
         owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
-        if partitions and self._loop is not None and not self._loop.is_closed():
+        if partitions and self._usable():
             asyncio.run_coroutine_threadsafe(self._release(owned), self._loop).result()
 
     async def _release(self, partitions: list[int]) -> None:
@@ -220,8 +224,26 @@ class KafkaBackend:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group gave our partitions to others (we were away too long): nothing of ours may commit
         any more. The worker stops; started again, it joins as a new member."""
-        error = RuntimeError(f"worker {self.worker_id} lost partitions {sorted(tp.partition for tp in partitions)} "
-                             "to the group (it was unresponsive for longer than the session timeout)")
+        self._fail(RuntimeError(f"worker {self.worker_id} lost partitions {sorted(tp.partition for tp in partitions)} "
+                                "to the group (it was unresponsive for longer than the session timeout)"))
+
+    def _guarded(self, callback: typing.Callable[[Consumer, list[TopicPartition]], None]
+                 ) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
+        """A rebalance callback that cannot leave the worker half-assigned: if it fails (a broker that does
+        not answer in time, say), the worker stops, and started again it joins afresh."""
+        def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            try:
+                callback(consumer, partitions)
+            except Exception as e:  # noqa: BLE001 - any failure here must stop the worker, not hang it
+                log.error("worker %s: rebalance failed: %s", self.worker_id, e)
+                self._fail(RuntimeError(f"worker {self.worker_id}: rebalance failed: {e}"))
+        return guarded
+
+    def _usable(self) -> bool:
+        """Whether hand-overs may still commit: not after a failure (only the last commit is safe)."""
+        return self._loop is not None and not self._loop.is_closed() and not self.runtime.failed.done()
+
+    def _fail(self, error: Exception) -> None:
         self._loop.call_soon_threadsafe(lambda: self.runtime.failed.done() or self.runtime.failed.set_exception(error))
 
     def _restore(self, partition: int) -> PartitionState:

@@ -1,0 +1,300 @@
+"""The Kafka backend on one machine, in one run, against a real broker: a keyed counter (Kafka ingress ->
+counter function -> exactly-once Kafka egress; 1,000 keys; 8 partitions) through pystatefun workers with
+the function embedded, and the same counter in Quix Streams with exactly-once on the same broker.
+
+  throughput   records/s from a topic filled beforehand until every count is in the egress topic
+               (read_committed), with 1 and 2 pystatefun workers, and Quix Streams (1 process);
+  latency      p50/p99 from producing a record to reading its count (read_committed) at 1,000 records/s;
+  recovery     seconds from kill -9 of one of two workers until records for every partition come out again.
+
+The broker is the one in PYSTATEFUN_KAFKA_BOOTSTRAP, else one started here (tests/support/kafka.py:
+Apache Kafka jars from Maven Central). Quix Streams is installed from PyPI into
+~/.cache/pystatefun-bench/quix-venv on first use. Run: ``.venv/bin/python bench/kafka_backend.py``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, NewTopic
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
+
+CACHE = Path.home() / ".cache" / "pystatefun-bench"
+QUIX_VENV = CACHE / "quix-venv"
+PARTITIONS = 8
+KEYS = 1000
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:8]}"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def create_topics(bootstrap: str, *topics: str) -> None:
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    for future in admin.create_topics([NewTopic(t, PARTITIONS) for t in topics]).values():
+        future.result(30)
+
+
+def fill(bootstrap: str, topic: str, out: str, count: int) -> None:
+    producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 20, "enable.idempotence": True})
+    for n in range(count):
+        while True:
+            try:
+                producer.produce(topic, f"{out}|0".encode(), f"k{n % KEYS}".encode())
+                break
+            except BufferError:
+                producer.poll(0.1)
+    producer.flush(60)
+
+
+class Reader:
+    """Reads the egress topic (read_committed) in a thread: counts records and their latencies."""
+
+    def __init__(self, bootstrap: str, topic: str):
+        self.consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("reader"),
+                                  "isolation.level": "read_committed", "enable.auto.commit": False})
+        self.consumer.assign([TopicPartition(topic, p, OFFSET_BEGINNING) for p in range(PARTITIONS)])
+        self.count = 0
+        self.first_at: float | None = None
+        self.last_at = 0.0
+        self.latencies: list[float] = []
+        self.seen_keys: dict[str, float] = {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            for record in self.consumer.consume(1000, 0.1):
+                if record.error() is not None:
+                    continue
+                now = time.time()
+                self.count += 1
+                self.first_at = self.first_at or now
+                self.last_at = now
+                sent = int(record.value().decode().partition("|")[2] or 0)
+                if sent:
+                    self.latencies.append(now - sent / 1e9)
+                self.seen_keys[record.key().decode()] = now
+        self.consumer.close()
+
+    def wait_for(self, count: int, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while self.count < count:
+            if time.monotonic() > deadline:
+                raise SystemExit(f"only {self.count} of {count} records came out within {timeout:.0f} s")
+            time.sleep(0.05)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+class Workers:
+    def __init__(self, bootstrap: str, source: str, folder: Path):
+        self.bootstrap, self.folder, self.app = bootstrap, folder, unique("bench")
+        shutil.copy(HERE / "functions" / "kafka_counter.py", folder / "kafka_counter.py")
+        (folder / "module.yaml").write_text(
+            "kind: pystatefun.v1/embedded\nspec:\n  functions: bench/*\n  module: kafka_counter:functions\n---\n"
+            f"kind: io.statefun.kafka.v1/ingress\nspec:\n  id: bench/in\n  address: {bootstrap}\n"
+            f"  consumerGroupId: {self.app}-in\n  startupPosition:\n    type: earliest\n  topics:\n"
+            f"    - topic: {source}\n      valueType: bench/record\n      targets: [bench/counter]\n---\n"
+            f"kind: io.statefun.kafka.v1/egress\nspec:\n  id: bench/out\n  address: {bootstrap}\n"
+            "  deliverySemantic:\n    type: exactly-once\n    transactionTimeout: 1min\n"
+        )
+        self.processes: list[subprocess.Popen] = []
+
+    def start(self, index: int) -> subprocess.Popen:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pystatefun.cli", "run", "module.yaml", "--backend", "kafka", "--bootstrap-servers",
+             self.bootstrap, "--app", self.app, "--worker-id", f"w{index}", "--partitions", str(PARTITIONS),
+             "--admin-port", str(free_port()), "--log-level", "warning"],
+            cwd=self.folder, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+        )
+        self.processes.append(process)
+        return process
+
+    def stop(self) -> None:
+        for process in self.processes:
+            if process.poll() is None:
+                process.send_signal(signal.SIGTERM)
+        for process in self.processes:
+            try:
+                process.wait(60)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+def throughput_pystatefun(bootstrap: str, workers: int, records: int) -> float:
+    source, out = unique("in"), unique("out")
+    create_topics(bootstrap, source, out)
+    fill(bootstrap, source, out, records)
+    folder = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    running = Workers(bootstrap, source, folder)
+    reader = Reader(bootstrap, out)
+    try:
+        started = time.time()
+        for index in range(workers):
+            running.start(index)
+        reader.wait_for(records, timeout=600)
+        return records / (reader.last_at - started)
+    finally:
+        reader.stop()
+        running.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def install_quix() -> Path:
+    python = QUIX_VENV / "bin" / "python"
+    if not (QUIX_VENV / ".installed").exists():
+        subprocess.run([sys.executable, "-m", "venv", str(QUIX_VENV)], check=True)
+        subprocess.run([str(python), "-m", "pip", "install", "--quiet", "quixstreams"], check=True)
+        (QUIX_VENV / ".installed").touch()
+    return python
+
+
+def throughput_quix(bootstrap: str, records: int, commit_interval: float) -> float:
+    python = install_quix()
+    source, out = unique("in"), unique("out")
+    create_topics(bootstrap, source, out)
+    fill(bootstrap, source, out, records)
+    state = Path(tempfile.mkdtemp(prefix="bench-quix-"))
+    reader = Reader(bootstrap, out)
+    process = None
+    try:
+        started = time.time()
+        process = subprocess.Popen([str(python), str(HERE / "functions" / "quix_counter.py"), bootstrap, unique("quix"),
+                                    source, out, str(commit_interval)], cwd=state,
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+        reader.wait_for(records, timeout=900)
+        return records / (reader.last_at - started)
+    finally:
+        reader.stop()
+        if process is not None:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+        shutil.rmtree(state, ignore_errors=True)
+
+
+class Paced:
+    """Produces keyed records carrying their send time at a steady rate, in a thread."""
+
+    def __init__(self, bootstrap: str, topic: str, out: str, rate: int):
+        self.producer = Producer({"bootstrap.servers": bootstrap, "linger.ms": 0})
+        self.topic, self.out, self.rate = topic, out, rate
+        self.sent = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        started = time.monotonic()
+        while not self._stop.is_set():
+            due = int((time.monotonic() - started) * self.rate)
+            while self.sent < due:
+                self.producer.produce(self.topic, f"{self.out}|{time.time_ns()}".encode(),
+                                      f"k{self.sent % KEYS}".encode())
+                self.sent += 1
+            self.producer.poll(0)
+            time.sleep(0.001)
+        self.producer.flush(30)
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+
+def latency_and_recovery(bootstrap: str, seconds: float) -> tuple[float, float, float]:
+    source, out = unique("in"), unique("out")
+    create_topics(bootstrap, source, out)
+    folder = Path(tempfile.mkdtemp(prefix="bench-kafka-"))
+    running = Workers(bootstrap, source, folder)
+    reader = Reader(bootstrap, out)
+    paced = None
+    try:
+        victim = running.start(0)
+        running.start(1)
+        time.sleep(8)  # both joined and running
+        paced = Paced(bootstrap, source, out, 1000)
+        time.sleep(2)
+        reader.latencies.clear()
+        time.sleep(seconds)
+        latencies = sorted(reader.latencies)
+        p50, p99 = latencies[len(latencies) // 2], latencies[int(len(latencies) * 0.99)]
+        # recovery: kill -9 one worker; every key must come out again after the kill
+        killed_at = time.time()
+        os.killpg(victim.pid, signal.SIGKILL)
+        deadline = time.monotonic() + 120
+        while not all(reader.seen_keys.get(f"k{n}", 0) > killed_at + 0.5 for n in range(KEYS)):
+            if time.monotonic() > deadline:
+                raise SystemExit("partitions of the killed worker were not processed again within 120 s")
+            time.sleep(0.05)
+        recovered = max(reader.seen_keys[f"k{n}"] for n in range(KEYS)) - killed_at
+        return p50 * 1000, p99 * 1000, recovered
+    finally:
+        if paced is not None:
+            paced.stop()
+        reader.stop()
+        running.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=30_000)
+    parser.add_argument("--latency-seconds", type=float, default=10)
+    parser.add_argument("--skip-quix", action="store_true")
+    args = parser.parse_args()
+    cluster = None
+    bootstrap = os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        cluster = KafkaCluster(nodes=1)
+        cluster.start()
+        bootstrap = cluster.bootstrap_servers
+    try:
+        one = throughput_pystatefun(bootstrap, 1, args.records)
+        two = throughput_pystatefun(bootstrap, 2, args.records)
+        quix = None if args.skip_quix else throughput_quix(bootstrap, args.records, 0.1)
+        p50, p99, recovered = latency_and_recovery(bootstrap, args.latency_seconds)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(f"Kafka backend, keyed counter ({KEYS} keys, {PARTITIONS} partitions, exactly-once), {args.records:,} "
+          "records, broker and all processes on this machine")
+    print(f"  pystatefun 1 worker      {one:10,.0f} records/s")
+    print(f"  pystatefun 2 workers     {two:10,.0f} records/s  ({two / 2:,.0f} per worker, {two / one:.2f}x of 1)")
+    if quix is not None:
+        print(f"  Quix Streams 1 process   {quix:10,.0f} records/s  (commit interval 0.1 s, as pystatefun's)")
+        print(f"  pystatefun 1 worker / Quix Streams: {one / quix:.2f}x   (target >= 1.5x)")
+    print(f"  latency at 1,000 records/s, 2 workers: p50 {p50:.1f} ms, p99 {p99:.1f} ms   (target p50 <= 50 ms)")
+    print(f"  kill -9 of 1 of 2 workers until all keys are processed again: {recovered:.1f} s   (target <= 10 s)")
+    print("  target per worker: >= 20,000 records/s")
+
+
+if __name__ == "__main__":
+    main()
