@@ -71,7 +71,7 @@ class KafkaStore:
         self._timer_partition: dict[int, int] = {}
         self._positions: dict[int, tuple[int, int]] = {}  # seq -> (partition, offset)
         self._outstanding: dict[int, set[int]] = {}  # partition -> offsets whose effects are not committed
-        self._read_position: dict[int, int | None] = {}  # partition -> next offset the consumer delivers
+        self._read_position: dict[int, int] = {}  # partition -> next offset the consumer delivers
         self._self_written: dict[int, set[int]] = {}  # partition -> offsets written here, skipped when read
         # partition -> offsets at or after the committed offset whose effects are committed (see above)
         self._processed: dict[int, set[int]] = {}
@@ -84,9 +84,8 @@ class KafkaStore:
 
     # -- ownership ----------------------------------------------------------------------------------------
 
-    def own(self, restored: PartitionState) -> None:
-        """A partition assigned to this worker, with its restored changelog; its read position is known
-        from the first message read (until then nothing is committed for it: its offset stays)."""
+    def own(self, restored: PartitionState, start_offset: int) -> None:
+        """A partition assigned to this worker, with its restored changelog, read from ``start_offset``."""
         with self._lock:
             p = restored.partition
             self.local[p] = restored
@@ -94,9 +93,9 @@ class KafkaStore:
                 self._timer_partition[timer_id] = p
             self._outstanding[p] = set()
             self._self_written[p] = set()
-            self._processed[p] = set(restored.processed)
+            self._processed[p] = {o for o in restored.processed if o >= start_offset}
             self._processed_written[p] = bool(restored.processed)
-            self._read_position[p] = None
+            self._read_position[p] = start_offset
 
     def release(self, partitions: typing.Iterable[int]) -> None:
         with self._lock:
@@ -112,7 +111,7 @@ class KafkaStore:
                 self._read_position.pop(p, None)
             self._positions = {seq: pos for seq, pos in self._positions.items() if pos[0] in self.local}
 
-    def read_positions(self) -> dict[int, int | None]:
+    def read_positions(self) -> dict[int, int]:
         with self._lock:
             return dict(self._read_position)
 
@@ -325,8 +324,6 @@ class KafkaStore:
             processed: dict[int, bytes] = {}
             for partition, outstanding in self._outstanding.items():
                 next_offset = self._read_position[partition]
-                if next_offset is None:
-                    continue  # nothing read from it yet, so where it starts is not known: its offset stays
                 if outstanding:
                     next_offset = min(next_offset, min(outstanding))
                 offsets.setdefault(None, []).append(TopicPartition(self.topics.messages, partition, next_offset))

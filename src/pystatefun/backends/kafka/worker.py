@@ -21,7 +21,7 @@ import socket
 import time
 import typing
 
-from confluent_kafka import OFFSET_BEGINNING, OFFSET_STORED, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.records import PartitionState, decode_message
@@ -38,8 +38,8 @@ MAX_POLL_RECORDS = 500
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
 SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
 TRANSACTION_TIMEOUT_MS = 10_000
-# how long an ingress partition's assignment waits for its committed offset (the broker holds it back
-# while a transaction commits offsets of it); longer fails the worker, which a restart clears
+# how long an assignment waits for the committed offsets (the broker holds them back while a transaction
+# commits offsets of the partitions); longer fails the worker, which a restart clears
 COMMITTED_TIMEOUT_SECONDS = 15
 
 
@@ -132,8 +132,6 @@ class KafkaBackend:
         watermarks the consumer saw last: no request to the brokers)."""
         lags = {}
         for partition, position in self.store.read_positions().items():
-            if position is None:
-                continue  # nothing read yet
             tp = TopicPartition(self.topics.messages, partition)
             try:
                 _, high = self.consumer.get_watermark_offsets(tp, cached=True)
@@ -182,13 +180,14 @@ class KafkaBackend:
         self.rebalances += 1
         if not partitions:
             return
-        for tp in partitions:
+        assigned = []
+        for tp in consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_SECONDS):
+            offset = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[0]
             restored = self._restore(tp.partition)
-            asyncio.run_coroutine_threadsafe(self._own(restored), self._loop).result()
-        # reading starts at the committed offsets, which the client fetches itself (waiting, as it must,
-        # for transactions still committing offsets of these partitions)
-        consumer.incremental_assign([TopicPartition(tp.topic, tp.partition, OFFSET_STORED) for tp in partitions])
-        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in partitions))
+            asyncio.run_coroutine_threadsafe(self._own(restored, offset), self._loop).result()
+            assigned.append(TopicPartition(tp.topic, tp.partition, offset))
+        consumer.incremental_assign(assigned)
+        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
 
     def _ingress_assigned(self, ingress: KafkaIngress) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
@@ -204,8 +203,8 @@ class KafkaBackend:
         if partitions and self._usable():
             asyncio.run_coroutine_threadsafe(self.runtime.commit_async(), self._loop).result()
 
-    async def _own(self, restored: PartitionState) -> None:
-        self.store.own(restored)
+    async def _own(self, restored: PartitionState, start_offset: int) -> None:
+        self.store.own(restored, start_offset)
         self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
