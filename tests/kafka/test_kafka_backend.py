@@ -172,6 +172,18 @@ def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kaf
             worker.stop()
 
 
+def stop_supervisor(supervisor: subprocess.Popen) -> None:
+    """SIGTERM (the workers hand their partitions over); what is still running after 90 s is killed,
+    so that no worker outlives its test."""
+    supervisor.send_signal(signal.SIGTERM)
+    try:
+        supervisor.wait(90)
+    except subprocess.TimeoutExpired:
+        os.killpg(supervisor.pid, signal.SIGKILL)
+        supervisor.wait()
+        raise
+
+
 def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_cluster3):
     """Each node of a three-node cluster in turn (so the group and transaction coordinators move too) is
     stopped and restarted under load; the workers run under --workers, which starts again a worker that
@@ -200,8 +212,7 @@ def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_clus
             time.sleep(2)
         load.check(timeout=180)
     finally:
-        supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(90)
+        stop_supervisor(supervisor)
         log.close()
 
 
@@ -230,8 +241,7 @@ def test_workers_option_starts_n_workers_and_restarts_one_that_dies(tmp_path, ka
         assert counts_by_key(read_all(kafka_bootstrap, out, 5))["a"] == [1, 2, 3, 4, 5]
         assert health["status"] == "ok"
     finally:
-        supervisor.send_signal(signal.SIGTERM)
-        supervisor.wait(90)
+        stop_supervisor(supervisor)
         log.close()
     assert supervisor.returncode == 0
     assert "exited with -9; starting it again" in (tmp_path / "workers.log").read_text()

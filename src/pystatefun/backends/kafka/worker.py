@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import os
 import socket
 import time
 import typing
@@ -41,6 +42,7 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # how long an assignment waits for the committed offsets (the broker holds them back while a transaction
 # commits offsets of the partitions); longer fails the worker, which a restart clears
 COMMITTED_TIMEOUT_SECONDS = 15
+STOP_TIMEOUT_SECONDS = 45
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -113,7 +115,18 @@ class KafkaBackend:
         self._task.add_done_callback(self._read_loop_done)
 
     async def stop(self) -> None:
-        """Leaves the groups: the partitions are committed and handed over (on_revoke) before it returns."""
+        """Leaves the groups: the partitions are committed and handed over before it returns. When Kafka
+        does not let that finish within STOP_TIMEOUT_SECONDS (a cluster gone away), the process ends as
+        after a kill -9, which the transactions make safe, instead of hanging."""
+        try:
+            await asyncio.wait_for(self._leave(), STOP_TIMEOUT_SECONDS)
+        except TimeoutError:
+            log.critical("worker %s could not hand its partitions over within %d s; exiting (the next owner "
+                         "continues from the last commit)", self.worker_id, STOP_TIMEOUT_SECONDS)
+            logging.shutdown()
+            os._exit(75)
+
+    async def _leave(self) -> None:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
