@@ -57,6 +57,23 @@ def request(port: int, method: str, path: str, body: bytes = b"", headers: dict 
         connection.close()
 
 
+def kill(process: subprocess.Popen | None) -> None:
+    """kill -9, if it runs."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGKILL)
+        process.wait(10)
+
+
+def terminate(process: subprocess.Popen | None, timeout: float) -> None:
+    """SIGTERM, then kill -9 if it has not exited within ``timeout`` seconds."""
+    if process is not None and process.poll() is None:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            kill(process)
+
+
 class Runtime:
     """`pystatefun run MODULE --data-dir DIR` as a child process, with the ingress/egress ports in env."""
 
@@ -104,18 +121,10 @@ class Runtime:
         return self
 
     def kill(self) -> None:
-        """kill -9"""
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        kill(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(15)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.process, 15)
 
     def send(self, path: str, typename: str, body: bytes, key: str | None = None, timeout: float = 30) -> Reply:
         headers = {"Content-Type": f"application/vnd.{typename}"}

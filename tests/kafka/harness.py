@@ -4,9 +4,10 @@ backend and its worker processes."""
 from __future__ import annotations
 
 import os
-import signal
+import random
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from collections import defaultdict
@@ -15,7 +16,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e.processes import free_port, wait_for_port
+from e2e.processes import free_port, kill, terminate, wait_for_port
 
 APPS = Path(__file__).parent / "apps"
 
@@ -70,30 +71,34 @@ def counts_by_key(records) -> dict[str, list[int]]:
 
 
 
-def kafka_module(folder: Path, bootstrap: str, source: str, remote_url: str | None = None) -> Path:
-    """Kafka ingress (topic ``source``) -> kc/counter -> exactly-once Kafka egress kc/out: every record
-    counts one for its key, and each new count goes to the topic named by the record's value. The
-    counter runs embedded, or remote at ``remote_url``."""
+def counter_module(folder: Path, bootstrap: str, source: str, *, group: str | None = None,
+                   remote_url: str | None = None, startup: str = "type: earliest", bad_records: str = "",
+                   playground: bool = False) -> Path:
+    """Kafka ingress (topic ``source``, consumer group ``group`` or a new one) -> kc/counter ->
+    exactly-once Kafka egress kc/out: every record counts one for its key, and each new count goes to
+    the topic named by the record's value. The counter runs embedded, or remote at ``remote_url``.
+    ``playground`` adds the playground ingress and egress (on ``INGRESS_PORT``/``EGRESS_PORT``), whose
+    ports the embedded runtime harness waits for."""
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "counter.py").write_text((APPS / "counter.py").read_text())
     if remote_url is None:
         functions = "kind: pystatefun.v1/embedded\nspec:\n  functions: kc/*\n  module: counter:functions\n"
     else:
         functions = f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: kc/*\n  urlPathTemplate: {remote_url}\n"
-    path = folder / "module.yaml"
-    path.write_text(functions + f"""\
+    text = functions + f"""\
 ---
 kind: io.statefun.kafka.v1/ingress
 spec:
   id: kc/in
   address: {bootstrap}
-  consumerGroupId: unused-on-the-kafka-backend
+  consumerGroupId: {group or unique("group")}
   startupPosition:
-    type: earliest
+    {startup}
   topics:
     - topic: {source}
       valueType: kc/topic-name
       targets: [kc/counter]
+{bad_records}
 ---
 kind: io.statefun.kafka.v1/egress
 spec:
@@ -102,8 +107,60 @@ spec:
   deliverySemantic:
     type: exactly-once
     transactionTimeout: 1min
-""")
+"""
+    if playground:
+        text += ("---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n"
+                 "---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: ${EGRESS_PORT}\n  topics: [unused]\n")
+    path = folder / "module.yaml"
+    path.write_text(text)
     return path
+
+
+class KeyedRecords:
+    """Records of random keys to the source topic, each naming ``out`` as where its count goes; knows
+    how many went to each key, and checks that each key's counts came out exactly as 1..n."""
+
+    def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5):
+        self.bootstrap, self.source, self.out = bootstrap, source, out
+        self.keys = [f"k{n}" for n in range(keys)]
+        self.rng = random.Random(seed)
+        self.sent: dict[str, int] = defaultdict(int)
+
+    def send(self, count: int) -> None:
+        batch = []
+        for _ in range(count):
+            key = self.rng.choice(self.keys)
+            self.sent[key] += 1
+            batch.append((key.encode(), self.out.encode()))
+        produce(self.bootstrap, self.source, batch)
+
+    def check(self, timeout: float = 120) -> None:
+        counts = counts_by_key(read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout))
+        assert {key: len(values) for key, values in counts.items()} == dict(self.sent)
+        for key, values in counts.items():
+            assert values == list(range(1, self.sent[key] + 1)), f"{key}: counts out of order, missing or twice"
+
+
+class Load(KeyedRecords):
+    """The same, produced in the background at a steady pace while the ``with`` block runs."""
+
+    def __init__(self, bootstrap: str, source: str, out: str):
+        super().__init__(bootstrap, source, out)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.send(20)
+            time.sleep(0.05)
+
+    def __enter__(self) -> "Load":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self._stop.set()
+        self._thread.join()
 
 
 class Worker:
@@ -133,25 +190,11 @@ class Worker:
         return self
 
     def kill(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGKILL)
-            self.process.wait(10)
+        kill(self.process)
 
     def stop(self) -> None:
-        if self.process and self.process.poll() is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                self.process.wait(60)
-            except subprocess.TimeoutExpired:
-                self.kill()
+        terminate(self.process, 60)
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
 
-
-def wait_until(condition, what: str, timeout: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)

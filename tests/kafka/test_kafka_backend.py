@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
+import typing
 import urllib.request
-from collections import defaultdict
+from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
 
@@ -21,7 +20,8 @@ import pytest
 from e2e.conftest import official_server
 from e2e.processes import free_port, wait_for_port
 
-from .harness import APPS, Worker, counts_by_key, create_topics, kafka_module, produce, read_all, unique
+from .harness import (APPS, KeyedRecords, Load, Worker, counter_module, counts_by_key, create_topics, produce, read_all,
+                      unique)
 
 
 def test_worker_restart_continues_the_counts(tmp_path, kafka_bootstrap):
@@ -29,7 +29,7 @@ def test_worker_restart_continues_the_counts(tmp_path, kafka_bootstrap):
     (foo,4), (bar,2)."""
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(kafka_bootstrap, source, out)
-    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
     worker = Worker(module, kafka_bootstrap, app, "w0", tmp_path / "w0.log").start()
     try:
         produce(kafka_bootstrap, source, [(b"foo", out.encode()), (b"foo", out.encode()), (b"bar", out.encode())])
@@ -63,38 +63,23 @@ def test_three_workers_count_exactly_once_while_workers_are_killed(tmp_path, kaf
         server.start()
         request.addfinalizer(server.stop)
     url = None if server is None else f"http://127.0.0.1:{server.port}/statefun"
-    module = kafka_module(tmp_path / "app", kafka_bootstrap, source, url)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source, remote_url=url)
     workers = [Worker(module, kafka_bootstrap, app, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)]
-    rng = random.Random(11)
-    keys = [f"k{n}" for n in range(30)]
-    sent: dict[str, int] = defaultdict(int)
-
-    def send(count: int) -> None:
-        batch = []
-        for _ in range(count):
-            key = rng.choice(keys)
-            sent[key] += 1
-            batch.append((key.encode(), out.encode()))
-        produce(kafka_bootstrap, source, batch)
-
+    records = KeyedRecords(kafka_bootstrap, source, out, seed=11)
     try:
         for worker in workers:
             worker.start()
         for _ in range(KILLS):
-            send(150)
-            time.sleep(rng.uniform(0.05, 0.5))  # anywhere in reading, processing, committing, handing over
-            victim = rng.choice(workers)
+            records.send(150)
+            time.sleep(records.rng.uniform(0.05, 0.5))  # anywhere in reading, processing, committing, handing over
+            victim = records.rng.choice(workers)
             victim.kill()
             victim.start()
-        send(150)
-        records = read_all(kafka_bootstrap, out, sum(sent.values()), timeout=120)
+        records.send(150)
+        records.check(timeout=120)
     finally:
         for worker in workers:
             worker.stop()
-    counts = counts_by_key(records)
-    assert {key: len(values) for key, values in counts.items()} == dict(sent)
-    for key, values in counts.items():
-        assert values == list(range(1, sent[key] + 1)), f"{key}: counts out of order, missing or twice"
 
 
 def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstrap):
@@ -102,7 +87,7 @@ def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstr
     create_topics(kafka_bootstrap, source)
     admin = AdminClient({"bootstrap.servers": kafka_bootstrap})
     admin.create_topics([NewTopic(f"{app}.messages", 3)])[f"{app}.messages"].result(30)
-    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
     result = subprocess.run(
         [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
          kafka_bootstrap, "--app", app, "--partitions", "4", "--admin-port", "0"],
@@ -113,46 +98,10 @@ def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstr
     assert "Traceback" not in result.stderr
 
 
-class Load:
-    """Keyed records produced in the background at a steady pace; remembers how many per key."""
-
-    def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5):
-        self.bootstrap, self.source, self.out = bootstrap, source, out
-        self.keys = [f"k{n}" for n in range(keys)]
-        self.rng = random.Random(seed)
-        self.sent: dict[str, int] = defaultdict(int)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            batch = []
-            for _ in range(20):
-                key = self.rng.choice(self.keys)
-                self.sent[key] += 1
-                batch.append((key.encode(), self.out.encode()))
-            produce(self.bootstrap, self.source, batch)
-            time.sleep(0.05)
-
-    def __enter__(self) -> "Load":
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        self._stop.set()
-        self._thread.join()
-
-    def check(self, timeout: float = 120) -> None:
-        counts = counts_by_key(read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout))
-        assert {key: len(values) for key, values in counts.items()} == dict(self.sent)
-        for key, values in counts.items():
-            assert values == list(range(1, self.sent[key] + 1)), f"{key}: counts out of order, missing or twice"
-
-
 def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kafka_bootstrap):
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(kafka_bootstrap, source, out)
-    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
     workers = [Worker(module, kafka_bootstrap, app, f"w{i}", tmp_path / f"w{i}.log") for i in range(3)]
     try:
         workers[0].start()
@@ -170,6 +119,16 @@ def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kaf
     finally:
         for worker in workers:
             worker.stop()
+
+
+def start_workers(module: Path, bootstrap: str, app: str, admin: int, log: typing.IO[bytes]) -> subprocess.Popen:
+    """`pystatefun run --workers 2`: two workers (admin API on ``admin`` and ``admin + 1``) kept running."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
+         bootstrap, "--app", app, "--partitions", "4", "--workers", "2", "--admin-port", str(admin),
+         "--commit-interval", "20ms"],
+        stdout=log, stderr=subprocess.STDOUT, cwd=module.parent, start_new_session=True,
+    )
 
 
 def stop_supervisor(supervisor: subprocess.Popen) -> None:
@@ -191,15 +150,10 @@ def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_clus
     bootstrap = kafka_cluster3.bootstrap_servers
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(bootstrap, source, out)
-    module = kafka_module(tmp_path / "app", bootstrap, source)
+    module = counter_module(tmp_path / "app", bootstrap, source)
     admin = free_port()
     log = open(tmp_path / "workers.log", "ab")
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
-         bootstrap, "--app", app, "--partitions", "4", "--workers", "2", "--admin-port", str(admin),
-         "--commit-interval", "20ms"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=module.parent, start_new_session=True,
-    )
+    supervisor = start_workers(module, bootstrap, app, admin, log)
     try:
         for port in (admin, admin + 1):
             wait_for_port(port, supervisor, timeout=90)
@@ -219,15 +173,10 @@ def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_clus
 def test_workers_option_starts_n_workers_and_restarts_one_that_dies(tmp_path, kafka_bootstrap):
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(kafka_bootstrap, source, out)
-    module = kafka_module(tmp_path / "app", kafka_bootstrap, source)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
     admin = free_port()
     log = open(tmp_path / "workers.log", "ab")
-    supervisor = subprocess.Popen(
-        [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
-         kafka_bootstrap, "--app", app, "--partitions", "4", "--workers", "2", "--admin-port", str(admin),
-         "--commit-interval", "20ms"],
-        stdout=log, stderr=subprocess.STDOUT, cwd=module.parent, start_new_session=True,
-    )
+    supervisor = start_workers(module, kafka_bootstrap, app, admin, log)
     try:
         for port in (admin, admin + 1):
             wait_for_port(port, supervisor, timeout=90)

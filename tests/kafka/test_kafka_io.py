@@ -5,103 +5,41 @@ bad-record policy does what it says."""
 from __future__ import annotations
 
 import json
-import random
 import time
 import urllib.request
-from collections import defaultdict
 from datetime import datetime, timezone
-from pathlib import Path
 
 import pytest
 from confluent_kafka import Consumer, Producer, TopicPartition
 
 from e2e.processes import Runtime
 
-from .harness import APPS, counts_by_key, create_topics, produce, read_all, unique
+from .harness import KeyedRecords, counter_module, counts_by_key, create_topics, produce, read_all, unique
 
-
-
-def module(folder: Path, bootstrap: str, source: str, group: str, bad_records: str = "",
-           startup: str = "type: earliest") -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "counter.py").write_text((APPS / "counter.py").read_text())
-    path = folder / "module.yaml"
-    path.write_text(f"""\
-kind: pystatefun.v1/embedded
-spec:
-  functions: kc/*
-  module: counter:functions
----
-kind: io.statefun.kafka.v1/ingress
-spec:
-  id: kc/in
-  address: {bootstrap}
-  consumerGroupId: {group}
-  startupPosition:
-    {startup}
-  topics:
-    - topic: {source}
-      valueType: kc/topic-name
-      targets: [kc/counter]
-{bad_records}
----
-kind: io.statefun.kafka.v1/egress
-spec:
-  id: kc/out
-  address: {bootstrap}
-  deliverySemantic:
-    type: exactly-once
-    transactionTimeout: 1min
----
-kind: io.statefun.playground.v1/ingress
-spec:
-  port: ${{INGRESS_PORT}}
----
-kind: io.statefun.playground.v1/egress
-spec:
-  port: ${{EGRESS_PORT}}
-  topics: [unused]
-""")
-    return path
 
 
 def test_records_are_counted_once_and_counts_reach_kafka_once_across_kill_9(tmp_path, kafka_bootstrap):
     source, out = unique("in"), unique("out")
     create_topics(kafka_bootstrap, source, out)
-    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
-    keys = [f"k{n}" for n in range(20)]
-    rng = random.Random(7)
-    sent: dict[str, int] = defaultdict(int)
-
-    def send(count: int) -> None:
-        batch = []
-        for _ in range(count):
-            key = rng.choice(keys)
-            sent[key] += 1
-            batch.append((key.encode(), out.encode()))
-        produce(kafka_bootstrap, source, batch)
-
-    send(500)
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, playground=True), tmp_path / "data")
+    records = KeyedRecords(kafka_bootstrap, source, out, keys=20, seed=7)
+    records.send(500)
     runtime.start()
     try:
         for _ in range(4):
-            send(750)
-            time.sleep(rng.uniform(0.05, 0.6))  # somewhere in the middle of reading, processing and forwarding
+            records.send(750)
+            time.sleep(records.rng.uniform(0.05, 0.6))  # somewhere in reading, processing and forwarding
             runtime.kill()
             runtime.start()
-        records = read_all(kafka_bootstrap, out, sum(sent.values()))
+        records.check(timeout=60)
     finally:
         runtime.stop()
-    counts = counts_by_key(records)
-    assert {key: len(values) for key, values in counts.items()} == dict(sent)
-    for key, values in counts.items():
-        assert values == list(range(1, sent[key] + 1)), f"{key}: counts out of order, missing or twice"
 
 
 def test_a_restarted_runtime_continues_after_the_last_committed_record(tmp_path, kafka_bootstrap):
     source, out = unique("in"), unique("out")
     create_topics(kafka_bootstrap, source, out)
-    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, playground=True), tmp_path / "data")
     produce(kafka_bootstrap, source, [(b"a", out.encode())] * 3)
     runtime.start()
     try:
@@ -125,7 +63,7 @@ def test_bad_records_skip_policy_counts_and_goes_past_them(tmp_path, kafka_boots
     source, out = unique("in"), unique("out")
     create_topics(kafka_bootstrap, source, out, partitions=1)
     policy = "  badRecords:\n    type: skip"
-    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group"), policy), tmp_path / "data")
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, bad_records=policy, playground=True), tmp_path / "data")
     produce(kafka_bootstrap, source, [(b"a", out.encode()), (key, out.encode()), (b"a", out.encode())])
     runtime.start()
     try:
@@ -140,7 +78,7 @@ def test_bad_records_skip_policy_counts_and_goes_past_them(tmp_path, kafka_boots
 def test_bad_records_fail_policy_stops_only_that_partition_at_the_record(tmp_path, kafka_bootstrap):
     source, out = unique("in"), unique("out")
     create_topics(kafka_bootstrap, source, out, partitions=2)
-    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group")), tmp_path / "data")
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, playground=True), tmp_path / "data")
     producer = Producer({"bootstrap.servers": kafka_bootstrap})
     producer.produce(source, out.encode(), b"a", partition=0)
     producer.produce(source, out.encode(), None, partition=0)  # bad: no key
@@ -165,7 +103,7 @@ def test_bad_records_go_to_the_dead_letter_topic_with_the_reason(tmp_path, kafka
     source, out, dead = unique("in"), unique("out"), unique("dead")
     create_topics(kafka_bootstrap, source, out, dead, partitions=1)
     policy = f"  badRecords:\n    type: dead-letter-topic\n    topic: {dead}"
-    runtime = Runtime(module(tmp_path / "app", kafka_bootstrap, source, unique("group"), policy), tmp_path / "data")
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, bad_records=policy, playground=True), tmp_path / "data")
     produce(kafka_bootstrap, source, [(None, b"lost?"), (b"a", out.encode())])
     runtime.start()
     try:
@@ -203,8 +141,9 @@ def test_startup_positions_apply_to_partitions_without_a_committed_position(tmp_
     }
     read = {"specific": 3, "date": 2, "group": 1}  # of the four records
     for name, (topic, out) in cases.items():
-        runtime = Runtime(module(tmp_path / name, kafka_bootstrap, topic, group if name == "group" else unique("g"),
-                                 startup=startups[name]), tmp_path / f"{name}-data")
+        module = counter_module(tmp_path / name, kafka_bootstrap, topic, group=group if name == "group" else None,
+                                startup=startups[name], playground=True)
+        runtime = Runtime(module, tmp_path / f"{name}-data")
         runtime.start()
         try:
             if name == "latest":  # none of the four; one written after the start
