@@ -59,6 +59,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--timeout", type=float, default=600, help="seconds the verification may take")
     p.add_argument("--workdir", type=Path, help=f"default: a new directory under {WORK_ROOT}")
     p.add_argument("--keep", action="store_true", help="keep the work dir after a pass too")
+    p.add_argument("--uncounted", type=int, default=0,
+                   help="self-check of the checker: this many accepted messages with increments are left out of "
+                        "the tracker, so the run must fail with 'over-counted'")
     return p
 
 
@@ -78,6 +81,8 @@ def repro_command(args: argparse.Namespace, seed: int) -> str:
              "--instances", args.instances, "--messages", args.messages, "--kills", args.kills,
              "--function-kills", args.function_kills, "--proxy-500", args.proxy_500, "--proxy-delay", args.proxy_delay,
              "--broker-restarts", args.broker_restarts, "--seed", seed]
+    if args.uncounted:
+        parts += ["--uncounted", args.uncounted]
     return " ".join(shlex.quote(str(part)) for part in parts)
 
 
@@ -106,6 +111,7 @@ class Smoke:
         self.http: HttpIngress | None = None
         self.counts = {"runtime_kills": 0, "function_kills": 0, "broker_restarts": 0, "process_exits": 0}
         self.tracker = Tracker(args.instances)
+        self.uncounted: set[int] = set()
 
     # --- setup -------------------------------------------------------------------------------------------
 
@@ -131,9 +137,11 @@ class Smoke:
             self.cluster.start()
             self.bootstrap = self.cluster.bootstrap_servers
         self.verification_topic = f"{self.run_id}-verification"
+        self.confirmation_topic = f"{self.run_id}-confirmation"
         self.discard_topic = f"{self.run_id}-discard"
         self.commands_topic = f"{self.run_id}-commands" if a.ingress == "kafka" else None
-        create_topics(self.bootstrap, *filter(None, [self.verification_topic, self.discard_topic, self.commands_topic]),
+        create_topics(self.bootstrap, *filter(None, [self.verification_topic, self.confirmation_topic, self.discard_topic,
+                                                    self.commands_topic]),
                       partitions=4)
         function_url = None
         if not self.form.embedded:
@@ -154,8 +162,8 @@ class Smoke:
             self.backend = KafkaBackend(module, self.workdir, self.bootstrap, self.run_id, a.workers, a.partitions)
         self.log(f"starting the {a.backend} backend (work dir {self.workdir})")
         self.backend.start()
-        self.verifier = Verifier(self.bootstrap, self.verification_topic, self.discard_topic, a.instances,
-                                 f"{self.run_id}-verifier").start()
+        self.verifier = Verifier(self.bootstrap, self.verification_topic, self.confirmation_topic, self.discard_topic,
+                                 a.instances, f"{self.run_id}-verifier").start()
         if a.ingress == "http":
             self.http = HttpIngress(lambda: self.backend.ingress_port, self.run_id)
         else:
@@ -220,7 +228,8 @@ class Smoke:
         ingress = self.http.counts if self.http else self.kafka_ingress.counts
         self.log(f"{phase}: accepted {self.tracker.accepted}/{self.args.messages} "
                  f"(ingress retries {ingress.get('retries', 0)}) | {self.faults_line()} | "
-                 f"verified {self.args.instances - len(self.verifier.unverified())}/{self.args.instances}")
+                 f"verified {self.args.instances - len(self.verifier.unverified())}/{self.args.instances} "
+                 f"confirmed {self.args.instances - len(self.verifier.unconfirmed())}/{self.args.instances}")
 
     def send_phase(self) -> None:
         a = self.args
@@ -233,14 +242,21 @@ class Smoke:
 
         def next_command():
             with lock:
-                return next(generator, None)
+                command = next(generator, None)
+                if (command is not None and len(self.uncounted) < a.uncounted
+                        and any(c["op"] == "increment" for c in command.commands)):
+                    self.uncounted.add(command.index)   # --uncounted: sent, but not counted
+                return command
+
+        def accepted(command) -> None:
+            if command.index not in self.uncounted:
+                self.tracker.accepted_message(command)
 
         def http_sender() -> None:
             try:
                 while not self.stop_event.is_set() and (command := next_command()) is not None:
                     pace()
-                    self.http.send(command, f"{self.run_id}-{command.index}", self.stop_event,
-                                   self.tracker.accepted_message)
+                    self.http.send(command, f"{self.run_id}-{command.index}", self.stop_event, accepted)
             except BaseException as e:  # noqa: BLE001 - reported by the main thread
                 errors.append(e)
 
@@ -248,7 +264,7 @@ class Smoke:
             try:
                 while not self.stop_event.is_set() and (command := next_command()) is not None:
                     pace()
-                    self.kafka_ingress.send(command, self.tracker.accepted_message)
+                    self.kafka_ingress.send(command, accepted)
                 while not self.stop_event.is_set() and self.kafka_ingress.flush(1) > 0:
                     pass
             except BaseException as e:  # noqa: BLE001
@@ -286,10 +302,17 @@ class Smoke:
         rounds = [0]
         errors: list[BaseException] = []
 
+        def pending() -> tuple[list[int], str]:
+            """Instances to ask, and the topic: first until all are verified, then the confirmation round."""
+            unverified = self.verifier.unverified()
+            if unverified:
+                return unverified, self.verification_topic
+            return self.verifier.unconfirmed(), self.confirmation_topic
+
         def send_round() -> None:
             rounds[0] += 1
-            targets = self.verifier.unverified()
-            commands = [verify_command(i, self.tracker.expected(i), self.verification_topic) for i in targets]
+            targets, topic = pending()
+            commands = [verify_command(i, self.tracker.expected(i), topic) for i in targets]
             if self.http:
                 with ThreadPoolExecutor(a.concurrency) as pool:
                     list(pool.map(lambda c: self.http.send(c, f"{self.run_id}-verify-{rounds[0]}-{c.target}",
@@ -301,9 +324,9 @@ class Smoke:
 
         def verify_loop() -> None:
             try:
-                while not self.stop_event.is_set() and (self.verifier.unverified() or self.verifier.egress_off()):
+                while not self.stop_event.is_set() and (pending()[0] or self.verifier.egress_off()):
                     started = time.monotonic()
-                    if self.verifier.unverified():
+                    if pending()[0]:
                         send_round()
                     self.stop_event.wait(max(0.0, 2.0 - (time.monotonic() - started)))
             except BaseException as e:  # noqa: BLE001
@@ -319,10 +342,11 @@ class Smoke:
             self.verifier.check()
             self._revive()
             if time.monotonic() > deadline:
-                off = {i: self.verifier.last.get(i, (self.tracker.expected(i), None)) for i in self.verifier.unverified()}
+                off = {i: self.verifier.last.get(i, (self.tracker.expected(i), None))
+                       for i in self.verifier.unverified() or self.verifier.unconfirmed()}
                 details = ", ".join(f"{i}: expected {e} actual {act}" for i, (e, act) in list(off.items())[:40])
                 egress = self.verifier.egress_off()
-                raise NotVerified(f"timeout after {a.timeout:.0f}s: {len(off)} instances not verified "
+                raise NotVerified(f"timeout after {a.timeout:.0f}s: {len(off)} instances not verified or confirmed "
                                   f"(instance: last expected/actual) {details or '-'}; discard records off "
                                   f"(instance: expected, seen) {dict(list(egress.items())[:20]) or '-'}; "
                                   f"parked addresses: {self.backend.parked()}")
@@ -349,7 +373,7 @@ class Smoke:
 
     def summary(self, verdict: str, elapsed: float) -> str:
         a = self.args
-        verified = a.instances - len(self.verifier.unverified()) if self.verifier else 0
+        verified = a.instances - len(self.verifier.unconfirmed()) if self.verifier else 0
         return (f"SMOKE {verdict} backend={a.backend} function={a.function} ingress={a.ingress} "
                 f"instances={a.instances} messages={a.messages} {self.faults_line()} "
                 f"process_exits={self.counts['process_exits']} seed={self.seed} "
@@ -383,7 +407,9 @@ class Smoke:
         if failure is None:
             line = self.summary("PASS", elapsed)
             self.log(line)
-            if not a.keep:
+            if self.counts["process_exits"]:
+                self.log(f"work dir kept, as a process exited by itself: {self.workdir}")
+            elif not a.keep:
                 shutil.rmtree(self.workdir, ignore_errors=True)
             print(line, flush=True)
             return 0

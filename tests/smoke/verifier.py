@@ -2,7 +2,10 @@
 
 A background consumer reads the verification topic with ``isolation.level=read_committed``: a result with
 actual > expected fails at once ("over-counted"); actual == expected marks the instance verified; less is
-still in flight. It also counts the discard topic's records per key: every ``egress`` command of an
+still in flight. An instance can report expected == actual while a duplicate is still on its way, so once
+all are verified a confirmation round asks every instance again, writing to a topic of its own: the run
+passes only when all of them confirm. A result lower than an earlier one of the same instance (a committed
+increment undone) fails as well. It also counts the discard topic's records per key: every ``egress`` command of an
 accepted message must come out exactly once, so more than expected there fails as well.
 """
 
@@ -21,9 +24,13 @@ class OverCounted(AssertionError):
 
 
 class Verifier:
-    def __init__(self, bootstrap: str, verification_topic: str, discard_topic: str, instances: int, group: str):
+    def __init__(self, bootstrap: str, verification_topic: str, confirmation_topic: str, discard_topic: str,
+                 instances: int, group: str):
         self.bootstrap = bootstrap
         self.verification_topic, self.discard_topic = verification_topic, discard_topic
+        self.confirmation_topic = confirmation_topic
+        self.confirmed: set[int] = set()
+        self.highest: dict[int, int] = {}
         self.instances = instances
         self.group = group
         self.verified: set[int] = set()
@@ -49,7 +56,7 @@ class Verifier:
                              "isolation.level": "read_committed", "enable.auto.commit": False})
         try:
             assignment = []
-            for topic in (self.verification_topic, self.discard_topic):
+            for topic in (self.verification_topic, self.confirmation_topic, self.discard_topic):
                 metadata = consumer.list_topics(topic, timeout=30).topics[topic]
                 assignment += [TopicPartition(topic, p, OFFSET_BEGINNING) for p in metadata.partitions]
             consumer.assign(assignment)
@@ -58,7 +65,9 @@ class Verifier:
                     if record.error() is not None:
                         continue
                     if record.topic() == self.verification_topic:
-                        self._result(json.loads(record.value()))
+                        self._result(json.loads(record.value()), self.verified)
+                    elif record.topic() == self.confirmation_topic:
+                        self._result(json.loads(record.value()), self.confirmed)
                     else:
                         self._discarded(int(record.key()))
         except Exception as e:  # noqa: BLE001 - reported as the run's failure
@@ -67,7 +76,7 @@ class Verifier:
         finally:
             consumer.close()
 
-    def _result(self, result: dict) -> None:
+    def _result(self, result: dict, into: set[int]) -> None:
         instance, expected, actual = result["id"], result["expected"], result["actual"]
         with self._lock:
             self.results += 1
@@ -75,8 +84,12 @@ class Verifier:
             if actual > expected:
                 self.failure = self.failure or (f"over-counted: instance {instance} reports actual {actual} > "
                                                 f"expected {expected}")
+            elif actual < self.highest.get(instance, 0):
+                self.failure = self.failure or (f"state went backwards: instance {instance} reports actual {actual} "
+                                                f"after {self.highest[instance]} before")
             elif actual == expected:
-                self.verified.add(instance)
+                into.add(instance)
+            self.highest[instance] = max(actual, self.highest.get(instance, 0))
 
     def _discarded(self, instance: int) -> None:
         with self._lock:
@@ -97,6 +110,10 @@ class Verifier:
     def unverified(self) -> list[int]:
         with self._lock:
             return [i for i in range(self.instances) if i not in self.verified]
+
+    def unconfirmed(self) -> list[int]:
+        with self._lock:
+            return [i for i in range(self.instances) if i not in self.confirmed]
 
     def egress_off(self) -> dict[int, tuple[int, int]]:
         """Instances whose discard records are not (yet) as many as expected: (expected, seen)."""
