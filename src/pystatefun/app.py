@@ -15,6 +15,7 @@ from aiohttp import web
 from pystatefun.admin import AdminApi
 from pystatefun.admin.metrics import KafkaBackendCollector, KafkaCollector, Metrics
 from pystatefun.backends.embedded import SQLiteStore
+from pystatefun.backends.kafka.forwarding import Forwarding
 from pystatefun.backends.kafka.worker import KafkaBackend
 from pystatefun.config import (
     EmbeddedFunctions,
@@ -26,7 +27,7 @@ from pystatefun.config import (
     PlaygroundIngress as PlaygroundIngressSpec,
 )
 from pystatefun.io.kafka import KafkaEgress, KafkaIngress
-from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress
+from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
 from pystatefun.runtime.processor import Runtime
@@ -94,6 +95,8 @@ class Application:
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
+        # on the Kafka backend any worker takes any request: what only the owner can answer goes there
+        self.forwarding = None if kafka is None else Forwarding(self.runtime, kafka.view, kafka.worker_id)
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
         if self.kafka_ingresses or self.kafka_egresses:
             self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))
@@ -237,7 +240,8 @@ class Application:
         for spec in self.module.ingresses:
             if not isinstance(spec, PlaygroundIngressSpec):
                 continue
-            await self._serve(self.ingress.app(), spec.host, spec.port + self.port_offset)
+            middlewares = [] if self.forwarding is None else [self.forwarding.middleware("ingress", answered_by_owner)]
+            await self._serve(self.ingress.app(middlewares), spec.host, spec.port + self.port_offset)
             log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port + self.port_offset)
         for spec in self.module.egresses:
             if not isinstance(spec, PlaygroundEgressSpec):
@@ -246,7 +250,7 @@ class Application:
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
             await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token,
-                                      self.kafka_status).app(), self.admin_host, self.admin_port)
+                                      self.kafka_status, self.forwarding).app(), self.admin_host, self.admin_port)
             log.info("admin API listening on http://%s:%d%s", self.admin_host, self.admin_port,
                      " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
@@ -269,6 +273,8 @@ class Application:
             await ingress.stop()
         for runner in self._runners:
             await runner.cleanup()
+        if self.forwarding is not None:
+            await self.forwarding.close()
         if self.kafka is not None:
             await self.kafka.stop()  # commits and hands the partitions over
         await self.runtime.stop()

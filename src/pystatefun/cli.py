@@ -87,6 +87,9 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
               "module's ports + i and the admin API on --admin-port + i).")
 @click.option("--worker-id", help="Kafka backend: this worker's stable name (default: host name and index); a "
               "restarted worker with the same name fences its previous self at once.")
+@click.option("--advertise-host", help="Kafka backend: the host name or address the other workers reach this "
+              "worker's HTTP ingress and admin API at, to hand it requests for the addresses it owns (default: the "
+              "address they listen on; this machine's host name when that is 0.0.0.0).")
 @click.option(
     "--commit-interval",
     default="100ms",
@@ -127,7 +130,7 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     help="json: one JSON object per line, with the address and invocation in every line about one.",
 )
 def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, bootstrap_servers: str | None,
-        app_name: str | None, workers: int, worker_id: str | None, commit_interval: str, admin_port: int,
+        app_name: str | None, workers: int, worker_id: str | None, advertise_host: str | None, commit_interval: str, admin_port: int,
         admin_host: str, admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
@@ -149,18 +152,19 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
             from pystatefun.workers import supervise
 
             raise SystemExit(supervise(workers, sys.argv[1:]))
-    elif workers > 1 or bootstrap_servers or app_name:
-        raise click.UsageError("--workers, --bootstrap-servers and --app are options of --backend kafka")
+    elif workers > 1 or bootstrap_servers or app_name or advertise_host:
+        raise click.UsageError("--workers, --bootstrap-servers, --app and --advertise-host are options of --backend kafka")
     try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
         if backend == "kafka":
-            from pystatefun.backends.kafka.worker import KafkaBackend, default_worker_id
+            from pystatefun.backends.kafka.worker import KafkaBackend, default_worker_id, worker_urls
 
             index = int(os.environ.get("PYSTATEFUN_WORKER_INDEX", "0"))
             port_offset = index
             admin_port = admin_port + index if admin_port else 0
-            kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions)
+            urls = worker_urls(module, advertise_host, index, admin_host, admin_port)
+            kafka = KafkaBackend(bootstrap_servers, app_name, worker_id or default_worker_id(index), partitions, urls=urls)
         application = Application(
             module, data_dir if kafka is None else None, partitions=partitions or 8, commit_interval=interval,
             admin_port=admin_port or None, admin_host=admin_host, admin_token=admin_token, kafka=kafka,

@@ -166,9 +166,12 @@ class Load(KeyedRecords):
 class Worker:
     """One worker process: start it, kill -9 it, stop it (SIGTERM: it hands its partitions over)."""
 
-    def __init__(self, module: Path, bootstrap: str, app: str, worker_id: str, log: Path, partitions: int = 4):
+    def __init__(self, module: Path, bootstrap: str, app: str, worker_id: str, log: Path, partitions: int = 4,
+                 env: dict[str, str] | None = None):
+        """``env``: added to the process's environment (the module's ${...} values, say)."""
         self.module, self.bootstrap, self.app, self.worker_id, self.log = module, bootstrap, app, worker_id, log
         self.partitions = partitions
+        self.env = env or {}
         self.process: subprocess.Popen | None = None
         self.admin_port = free_port()
 
@@ -179,7 +182,7 @@ class Worker:
              "--bootstrap-servers", self.bootstrap, "--app", self.app, "--worker-id", self.worker_id,
              "--partitions", str(self.partitions), "--commit-interval", "20ms", "--admin-port", str(self.admin_port),
              "--log-level", "info"],
-            stdout=out, stderr=subprocess.STDOUT, cwd=self.module.parent, env={**os.environ},
+            stdout=out, stderr=subprocess.STDOUT, cwd=self.module.parent, env={**os.environ, **self.env},
         )
         out.close()
         if wait:

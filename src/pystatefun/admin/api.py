@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import os
 import time
@@ -20,6 +21,18 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 MAX_PAGE = 1000
 
 
+class PeerError(RuntimeError):
+    """Another worker did not answer its part of a listing."""
+
+
+class Peers(typing.Protocol):
+    """The other workers of a distributed application (backends/kafka/forwarding.py)."""
+
+    def middleware(self, server: str, needs_owner: typing.Callable[[web.Request], bool]) -> typing.Any: ...
+
+    async def gather(self, request: web.Request) -> list[typing.Any]: ...
+
+
 class AdminStore(typing.Protocol):
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]: ...
 
@@ -35,17 +48,22 @@ class AdminApi:
 
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
                  functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
-                 io_status: typing.Callable[[], dict[str, typing.Any]] = dict):
+                 io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None):
         self.runtime = runtime
         self.store = store
         self.registry = registry
         self.functions = functions
         self.token = token
         self.io_status = io_status  # the ingresses' and egresses' own health (Kafka), merged into /health
+        # on the Kafka backend: per-address routes go to the address's owner, listings cover every worker
+        self.peers = peers
         self.started = time.time()
 
     def app(self) -> web.Application:
-        app = web.Application(middlewares=[self._authorize])
+        middlewares = [self._authorize]
+        if self.peers is not None:
+            middlewares.append(self.peers.middleware("admin", lambda request: True))
+        app = web.Application(middlewares=middlewares)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
@@ -83,6 +101,11 @@ class AdminApi:
         if isinstance(limit, web.Response):
             return limit
         ids = self.store.addresses(typename, request.query.get("after", ""), limit)
+        if self.peers is not None:  # each worker's page is sorted: merge them and keep the first ones
+            parts = await self._peer_parts(request)
+            if isinstance(parts, web.Response):
+                return parts
+            ids = sorted({*ids, *(id for part in parts for id in part["ids"])})[:limit]
         page: dict[str, typing.Any] = {"function_type": typename, "ids": ids}
         if len(ids) == limit:
             page["next"] = f"/addresses/{typename}?after={quote(ids[-1])}&limit={limit}"
@@ -190,11 +213,23 @@ class AdminApi:
         return {"address": f"{target.typename}/{target.id}", "state": states}
 
     async def parked(self, request: web.Request) -> web.Response:
-        return web.json_response([
+        parked = [
             {"address": f"{m.key[0]}/{m.key[1]}", "reason": m.parked,
              "waiting_messages": len(m.backlog) + m.spilled + len(m.overflow)}
             for m in self.runtime.parked()
-        ])
+        ]
+        if self.peers is not None:
+            parts = await self._peer_parts(request)
+            if isinstance(parts, web.Response):
+                return parts
+            parked = sorted([*parked, *(entry for part in parts for entry in part)], key=lambda entry: entry["address"])
+        return web.json_response(parked)
+
+    async def _peer_parts(self, request: web.Request) -> list[typing.Any] | web.Response:
+        try:
+            return await self.peers.gather(request)
+        except PeerError as e:
+            return _error(502, f"the listing is incomplete: {e}")
 
     async def resume(self, request: web.Request) -> web.Response:
         action = request.match_info["action"]
@@ -216,7 +251,8 @@ class AdminApi:
         limit = _limit(request)
         if isinstance(limit, web.Response):
             return limit
-        return web.json_response(self.store.dead_letters(after, limit))
+        # not on the event loop: the Kafka backend reads them from a topic
+        return web.json_response(await asyncio.to_thread(self.store.dead_letters, after, limit))
 
 
 def _limit(request: web.Request) -> int | web.Response:

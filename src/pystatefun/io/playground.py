@@ -71,8 +71,8 @@ class PlaygroundIngress:
         boot = secrets.token_hex(8)
         self._reply_ids = (f"{boot}-{n}" for n in itertools.count())
 
-    def app(self) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count])
+    def app(self, middlewares: typing.Iterable[typing.Any] = ()) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count, *middlewares])
         app.router.add_route("*", "/{namespace}/{type}/{id}", self.handle)
         app.router.add_route("*", "/{tail:.*}", self.not_a_function_path)
         return app
@@ -142,7 +142,8 @@ class PlaygroundIngress:
         self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
         epoch = self.runtime.epoch
         if full_key is not None:
-            epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b""))
+            epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b"",
+                                                       partition=self.runtime.partition_of(target.id)))
             self._pending[full_key] = epoch
             epoch.on_commit(lambda: self._pending.pop(full_key, None))
         await epoch.committed()
@@ -197,8 +198,11 @@ class PlaygroundIngress:
             if stored is not None and stored.status != 202:
                 return "its request was answered already: only the first message to a reply address is the answer"
             value = envelope.value
+            # kept with the request's (the replying function's, as a rule) partition, where its retries go
+            replier = envelope.caller.id if envelope.caller is not None else reply_id
             epoch.idempotency.append(IdempotencyRecord(
                 full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 200, value.value, f"{VND_PREFIX}{value.typename}",
+                partition=self.runtime.partition_of(replier),
             ))
         elif reply_id not in self._waiting:
             return "no request waits for this reply any more (it timed out, or the runtime restarted)"
@@ -211,6 +215,12 @@ class PlaygroundIngress:
         for waiter in self._waiting.pop(reply_id, []):
             if not waiter.done():
                 waiter.set_result(value)
+
+
+def answered_by_owner(request: web.Request) -> bool:
+    """Whether a request needs the process that owns its address's partition (on the Kafka backend):
+    its answer is a reply that the function sends there, or is kept there with its idempotency key."""
+    return "wait" in request.query or "Idempotency-Key" in request.headers
 
 
 def _reply_wait(text: str | None) -> float | None | web.Response:

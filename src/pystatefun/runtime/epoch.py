@@ -63,6 +63,9 @@ class IdempotencyRecord:
     status: int  # 202 accepted; 200 a reply (request/reply)
     body: bytes
     content_type: str = ""
+    # where it is kept: the partition of the request's target, whose owner answers its retries (Kafka
+    # backend); not stored with the record
+    partition: int | None = None
 
 
 @dataclass(slots=True)

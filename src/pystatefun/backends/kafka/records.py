@@ -1,4 +1,5 @@
-"""The Kafka backend's records: messages in ``<app>.messages`` and the changelog in ``<app>.state``.
+"""The Kafka backend's records: messages in ``<app>.messages``, the changelog in ``<app>.state`` and
+dead letters in ``<app>.dead-letters``.
 
 A changelog key is a kind letter and the fields that name the thing, joined by NUL (which no typename or
 id contains): ``s`` state value (typename, id, state name), ``t`` timer (timer id), ``p`` parked address
@@ -9,13 +10,16 @@ thing is a tombstone (no value).
 
 from __future__ import annotations
 
+import base64
+import json
+import typing
 from dataclasses import dataclass, field
 
 from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.epoch import IdempotencyRecord, StoredValue, Timer
+from pystatefun.runtime.epoch import DeadLetter, IdempotencyRecord, StoredValue, Timer
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, ProcessedOffsets, StateValue, TimerValue
-from pystatefun.wire.request_reply_pb2 import Address
+from pystatefun.wire.request_reply_pb2 import Address, TypedValue
 
 SEP = "\x00"
 
@@ -30,6 +34,28 @@ def encode_message(envelope: Envelope) -> bytes:
 def decode_message(data: bytes) -> Envelope:
     message = LogMessage.FromString(data)
     return _envelope(message)
+
+
+# the dead letter's message (a TypedValue) travels in a header, the rest is JSON for any Kafka tool to read
+DEAD_LETTER_VALUE_HEADER = "pystatefun.value"
+
+
+def encode_dead_letter(letter: DeadLetter) -> tuple[bytes, list[tuple[str, bytes]]]:
+    """A dead letter's record value and headers."""
+    value = json.dumps({
+        "target": f"{letter.target_type}/{letter.target_id}" if letter.target_id else letter.target_type,
+        "caller": f"{letter.caller.typename}/{letter.caller.id}" if letter.caller else None,
+        "typename": letter.value.typename, "reason": letter.reason, "at_ms": letter.at_ms,
+    }).encode()
+    return value, [(DEAD_LETTER_VALUE_HEADER, letter.value.SerializeToString())]
+
+
+def decode_dead_letter(offset: int, value: bytes, headers: list[tuple[str, bytes]] | None) -> dict[str, typing.Any]:
+    """A dead-letter record as the admin API lists dead letters (its ``seq`` is the offset + 1)."""
+    letter = json.loads(value)
+    message = next((TypedValue.FromString(v) for k, v in headers or () if k == DEAD_LETTER_VALUE_HEADER), TypedValue())
+    return {"seq": offset + 1, "target": letter["target"], "caller": letter["caller"], "typename": letter["typename"],
+            "value_base64": base64.b64encode(message.value).decode(), "reason": letter["reason"], "at_ms": letter["at_ms"]}
 
 
 def _envelope(message: LogMessage) -> Envelope:

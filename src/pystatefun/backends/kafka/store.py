@@ -24,13 +24,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import json
 import logging
 import os
 import threading
+import time
 import typing
 
-from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.records import PartitionState
@@ -50,19 +50,23 @@ COMMIT_TIMEOUT_SECONDS = 30
 # (confluentinc/librdkafka#5456, #5511, open): a commit still running this long ends the process, like a
 # kill -9, which the transactions make safe; the worker's supervisor starts it again.
 COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
+DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
 
 
 class KafkaStore:
     """See the module docstring. The loop and the committer thread share it under one lock."""
 
-    def __init__(self, topics: Topics, producer_config: dict[str, typing.Any],
+    def __init__(self, topics: Topics, client_config: dict[str, typing.Any], producer_config: dict[str, typing.Any],
                  group_metadata: typing.Callable[[], typing.Any]):
-        """``group_metadata``: of the consumer of ``<app>.messages``; each Kafka ingress's consumer adds
-        its own with ``add_source``, for the offsets of its topics."""
+        """``client_config``: what every client of the cluster gets (bootstrap servers, properties);
+        ``producer_config``: the transactional producer's own settings; ``group_metadata``: of the
+        consumer of ``<app>.messages`` (each Kafka ingress's consumer adds its own with ``add_source``,
+        for the offsets of its topics)."""
         self.topics = topics
+        self._client_config = client_config
         self.partitions = topics.partitions
         self.instance = producer_config["transactional.id"]
-        self._producer = Producer(producer_config)
+        self._producer = Producer({**client_config, **producer_config})
         self._producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
         self._group_metadata = {None: group_metadata}  # by source (ingress id); None: <app>.messages
         self._lock = threading.Lock()
@@ -158,7 +162,29 @@ class KafkaStore:
         return ids[:limit]
 
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
-        raise LookupError(f"dead letters of the Kafka backend are records of topic {self.topics.dead_letters}")
+        """The committed dead letters after ``after`` (seq = offset in ``<app>.dead-letters`` + 1), oldest
+        first: read from the topic, so every worker lists all of them."""
+        tp = TopicPartition(self.topics.dead_letters, 0)
+        reader = Consumer({**self._client_config, "group.id": f"{self.topics.app}-admin", "enable.auto.commit": False,
+                           "isolation.level": "read_committed"})
+        try:
+            low, high = reader.get_watermark_offsets(tp, timeout=DEAD_LETTERS_TIMEOUT_SECONDS, cached=False)
+            start = max(after, low)
+            letters: list[dict[str, typing.Any]] = []
+            if start >= high:
+                return letters
+            reader.assign([TopicPartition(tp.topic, 0, start)])
+            # an open transaction holds read_committed readers back from its records: stop waiting then
+            deadline = time.monotonic() + DEAD_LETTERS_TIMEOUT_SECONDS
+            position = start
+            while len(letters) < limit and position < high and time.monotonic() < deadline:
+                for record in reader.consume(limit - len(letters), timeout=0.2):
+                    if record.error() is None:
+                        letters.append(records.decode_dead_letter(record.offset(), record.value(), record.headers()))
+                position = max(position, reader.position([tp])[0].offset)
+            return letters[:limit]
+        finally:
+            reader.close()
 
     def counts(self) -> dict[str, typing.Any]:
         return {"dead_letters": 0, "inbox": sum(len(o) for o in self._outstanding.values()), "egress": {}}
@@ -240,13 +266,8 @@ class KafkaStore:
                 out = KafkaProducerRecord.FromString(record.payload)
                 self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None, None, failed)
             for letter in epoch.dead_letters:
-                value = json.dumps({
-                    "target": f"{letter.target_type}/{letter.target_id}" if letter.target_id else letter.target_type,
-                    "caller": f"{letter.caller.typename}/{letter.caller.id}" if letter.caller else None,
-                    "typename": letter.value.typename, "reason": letter.reason, "at_ms": letter.at_ms,
-                }).encode()
-                self._send(topics.dead_letters, value, None, None, failed,
-                           headers=[("pystatefun.value", letter.value.SerializeToString())])
+                value, headers = records.encode_dead_letter(letter)
+                self._send(topics.dead_letters, value, None, None, failed, headers=headers)
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
@@ -298,7 +319,7 @@ class KafkaStore:
         for (typename, id), reason in epoch.parked.items():
             yield partition_of(id), records.parked_key(typename, id), None if reason is None else records.encode_parked(reason)
         for record in epoch.idempotency:
-            yield partition_of(record.key), records.idempotency_key(record.key), records.encode_idempotency(record)
+            yield record.partition, records.idempotency_key(record.key), records.encode_idempotency(record)
 
     def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]
                  ) -> tuple[dict[str | None, list[TopicPartition]], dict[int, bytes]]:

@@ -25,9 +25,11 @@ import typing
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
+from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
 from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
+from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
 from pystatefun.io.kafka import KafkaIngress
 from pystatefun.runtime.processor import Runtime
 
@@ -43,6 +45,7 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # commits offsets of the partitions); longer fails the worker, which a restart clears
 COMMITTED_TIMEOUT_SECONDS = 15
 STOP_TIMEOUT_SECONDS = 45
+WATERMARKS_EVERY_SECONDS = 1.0  # how fresh the partition lag in the metrics is
 
 
 def default_worker_id(index: int = 0) -> str:
@@ -50,22 +53,38 @@ def default_worker_id(index: int = 0) -> str:
     return f"{socket.gethostname()}-{index}"
 
 
+def worker_urls(module: Module, advertise_host: str | None, port_offset: int, admin_host: str,
+                admin_port: int) -> WorkerUrls:
+    """Where a worker serves the module's HTTP ingress and its admin API (``admin_port`` 0: none), as the
+    other workers reach it."""
+    def url(listen_host: str, port: int) -> str:
+        host = advertise_host or (socket.gethostname() if listen_host in ("0.0.0.0", "::", "") else listen_host)
+        return f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+
+    ingresses = [spec for spec in module.ingresses if isinstance(spec, PlaygroundIngressSpec)]
+    return WorkerUrls(ingress=url(ingresses[0].host, ingresses[0].port + port_offset) if ingresses else None,
+                      admin=url(admin_host, admin_port) if admin_port else None)
+
+
 class KafkaBackend:
     """Partition ownership, restore and the log of one worker (see the module docstring)."""
 
     def __init__(self, bootstrap_servers: str, app: str, worker_id: str, partitions: int | None = None,
-                 properties: typing.Mapping[str, str] | None = None):
+                 properties: typing.Mapping[str, str] | None = None, urls: WorkerUrls = WorkerUrls(None, None)):
+        """``urls``: where this worker serves its HTTP ingress and admin API, for the other workers."""
         self.bootstrap_servers = bootstrap_servers
         self.app = app
         self.worker_id = worker_id
         self.properties = dict(properties or {})
         common = {**self.properties, "bootstrap.servers": bootstrap_servers}
         self._common = common
-        self.topics: Topics = prepare_topics(AdminClient(common), app, partitions)
+        admin = AdminClient(common)
+        self.topics: Topics = prepare_topics(admin, app, partitions)
         self.partitions = self.topics.partitions
-        self.consumer = self._consumer(app)
-        self.store = KafkaStore(self.topics, {
-            **common,
+        # the other workers find this one's URLs, with the partitions it owns, in the group (cluster.py)
+        self.consumer = self._consumer(app, {"client.id": client_id(worker_id, urls)})
+        self.view = GroupView(admin, app, self.topics.messages)
+        self.store = KafkaStore(self.topics, common, {
             "transactional.id": f"pystatefun-{app}-{worker_id}",
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 2,
@@ -77,12 +96,15 @@ class KafkaBackend:
         self._task: asyncio.Task | None = None
         self.rebalances = 0
         self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
+        self._high_watermarks: dict[int, int] = {}  # partition -> offset after its last message (see _consume)
+        self._watermarks_at = float("-inf")
 
-    def _consumer(self, group: str) -> Consumer:
+    def _consumer(self, group: str, settings: typing.Mapping[str, str] | None = None) -> Consumer:
         # Not a static member (group.instance.id): a static member does not leave the group when it
         # closes, so a worker stopped on purpose would keep its partitions until the session timeout.
         return Consumer({
             **self._common,
+            **(settings or {}),
             "group.id": group,
             "partition.assignment.strategy": "cooperative-sticky",
             "enable.auto.commit": False,
@@ -142,17 +164,27 @@ class KafkaBackend:
 
     def lag(self) -> dict[int, int]:
         """Messages in the log after this worker's read position, per owned partition (from the
-        watermarks the consumer saw last: no request to the brokers)."""
-        lags = {}
-        for partition, position in self.store.read_positions().items():
-            tp = TopicPartition(self.topics.messages, partition)
-            try:
-                _, high = self.consumer.get_watermark_offsets(tp, cached=True)
-            except KafkaException:
-                continue
-            if high >= 0:
-                lags[partition] = max(0, high - position)
-        return lags
+        watermarks the consumer thread noted last, at most WATERMARKS_EVERY_SECONDS ago)."""
+        return {partition: max(0, self._high_watermarks[partition] - position)
+                for partition, position in self.store.read_positions().items() if partition in self._high_watermarks}
+
+    def _consume(self, wait: float) -> list[Message]:
+        """One batch of ``<app>.messages`` (in the consumer thread). Notes the partitions' high watermarks
+        now and then: only here, for a consumer may not be used from the event loop's thread (its calls
+        block while a rebalance callback of the consumer thread waits for the loop)."""
+        batch = self.consumer.consume(MAX_POLL_RECORDS, wait)
+        if time.monotonic() - self._watermarks_at > WATERMARKS_EVERY_SECONDS:
+            self._watermarks_at = time.monotonic()
+            highs = {}
+            for partition in self.store.read_positions():
+                try:
+                    _, high = self.consumer.get_watermark_offsets(TopicPartition(self.topics.messages, partition), cached=True)
+                except KafkaException:
+                    continue
+                if high >= 0:
+                    highs[partition] = high
+            self._high_watermarks = highs
+        return batch
 
     def _read_loop_done(self, task: asyncio.Task) -> None:
         if not task.cancelled() and task.exception() is not None and self.runtime.failed and not self.runtime.failed.done():
@@ -164,7 +196,7 @@ class KafkaBackend:
         loop = asyncio.get_running_loop()
         wait = POLL_SECONDS / (1 + len(self.ingresses))  # the consumers take turns in one thread
         while True:
-            batch = await loop.run_in_executor(self._thread, self.consumer.consume, MAX_POLL_RECORDS, wait)
+            batch = await loop.run_in_executor(self._thread, self._consume, wait)
             for record in batch:
                 error = record.error()
                 if error is None:

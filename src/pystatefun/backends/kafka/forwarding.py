@@ -1,0 +1,145 @@
+"""HTTP requests about an address that another worker owns, handed to that worker (Kafka backend).
+
+Most ingress messages need no owner: a worker routes a message for a partition it does not own through
+``<app>.messages``. Three things do need the owner's process: a request that waits for its reply (the
+function answers on the worker that runs it), a request with an ``Idempotency-Key`` (the key's record is
+kept with the address's partition), and the admin API's per-address routes (state, delayed messages,
+resume/skip). For these a middleware sends the request on to the owner's server (found in the group,
+``cluster.GroupView``) and relays its answer, so any worker can be asked. A forwarded request that lands
+on a worker that is not the owner any more is refused with 503 and a ``Pystatefun-Not-Owner`` header:
+it was not applied, so it is tried again with a fresh view of the group, until the partition has an owner
+again or OWNER_WAIT_SECONDS pass (a rebalance in progress).
+
+The admin API's listings (addresses of a function type, parked addresses) ask every worker for its own
+part (:meth:`Forwarding.gather`) and merge.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import typing
+
+import aiohttp
+import yarl
+from aiohttp import web
+
+from pystatefun.admin.api import PeerError
+from pystatefun.backends.kafka.cluster import GroupView, Member
+from pystatefun.runtime.processor import Runtime
+
+FORWARDED_BY = "Pystatefun-Forwarded-By"  # on a forwarded request: the worker it came from
+NOT_OWNER = "Pystatefun-Not-Owner"  # on a refusal: the request was not applied, ask the owner
+OWNER_WAIT_SECONDS = 10.0
+RETRY_PAUSE_SECONDS = 0.2
+CONNECT_TIMEOUT_SECONDS = 5.0
+# per hop (RFC 9110 §7.6.1), or recomputed for the forwarded body
+NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
+RELAYED = ("Content-Type", "Retry-After")
+
+Server = typing.Literal["ingress", "admin"]
+
+
+def _refuse(status: int, reason: str, **headers: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=headers)
+
+
+class Forwarding:
+    """Finds the owner of a request's address and hands the request to it (see the module docstring)."""
+
+    def __init__(self, runtime: Runtime, view: GroupView, worker_id: str):
+        self.runtime = runtime
+        self.view = view
+        self.worker_id = worker_id
+        self._session: aiohttp.ClientSession | None = None
+
+    def middleware(self, server: Server, needs_owner: typing.Callable[[web.Request], bool]) -> typing.Any:
+        """An aiohttp middleware for routes with an ``{id}``: requests for which ``needs_owner`` holds go to
+        the worker owning that id's partition (this one: handled here)."""
+        @web.middleware
+        async def to_owner(request: web.Request, handler: typing.Callable) -> web.StreamResponse:
+            id = request.match_info.get("id")
+            if id is None or not needs_owner(request):
+                return await handler(request)
+            return await self._to_owner(request, handler, server, self.runtime.partition_of(id))
+        return to_owner
+
+    async def _to_owner(self, request: web.Request, handler: typing.Callable, server: Server,
+                        partition: int) -> web.StreamResponse:
+        if partition in self.runtime.processors:
+            return await handler(request)
+        if FORWARDED_BY in request.headers:  # sent here by a worker whose view is out of date
+            return _refuse(503, f"worker {self.worker_id} does not own partition {partition}", **{NOT_OWNER: "1"})
+        body = await request.read()
+        deadline = time.monotonic() + OWNER_WAIT_SECONDS
+        fresh = False
+        while True:
+            owner = await self.view.owner(partition, fresh)
+            if partition in self.runtime.processors:  # assigned here meanwhile, and restored
+                return await handler(request)
+            if owner is not None and owner.worker_id != self.worker_id:
+                url = getattr(owner.urls, server)
+                if url is None:
+                    return _refuse(502, f"partition {partition} belongs to worker {owner.worker_id}, which serves no "
+                                        f"{server} over HTTP: ask it directly, or give it one")
+                answer = await self._send(request, owner, url, body)
+                if answer is not None:
+                    return answer
+            if time.monotonic() >= deadline:
+                return _refuse(503, f"partition {partition} has no worker to run it at the moment (the workers are "
+                                    "rebalancing); the request was not applied: retry", **{"Retry-After": "1"})
+            fresh = True
+            await asyncio.sleep(RETRY_PAUSE_SECONDS)
+
+    async def _send(self, request: web.Request, owner: Member, url: str, body: bytes) -> web.Response | None:
+        """The owner's answer, relayed; None when it did not take the request (so nothing was applied)."""
+        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+        headers[FORWARDED_BY] = self.worker_id
+        try:
+            async with self.session.request(request.method, yarl.URL(url + request.raw_path, encoded=True),
+                                            data=body, headers=headers) as response:
+                if response.status == 503 and NOT_OWNER in response.headers:
+                    return None
+                relayed = {k: response.headers[k] for k in RELAYED if k in response.headers}
+                return web.Response(status=response.status, body=await response.read(), headers=relayed)
+        except aiohttp.ClientConnectorError:
+            return None  # never reached it: the owner is gone, a new one comes with the next rebalance
+        except (aiohttp.ClientError, TimeoutError) as e:
+            return _refuse(502, f"worker {owner.worker_id} (the owner) was lost while handling the request ({e}); "
+                                "it may have been applied: retry with the same Idempotency-Key to be sure it is applied once")
+
+    async def gather(self, request: web.Request) -> list[typing.Any]:
+        """The JSON answers of the other workers' admin APIs to this GET, each for the partitions it owns
+        (nothing when this request came from another worker: it wants this worker's part only)."""
+        if FORWARDED_BY in request.headers:
+            return []
+        others = [m for m in await self.view.members() if m.worker_id != self.worker_id]
+        missing = [m.worker_id for m in others if m.urls.admin is None]
+        if missing:
+            raise PeerError(f"workers {', '.join(missing)} serve no admin API, so their part cannot be listed")
+        headers = {FORWARDED_BY: self.worker_id}
+        if "Authorization" in request.headers:
+            headers["Authorization"] = request.headers["Authorization"]
+
+        async def part(member: Member) -> typing.Any:
+            try:
+                async with self.session.get(yarl.URL(member.urls.admin + request.raw_path, encoded=True),
+                                            headers=headers) as response:
+                    if response.status != 200:
+                        raise PeerError(f"worker {member.worker_id} answered {response.status}: {await response.text()}")
+                    return await response.json()
+            except (aiohttp.ClientError, TimeoutError) as e:
+                raise PeerError(f"worker {member.worker_id} did not answer: {e}") from None
+
+        return list(await asyncio.gather(*(part(m) for m in others)))
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None:
+            self._session = aiohttp.ClientSession(
+                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS))
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
