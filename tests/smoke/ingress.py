@@ -104,6 +104,12 @@ class KafkaIngress:
     def flush(self, timeout: float) -> int:
         return self.producer.flush(timeout)
 
+    def close(self) -> None:
+        """Flushes what it can and lets the client go (before the run's brokers stop, so it does not log
+        connection errors for as long as the process lives)."""
+        self.producer.flush(5)
+        self.producer = None
+
 
 def paced(rate: float) -> typing.Callable[[], None]:
     """A function that sleeps so that its calls come at most ``rate`` per second (0: no limit)."""

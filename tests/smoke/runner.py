@@ -361,7 +361,7 @@ class Smoke:
         self.stop_event.set()
         for step in (lambda: self.verifier and self.verifier.stop(),
                      lambda: self.http and self.http.close(),
-                     lambda: self.kafka_ingress and self.kafka_ingress.flush(5),
+                     lambda: self.kafka_ingress and self.kafka_ingress.close(),
                      lambda: self.backend and self.backend.stop(),
                      lambda: self.server and self.server.stop(),
                      lambda: self.proxy and self.proxy.stop(),
