@@ -464,12 +464,16 @@ def matrix(argv: list[str]) -> int:
             if args.seed is not None:
                 command += ["--seed", str(args.seed)]
             print(f"=== {' '.join(command[1:])}", flush=True)
-            done = subprocess.run(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-            print(done.stdout, end="", flush=True)
-            summary = [line for line in done.stdout.splitlines() if line.startswith("SMOKE ") or " SMOKE " in line]
-            lines.append(summary[-1].split("] ", 1)[-1] if summary else f"SMOKE FAIL backend={backend} "
-                         f"function={function}: exit {done.returncode} without a summary")
-            failed += done.returncode != 0
+            process = subprocess.Popen(command, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+            summary = []
+            for line in process.stdout:
+                print(line, end="", flush=True)
+                if line.startswith("SMOKE "):
+                    summary.append(line.rstrip("\n"))
+            process.wait()
+            lines.append(summary[-1] if summary else f"SMOKE FAIL backend={backend} function={function}: "
+                         f"exit {process.returncode} without a summary")
+            failed += process.returncode != 0
     print("=== matrix summary", flush=True)
     for line in lines:
         print(line, flush=True)
