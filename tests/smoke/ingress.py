@@ -10,6 +10,7 @@ delivery report says it was delivered.
 from __future__ import annotations
 
 import http.client
+import itertools
 import threading
 import time
 import typing
@@ -21,10 +22,21 @@ from .commands import COMMANDS_TYPENAME, FUNCTION, SourceCommand
 
 
 class HttpIngress:
-    def __init__(self, port: typing.Callable[[], int], run_id: str):
-        self.port, self.run_id = port, run_id
+    """``ports()``: the ingress ports to use (one runtime, or every Kafka worker: any worker takes any request,
+    handing those with an Idempotency-Key to the owner of the target's partition). Each sending thread
+    keeps to one of them and moves on to the next after a failure."""
+
+    def __init__(self, ports: typing.Callable[[], list[int]], run_id: str):
+        self.ports, self.run_id = ports, run_id
         self.counts: Counter = Counter()      # "retries", statuses seen
         self._local = threading.local()
+        self._threads = itertools.count()
+
+    def port(self) -> int:
+        if not hasattr(self._local, "choice"):
+            self._local.choice = next(self._threads)
+        ports = self.ports()
+        return ports[self._local.choice % len(ports)]
 
     def _connection(self) -> http.client.HTTPConnection:
         port = self.port()
@@ -36,7 +48,9 @@ class HttpIngress:
             self._local.connection, self._local.port = connection, port
         return connection
 
-    def _drop(self) -> None:
+    def _drop(self, move_on: bool = False) -> None:
+        if move_on and hasattr(self._local, "choice"):
+            self._local.choice += 1
         connection = getattr(self._local, "connection", None)
         if connection is not None:
             connection.close()
@@ -55,7 +69,7 @@ class HttpIngress:
                 response.read()
                 status = response.status
             except (OSError, http.client.HTTPException):
-                self._drop()
+                self._drop(move_on=True)
                 status = None
             if status == 202:
                 if on_accepted:
@@ -63,6 +77,8 @@ class HttpIngress:
                 return True
             self.counts["retries"] += 1
             self.counts[f"status {status}" if status else "connection errors"] += 1
+            if status is not None and status >= 500:
+                self._drop(move_on=True)
             if status is not None and status < 500:
                 raise RuntimeError(f"ingress answered {status} to message {key}; the harness or the module is wrong")
             stop.wait(backoff)

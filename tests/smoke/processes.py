@@ -87,7 +87,8 @@ class FunctionServer:
 
 
 def module_yaml(*, form: FunctionForm, function_url: str | None, bootstrap: str, discard_topic: str,
-                verification_topic: str, ingress: str, commands_topic: str | None, group: str, playground: bool) -> str:
+                verification_topic: str, ingress: str, commands_topic: str | None, group: str, playground: bool,
+                playground_egress: bool) -> str:
     """The module a run writes: the interpreter (embedded, or remote behind the fault proxy with a short read
     timeout so that delayed answers are given up on and retried), the ingress, and both egresses as
     exactly-once Kafka egresses."""
@@ -106,6 +107,7 @@ spec:
 """]
     if playground:
         docs.append("kind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n")
+    if playground_egress:  # only so that the embedded runtime harness finds the port it waits for
         docs.append("kind: io.statefun.playground.v1/egress\nspec:\n  port: ${EGRESS_PORT}\n  topics: [unused]\n")
     if ingress == "kafka":
         docs.append(f"""kind: io.statefun.kafka.v1/ingress
@@ -149,9 +151,8 @@ class EmbeddedBackend:
     def start(self) -> None:
         self.runtime.start()
 
-    @property
-    def ingress_port(self) -> int:
-        return self.runtime.ingress_port
+    def ingress_port_list(self) -> list[int]:
+        return [self.runtime.ingress_port]
 
     def kill_and_restart(self, rng: random.Random) -> str:
         self.runtime.kill()
@@ -180,14 +181,18 @@ class KafkaBackend:
     name = "kafka"
 
     def __init__(self, module: Path, workdir: Path, bootstrap: str, app: str, workers: int = 3, partitions: int = 6):
-        self.workers = [Worker(module, bootstrap, app, f"{app}-w{i}", workdir / f"worker-{i}.log", partitions)
-                        for i in range(workers)]
+        self.ingress_ports = [free_port() for _ in range(workers)]   # each worker's playground ingress
+        self.workers = [Worker(module, bootstrap, app, f"{app}-w{i}", workdir / f"worker-{i}.log", partitions,
+                               env={"INGRESS_PORT": str(port)}) for i, port in enumerate(self.ingress_ports)]
 
     def start(self) -> None:
         for worker in self.workers:
             worker.start(wait=False)
         for worker in self.workers:
             wait_for_port(worker.admin_port, worker.process, timeout=120)
+
+    def ingress_port_list(self) -> list[int]:
+        return self.ingress_ports
 
     def kill_and_restart(self, rng: random.Random) -> str:
         index = rng.randrange(len(self.workers))

@@ -120,9 +120,6 @@ class Smoke:
         unavailable = self.form.available()
         if unavailable:
             raise SetupError(f"function form {a.function} is not available: {unavailable}")
-        if a.backend == "kafka" and a.ingress == "http":
-            raise SetupError("--ingress http on the Kafka backend needs forwarding to the owning worker, which the "
-                             "runtime does not have yet (docs/kafka.md); use --ingress kafka")
         prepare_environment()
         if a.broker_restarts:
             self.log("starting a three-node Kafka cluster for the broker restarts")
@@ -155,7 +152,8 @@ class Smoke:
         module.write_text(module_yaml(form=self.form, function_url=function_url, bootstrap=self.bootstrap,
                                       discard_topic=self.discard_topic, verification_topic=self.verification_topic,
                                       ingress=a.ingress, commands_topic=self.commands_topic,
-                                      group=f"{self.run_id}-ingress", playground=a.backend == "embedded"))
+                                      group=f"{self.run_id}-ingress", playground=a.ingress == "http" or a.backend == "embedded",
+                                      playground_egress=a.backend == "embedded"))
         if a.backend == "embedded":
             self.backend = EmbeddedBackend(module, self.workdir)
         else:
@@ -165,7 +163,7 @@ class Smoke:
         self.verifier = Verifier(self.bootstrap, self.verification_topic, self.confirmation_topic, self.discard_topic,
                                  a.instances, f"{self.run_id}-verifier").start()
         if a.ingress == "http":
-            self.http = HttpIngress(lambda: self.backend.ingress_port, self.run_id)
+            self.http = HttpIngress(self.backend.ingress_port_list, self.run_id)
         else:
             self.kafka_ingress = KafkaIngress(self.bootstrap, self.commands_topic)
 
@@ -294,6 +292,8 @@ class Smoke:
         for schedule in schedules:  # points past the last message (a slow tail) still run
             schedule.poll(1.0, self.log)
         self.progress("sent")
+        ingress = self.http.counts if self.http else self.kafka_ingress.counts
+        self.log(f"ingress: {dict(ingress)}")
 
     def verify_phase(self) -> None:
         a = self.args
