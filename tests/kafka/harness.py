@@ -9,6 +9,7 @@ import subprocess
 import sys
 import threading
 import time
+import typing
 import uuid
 from collections import defaultdict
 from pathlib import Path
@@ -19,6 +20,15 @@ from confluent_kafka.admin import AdminClient, NewTopic
 from e2e.processes import free_port, kill, terminate, wait_for_port
 
 APPS = Path(__file__).parent / "apps"
+
+
+def wait_until(condition: typing.Callable[[], bool], what: str, timeout: float = 60.0) -> None:
+    """Waits for ``condition`` (a liveness bound, generous for a loaded machine: not a timing check)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.2)
 
 
 def unique(prefix: str) -> str:

@@ -6,24 +6,17 @@ from __future__ import annotations
 
 import time
 import uuid
-from typing import Callable
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, Message, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from support.kafka import KafkaCluster
 
+from .harness import wait_until
+
 
 def unique(prefix: str) -> str:
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
-
-
-def wait_until(condition: Callable[[], bool], what: str, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
 
 
 def create_topic(bootstrap: str, partitions: int, replica_assignment: list[list[int]] | None = None) -> str:

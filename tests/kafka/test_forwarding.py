@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from e2e.processes import free_port, request
-from kafka.harness import Worker, unique
+from kafka.harness import Worker, unique, wait_until
 from pystatefun.runtime.envelope import partition_of
 
 PARTITIONS = 4
@@ -76,13 +76,6 @@ class App:
         metrics = self.admin(worker, "GET", "/metrics").body.decode()
         line = next(line for line in metrics.splitlines() if line.startswith("pystatefun_kafka_owned_partitions "))
         return int(float(line.split()[1]))
-
-
-def wait_until(condition, what: str, timeout: float = 60) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        assert time.monotonic() < deadline, f"not within {timeout:.0f}s: {what}"
-        time.sleep(0.2)
 
 
 @pytest.fixture

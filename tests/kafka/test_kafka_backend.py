@@ -21,7 +21,7 @@ from e2e.conftest import official_server
 from e2e.processes import free_port, wait_for_port
 
 from .harness import (APPS, KeyedRecords, Load, Worker, counter_module, counts_by_key, create_topics, produce, read_all,
-                      unique)
+                      unique, wait_until)
 
 
 def test_worker_restart_continues_the_counts(tmp_path, kafka_bootstrap):
@@ -109,8 +109,7 @@ def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kaf
             time.sleep(2)
             workers[1].start()
             workers[2].start()
-            time.sleep(4)
-            assert "runs partitions" in workers[2].log.read_text()  # the partitions were shared out
+            wait_until(lambda: "runs partitions" in workers[2].log.read_text(), "the partitions were shared out")
             workers[2].stop()
             workers[1].stop()
             time.sleep(2)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-import typing
 from dataclasses import dataclass
 
 from confluent_kafka.admin import AdminClient

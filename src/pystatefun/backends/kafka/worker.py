@@ -36,6 +36,7 @@ from pystatefun.runtime.processor import Runtime
 log = logging.getLogger("pystatefun.kafka")
 
 POLL_SECONDS = 0.05
+INGRESS_TURN_SECONDS = 0.005
 MAX_POLL_RECORDS = 500
 # a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
@@ -194,7 +195,9 @@ class KafkaBackend:
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        wait = POLL_SECONDS / (1 + len(self.ingresses))  # the consumers take turns in one thread
+        # the consumers take turns in one thread: a record waits for the other consumers' turns, so with
+        # ingresses each turn is short (what a turn costs when idle is a call into librdkafka)
+        wait = INGRESS_TURN_SECONDS if self.ingresses else POLL_SECONDS
         while True:
             batch = await loop.run_in_executor(self._thread, self._consume, wait)
             for record in batch:
