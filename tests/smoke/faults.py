@@ -4,6 +4,7 @@ endpoint's read timeout), and the schedule that kills processes at random moment
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import random
 import threading
 import time
@@ -12,7 +13,6 @@ from collections import Counter
 
 import aiohttp
 from aiohttp import web
-
 from e2e.processes import free_port
 
 
@@ -34,7 +34,7 @@ class FaultProxy:
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
 
-    def start(self) -> "FaultProxy":
+    def start(self) -> FaultProxy:
         self._thread.start()
         asyncio.run_coroutine_threadsafe(self._start(), self._loop).result(30)
         return self
@@ -58,7 +58,7 @@ class FaultProxy:
             async with self._session.post(f"http://127.0.0.1:{self.target()}{request.path_qs}", data=body,
                                           headers={"Content-Type": request.headers.get("Content-Type", "")}) as r:
                 status, payload, content_type = r.status, await r.read(), r.headers.get("Content-Type")
-        except (aiohttp.ClientError, asyncio.TimeoutError) as e:
+        except (TimeoutError, aiohttp.ClientError) as e:
             self.counts["502"] += 1
             return web.Response(status=502, text=f"fault proxy: function server unreachable: {e!r}")
         if draw < self.p500:
@@ -78,10 +78,8 @@ class FaultProxy:
                 await self._runner.cleanup()
             if self._session:
                 await self._session.close()
-        try:
+        with contextlib.suppress(Exception):  # stopping anyway
             asyncio.run_coroutine_threadsafe(_stop(), self._loop).result(10)
-        except Exception:  # noqa: BLE001 - stopping anyway
-            pass
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(10)
 

@@ -9,7 +9,14 @@ Python SDK has as well, so the same source also runs on it (tests/e2e/official_s
 import json
 from datetime import timedelta
 
-from pystatefun import IntType, StatefulFunctions, ValueSpec, kafka_egress_message, message_builder, make_json_type
+from pystatefun import (
+    IntType,
+    StatefulFunctions,
+    ValueSpec,
+    kafka_egress_message,
+    make_json_type,
+    message_builder,
+)
 
 FUNCTION = "statefun.smoke.e2e/command-interpreter-fn"
 COMMANDS = make_json_type("statefun.smoke.e2e/commands")

@@ -3,6 +3,7 @@ the two backends (the embedded runtime process; three Kafka-backend workers) and
 
 from __future__ import annotations
 
+import json
 import os
 import random
 import subprocess
@@ -94,7 +95,7 @@ def module_yaml(*, form: FunctionForm, function_url: str | None, bootstrap: str,
     exactly-once Kafka egresses."""
     if form.embedded:
         docs = ["kind: pystatefun.v1/embedded\nspec:\n  functions: statefun.smoke.e2e/*\n"
-                "  module: tests.smoke.interpreter:functions\n"]
+                + "  module: tests.smoke.interpreter:functions\n"]
     else:
         docs = [f"""kind: io.statefun.endpoints.v2/http
 spec:
@@ -165,7 +166,6 @@ class EmbeddedBackend:
 
     def parked(self) -> list:
         try:
-            import json
             return json.loads(request(self.runtime.admin_port, "GET", "/parked", timeout=5).body)
         except Exception as e:  # noqa: BLE001 - diagnostics only
             return [f"(could not ask: {e!r})"]
@@ -206,7 +206,6 @@ class KafkaBackend:
         return all(worker.alive() for worker in self.workers)
 
     def parked(self) -> list:
-        import json
         out = []
         for worker in self.workers:
             try:

@@ -24,8 +24,16 @@ from . import REPO
 from .commands import CommandGenerator, Parameters, verify_command
 from .faults import FaultProxy, KillSchedule
 from .ingress import HttpIngress, KafkaIngress, paced
-from .processes import (FORMS, PROXY_DELAY, EmbeddedBackend, FunctionForm, FunctionServer, KafkaBackend,
-                        module_yaml, prepare_environment)
+from .processes import (
+    FORMS,
+    PROXY_DELAY,
+    EmbeddedBackend,
+    FunctionForm,
+    FunctionServer,
+    KafkaBackend,
+    module_yaml,
+    prepare_environment,
+)
 from .tracker import Tracker
 from .verifier import OverCounted, Verifier
 
@@ -68,7 +76,7 @@ def parser() -> argparse.ArgumentParser:
 class Log:
     def __init__(self, path: Path):
         self.started = time.monotonic()
-        self.file = open(path, "a", buffering=1)
+        self.file = open(path, "a", buffering=1)  # noqa: SIM115 - open for the whole run
 
     def __call__(self, line: str) -> None:
         text = f"[{time.monotonic() - self.started:6.0f}s] {line}"

@@ -43,7 +43,7 @@ class Verifier:
         self._thread = threading.Thread(target=self._run, name="verifier", daemon=True)
         self.expected_egress: dict[int, int] | None = None   # set once sending is over
 
-    def start(self) -> "Verifier":
+    def start(self) -> Verifier:
         self._thread.start()
         return self
 
