@@ -89,6 +89,13 @@ def repro_command(args: argparse.Namespace, seed: int) -> str:
              "--instances", args.instances, "--messages", args.messages, "--kills", args.kills,
              "--function-kills", args.function_kills, "--proxy-500", args.proxy_500, "--proxy-delay", args.proxy_delay,
              "--broker-restarts", args.broker_restarts, "--seed", seed]
+    if args.backend == "kafka":
+        parts += ["--workers", args.workers, "--partitions", args.partitions]
+    if args.ingress == "kafka":
+        parts += ["--rate", args.rate]
+    for option in ("command_depth", "max_commands_per_depth"):
+        if getattr(args, option) != parser().get_default(option):
+            parts += [f"--{option.replace('_', '-')}", getattr(args, option)]
     if args.uncounted:
         parts += ["--uncounted", args.uncounted]
     return " ".join(shlex.quote(str(part)) for part in parts)
