@@ -242,7 +242,9 @@ class Smoke:
         self.log(f"{phase}: accepted {self.tracker.accepted}/{self.args.messages} "
                  f"(ingress retries {ingress.get('retries', 0)}) | {self.faults_line()} | "
                  f"verified {self.args.instances - len(self.verifier.unverified())}/{self.args.instances} "
-                 f"confirmed {self.args.instances - len(self.verifier.unconfirmed())}/{self.args.instances}")
+                 f"confirmed {self.args.instances - len(self.verifier.unconfirmed())}/{self.args.instances}"
+                 + (f" | discard records still off for {len(off)} instances" if (off := self.verifier.egress_off())
+                    and self.verifier.expected_egress is not None else ""))
 
     def send_phase(self) -> None:
         a = self.args
