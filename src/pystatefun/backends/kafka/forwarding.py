@@ -33,6 +33,9 @@ NOT_OWNER = "Pystatefun-Not-Owner"  # on a refusal: the request was not applied,
 OWNER_WAIT_SECONDS = 10.0
 RETRY_PAUSE_SECONDS = 0.2
 CONNECT_TIMEOUT_SECONDS = 5.0
+# how long the owner may take to answer, beyond what a request waits for its reply (?wait): it answers
+# once its epoch commits, so longer means it is stuck, and the request gets a 502 instead of hanging
+OWNER_ANSWER_SECONDS = 60.0
 # per hop (RFC 9110 §7.6.1), or recomputed for the forwarded body
 NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
 RELAYED = ("Content-Type", "Retry-After")
@@ -96,8 +99,14 @@ class Forwarding:
         headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
         headers[FORWARDED_BY] = self.worker_id
         try:
+            waits = float(request.query.get("wait", "0"))
+        except ValueError:
+            waits = 0.0  # the owner refuses it
+        timeout = aiohttp.ClientTimeout(total=OWNER_ANSWER_SECONDS + max(0.0, min(waits, 3600.0)),
+                                        sock_connect=CONNECT_TIMEOUT_SECONDS)
+        try:
             async with self.session.request(request.method, yarl.URL(url + request.raw_path, encoded=True),
-                                            data=body, headers=headers) as response:
+                                            data=body, headers=headers, timeout=timeout) as response:
                 if response.status == 503 and NOT_OWNER in response.headers:
                     return None
                 relayed = {k: response.headers[k] for k in RELAYED if k in response.headers}
@@ -105,7 +114,7 @@ class Forwarding:
         except aiohttp.ClientConnectorError:
             return None  # never reached it: the owner is gone, a new one comes with the next rebalance
         except (aiohttp.ClientError, TimeoutError) as e:
-            return _refuse(502, f"worker {owner.worker_id} (the owner) was lost while handling the request ({e}); "
+            return _refuse(502, f"worker {owner.worker_id} (the owner) was lost or stuck while handling the request ({e!r}); "
                                 "it may have been applied: retry with the same Idempotency-Key to be sure it is applied once")
 
     async def gather(self, request: web.Request) -> list[typing.Any]:
@@ -137,7 +146,7 @@ class Forwarding:
     def session(self) -> aiohttp.ClientSession:
         if self._session is None:
             self._session = aiohttp.ClientSession(
-                timeout=aiohttp.ClientTimeout(total=None, sock_connect=CONNECT_TIMEOUT_SECONDS))
+                timeout=aiohttp.ClientTimeout(total=OWNER_ANSWER_SECONDS, sock_connect=CONNECT_TIMEOUT_SECONDS))
         return self._session
 
     async def close(self) -> None:
