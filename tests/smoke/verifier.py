@@ -127,12 +127,3 @@ class Verifier:
         with self._lock:
             if self.failure:
                 raise OverCounted(self.failure)
-
-
-def wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
