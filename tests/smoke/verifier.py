@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import threading
-import time
 from collections import Counter
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, TopicPartition
