@@ -668,6 +668,10 @@ class Runtime:
             now = self.now_ms()
             if due is not None and due <= now:
                 for timer in self.timers.pop_due(now):
+                    if self.processors[timer.partition].leaving:
+                        # being handed over: the next owner fires it. Fired here, its removal would
+                        # be in an epoch after the hand-over's, which the next owner never sees.
+                        continue
                     self._drop_timer(timer)
                     self.route(timer.envelope)
                 continue

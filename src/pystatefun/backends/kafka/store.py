@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import dataclasses
 import logging
 import os
 import threading
@@ -46,6 +47,13 @@ log = logging.getLogger("pystatefun.kafka")
 # A transaction that cannot commit within this fails the commit, which stops the worker (a restart
 # continues from the last commit) instead of waiting forever, e.g. on a group stuck in a rebalance.
 COMMIT_TIMEOUT_SECONDS = 30
+# The group refuses a transaction's offsets when it moved to a new generation after the offsets' group
+# metadata was taken: a rebalance began (another worker joined or left). That is not a failure: the
+# transaction aborts and the same epoch commits again with the new generation, once the consumer
+# rejoined (KIP-447; Kafka Streams does the same). Partitions do not move meanwhile: a revoked one
+# waits for our revoke callback, which commits after this epoch.
+REGROUP_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS})
+REGROUP_RETRY_SECONDS = 0.2
 # librdkafka's send_offsets_to_transaction can block past its timeout when the group coordinator moved
 # (confluentinc/librdkafka#5456, #5511, open): a commit still running this long ends the process, like a
 # kill -9, which the transactions make safe; the worker's supervisor starts it again.
@@ -53,22 +61,35 @@ COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
 
 
+@dataclasses.dataclass
+class Accounting:
+    """What one epoch's transaction commits of the positions (see ``KafkaStore._account``)."""
+
+    offsets: dict[str | None, list[TopicPartition]] = dataclasses.field(default_factory=dict)  # by source
+    processed: dict[int, bytes] = dataclasses.field(default_factory=dict)  # partition -> changelog value
+    # for taking it back: (seq, partition, offset) of the messages consumed and of those written,
+    # processed offsets dropped as passed, and the partitions' earlier ``_processed_written``
+    consumed: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    written: list[tuple[int, int, int]] = dataclasses.field(default_factory=list)
+    passed: dict[int, set[int]] = dataclasses.field(default_factory=dict)
+    processed_written: dict[int, bool] = dataclasses.field(default_factory=dict)
+
+
 class KafkaStore:
     """See the module docstring. The loop and the committer thread share it under one lock."""
 
-    def __init__(self, topics: Topics, client_config: dict[str, typing.Any], producer_config: dict[str, typing.Any],
-                 group_metadata: typing.Callable[[], typing.Any]):
+    def __init__(self, topics: Topics, client_config: dict[str, typing.Any], producer_config: dict[str, typing.Any]):
         """``client_config``: what every client of the cluster gets (bootstrap servers, properties);
-        ``producer_config``: the transactional producer's own settings; ``group_metadata``: of the
-        consumer of ``<app>.messages`` (each Kafka ingress's consumer adds its own with ``add_source``,
-        for the offsets of its topics)."""
+        ``producer_config``: the transactional producer's own settings."""
         self.topics = topics
         self._client_config = client_config
         self.partitions = topics.partitions
         self.instance = producer_config["transactional.id"]
         self._producer = Producer({**client_config, **producer_config})
         self._producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
-        self._group_metadata = {None: group_metadata}  # by source (ingress id); None: <app>.messages
+        # by source (ingress id; None: <app>.messages): the consumer group metadata the offsets commit with,
+        # as the consumer thread noted it last (see note_group)
+        self._group_metadata: dict[str | None, bytes] = {}
         self._lock = threading.Lock()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
         self.local: dict[int, PartitionState] = {}  # owned partitions' changelog contents
@@ -81,10 +102,18 @@ class KafkaStore:
         self._processed: dict[int, set[int]] = {}
         self._processed_written: dict[int, bool] = {}  # whether the changelog's last value has entries
         self._specs: dict[str, dict[str, StateSpec]] = {}
+        # set by the consumer thread when the group gave our partitions to others: nothing may commit
+        self.lost = False
+        # the error of a commit that failed: every later one is refused, for the positions and the state
+        # in memory are ahead of the log from then on (a restart continues from the last commit)
+        self._failure: BaseException | None = None
 
-    def add_source(self, source: str, group_metadata: typing.Callable[[], typing.Any]) -> None:
-        """A Kafka ingress whose positions commit in the transactions, with its consumer group's metadata."""
-        self._group_metadata[source] = group_metadata
+    def note_group(self, source: str | None, metadata: bytes) -> None:
+        """The consumer group metadata of ``source``'s consumer (None: of ``<app>.messages``; else a Kafka
+        ingress's), noted by the consumer thread after each poll and in each rebalance callback. Asking the
+        consumer from the committer thread instead would wait while the consumer thread polls (the client
+        lets one thread at a time use a consumer), and forever while a revoke callback waits for a commit."""
+        self._group_metadata[source] = metadata
 
     # -- ownership ----------------------------------------------------------------------------------------
 
@@ -234,6 +263,29 @@ class KafkaStore:
         self._producer.flush(10)
 
     def _write(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
+        if self._failure is not None:
+            raise RuntimeError(f"an earlier epoch commit failed ({self._failure}); a restart continues from the "
+                               "last commit")
+        deadline = time.monotonic() + COMMIT_TIMEOUT_SECONDS
+        try:
+            while True:
+                try:
+                    changelog = self._transaction(epoch, partition_of)
+                    break
+                except KafkaException as e:
+                    if e.args[0].code() not in REGROUP_ERRORS or self.lost or time.monotonic() > deadline:
+                        raise
+                    log.info("epoch %d: the group began a rebalance (%s); committing it again with the new "
+                             "generation", epoch.number, e.args[0].name())
+                    time.sleep(REGROUP_RETRY_SECONDS)
+        except BaseException as e:
+            self._failure = e
+            raise
+        self._apply(changelog)
+
+    def _transaction(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> list[tuple[int, bytes, bytes | None]]:
+        """One attempt at committing ``epoch``; returns its changelog records. A failed attempt aborts and
+        leaves the positions as they were before it."""
         producer = self._producer
         errors: list[KafkaError] = []
         written: list[tuple[int, int, int]] = []  # (seq, partition, offset) of volatile messages
@@ -251,8 +303,11 @@ class KafkaStore:
             return delivered
 
         topics = self.topics
+        undo: Accounting | None = None
         producer.begin_transaction()
         try:
+            if self.lost:
+                raise RuntimeError("the group gave this worker's partitions to others")
             for envelope in epoch.volatile:
                 self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
                            partition_of(envelope.target.id), wrote(envelope.seq))
@@ -271,23 +326,25 @@ class KafkaStore:
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
-            offsets, processed = self._account(epoch, written)
-            for partition, value in processed.items():
+            undo = self._account(epoch, written)
+            for partition, value in undo.processed.items():
                 self._send(topics.state, value, records.PROCESSED_KEY, partition, failed)
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
-            for source, source_offsets in offsets.items():
-                producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source](), COMMIT_TIMEOUT_SECONDS)
+            for source, source_offsets in undo.offsets.items():
+                producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source], COMMIT_TIMEOUT_SECONDS)
             producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
         except BaseException:
-            # the runtime stops on a failed commit; aborting lets the next owner read past it at once
+            # aborting lets the next owner (or the next attempt) read past this one at once
             try:
                 producer.abort_transaction(10)
             except KafkaException:
                 pass
+            if undo is not None:
+                self._unaccount(undo)
             raise
-        self._apply(changelog)
+        return changelog
 
     def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
               on_delivery: typing.Callable, headers: list | None = None) -> None:
@@ -321,13 +378,13 @@ class KafkaStore:
         for record in epoch.idempotency:
             yield record.partition, records.idempotency_key(record.key), records.encode_idempotency(record)
 
-    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]
-                 ) -> tuple[dict[str | None, list[TopicPartition]], dict[int, bytes]]:
+    def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> Accounting:
         """Updates the positions with this epoch (before its transaction commits, so that the consumer,
         which sees the written messages only after that, knows to skip them). Returns the offsets to
-        commit with it, by consumer group (None: of <app>.messages; else the ingress id), and the
-        changed ``processed`` changelog values by partition."""
+        commit with it and the changed ``processed`` changelog values, with what ``_unaccount`` needs to
+        take the update back if the transaction does not commit."""
         with self._lock:
+            accounting = Accounting()
             changed: set[int] = set()
             for seq in epoch.consumed:
                 position = self._positions.pop(seq, None)
@@ -335,33 +392,56 @@ class KafkaStore:
                     partition, offset = position
                     self._outstanding[partition].discard(offset)
                     self._processed[partition].add(offset)
+                    accounting.consumed.append((seq, partition, offset))
                     changed.add(partition)
             for seq, partition, offset in written:
                 if partition in self._outstanding:
                     self._positions[seq] = (partition, offset)
                     self._outstanding[partition].add(offset)
                     self._self_written[partition].add(offset)
-            offsets: dict[str | None, list[TopicPartition]] = {}
-            processed: dict[int, bytes] = {}
+                    accounting.written.append((seq, partition, offset))
             for partition, outstanding in self._outstanding.items():
                 next_offset = self._read_position[partition]
                 if outstanding:
                     next_offset = min(next_offset, min(outstanding))
-                offsets.setdefault(None, []).append(TopicPartition(self.topics.messages, partition, next_offset))
+                accounting.offsets.setdefault(None, []).append(TopicPartition(self.topics.messages, partition, next_offset))
                 done = self._processed[partition]
                 passed = {o for o in done if o < next_offset}  # behind the committed offset: never read again
                 if passed:
                     done -= passed
+                    accounting.passed[partition] = passed
                     changed.add(partition)
                 # written when it has entries, and once more when it becomes empty (the usual case: in order)
                 if partition in changed and (done or self._processed_written.get(partition)):
-                    processed[partition] = records.encode_processed(done)
+                    accounting.processed[partition] = records.encode_processed(done)
+                    accounting.processed_written[partition] = self._processed_written.get(partition, False)
                     self._processed_written[partition] = bool(done)
             for (source, topic, partition), offset in epoch.source_offsets.items():
-                offsets.setdefault(source, []).append(TopicPartition(topic, partition, offset))
+                accounting.offsets.setdefault(source, []).append(TopicPartition(topic, partition, offset))
             for timer in epoch.timers_added.values():
                 self._timer_partition[timer.timer_id] = timer.partition
-            return offsets, processed
+            return accounting
+
+    def _unaccount(self, accounting: Accounting) -> None:
+        """Takes back ``_account`` after its transaction aborted: the epoch's messages are outstanding
+        again and the messages it wrote do not exist (read_committed readers never see them)."""
+        with self._lock:
+            for seq, partition, offset in accounting.written:
+                self._positions.pop(seq, None)
+                if partition in self._outstanding:
+                    self._outstanding[partition].discard(offset)
+                    self._self_written[partition].discard(offset)
+            for seq, partition, offset in accounting.consumed:
+                if partition in self._outstanding:
+                    self._positions[seq] = (partition, offset)
+                    self._outstanding[partition].add(offset)
+                    self._processed[partition].discard(offset)
+            for partition, passed in accounting.passed.items():
+                if partition in self._processed:
+                    self._processed[partition] |= passed
+            for partition, before in accounting.processed_written.items():
+                if partition in self._processed_written:
+                    self._processed_written[partition] = before
 
     def _apply(self, changelog: list[tuple[int, bytes, bytes | None]]) -> None:
         """After the commit: the owned partitions' contents follow their changelog."""

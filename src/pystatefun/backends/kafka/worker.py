@@ -22,7 +22,7 @@ import socket
 import time
 import typing
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, Message, TopicPartition
+from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
@@ -42,10 +42,17 @@ MAX_POLL_RECORDS = 500
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
 SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
 TRANSACTION_TIMEOUT_MS = 10_000
-# how long an assignment waits for the committed offsets (the broker holds them back while a transaction
-# commits offsets of the partitions); longer fails the worker, which a restart clears
-COMMITTED_TIMEOUT_SECONDS = 15
+# How long an assignment may take to get what it needs from the brokers before the worker fails (a restart
+# clears it). It waits out what passes by itself: a new topic's partition leaders being elected, a broker
+# restarting, and committed offsets held back by an open transaction with offsets of the partitions,
+# which for a worker that died lasts until the broker aborts it (TRANSACTION_TIMEOUT_MS, checked every
+# transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default).
+ASSIGN_TIMEOUT_SECONDS = 60
+TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
+                              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
+ASK_AGAIN_SECONDS = 0.5
 STOP_TIMEOUT_SECONDS = 45
+GROUPS_NOTED_EVERY_SECONDS = 0.05  # while a rebalance callback waits for the loop (see _in_loop)
 WATERMARKS_EVERY_SECONDS = 1.0  # how fresh the partition lag in the metrics is
 
 
@@ -65,6 +72,22 @@ def worker_urls(module: Module, advertise_host: str | None, port_offset: int, ad
     ingresses = [spec for spec in module.ingresses if isinstance(spec, PlaygroundIngressSpec)]
     return WorkerUrls(ingress=url(ingresses[0].host, ingresses[0].port + port_offset) if ingresses else None,
                       admin=url(admin_host, admin_port) if admin_port else None)
+
+
+T = typing.TypeVar("T")
+
+
+def retrying(what: str, deadline: float, call: typing.Callable[[], T]) -> T:
+    """``call()``, asked again while it fails with an error that passes by itself (TRANSIENT_ERRORS), until
+    ``deadline`` (time.monotonic()); a line in the log each time."""
+    while True:
+        try:
+            return call()
+        except KafkaException as e:
+            if e.args[0].code() not in TRANSIENT_ERRORS or time.monotonic() >= deadline:
+                raise
+            log.info("%s: %s; asking again", what, e.args[0].str())
+            time.sleep(ASK_AGAIN_SECONDS)
 
 
 class KafkaBackend:
@@ -89,13 +112,14 @@ class KafkaBackend:
             "transactional.id": f"pystatefun-{app}-{worker_id}",
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 2,
-        }, self.consumer.consumer_group_metadata)
+        })
         self.runtime: Runtime | None = None
         self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-worker")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
         self.rebalances = 0
+        self._closing = False  # set once the partitions are handed over on the way out (see _leave)
         self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
         self._high_watermarks: dict[int, int] = {}  # partition -> offset after its last message (see _consume)
         self._watermarks_at = float("-inf")
@@ -120,18 +144,18 @@ class KafkaBackend:
         for ingress in ingresses:
             consumer = self._consumer(ingress.spec.consumer_group_id)
             ingress.attach(consumer, self._thread)
-            self.store.add_source(ingress.spec.id, consumer.consumer_group_metadata)
             self.ingresses.append((ingress, consumer))
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
 
         def subscribe() -> None:
-            self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(self._on_assign),
-                                    on_revoke=self._guarded(self._on_revoke), on_lost=self._on_lost)
+            self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(None, self._on_assign),
+                                    on_revoke=self._guarded(None, self._on_revoke), on_lost=self._on_lost)
             for ingress, consumer in self.ingresses:
-                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(self._ingress_assigned(ingress)),
-                                   on_revoke=self._guarded(self._ingress_revoked), on_lost=self._on_lost)
+                source = ingress.spec.id
+                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(source, self._ingress_assigned(ingress)),
+                                   on_revoke=self._guarded(source, self._ingress_revoked), on_lost=self._on_lost)
 
         await self._loop.run_in_executor(self._thread, subscribe)
         self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
@@ -157,6 +181,7 @@ class KafkaBackend:
         # can meet a rebalance started by another worker leaving at the same time
         if self.runtime is not None and not self.runtime.failed.done():
             await self._release(list(self.runtime.processors))
+        self._closing = True
         loop = asyncio.get_running_loop()
         for _, consumer in self.ingresses:
             await loop.run_in_executor(self._thread, consumer.close)
@@ -173,7 +198,7 @@ class KafkaBackend:
         """One batch of ``<app>.messages`` (in the consumer thread). Notes the partitions' high watermarks
         now and then: only here, for a consumer may not be used from the event loop's thread (its calls
         block while a rebalance callback of the consumer thread waits for the loop)."""
-        batch = self.consumer.consume(MAX_POLL_RECORDS, wait)
+        batch = self._poll(self.consumer, None, wait)
         if time.monotonic() - self._watermarks_at > WATERMARKS_EVERY_SECONDS:
             self._watermarks_at = time.monotonic()
             highs = {}
@@ -185,6 +210,17 @@ class KafkaBackend:
                 if high >= 0:
                     highs[partition] = high
             self._high_watermarks = highs
+        return batch
+
+    def _poll(self, consumer: Consumer, source: str | None, wait: float) -> list[Message]:
+        """A batch from ``consumer`` (in the consumer thread), noting its group metadata for the commits."""
+        batch = consumer.consume(MAX_POLL_RECORDS, wait)
+        self.store.note_group(source, consumer.consumer_group_metadata())
+        if batch:
+            # The batch can hold records fetched before a revoke callback that this same call ran: they
+            # belong to the partition's next owner, which reads them from the offsets that callback committed.
+            assigned = {(tp.topic, tp.partition) for tp in consumer.assignment()}
+            batch = [record for record in batch if record.error() is not None or (record.topic(), record.partition()) in assigned]
         return batch
 
     def _read_loop_done(self, task: asyncio.Task) -> None:
@@ -209,7 +245,7 @@ class KafkaBackend:
                 else:
                     log.warning("kafka worker %s: %s", self.worker_id, error.str())
             for ingress, consumer in self.ingresses:
-                for record in await loop.run_in_executor(self._thread, consumer.consume, MAX_POLL_RECORDS, wait):
+                for record in await loop.run_in_executor(self._thread, self._poll, consumer, ingress.spec.id, wait):
                     await ingress.take(record)
 
     async def _message(self, record: Message) -> None:
@@ -228,11 +264,14 @@ class KafkaBackend:
         self.rebalances += 1
         if not partitions:
             return
+        deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
         assigned = []
-        for tp in consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_SECONDS):
-            offset = tp.offset if tp.offset >= 0 else consumer.get_watermark_offsets(tp, timeout=30)[0]
-            restored = self._restore(tp.partition)
-            asyncio.run_coroutine_threadsafe(self._own(restored, offset), self._loop).result()
+        for tp in retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5)):
+            if tp.offset < 0:  # never committed: from the start of the log
+                tp.offset = retrying("watermarks", deadline, lambda: consumer.get_watermark_offsets(tp, timeout=5))[0]
+            offset = tp.offset
+            restored = self._restore(tp.partition, deadline)
+            self._in_loop(self._own(restored, offset))
             assigned.append(TopicPartition(tp.topic, tp.partition, offset))
         consumer.incremental_assign(assigned)
         log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
@@ -241,15 +280,18 @@ class KafkaBackend:
         def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             if not partitions:
                 return
-            starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else ingress.startup_offset(consumer, tp))
-                      for tp in consumer.committed(partitions, timeout=COMMITTED_TIMEOUT_SECONDS)]
+            deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
+            committed = retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5))
+            starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else
+                                     retrying("startup offset", deadline, lambda: ingress.startup_offset(consumer, tp)))
+                      for tp in committed]
             consumer.incremental_assign(starts)
         return assigned
 
     def _ingress_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The records routed from these partitions commit before another worker reads on from them."""
         if partitions and self._usable():
-            asyncio.run_coroutine_threadsafe(self.runtime.commit_async(), self._loop).result()
+            self._in_loop(self.runtime.commit_async())
 
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
@@ -259,7 +301,7 @@ class KafkaBackend:
         self.rebalances += 1
         owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
         if partitions and self._usable():
-            asyncio.run_coroutine_threadsafe(self._release(owned), self._loop).result()
+            self._in_loop(self._release(owned))
 
     async def _release(self, partitions: list[int]) -> None:
         owned = sorted(p for p in partitions if p in self.runtime.processors)
@@ -271,20 +313,42 @@ class KafkaBackend:
     def _on_lost(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         """The group gave our partitions to others (we were away too long): nothing of ours may commit
         any more. The worker stops; started again, it joins as a new member."""
+        self.store.lost = True  # at once, in this thread: a commit retrying after a rebalance must not go on
         self._fail(RuntimeError(f"worker {self.worker_id} lost partitions {sorted(tp.partition for tp in partitions)} "
                                 "to the group (it was unresponsive for longer than the session timeout)"))
 
-    def _guarded(self, callback: typing.Callable[[Consumer, list[TopicPartition]], None]
+    def _guarded(self, source: str | None, callback: typing.Callable[[Consumer, list[TopicPartition]], None]
                  ) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
-        """A rebalance callback that cannot leave the worker half-assigned: if it fails (a broker that does
-        not answer in time, say), the worker stops, and started again it joins afresh."""
+        """A rebalance callback of ``source``'s consumer that first notes the group's new generation (the
+        commits it makes need it) and cannot leave the worker half-assigned: if it fails (a broker that
+        does not answer in time, say), the worker stops, and started again it joins afresh."""
         def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
+            if self._closing:
+                return  # everything is committed and handed over; the consumers are closing
+            self._note_groups()
             try:
                 callback(consumer, partitions)
             except Exception as e:  # noqa: BLE001 - any failure here must stop the worker, not hang it
                 log.error("worker %s: rebalance failed: %s", self.worker_id, e)
                 self._fail(RuntimeError(f"worker {self.worker_id}: rebalance failed: {e}"))
         return guarded
+
+    def _in_loop(self, coroutine: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
+        """Runs ``coroutine`` on the event loop and waits for it, from a rebalance callback. Meanwhile no
+        poll notes the consumers' group metadata, and a commit the coroutine waits for needs the groups'
+        current generations (another group of this worker may be rebalancing too): noted here instead."""
+        future = asyncio.run_coroutine_threadsafe(coroutine, self._loop)
+        while True:
+            try:
+                return future.result(timeout=GROUPS_NOTED_EVERY_SECONDS)
+            except TimeoutError:
+                self._note_groups()
+
+    def _note_groups(self) -> None:
+        """Notes every consumer's group metadata for the commits (in the consumer thread: see note_group)."""
+        self.store.note_group(None, self.consumer.consumer_group_metadata())
+        for ingress, consumer in self.ingresses:
+            self.store.note_group(ingress.spec.id, consumer.consumer_group_metadata())
 
     def _usable(self) -> bool:
         """Whether hand-overs may still commit: not after a failure (only the last commit is safe)."""
@@ -293,14 +357,15 @@ class KafkaBackend:
     def _fail(self, error: Exception) -> None:
         self._loop.call_soon_threadsafe(lambda: self.runtime.failed.done() or self.runtime.failed.set_exception(error))
 
-    def _restore(self, partition: int) -> PartitionState:
+    def _restore(self, partition: int, deadline: float) -> PartitionState:
         """Reads a partition's changelog from the beginning (read_committed), with a progress line."""
         restored = PartitionState(partition)
         reader = Consumer({**self._common, "group.id": f"{self.app}-restore", "enable.auto.commit": False,
                            "isolation.level": "read_committed"})
         try:
             tp = TopicPartition(self.topics.state, partition)
-            low, high = reader.get_watermark_offsets(tp, timeout=30, cached=False)
+            low, high = retrying("changelog watermarks", deadline,
+                                 lambda: reader.get_watermark_offsets(tp, timeout=5, cached=False))
             if high <= low:
                 return restored
             reader.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])
