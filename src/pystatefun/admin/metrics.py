@@ -116,7 +116,8 @@ class _RuntimeCollector(Collector):
             yield family
 
         counts = self.store.counts()
-        yield GaugeMetricFamily("pystatefun_dead_letters", "Dead letters kept", value=counts["dead_letters"])
+        if counts["dead_letters"] is not None:  # not on the Kafka backend (see KafkaStore.counts)
+            yield GaugeMetricFamily("pystatefun_dead_letters", "Dead letters kept", value=counts["dead_letters"])
         yield GaugeMetricFamily("pystatefun_inbox_messages", "Committed messages not processed yet", value=counts["inbox"])
         egress = GaugeMetricFamily("pystatefun_egress_records", "Egress records waiting to be read", labels=["egress", "topic"])
         for (egress_id, topic), count in counts["egress"].items():

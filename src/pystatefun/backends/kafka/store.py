@@ -31,9 +31,10 @@ import threading
 import time
 import typing
 
-from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Producer, TopicPartition
+from confluent_kafka import KafkaError, KafkaException, Message, Producer, TopicPartition
 
 from pystatefun.backends.kafka import records
+from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
 from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
@@ -193,30 +194,20 @@ class KafkaStore:
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
         """The committed dead letters after ``after`` (seq = offset in ``<app>.dead-letters`` + 1), oldest
         first: read from the topic, so every worker lists all of them."""
-        tp = TopicPartition(self.topics.dead_letters, 0)
-        reader = Consumer({**self._client_config, "group.id": f"{self.topics.app}-admin", "enable.auto.commit": False,
-                           "isolation.level": "read_committed"})
-        try:
-            low, high = reader.get_watermark_offsets(tp, timeout=DEAD_LETTERS_TIMEOUT_SECONDS, cached=False)
-            start = max(after, low)
-            letters: list[dict[str, typing.Any]] = []
-            if start >= high:
-                return letters
-            reader.assign([TopicPartition(tp.topic, 0, start)])
-            # an open transaction holds read_committed readers back from its records: stop waiting then
+        letters: list[dict[str, typing.Any]] = []
+        with PartitionReader(self._client_config, f"{self.topics.app}-admin", self.topics.dead_letters, 0) as reader:
+            low, high = reader.watermarks(timeout=DEAD_LETTERS_TIMEOUT_SECONDS)
             deadline = time.monotonic() + DEAD_LETTERS_TIMEOUT_SECONDS
-            position = start
-            while len(letters) < limit and position < high and time.monotonic() < deadline:
-                for record in reader.consume(limit - len(letters), timeout=0.2):
-                    if record.error() is None:
-                        letters.append(records.decode_dead_letter(record.offset(), record.value(), record.headers()))
-                position = max(position, reader.position([tp])[0].offset)
-            return letters[:limit]
-        finally:
-            reader.close()
+            for batch in reader.batches(max(after, low), high, deadline, max_records=limit):
+                letters += [records.decode_dead_letter(r.offset(), r.value(), r.headers()) for r in batch]
+                if len(letters) >= limit:
+                    break
+        return letters[:limit]
 
     def counts(self) -> dict[str, typing.Any]:
-        return {"dead_letters": 0, "inbox": sum(len(o) for o in self._outstanding.values()), "egress": {}}
+        # dead letters: None, as counting them would mean reading <app>.dead-letters from the event loop
+        # (the admin API's /dead-letters lists them); egress: Kafka egress records are in their topics
+        return {"dead_letters": None, "inbox": sum(len(o) for o in self._outstanding.values()), "egress": {}}
 
     def function_specs(self) -> dict[str, dict[str, StateSpec]]:
         return {}  # remote functions negotiate their specs again after a restart (as in StateFun)

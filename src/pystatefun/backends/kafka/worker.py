@@ -22,10 +22,11 @@ import socket
 import time
 import typing
 
-from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaError, KafkaException, Message, TopicPartition
+from confluent_kafka import Consumer, KafkaError, KafkaException, Message, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
+from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
@@ -150,12 +151,11 @@ class KafkaBackend:
         self._loop = asyncio.get_running_loop()
 
         def subscribe() -> None:
-            self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(None, self._on_assign),
-                                    on_revoke=self._guarded(None, self._on_revoke), on_lost=self._on_lost)
+            self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(self._on_assign),
+                                    on_revoke=self._guarded(self._on_revoke), on_lost=self._on_lost)
             for ingress, consumer in self.ingresses:
-                source = ingress.spec.id
-                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(source, self._ingress_assigned(ingress)),
-                                   on_revoke=self._guarded(source, self._ingress_revoked), on_lost=self._on_lost)
+                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(self._ingress_assigned(ingress)),
+                                   on_revoke=self._guarded(self._ingress_revoked), on_lost=self._on_lost)
 
         await self._loop.run_in_executor(self._thread, subscribe)
         self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
@@ -317,11 +317,11 @@ class KafkaBackend:
         self._fail(RuntimeError(f"worker {self.worker_id} lost partitions {sorted(tp.partition for tp in partitions)} "
                                 "to the group (it was unresponsive for longer than the session timeout)"))
 
-    def _guarded(self, source: str | None, callback: typing.Callable[[Consumer, list[TopicPartition]], None]
+    def _guarded(self, callback: typing.Callable[[Consumer, list[TopicPartition]], None]
                  ) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
-        """A rebalance callback of ``source``'s consumer that first notes the group's new generation (the
-        commits it makes need it) and cannot leave the worker half-assigned: if it fails (a broker that
-        does not answer in time, say), the worker stops, and started again it joins afresh."""
+        """A rebalance callback that first notes the groups' new generations (the commits it makes need
+        them) and cannot leave the worker half-assigned: if it fails (a broker that does not answer in
+        time, say), the worker stops, and started again it joins afresh."""
         def guarded(consumer: Consumer, partitions: list[TopicPartition]) -> None:
             if self._closing:
                 return  # everything is committed and handed over; the consumers are closing
@@ -360,31 +360,22 @@ class KafkaBackend:
     def _restore(self, partition: int, deadline: float) -> PartitionState:
         """Reads a partition's changelog from the beginning (read_committed), with a progress line."""
         restored = PartitionState(partition)
-        reader = Consumer({**self._common, "group.id": f"{self.app}-restore", "enable.auto.commit": False,
-                           "isolation.level": "read_committed"})
-        try:
-            tp = TopicPartition(self.topics.state, partition)
-            low, high = retrying("changelog watermarks", deadline,
-                                 lambda: reader.get_watermark_offsets(tp, timeout=5, cached=False))
+        with PartitionReader(self._common, f"{self.app}-restore", self.topics.state, partition) as reader:
+            low, high = retrying("changelog watermarks", deadline, lambda: reader.watermarks(timeout=5))
             if high <= low:
                 return restored
-            reader.assign([TopicPartition(self.topics.state, partition, OFFSET_BEGINNING)])
             started = reported = time.monotonic()
-            position = low
-            while position < high:
-                for record in reader.consume(1000, timeout=0.2):
-                    if record.error() is None:
+            try:
+                for batch in reader.batches(low, high):
+                    for record in batch:
                         restored.apply(record.key(), record.value())
-                # the consumer's position also moves past transaction markers, which are never delivered
-                position = max(position, reader.position([tp])[0].offset)
-                self.restoring[partition] = max(0, high - position)
-                if time.monotonic() - reported > 2:
-                    reported = time.monotonic()
-                    log.info("worker %s restoring partition %d: %d of %d changelog records", self.worker_id,
-                             partition, position - low, high - low)
+                    self.restoring[partition] = max(0, high - reader.position)
+                    if time.monotonic() - reported > 2:
+                        reported = time.monotonic()
+                        log.info("worker %s restoring partition %d: %d of %d changelog records", self.worker_id,
+                                 partition, reader.position - low, high - low)
+            finally:
+                self.restoring.pop(partition, None)
             log.info("worker %s restored partition %d: %d addresses, %d timers in %.1f s", self.worker_id, partition,
                      len(restored.state), len(restored.timers), time.monotonic() - started)
             return restored
-        finally:
-            self.restoring.pop(partition, None)
-            reader.close()
