@@ -318,11 +318,9 @@ class KafkaStore:
             if errors:
                 raise KafkaException(errors[0])
             undo = self._account(epoch, written)
+            # no flush for these: commit_transaction sends them first, and fails if one fails
             for partition, value in undo.processed.items():
                 self._send(topics.state, value, records.PROCESSED_KEY, partition, failed)
-            producer.flush()
-            if errors:
-                raise KafkaException(errors[0])
             for source, source_offsets in undo.offsets.items():
                 producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source], COMMIT_TIMEOUT_SECONDS)
             producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)

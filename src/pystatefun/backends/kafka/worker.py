@@ -231,11 +231,16 @@ class KafkaBackend:
 
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
-        # the consumers take turns in one thread: a record waits for the other consumers' turns, so with
-        # ingresses each turn is short (what a turn costs when idle is a call into librdkafka)
-        wait = INGRESS_TURN_SECONDS if self.ingresses else POLL_SECONDS
+        # The consumers take turns in one thread: a record waits for the other consumers' turns, so with
+        # ingresses each turn is short (what a turn costs when idle is a call into librdkafka). While
+        # records come, no turn waits at all: a turn waiting on an empty consumer would hold back the
+        # records another one has.
+        idle_wait = INGRESS_TURN_SECONDS if self.ingresses else POLL_SECONDS
+        busy = False
         while True:
+            wait = 0 if busy else idle_wait
             batch = await loop.run_in_executor(self._thread, self._consume, wait)
+            busy = bool(batch)
             for record in batch:
                 error = record.error()
                 if error is None:
@@ -245,7 +250,9 @@ class KafkaBackend:
                 else:
                     log.warning("kafka worker %s: %s", self.worker_id, error.str())
             for ingress, consumer in self.ingresses:
-                for record in await loop.run_in_executor(self._thread, self._poll, consumer, ingress.spec.id, wait):
+                records = await loop.run_in_executor(self._thread, self._poll, consumer, ingress.spec.id, wait)
+                busy = busy or bool(records)
+                for record in records:
                     await ingress.take(record)
 
     async def _message(self, record: Message) -> None:
