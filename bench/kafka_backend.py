@@ -36,6 +36,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
+from pystatefun.io.kafka import consume_batch  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "pystatefun-bench"
 QUIX_VENV = CACHE / "quix-venv"
@@ -91,7 +92,7 @@ class Reader:
     def _run(self) -> None:
         while not self._stop.is_set():
             first = self.first_at is None
-            for record in self.consumer.consume(1000, 0.1):
+            for record in consume_batch(self.consumer, 1000, 0.1):  # at once: consume() would hold records
                 if record.error() is not None:
                     continue
                 now = time.time()

@@ -65,6 +65,18 @@ FORWARD_BATCH = 1000  # egress records per Kafka transaction (or acknowledged ba
 RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # backoff of a forwarder while Kafka refuses or is away
 
 
+def consume_batch(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
+    """Up to ``max_records`` records of ``consumer`` as soon as there is one, waiting at most ``timeout``
+    for the first. ``Consumer.consume`` alone returns only once it has ``max_records`` or the timeout
+    passed, which at a low rate holds every record for the whole timeout."""
+    if timeout <= 0:
+        return consumer.consume(max_records, 0)
+    first = consumer.poll(timeout)
+    if first is None:
+        return []
+    return [first, *consumer.consume(max_records - 1, 0)]
+
+
 class SourceOffsets(typing.Protocol):
     instance: str
 
@@ -184,7 +196,7 @@ class KafkaIngress:
         return found.offset if found.offset >= 0 else reset
 
     def _poll(self) -> list[Message]:
-        return self._consumer.consume(MAX_POLL_RECORDS, timeout=POLL_SECONDS)
+        return consume_batch(self._consumer, MAX_POLL_RECORDS, POLL_SECONDS)
 
     # -- the event loop ---------------------------------------------------------------------------------
 

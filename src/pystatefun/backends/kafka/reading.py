@@ -9,6 +9,8 @@ import typing
 
 from confluent_kafka import Consumer, Message, TopicPartition
 
+from pystatefun.io.kafka import consume_batch
+
 BATCH_RECORDS = 1000
 POLL_SECONDS = 0.2
 
@@ -43,7 +45,7 @@ class PartitionReader:
             return
         self._consumer.assign([TopicPartition(self.partition.topic, self.partition.partition, start)])
         while self.position < end and time.monotonic() < deadline:
-            batch = [record for record in self._consumer.consume(max_records, timeout=POLL_SECONDS)
+            batch = [record for record in consume_batch(self._consumer, max_records, POLL_SECONDS)
                      if record.error() is None]
             self.position = max(self.position, self._consumer.position([self.partition])[0].offset)
             yield batch

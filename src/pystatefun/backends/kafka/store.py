@@ -60,6 +60,7 @@ REGROUP_RETRY_SECONDS = 0.2
 # kill -9, which the transactions make safe; the worker's supervisor starts it again.
 COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
+PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
 
 
 @dataclasses.dataclass
@@ -86,8 +87,15 @@ class KafkaStore:
         self._client_config = client_config
         self.partitions = topics.partitions
         self.instance = producer_config["transactional.id"]
-        self._producer = Producer({**client_config, **producer_config})
-        self._producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
+        # Epochs take turns between PRODUCERS transactional producers: a transaction that begins right after
+        # the same producer's last commit waits ~20 ms (the broker answers CONCURRENT_TRANSACTIONS while it
+        # writes that commit's markers, and librdkafka asks again 20 ms later), a third of a commit here.
+        # One commit still runs at a time, so the log keeps the epochs' order.
+        self._producers = [Producer({**client_config, **producer_config,
+                                     "transactional.id": f"{self.instance}-{n}"}) for n in range(PRODUCERS)]
+        for producer in self._producers:
+            producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
+        self._producer = self._producers[0]  # the one the epoch being committed uses (see _write)
         # by source (ingress id; None: <app>.messages): the consumer group metadata the offsets commit with,
         # as the consumer thread noted it last (see note_group)
         self._group_metadata: dict[str | None, bytes] = {}
@@ -251,13 +259,15 @@ class KafkaStore:
 
     def close(self) -> None:
         self._committer.shutdown()
-        self._producer.flush(10)
+        for producer in self._producers:
+            producer.flush(10)
 
     def _write(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
         if self._failure is not None:
             raise RuntimeError(f"an earlier epoch commit failed ({self._failure}); a restart continues from the "
                                "last commit")
         deadline = time.monotonic() + COMMIT_TIMEOUT_SECONDS
+        self._producer = self._producers[(self._producers.index(self._producer) + 1) % PRODUCERS]
         try:
             while True:
                 try:

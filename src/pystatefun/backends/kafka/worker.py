@@ -31,7 +31,7 @@ from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
 from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
-from pystatefun.io.kafka import KafkaIngress
+from pystatefun.io.kafka import KafkaIngress, consume_batch
 from pystatefun.runtime.processor import Runtime
 
 log = logging.getLogger("pystatefun.kafka")
@@ -214,7 +214,7 @@ class KafkaBackend:
 
     def _poll(self, consumer: Consumer, source: str | None, wait: float) -> list[Message]:
         """A batch from ``consumer`` (in the consumer thread), noting its group metadata for the commits."""
-        batch = consumer.consume(MAX_POLL_RECORDS, wait)
+        batch = consume_batch(consumer, MAX_POLL_RECORDS, wait)
         self.store.note_group(source, consumer.consumer_group_metadata())
         if batch:
             # The batch can hold records fetched before a revoke callback that this same call ran: they
