@@ -93,6 +93,8 @@ class Application:
         )
         self.kafka_ingresses = [KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
+        if kafka is not None:
+            kafka.attach(self.runtime, self.kafka_ingresses)  # refuses ingress topics that do not exist
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
         # on the Kafka backend any worker takes any request: what only the owner can answer goes there
@@ -213,7 +215,6 @@ class Application:
             await self.runtime.start()
             # timer ids are unique across the workers that will own a partition's timers over time
             self.runtime.timers = TimerService(time.time_ns())
-            self.kafka.attach(self.runtime, self.kafka_ingresses)
             await self.kafka.start()
             log.info("kafka backend: application %s on %s, %d partitions, worker %s", self.kafka.app,
                      self.kafka.bootstrap_servers, self.kafka.partitions, self.kafka.worker_id)

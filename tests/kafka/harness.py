@@ -11,6 +11,7 @@ import threading
 import time
 import typing
 import uuid
+import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -41,10 +42,12 @@ def create_topics(bootstrap: str, *topics: str, partitions: int = 4) -> None:
         future.result(30)
 
 
-def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes]]) -> None:
+def produce(bootstrap: str, topic: str, records: list[tuple[bytes | None, bytes] | tuple[bytes | None, bytes, int]]) -> None:
+    """(key, value) records, partitioned by the client's default (CRC32 of the key), or (key, value,
+    partition)."""
     producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
-    for key, value in records:
-        producer.produce(topic, value, key)
+    for key, value, *partition in records:
+        producer.produce(topic, value, key, *partition)
     assert producer.flush(30) == 0
 
 
@@ -130,8 +133,10 @@ class KeyedRecords:
     """Records of random keys to the source topic, each naming ``out`` as where its count goes; knows
     how many went to each key, and checks that each key's counts came out exactly as 1..n."""
 
-    def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5):
+    def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5, partitions: int = 4):
+        """``partitions``: of the source topic and of the application."""
         self.bootstrap, self.source, self.out = bootstrap, source, out
+        self.partitions = partitions
         self.keys = [f"k{n}" for n in range(keys)]
         self.rng = random.Random(seed)
         self.sent: dict[str, int] = defaultdict(int)
@@ -141,8 +146,16 @@ class KeyedRecords:
         for _ in range(count):
             key = self.rng.choice(self.keys)
             self.sent[key] += 1
-            batch.append((key.encode(), self.out.encode()))
+            batch.append((key.encode(), self.out.encode(), self.partition(key)))
         produce(self.bootstrap, self.source, batch)
+
+    def partition(self, key: str) -> int:
+        """Half of the keys go to the partition of the source that goes with their address's partition
+        (the CRC32 of the key, librdkafka's default), so the worker that reads them runs them; the other
+        half to the next one, as another client's partitioner would put them, so they reach their worker
+        through <app>.messages."""
+        partition = zlib.crc32(key.encode()) % self.partitions
+        return partition if self.keys.index(key) % 2 == 0 else (partition + 1) % self.partitions
 
     def check(self, timeout: float = 120) -> None:
         counts = counts_by_key(read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout))

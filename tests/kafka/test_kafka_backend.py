@@ -11,6 +11,7 @@ import sys
 import time
 import typing
 import urllib.request
+import zlib
 from pathlib import Path
 
 from confluent_kafka.admin import AdminClient, NewTopic
@@ -96,6 +97,52 @@ def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstr
     assert result.returncode == 1
     assert f"topic {app}.messages has 3 partitions, but the application runs 4" in result.stderr
     assert "Traceback" not in result.stderr
+
+
+def test_a_missing_ingress_topic_is_refused(tmp_path, kafka_bootstrap):
+    """Ingress partitions go with the partitions of <app>.messages, so the worker needs the ingress topic's
+    partition count when it starts."""
+    source, app = unique("in"), unique("app")
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
+    result = subprocess.run(
+        [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
+         kafka_bootstrap, "--app", app, "--partitions", "4", "--admin-port", "0"],
+        capture_output=True, text=True, timeout=60,
+    )
+    assert result.returncode == 1
+    assert f"Kafka ingress kc/in: topic '{source}' does not exist" in result.stderr
+    assert "create it first" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_records_partitioned_like_the_application_are_run_by_the_worker_that_reads_them(tmp_path, kafka_bootstrap):
+    """Co-partitioning: a record in the ingress partition that goes with its address's partition is run
+    where it is read; one in another partition reaches its owner through <app>.messages. Both count once."""
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(kafka_bootstrap, source, out)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
+    workers = [Worker(module, kafka_bootstrap, app, f"w{i}", tmp_path / f"w{i}.log") for i in range(2)]
+    try:
+        for worker in workers:
+            worker.start()
+        wait_until(lambda: all("runs partitions" in w.log.read_text() for w in workers), "both workers run partitions")
+        records = KeyedRecords(kafka_bootstrap, source, out, keys=20, seed=3)
+        records.send(400)
+        records.check()
+        elsewhere = sum(metric(w, 'pystatefun_kafka_ingress_messages_elsewhere_total{ingress="kc/in"}') for w in workers)
+        moved_keys = [key for key in records.keys if records.partition(key) != zlib.crc32(key.encode()) % 4]
+        # the records of the keys in another partition, when the other worker owns theirs (after the split)
+        assert 0 < elsewhere <= sum(records.sent[key] for key in moved_keys)
+    finally:
+        for worker in workers:
+            worker.stop()
+
+
+def metric(worker: Worker, name: str) -> float:
+    text = urllib.request.urlopen(f"http://127.0.0.1:{worker.admin_port}/metrics", timeout=10).read().decode()
+    values = [float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(name + " ")]
+    assert values, f"{name} not in the metrics"
+    return values[0]
 
 
 def test_scaling_out_from_one_to_three_workers_and_back_under_load(tmp_path, kafka_bootstrap):

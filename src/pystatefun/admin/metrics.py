@@ -142,17 +142,22 @@ class KafkaCollector(Collector):
         bad = CounterMetricFamily("pystatefun_kafka_ingress_bad_records",
                                   "Kafka records that could not become messages, by what was done with them",
                                   labels=["ingress", "action"])
+        elsewhere = CounterMetricFamily(
+            "pystatefun_kafka_ingress_messages_elsewhere",
+            "Messages of Kafka records for addresses that another worker runs: they reach it through <app>.messages, "
+            "one more transaction (a topic not partitioned like the application; see docs/kafka.md)", labels=["ingress"])
         stopped = GaugeMetricFamily("pystatefun_kafka_ingress_stopped_partitions",
                                     "Partitions stopped at a bad record (badRecords: fail)", labels=["ingress"])
         for ingress in self.ingresses:
             records.add_metric([ingress.spec.id], ingress.records)
+            elsewhere.add_metric([ingress.spec.id], ingress.elsewhere)
             for action, count in sorted(ingress.bad_records.items()):
                 bad.add_metric([ingress.spec.id, action], count)
             stopped.add_metric([ingress.spec.id], len(ingress.stopped))
         forwarded = CounterMetricFamily("pystatefun_kafka_egress_forwarded", "Egress records delivered to Kafka", labels=["egress"])
         for egress in self.egresses:
             forwarded.add_metric([egress.id], egress.forwarded)
-        yield from (records, bad, stopped, forwarded)
+        yield from (records, elsewhere, bad, stopped, forwarded)
 
 
 class KafkaBackendCollector(Collector):

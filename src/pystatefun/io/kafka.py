@@ -107,6 +107,9 @@ class KafkaIngress:
         self.store = store
         self.routes = {routing.source: routing for routing in spec.topics}
         self.records = 0  # records read and routed
+        # their messages for addresses another worker runs (Kafka backend): one more transaction, through
+        # <app>.messages; many of them mean the topic is not partitioned like the application
+        self.elsewhere = 0
         self.bad_records: collections.Counter[str] = collections.Counter()  # by what was done: skip, dead-letter, fail
         self.stopped: dict[tuple[str, int], str] = {}  # partitions stopped by a bad record (policy fail): why
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"kafka-ingress-{spec.id}")
@@ -141,6 +144,7 @@ class KafkaIngress:
         """For /health."""
         return {
             "records": self.records,
+            "messages_elsewhere": self.elsewhere,
             "bad_records": dict(self.bad_records),
             "stopped_partitions": {f"{topic}/{partition}": why for (topic, partition), why in self.stopped.items()},
         }
@@ -238,6 +242,8 @@ class KafkaIngress:
             await self.runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
         for target in targets:
+            if not self.runtime.owns(target):
+                self.elsewhere += 1
             self.runtime.route(Envelope(target, None, value))
         self.records += 1
         self._advance(topic, partition, offset)

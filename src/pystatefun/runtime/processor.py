@@ -196,6 +196,10 @@ class Runtime:
     def partition_of(self, id: str) -> int:
         return partition_of(id, self.partitions)  # (a method, for the backend's commit)
 
+    def owns(self, target: SdkAddress) -> bool:
+        """Whether this process runs ``target``'s partition (on the Kafka backend, a worker runs some)."""
+        return partition_of(target.id, self.partitions) in self.processors
+
     async def start(self, recovery: Recovery | None = None) -> None:
         """Starts processing what the backend recovered: the inbox, pending timers and parked addresses."""
         self.epoch = Epoch(1)
@@ -296,7 +300,7 @@ class Runtime:
         if envelope.target.typename == REPLY_TYPENAME:
             self._reply(envelope)
             return
-        if partition_of(envelope.target.id, self.partitions) not in self.processors:
+        if not self.owns(envelope.target):
             epoch.outbound.append(envelope)
             return
         mailbox = self._mailbox(envelope.target)
@@ -385,7 +389,7 @@ class Runtime:
         False when no function has the target's type. Only this address waits when its backlog is full;
         the rest of the runtime goes on.
         """
-        if partition_of(target.id, self.partitions) not in self.processors:
+        if not self.owns(target):
             return True  # another process's: it goes to the log with the epoch
         mailbox = self._mailbox(target)
         if mailbox is None:

@@ -59,6 +59,7 @@ REGROUP_RETRY_SECONDS = 0.2
 # (confluentinc/librdkafka#5456, #5511, open): a commit still running this long ends the process, like a
 # kill -9, which the transactions make safe; the worker's supervisor starts it again.
 COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
+PARTITION_UA = -1  # librdkafka's "unassigned partition": the partitioner chooses one by the key
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
 PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
 
@@ -288,12 +289,10 @@ class KafkaStore:
         """One attempt at committing ``epoch``; returns its changelog records. A failed attempt aborts and
         leaves the positions as they were before it."""
         producer = self._producer
+        # Only the volatile messages have delivery callbacks: their offsets are needed before the commit
+        # (see _account). A record that fails makes commit_transaction fail, callback or not.
         errors: list[KafkaError] = []
         written: list[tuple[int, int, int]] = []  # (seq, partition, offset) of volatile messages
-
-        def failed(error: KafkaError | None, _: Message) -> None:
-            if error is not None:
-                errors.append(error)
 
         def wrote(seq: int) -> typing.Callable[[KafkaError | None, Message], None]:
             def delivered(error: KafkaError | None, message: Message) -> None:
@@ -314,23 +313,23 @@ class KafkaStore:
                            partition_of(envelope.target.id), wrote(envelope.seq))
             for envelope in epoch.outbound:
                 self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
-                           partition_of(envelope.target.id), failed)
+                           partition_of(envelope.target.id))
             changelog = list(self._changelog(epoch, partition_of))
             for partition, key, value in changelog:
-                self._send(topics.state, value, key, partition, failed)
+                self._send(topics.state, value, key, partition)
             for record in epoch.egress:
                 out = KafkaProducerRecord.FromString(record.payload)
-                self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None, None, failed)
+                self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None)
             for letter in epoch.dead_letters:
                 value, headers = records.encode_dead_letter(letter)
-                self._send(topics.dead_letters, value, None, None, failed, headers=headers)
-            producer.flush()
-            if errors:
-                raise KafkaException(errors[0])
+                self._send(topics.dead_letters, value, None, headers=headers)
+            if epoch.volatile:
+                producer.flush()  # the others go on being sent meanwhile: commit_transaction waits for them
+                if errors:
+                    raise KafkaException(errors[0])
             undo = self._account(epoch, written)
-            # no flush for these: commit_transaction sends them first, and fails if one fails
             for partition, value in undo.processed.items():
-                self._send(topics.state, value, records.PROCESSED_KEY, partition, failed)
+                self._send(topics.state, value, records.PROCESSED_KEY, partition)
             for source, source_offsets in undo.offsets.items():
                 producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source], COMMIT_TIMEOUT_SECONDS)
             producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
@@ -345,16 +344,12 @@ class KafkaStore:
             raise
         return changelog
 
-    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int | None,
-              on_delivery: typing.Callable, headers: list | None = None) -> None:
-        kwargs: dict[str, typing.Any] = {"on_delivery": on_delivery}
-        if partition is not None:
-            kwargs["partition"] = partition
-        if headers:
-            kwargs["headers"] = headers
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int = PARTITION_UA,
+              on_delivery: typing.Callable[[KafkaError | None, Message], None] | None = None,
+              headers: list | None = None) -> None:
         while True:
             try:
-                self._producer.produce(topic, value, key, **kwargs)
+                self._producer.produce(topic, value, key, partition, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:  # the client's queue is full: let it send
                 self._producer.poll(0.05)

@@ -1,15 +1,22 @@
 """One worker process of an application on the Kafka backend.
 
 The worker joins the application's consumer group (group id = the app name) with a consumer of
-``<app>.messages``, and each Kafka ingress's group (its ``consumerGroupId``) with a consumer of that
-ingress's topics: separate groups, so that the partitions of ``<app>.messages`` spread evenly over the
-workers whatever the ingress topics are. When the group assigns a partition of ``<app>.messages``, the
-worker first restores that partition's changelog (a progress line in the log), then runs it; when one is
-taken away it lets the batches in flight finish and commits the epoch before letting go
-(``Runtime.release``). An ingress partition taken away is committed first as well. Records are handed
-from the consumer thread to the event loop a batch at a time; rebalance callbacks run in the consumer
-thread while the loop waits for that batch, so they can call into the loop without racing the routing
-of records.
+``<app>.messages``. When the group assigns a partition of ``<app>.messages``, the worker first restores
+that partition's changelog (a progress line in the log), then runs it; when one is taken away it lets
+the batches in flight finish and commits the epoch before letting go (``Runtime.release``).
+
+Kafka ingresses are co-partitioned with ``<app>.messages``: partition i of an ingress topic is read by
+the owner of partition i mod N of ``<app>.messages`` (N partitions), assigned and taken away with it.
+A record whose key's partition is the same in both (a topic with N partitions, filled by a producer
+that partitions by the CRC32 of the key, as librdkafka-based clients do by default) is processed where
+it is read, in one transaction; others go through ``<app>.messages`` to their owner, one more
+transaction. The ingress's group (``consumerGroupId``) keeps its positions, committed with the epochs;
+the worker is not a member of it, the messages group's offsets in the same transaction fence a worker
+that lost its partitions.
+
+Records are handed from the consumer thread to the event loop a batch at a time; rebalance callbacks
+run in the consumer thread while the loop waits for that batch, so they can call into the loop without
+racing the routing of records.
 """
 
 from __future__ import annotations
@@ -38,6 +45,7 @@ log = logging.getLogger("pystatefun.kafka")
 
 POLL_SECONDS = 0.05
 INGRESS_TURN_SECONDS = 0.005
+BUSY_BATCH = 50  # records in one poll that make the read loop's turns stop waiting (see _read_loop)
 MAX_POLL_RECORDS = 500
 # a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
@@ -104,6 +112,7 @@ class KafkaBackend:
         common = {**self.properties, "bootstrap.servers": bootstrap_servers}
         self._common = common
         admin = AdminClient(common)
+        self._admin = admin
         self.topics: Topics = prepare_topics(admin, app, partitions)
         self.partitions = self.topics.partitions
         # the other workers find this one's URLs, with the partitions it owns, in the group (cluster.py)
@@ -116,6 +125,8 @@ class KafkaBackend:
         })
         self.runtime: Runtime | None = None
         self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
+        # ingress id -> its topics' partition counts (see _ingress_partitions)
+        self._ingress_topics: dict[str, dict[str, int]] = {}
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-worker")
         self._loop: asyncio.AbstractEventLoop | None = None
         self._task: asyncio.Task | None = None
@@ -142,10 +153,27 @@ class KafkaBackend:
 
     def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
         self.runtime = runtime
+        ingresses = list(ingresses)
+        existing = self._admin.list_topics(timeout=30).topics if ingresses else {}
         for ingress in ingresses:
+            counts = {}
+            for topic in ingress.routes:
+                metadata = existing.get(topic)
+                if metadata is None or metadata.error is not None or not metadata.partitions:
+                    raise ValueError(f"Kafka ingress {ingress.spec.id}: topic {topic!r} does not exist on "
+                                     f"{self.bootstrap_servers}; create it first (the Kafka backend reads its "
+                                     f"partition i with partition i mod {self.partitions} of {self.topics.messages})")
+                counts[topic] = len(metadata.partitions)
+            self._ingress_topics[ingress.spec.id] = counts
+            # reads by assignment, not as a member of the group: see the module docstring
             consumer = self._consumer(ingress.spec.consumer_group_id)
             ingress.attach(consumer, self._thread)
             self.ingresses.append((ingress, consumer))
+
+    def _ingress_partitions(self, ingress: KafkaIngress, partitions: typing.Iterable[int]) -> list[TopicPartition]:
+        """The partitions of ``ingress``'s topics that go with these partitions of ``<app>.messages``."""
+        return [TopicPartition(topic, i) for p in partitions
+                for topic, count in self._ingress_topics[ingress.spec.id].items() for i in range(p, count, self.partitions)]
 
     async def start(self) -> None:
         self._loop = asyncio.get_running_loop()
@@ -153,9 +181,6 @@ class KafkaBackend:
         def subscribe() -> None:
             self.consumer.subscribe([self.topics.messages], on_assign=self._guarded(self._on_assign),
                                     on_revoke=self._guarded(self._on_revoke), on_lost=self._on_lost)
-            for ingress, consumer in self.ingresses:
-                consumer.subscribe(list(ingress.routes), on_assign=self._guarded(self._ingress_assigned(ingress)),
-                                   on_revoke=self._guarded(self._ingress_revoked), on_lost=self._on_lost)
 
         await self._loop.run_in_executor(self._thread, subscribe)
         self._task = self._loop.create_task(self._read_loop(), name="kafka-worker")
@@ -232,15 +257,16 @@ class KafkaBackend:
     async def _read_loop(self) -> None:
         loop = asyncio.get_running_loop()
         # The consumers take turns in one thread: a record waits for the other consumers' turns, so with
-        # ingresses each turn is short (what a turn costs when idle is a call into librdkafka). While
-        # records come, no turn waits at all: a turn waiting on an empty consumer would hold back the
-        # records another one has.
+        # ingresses each turn is short (a turn ends as soon as its consumer has a record). While records
+        # come in full batches, no turn waits at all: a turn waiting on an empty consumer would hold back
+        # the records another one has. A trickle keeps the short waits: turns that never wait would spin,
+        # and the CPU they take slows the commits down.
         idle_wait = INGRESS_TURN_SECONDS if self.ingresses else POLL_SECONDS
         busy = False
         while True:
             wait = 0 if busy else idle_wait
             batch = await loop.run_in_executor(self._thread, self._consume, wait)
-            busy = bool(batch)
+            busy = len(batch) >= BUSY_BATCH
             for record in batch:
                 error = record.error()
                 if error is None:
@@ -251,7 +277,7 @@ class KafkaBackend:
                     log.warning("kafka worker %s: %s", self.worker_id, error.str())
             for ingress, consumer in self.ingresses:
                 records = await loop.run_in_executor(self._thread, self._poll, consumer, ingress.spec.id, wait)
-                busy = busy or bool(records)
+                busy = busy or len(records) >= BUSY_BATCH
                 for record in records:
                     await ingress.take(record)
 
@@ -281,24 +307,22 @@ class KafkaBackend:
             self._in_loop(self._own(restored, offset))
             assigned.append(TopicPartition(tp.topic, tp.partition, offset))
         consumer.incremental_assign(assigned)
-        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
+        owned = [tp.partition for tp in assigned]
+        for ingress, ingress_consumer in self.ingresses:
+            self._assign_ingress(ingress, ingress_consumer, owned, deadline)
+        log.info("worker %s runs partitions %s", self.worker_id, sorted(owned))
 
-    def _ingress_assigned(self, ingress: KafkaIngress) -> typing.Callable[[Consumer, list[TopicPartition]], None]:
-        def assigned(consumer: Consumer, partitions: list[TopicPartition]) -> None:
-            if not partitions:
-                return
-            deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
-            committed = retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5))
-            starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else
-                                     retrying("startup offset", deadline, lambda: ingress.startup_offset(consumer, tp)))
-                      for tp in committed]
-            consumer.incremental_assign(starts)
-        return assigned
-
-    def _ingress_revoked(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        """The records routed from these partitions commit before another worker reads on from them."""
-        if partitions and self._usable():
-            self._in_loop(self.runtime.commit_async())
+    def _assign_ingress(self, ingress: KafkaIngress, consumer: Consumer, owned: list[int], deadline: float) -> None:
+        """Starts reading the ingress partitions that go with newly owned partitions: from the group's
+        position, else from the ingress's startup position."""
+        partitions = self._ingress_partitions(ingress, owned)
+        if not partitions:
+            return
+        committed = retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5))
+        starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else
+                                 retrying("startup offset", deadline, lambda: ingress.startup_offset(consumer, tp)))
+                  for tp in committed]
+        consumer.incremental_assign(starts)
 
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
@@ -308,7 +332,12 @@ class KafkaBackend:
         self.rebalances += 1
         owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
         if partitions and self._usable():
-            self._in_loop(self._release(owned))
+            self._in_loop(self._release(owned))  # commits the records read from their ingress partitions too
+            for ingress, ingress_consumer in self.ingresses:
+                assigned = {(tp.topic, tp.partition) for tp in ingress_consumer.assignment()}
+                leaving = [tp for tp in self._ingress_partitions(ingress, owned) if (tp.topic, tp.partition) in assigned]
+                if leaving:
+                    ingress_consumer.incremental_unassign(leaving)
 
     async def _release(self, partitions: list[int]) -> None:
         owned = sorted(p for p in partitions if p in self.runtime.processors)
