@@ -11,10 +11,11 @@ went to (not the owner any more) and tried again with a fresh one.
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import time
 from dataclasses import dataclass
 
-from confluent_kafka.admin import AdminClient
+from confluent_kafka.admin import AdminClient, ConsumerGroupDescription
 
 PREFIX = "pystatefun"
 SEPARATOR = "|"  # in none of a worker id, a URL or the prefix
@@ -76,15 +77,24 @@ class GroupView:
         return None
 
     async def _describe(self) -> None:
-        future = self.admin.describe_consumer_groups([self.group], request_timeout=DESCRIBE_TIMEOUT_SECONDS)[self.group]
-        description = await asyncio.wrap_future(future)
-        members = []
-        for member in description.members:
-            parsed = parse_client_id(member.client_id)
-            if parsed is None:
-                continue
-            assigned = member.assignment.topic_partitions if member.assignment else []
-            members.append(Member(parsed[0], parsed[1],
-                                  frozenset(tp.partition for tp in assigned if tp.topic == self.topic)))
-        self._members = members
+        self._members = members_of(await asyncio.wrap_future(self._describe_future()), self.topic)
         self._read_at = time.monotonic()
+
+    def worker_ids(self) -> set[str]:
+        """The ids of the workers in the group now (a blocking call, for the consumer thread)."""
+        return {member.worker_id for member in members_of(self._describe_future().result(DESCRIBE_TIMEOUT_SECONDS), self.topic)}
+
+    def _describe_future(self) -> concurrent.futures.Future:
+        return self.admin.describe_consumer_groups([self.group], request_timeout=DESCRIBE_TIMEOUT_SECONDS)[self.group]
+
+
+def members_of(description: ConsumerGroupDescription, topic: str) -> list[Member]:
+    """Our workers in a group's description, with their partitions of ``topic``."""
+    members = []
+    for member in description.members:
+        parsed = parse_client_id(member.client_id)
+        if parsed is None:
+            continue
+        assigned = member.assignment.topic_partitions if member.assignment else []
+        members.append(Member(parsed[0], parsed[1], frozenset(tp.partition for tp in assigned if tp.topic == topic)))
+    return members

@@ -61,7 +61,23 @@ REGROUP_RETRY_SECONDS = 0.2
 COMMIT_WATCHDOG_SECONDS = COMMIT_TIMEOUT_SECONDS + 15
 PARTITION_UA = -1  # librdkafka's "unassigned partition": the partitioner chooses one by the key
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
+FENCE_TIMEOUT_SECONDS = 30
 PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
+
+
+def transactional_ids(instance: str) -> list[str]:
+    """The transactional ids of the producers of the worker named ``instance`` (see KafkaStore)."""
+    return [f"{instance}-{n}" for n in range(PRODUCERS)]
+
+
+def fence(client_config: dict[str, typing.Any], instance: str) -> None:
+    """Fences the producers of the worker named ``instance``, from another process: its open transaction
+    aborts now instead of after the transaction timeout, and it can never commit again."""
+    ids = transactional_ids(instance)
+    with concurrent.futures.ThreadPoolExecutor(len(ids), thread_name_prefix="pystatefun-fence") as threads:
+        for done in [threads.submit(lambda i=i: Producer({**client_config, "transactional.id": i}).init_transactions(
+                FENCE_TIMEOUT_SECONDS)) for i in ids]:
+            done.result()
 
 
 @dataclasses.dataclass
@@ -92,8 +108,8 @@ class KafkaStore:
         # the same producer's last commit waits ~20 ms (the broker answers CONCURRENT_TRANSACTIONS while it
         # writes that commit's markers, and librdkafka asks again 20 ms later), a third of a commit here.
         # One commit still runs at a time, so the log keeps the epochs' order.
-        self._producers = [Producer({**client_config, **producer_config,
-                                     "transactional.id": f"{self.instance}-{n}"}) for n in range(PRODUCERS)]
+        self._producers = [Producer({**client_config, **producer_config, "transactional.id": transactional_id})
+                           for transactional_id in transactional_ids(self.instance)]
         for producer in self._producers:
             producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
         self._producer = self._producers[0]  # the one the epoch being committed uses (see _write)

@@ -35,7 +35,7 @@ from confluent_kafka.admin import AdminClient
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState, decode_message
-from pystatefun.backends.kafka.store import KafkaStore
+from pystatefun.backends.kafka.store import KafkaStore, fence
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
 from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
 from pystatefun.io.kafka import KafkaIngress, consume_batch
@@ -60,6 +60,8 @@ ASSIGN_TIMEOUT_SECONDS = 60
 TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                               KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
 ASK_AGAIN_SECONDS = 0.5
+# how long a committed-offsets lookup waits before the workers that left the group are fenced (see _committed)
+COMMITTED_WAIT_SECONDS = 1
 STOP_TIMEOUT_SECONDS = 45
 GROUPS_NOTED_EVERY_SECONDS = 0.05  # while a rebalance callback waits for the loop (see _in_loop)
 WATERMARKS_EVERY_SECONDS = 1.0  # how fresh the partition lag in the metrics is
@@ -119,12 +121,14 @@ class KafkaBackend:
         self.consumer = self._consumer(app, {"client.id": client_id(worker_id, urls)})
         self.view = GroupView(admin, app, self.topics.messages)
         self.store = KafkaStore(self.topics, common, {
-            "transactional.id": f"pystatefun-{app}-{worker_id}",
+            "transactional.id": self._instance(worker_id),
             "transaction.timeout.ms": TRANSACTION_TIMEOUT_MS,
             "linger.ms": 2,
         })
         self.runtime: Runtime | None = None
         self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
+        self._seen_workers: set[str] = set()  # ids of the workers seen in the group (see _fence_departed)
+        self._fenced: set[str] = set()
         # ingress id -> its topics' partition counts (see _ingress_partitions)
         self._ingress_topics: dict[str, dict[str, int]] = {}
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="kafka-worker")
@@ -135,6 +139,10 @@ class KafkaBackend:
         self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
         self._high_watermarks: dict[int, int] = {}  # partition -> offset after its last message (see _consume)
         self._watermarks_at = float("-inf")
+
+    def _instance(self, worker_id: str) -> str:
+        """What the producers of a worker of this application are named after (store.transactional_ids)."""
+        return f"pystatefun-{self.app}-{worker_id}"
 
     def _consumer(self, group: str, settings: typing.Mapping[str, str] | None = None) -> Consumer:
         # Not a static member (group.instance.id): a static member does not leave the group when it
@@ -295,11 +303,12 @@ class KafkaBackend:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
+        self._present_workers()  # noted in every rebalance, to know later which ones left
         if not partitions:
             return
         deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
         assigned = []
-        for tp in retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5)):
+        for tp in self._committed(consumer, partitions, deadline):
             if tp.offset < 0:  # never committed: from the start of the log
                 tp.offset = retrying("watermarks", deadline, lambda: consumer.get_watermark_offsets(tp, timeout=5))[0]
             offset = tp.offset
@@ -318,11 +327,48 @@ class KafkaBackend:
         partitions = self._ingress_partitions(ingress, owned)
         if not partitions:
             return
-        committed = retrying("committed offsets", deadline, lambda: consumer.committed(partitions, timeout=5))
+        committed = self._committed(consumer, partitions, deadline)
         starts = [TopicPartition(tp.topic, tp.partition, tp.offset if tp.offset >= 0 else
                                  retrying("startup offset", deadline, lambda: ingress.startup_offset(consumer, tp)))
                   for tp in committed]
         consumer.incremental_assign(starts)
+
+    def _committed(self, consumer: Consumer, partitions: list[TopicPartition], deadline: float) -> list[TopicPartition]:
+        """The group's committed offsets of ``partitions``. A transaction still open with offsets of them
+        holds the answer back: one of a worker that died (kill -9) or was cut off lasts until the
+        transaction timeout, so the workers that left the group are fenced first."""
+        def ask() -> list[TopicPartition]:
+            try:
+                return consumer.committed(partitions, timeout=COMMITTED_WAIT_SECONDS)
+            except KafkaException as e:
+                if e.args[0].code() == KafkaError._TIMED_OUT:
+                    self._fence_departed()
+                raise
+        return retrying("committed offsets", deadline, ask)
+
+    def _fence_departed(self) -> None:
+        """Fences the workers seen in the group before and not in it now (each once while it is away).
+        Fencing only shortens a wait, so a failure here is logged and the wait goes on."""
+        present = self._present_workers()
+        try:
+            for worker_id in sorted(self._seen_workers - present - self._fenced - {self.worker_id}):
+                log.info("worker %s fences worker %s, which left the group: its open transaction aborts now",
+                         self.worker_id, worker_id)
+                fence(self._common, self._instance(worker_id))
+                self._fenced.add(worker_id)
+        except KafkaException as e:
+            log.warning("worker %s could not fence the workers that left: %s", self.worker_id, e.args[0].str())
+        self._fenced -= present  # one that came back is fenced again if it leaves again
+
+    def _present_workers(self) -> set[str]:
+        """The ids of the workers in the group now, noted in ``_seen_workers`` (empty if Kafka does not say)."""
+        try:
+            present = self.view.worker_ids()
+        except (KafkaException, TimeoutError) as e:
+            log.warning("worker %s could not describe its group: %s", self.worker_id, e)
+            return set()
+        self._seen_workers |= present
+        return present
 
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
