@@ -306,7 +306,7 @@ class KafkaStore:
         leaves the positions as they were before it."""
         producer = self._producer
         # Only the volatile messages have delivery callbacks: their offsets are needed before the commit
-        # (see _account). A record that fails makes commit_transaction fail, callback or not.
+        # (see _account). Any other record that fails makes commit_transaction fail.
         errors: list[KafkaError] = []
         written: list[tuple[int, int, int]] = []  # (seq, partition, offset) of volatile messages
 
@@ -339,10 +339,12 @@ class KafkaStore:
             for letter in epoch.dead_letters:
                 value, headers = records.encode_dead_letter(letter)
                 self._send(topics.dead_letters, value, None, headers=headers)
-            if epoch.volatile:
-                producer.flush()  # the others go on being sent meanwhile: commit_transaction waits for them
-                if errors:
-                    raise KafkaException(errors[0])
+            # Everything is delivered before the offsets go: the volatile messages' offsets are needed for
+            # them, and a failed offset commit (a rebalance began) aborts, which must not meet records in
+            # flight (see below)
+            producer.flush()
+            if errors:
+                raise KafkaException(errors[0])
             undo = self._account(epoch, written)
             for partition, value in undo.processed.items():
                 self._send(topics.state, value, records.PROCESSED_KEY, partition)
@@ -350,8 +352,11 @@ class KafkaStore:
                 producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source], COMMIT_TIMEOUT_SECONDS)
             producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
         except BaseException:
-            # aborting lets the next owner (or the next attempt) read past this one at once
+            # aborting lets the next owner (or the next attempt) read past this one at once. Records still
+            # in flight are delivered first: an abort purges them, which can leave a gap in the producer's
+            # sequence numbers, and its next transaction fail with OUT_OF_ORDER_SEQUENCE_NUMBER
             try:
+                producer.flush(10)
                 producer.abort_transaction(10)
             except KafkaException:
                 pass

@@ -50,6 +50,8 @@ MAX_POLL_RECORDS = 500
 # a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
 SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
+# how soon a member hears that a rebalance began (the client's default, 3 s, is half the recovery time)
+HEARTBEAT_INTERVAL_MS = 1_000
 TRANSACTION_TIMEOUT_MS = 10_000
 # How long an assignment may take to get what it needs from the brokers before the worker fails (a restart
 # clears it). It waits out what passes by itself: a new topic's partition leaders being elected, a broker
@@ -157,6 +159,7 @@ class KafkaBackend:
             "isolation.level": "read_committed",
             "auto.offset.reset": "earliest",
             "session.timeout.ms": SESSION_TIMEOUT_MS,
+            "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
         })
 
     def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
