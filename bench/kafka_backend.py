@@ -39,8 +39,8 @@ from confluent_kafka.admin import AdminClient, NewTopic
 HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
 from pystatefun.io.kafka import consume_batch  # noqa: E402
+from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "pystatefun-bench"
 QUIX_VENV = CACHE / "quix-venv"
