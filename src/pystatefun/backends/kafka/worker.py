@@ -62,7 +62,8 @@ ASSIGN_TIMEOUT_SECONDS = 60
 TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
                               KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
 ASK_AGAIN_SECONDS = 0.5
-# how long a committed-offsets lookup waits before the workers that left the group are fenced (see _committed)
+# how long a committed-offsets lookup or a restore is held back before the workers that left the group are
+# fenced (see _committed)
 COMMITTED_WAIT_SECONDS = 1
 STOP_TIMEOUT_SECONDS = 45
 GROUPS_NOTED_EVERY_SECONDS = 0.05  # while a rebalance callback waits for the loop (see _in_loop)
@@ -449,12 +450,19 @@ class KafkaBackend:
             low, high = retrying("changelog watermarks", deadline, lambda: reader.watermarks(timeout=5))
             if high <= low:
                 return restored
-            started = reported = time.monotonic()
+            started = reported = moved = time.monotonic()
+            position = reader.position
             try:
                 for batch in reader.batches(low, high):
                     for record in batch:
                         restored.apply(record.key(), record.value())
                     self.restoring[partition] = max(0, high - reader.position)
+                    if reader.position != position:
+                        position, moved = reader.position, time.monotonic()
+                    elif time.monotonic() - moved > COMMITTED_WAIT_SECONDS:
+                        # held back by an open transaction: one of a worker that left, as in _committed
+                        self._fence_departed()
+                        moved = time.monotonic()
                     if time.monotonic() - reported > 2:
                         reported = time.monotonic()
                         log.info("worker %s restoring partition %d: %d of %d changelog records", self.worker_id,
