@@ -14,7 +14,10 @@ each in the partition that goes with its address: each record is processed by th
 (docs/kafka.md, co-partitioning).
 
 The broker is the one in PYSTATEFUN_KAFKA_BOOTSTRAP, else one started here (tests/support/kafka.py:
-Apache Kafka jars from Maven Central). Quix Streams is installed from PyPI into
+Apache Kafka jars from Maven Central). A broker started minutes ago is still warming up (its JVM
+compiles as it goes): on 2 cores the latency in its first minutes under load is several times higher,
+for pystatefun and Quix Streams alike. For latency numbers, run against a broker that has been under
+load for a few minutes (``scripts/kafka start``, then this script twice). Quix Streams is installed from PyPI into
 ~/.cache/pystatefun-bench/quix-venv on first use. Run: ``.venv/bin/python bench/kafka_backend.py``.
 """
 
