@@ -11,7 +11,6 @@ import threading
 import time
 import typing
 import uuid
-import zlib
 from collections import defaultdict
 from pathlib import Path
 
@@ -19,6 +18,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 from e2e.processes import free_port, kill, terminate, wait_for_port
+from pystatefun.runtime.envelope import partition_of
 
 APPS = Path(__file__).parent / "apps"
 
@@ -154,7 +154,7 @@ class KeyedRecords:
         (the CRC32 of the key, librdkafka's default), so the worker that reads them runs them; the other
         half to the next one, as another client's partitioner would put them, so they reach their worker
         through <app>.messages."""
-        partition = zlib.crc32(key.encode()) % self.partitions
+        partition = partition_of(key, self.partitions)
         return partition if self.keys.index(key) % 2 == 0 else (partition + 1) % self.partitions
 
     def check(self, timeout: float = 120) -> None:
