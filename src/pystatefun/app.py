@@ -4,6 +4,7 @@ one Runtime over one SQLite data dir. ``pystatefun run module.yaml`` runs one of
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import signal
 import time
@@ -26,6 +27,7 @@ from pystatefun.config import (
     PlaygroundEgress as PlaygroundEgressSpec,
     PlaygroundIngress as PlaygroundIngressSpec,
 )
+from pystatefun.io.http_server import HttpServer
 from pystatefun.io.kafka import KafkaEgress, KafkaIngress
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
@@ -107,7 +109,8 @@ class Application:
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call
-        self._runners: list[web.AppRunner] = []
+        self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
+        self._servers: list[HttpServer] = []  # the playground ingress's and egress's
         self._sweeper: asyncio.Task | None = None
 
     # -- wiring -----------------------------------------------------------------------------------------
@@ -241,13 +244,13 @@ class Application:
         for spec in self.module.ingresses:
             if not isinstance(spec, PlaygroundIngressSpec):
                 continue
-            middlewares = [] if self.forwarding is None else [self.forwarding.middleware("ingress", answered_by_owner)]
-            await self._serve(self.ingress.app(middlewares), spec.host, spec.port + self.port_offset)
+            wrap = None if self.forwarding is None else functools.partial(self.forwarding.ingress_handler, answered_by_owner)
+            await self._listen(self.ingress.server(wrap), spec.host, spec.port + self.port_offset)
             log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port + self.port_offset)
         for spec in self.module.egresses:
             if not isinstance(spec, PlaygroundEgressSpec):
                 continue
-            await self._serve(self.egress.app(), spec.host, spec.port)
+            await self._listen(self.egress.server(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin_port is not None:
             await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token,
@@ -262,6 +265,10 @@ class Application:
         await web.TCPSite(runner, host, port).start()
         self._runners.append(runner)
 
+    async def _listen(self, server: HttpServer, host: str, port: int) -> None:
+        await server.start(host, port)
+        self._servers.append(server)
+
     async def _sweep_loop(self, every: float = 60.0) -> None:
         while True:
             await asyncio.sleep(every)
@@ -272,6 +279,8 @@ class Application:
             self._sweeper.cancel()
         for ingress in self.kafka_ingresses:
             await ingress.stop()
+        for server in self._servers:
+            await server.close()
         for runner in self._runners:
             await runner.cleanup()
         if self.forwarding is not None:

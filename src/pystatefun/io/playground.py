@@ -18,15 +18,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import itertools
 import json
 import logging
+import secrets
 import time
 import typing
-import itertools
-import secrets
 
-from aiohttp import web
-
+from pystatefun.io.http_server import Handler, HttpServer, Request, Response, text
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
@@ -42,12 +41,9 @@ EGRESS_ID = "io.statefun.playground/egress"
 EGRESS_RECORD_TYPENAME = "io.statefun.playground/EgressRecord"
 VND_PREFIX = "application/vnd."
 MAX_BODY_BYTES = 32 * 1024 * 1024
+MAX_EGRESS_REQUEST_BYTES = 64 * 1024  # an egress read has no body to speak of
 MAX_WAIT_SECONDS = 60.0
 MAX_REPLY_WAIT_SECONDS = 300.0
-
-
-def _text(status: int, reason: str, **headers: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers=headers)
 
 
 class IdempotencyStore(typing.Protocol):
@@ -56,7 +52,8 @@ class IdempotencyStore(typing.Protocol):
 
 class PlaygroundIngress:
     """The HTTP ingress: turns requests into messages, answering once they are committed (or, for a
-    request that waits, once the reply is). It is also the runtime's ReplySink."""
+    request that waits, once the reply is). It is also the runtime's ReplySink. It is served by the
+    runtime's own small HTTP server (io/http_server.py), the hot path of every request from outside."""
 
     def __init__(self, runtime: Runtime, store: IdempotencyStore, idempotency_ttl_ms: int = 24 * 3600 * 1000):
         self.runtime = runtime
@@ -71,29 +68,28 @@ class PlaygroundIngress:
         boot = secrets.token_hex(8)
         self._reply_ids = (f"{boot}-{n}" for n in itertools.count())
 
-    def app(self, middlewares: typing.Iterable[typing.Any] = ()) -> web.Application:
-        app = web.Application(client_max_size=MAX_BODY_BYTES, middlewares=[self._count, *middlewares])
-        app.router.add_route("*", "/{namespace}/{type}/{id}", self.handle)
-        app.router.add_route("*", "/{tail:.*}", self.not_a_function_path)
-        return app
+    def server(self, wrap: typing.Callable[[Handler], Handler] | None = None) -> HttpServer:
+        """The ingress's HTTP server; ``wrap`` decorates the handler (the Kafka backend's forwarding)."""
+        handler = self.handle if wrap is None else wrap(self.handle)
 
-    @web.middleware
-    async def _count(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
-        response = await handler(request)
-        self.responses[response.status] += 1
-        return response
+        async def counted(request: Request) -> Response:
+            response = await handler(request)
+            self.responses[response.status] += 1
+            return response
 
-    async def not_a_function_path(self, request: web.Request) -> web.Response:
-        return _text(404, f"{request.path} is not a function address: send to /<namespace>/<type>/<id>")
+        return HttpServer(counted, MAX_BODY_BYTES)
 
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: Request) -> Response:
+        if len(request.segments) != 3 or not all(request.segments):
+            return text(404, f"{request.raw_path.split('?', 1)[0]} is not a function address: "
+                             "send to /<namespace>/<type>/<id>")
         if request.method not in ("PUT", "POST"):
-            return _text(405, f"{request.method} is not supported: send messages with PUT or POST", Allow="PUT, POST")
-        namespace, name, id = (request.match_info[k] for k in ("namespace", "type", "id"))
+            return text(405, f"{request.method} is not supported: send messages with PUT or POST", Allow="PUT, POST")
+        namespace, name, id = request.segments
         function_type = f"{namespace}/{name}"
         content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip()
         if not content_type.startswith(VND_PREFIX):
-            return _text(
+            return text(
                 415,
                 f"unsupported Content-Type {content_type or '(none)'!r}: name the message type as "
                 "'application/vnd.<namespace>/<name>', e.g. application/vnd.example/GreetRequest",
@@ -102,42 +98,43 @@ class PlaygroundIngress:
         try:
             parse_typename(value_type)
         except ValueError as e:
-            return _text(415, f"the Content-Type does not name a message type: {e}")
+            return text(415, f"the Content-Type does not name a message type: {e}")
         try:
             target = address(function_type, id)
         except ValueError as e:
-            return _text(400, str(e))
+            return text(400, str(e))
         wait = _reply_wait(request.query.get("wait"))
-        if isinstance(wait, web.Response):
+        if isinstance(wait, Response):
             return wait
-        body = await request.read()
         key = request.headers.get("Idempotency-Key")
         full_key = None if key is None else f"{INGRESS_ID}:{key}"
         # a waiting request's reply address: derived from its key, so that a retry waits for the same reply
         reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
         waiter = None if reply_id is None else self._wait_for(reply_id)
         try:
-            answer = await self._deliver(target, value_type, body, full_key, reply_id)
-            if answer is not None:
-                return answer
+            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id)
+            if isinstance(accepted, Response):
+                return accepted
             if waiter is None:
-                return web.Response(status=202)
-            return await self._reply_or_timeout(waiter, full_key, wait)
+                await accepted.committed()
+                return Response(202)
+            return await self._reply_or_timeout(waiter, accepted, full_key, wait)
         finally:
             if waiter is not None:
                 self._stop_waiting(reply_id, waiter)
 
     async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
-                       reply_id: str | None) -> web.Response | None:
-        """Sends the message and waits for its commit (None). A refusal is the answer to give; so is, for
-        a retry of a keyed request, the first request's answer -- unless that was a 202 and this request
-        waits for the reply (None: it waits like the first)."""
+                       reply_id: str | None) -> Response | Epoch | None:
+        """Sends the message: the epoch that carries it (its commit makes the message durable). Or the
+        answer to give instead: a refusal, or for a retry of a keyed request, the first request's answer
+        -- unless that was a 202 and this request waits for the reply (None: the message is committed
+        already, and this request waits for the reply like the first)."""
         for admitted in (False, True):  # look again after admit: a concurrent retry may have got in
             earlier = None if full_key is None else await self._answered(full_key)
             if earlier is not None:
                 return None if earlier.status == 202 and reply_id is not None else earlier
             if not admitted and not await self.runtime.admit(target):
-                return _text(404, f"no function type {target.typename!r} is bound in the module")
+                return text(404, f"no function type {target.typename!r} is bound in the module")
         caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
         self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
         epoch = self.runtime.epoch
@@ -146,15 +143,14 @@ class PlaygroundIngress:
                                                        partition=self.runtime.partition_of(target.id)))
             self._pending[full_key] = epoch
             epoch.on_commit(lambda: self._pending.pop(full_key, None))
-        await epoch.committed()
-        return None
+        return epoch
 
-    async def _answered(self, key: str) -> web.Response | None:
+    async def _answered(self, key: str) -> Response | None:
         """The answer already given to a request with this idempotency key, if there was one."""
         pending = self._pending.get(key)
         if pending is not None:
             await pending.committed()
-            return web.Response(status=202)
+            return Response(202)
         stored = self.store.idempotency(key, self.runtime.now_ms())
         if stored is None:
             return None
@@ -174,18 +170,26 @@ class PlaygroundIngress:
         if not waiters:
             self._waiting.pop(reply_id, None)
 
-    async def _reply_or_timeout(self, waiter: asyncio.Future, full_key: str | None, wait: float) -> web.Response:
+    async def _reply_or_timeout(self, waiter: asyncio.Future, accepted: Epoch | None, full_key: str | None,
+                                wait: float) -> Response:
+        """The reply, or a 504 once ``wait`` has passed and the message is committed. The reply needs no
+        wait for the message's commit of its own: it is answered only once the epoch that carries it
+        commits, which is never before the message's."""
         if full_key is not None:  # answered while this retry was on its way
             stored = self.store.idempotency(full_key, self.runtime.now_ms())
             if stored is not None and stored.status != 202:
                 return _stored_answer(stored)
+        timeout = asyncio.get_running_loop().call_later(wait, _expire, waiter)
         try:
-            async with asyncio.timeout(wait):
-                value: TypedValue = await asyncio.shield(waiter)
-        except TimeoutError:
+            value: TypedValue | None = await waiter
+        finally:
+            timeout.cancel()
+        if value is None:
+            if accepted is not None:
+                await accepted.committed()
             retry = " Retry with the same Idempotency-Key to get the answer." if full_key else ""
-            return _text(504, f"no reply within {wait:g} s; the message was accepted and is processed exactly once.{retry}")
-        return web.Response(status=200, body=value.value, headers={"Content-Type": f"{VND_PREFIX}{value.typename}"})
+            return text(504, f"no reply within {wait:g} s; the message was accepted and is processed exactly once.{retry}")
+        return Response(200, value.value, {"Content-Type": f"{VND_PREFIX}{value.typename}"})
 
     def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:
         """ReplySink: a function answered a waiting request (see runtime/replies.py)."""
@@ -217,28 +221,33 @@ class PlaygroundIngress:
                 waiter.set_result(value)
 
 
-def answered_by_owner(request: web.Request) -> bool:
+def _expire(waiter: asyncio.Future) -> None:
+    """A waiting request's time is up: it ends with no reply (None)."""
+    if not waiter.done():
+        waiter.set_result(None)
+
+
+def answered_by_owner(request: Request) -> bool:
     """Whether a request needs the process that owns its address's partition (on the Kafka backend):
     its answer is a reply that the function sends there, or is kept there with its idempotency key."""
     return "wait" in request.query or "Idempotency-Key" in request.headers
 
 
-def _reply_wait(text: str | None) -> float | None | web.Response:
+def _reply_wait(value: str | None) -> float | None | Response:
     """The ``?wait=SECONDS`` of a request that waits for its reply (None: it does not wait)."""
-    if text is None:
+    if value is None:
         return None
     try:
-        seconds = float(text)
+        seconds = float(value)
     except ValueError:
         seconds = -1.0
     if not 0 < seconds <= MAX_REPLY_WAIT_SECONDS:
-        return _text(400, f"wait must be a number of seconds above 0 and at most {MAX_REPLY_WAIT_SECONDS:g}, got {text!r}")
+        return text(400, f"wait must be a number of seconds above 0 and at most {MAX_REPLY_WAIT_SECONDS:g}, got {value!r}")
     return seconds
 
 
-def _stored_answer(record: IdempotencyRecord) -> web.Response:
-    headers = {"Content-Type": record.content_type} if record.content_type else None
-    return web.Response(status=record.status, body=record.body, headers=headers)
+def _stored_answer(record: IdempotencyRecord) -> Response:
+    return Response(record.status, record.body, {"Content-Type": record.content_type} if record.content_type else {})
 
 
 class EgressStore(typing.Protocol):
@@ -276,32 +285,28 @@ class PlaygroundEgress:
 
     # -- the HTTP side ----------------------------------------------------------------------------------
 
-    def app(self) -> web.Application:
-        app = web.Application()
-        app.router.add_route("*", "/{topic}", self.handle)
-        app.router.add_route("*", "/{tail:.*}", self.not_a_topic)
-        return app
+    def server(self) -> HttpServer:
+        return HttpServer(self.handle, MAX_EGRESS_REQUEST_BYTES)
 
-    async def not_a_topic(self, request: web.Request) -> web.Response:
-        return _text(404, f"{request.path} is not a topic: GET /<topic>, one of {sorted(self.topics)}")
-
-    async def handle(self, request: web.Request) -> web.Response:
+    async def handle(self, request: Request) -> Response:
+        if len(request.segments) != 1 or not request.segments[0]:
+            return text(404, f"{request.raw_path.split('?', 1)[0]} is not a topic: GET /<topic>, one of {sorted(self.topics)}")
         if request.method != "GET":
-            return _text(405, f"{request.method} is not supported: read records with GET /<topic>", Allow="GET")
-        topic = request.match_info["topic"]
+            return text(405, f"{request.method} is not supported: read records with GET /<topic>", Allow="GET")
+        topic = request.segments[0]
         if topic not in self.topics:
-            return _text(404, f"unknown topic {topic!r}; the module defines {sorted(self.topics)}")
+            return text(404, f"unknown topic {topic!r}; the module defines {sorted(self.topics)}")
         try:
             wait = min(float(request.query.get("wait", "0")), MAX_WAIT_SECONDS)
         except ValueError:
-            return _text(400, f"wait must be a number of seconds, got {request.query.get('wait')!r}")
+            return text(400, f"wait must be a number of seconds, got {request.query.get('wait')!r}")
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             self._changed.clear()
             payload = self.store.pop_egress(EGRESS_ID, topic)
             if payload is not None:
-                return web.Response(status=200, body=payload, content_type="text/plain", charset="utf-8")
+                return Response(200, payload, {"Content-Type": "text/plain; charset=utf-8"})
             remaining = deadline - time.monotonic()
             if remaining <= 0:
-                return web.Response(status=404)
+                return Response(404)
             await wait_for_event(self._changed, remaining)

@@ -19,6 +19,7 @@ from __future__ import annotations
 import asyncio
 import time
 import typing
+from dataclasses import dataclass
 
 import aiohttp
 import yarl
@@ -26,6 +27,7 @@ from aiohttp import web
 
 from pystatefun.admin.api import PeerError
 from pystatefun.backends.kafka.cluster import GroupView, Member
+from pystatefun.io.http_server import Handler, Request, Response, text
 from pystatefun.runtime.processor import Runtime
 
 FORWARDED_BY = "Pystatefun-Forwarded-By"  # on a forwarded request: the worker it came from
@@ -41,10 +43,18 @@ NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "conne
 RELAYED = ("Content-Type", "Retry-After")
 
 Server = typing.Literal["ingress", "admin"]
+T = typing.TypeVar("T")
 
 
-def _refuse(status: int, reason: str, **headers: str) -> web.Response:
-    return web.Response(status=status, text=reason + "\n", headers=headers)
+@dataclass(frozen=True, slots=True)
+class _Outgoing:
+    """What is sent on to the owner, whichever server (the ingress's or aiohttp's) took the request."""
+
+    method: str
+    raw_path: str
+    headers: typing.Mapping[str, str]
+    wait: str | None  # the request's ?wait, which the owner's answer may take
+    read: typing.Callable[[], typing.Awaitable[bytes]]
 
 
 class Forwarding:
@@ -64,58 +74,76 @@ class Forwarding:
             id = request.match_info.get("id")
             if id is None or not needs_owner(request):
                 return await handler(request)
-            return await self._to_owner(request, handler, server, self.runtime.partition_of(id))
+            outgoing = _Outgoing(request.method, request.raw_path, request.headers, request.query.get("wait"), request.read)
+            answer = await self._to_owner(self.runtime.partition_of(id), server, lambda: handler(request), outgoing)
+            if isinstance(answer, Response):
+                return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+            return answer
         return to_owner
 
-    async def _to_owner(self, request: web.Request, handler: typing.Callable, server: Server,
-                        partition: int) -> web.StreamResponse:
+    def ingress_handler(self, needs_owner: typing.Callable[[Request], bool], handler: Handler) -> Handler:
+        """The same for the playground ingress (io/http_server.py), whose paths are ``/{namespace}/{type}/{id}``."""
+        async def to_owner(request: Request) -> Response:
+            if len(request.segments) != 3 or not needs_owner(request):
+                return await handler(request)
+
+            async def read() -> bytes:
+                return request.body
+
+            outgoing = _Outgoing(request.method, request.raw_path, request.headers, request.query.get("wait"), read)
+            return await self._to_owner(self.runtime.partition_of(request.segments[2]), "ingress",
+                                        lambda: handler(request), outgoing)
+        return to_owner
+
+    async def _to_owner(self, partition: int, server: Server, here: typing.Callable[[], typing.Awaitable[T]],
+                        outgoing: _Outgoing) -> T | Response:
         if partition in self.runtime.processors:
-            return await handler(request)
-        if FORWARDED_BY in request.headers:  # sent here by a worker whose view is out of date
-            return _refuse(503, f"worker {self.worker_id} does not own partition {partition}", **{NOT_OWNER: "1"})
-        body = await request.read()
+            return await here()
+        if FORWARDED_BY in outgoing.headers:  # sent here by a worker whose view is out of date
+            return text(503, f"worker {self.worker_id} does not own partition {partition}", **{NOT_OWNER: "1"})
+        body = await outgoing.read()
         deadline = time.monotonic() + OWNER_WAIT_SECONDS
         fresh = False
         while True:
             owner = await self.view.owner(partition, fresh)
             if partition in self.runtime.processors:  # assigned here meanwhile, and restored
-                return await handler(request)
+                return await here()
             if owner is not None and owner.worker_id != self.worker_id:
                 url = getattr(owner.urls, server)
                 if url is None:
-                    return _refuse(502, f"partition {partition} belongs to worker {owner.worker_id}, which serves no "
-                                        f"{server} over HTTP: ask it directly, or give it one")
-                answer = await self._send(request, owner, url, body)
+                    return text(502, f"partition {partition} belongs to worker {owner.worker_id}, which serves no "
+                                     f"{server} over HTTP: ask it directly, or give it one")
+                answer = await self._send(outgoing, owner, url, body)
                 if answer is not None:
                     return answer
             if time.monotonic() >= deadline:
-                return _refuse(503, f"partition {partition} has no worker to run it at the moment (the workers are "
-                                    "rebalancing); the request was not applied: retry", **{"Retry-After": "1"})
+                return text(503, f"partition {partition} has no worker to run it at the moment (the workers are "
+                                 "rebalancing); the request was not applied: retry", **{"Retry-After": "1"})
             fresh = True
             await asyncio.sleep(RETRY_PAUSE_SECONDS)
 
-    async def _send(self, request: web.Request, owner: Member, url: str, body: bytes) -> web.Response | None:
+    async def _send(self, outgoing: _Outgoing, owner: Member, url: str, body: bytes) -> Response | None:
         """The owner's answer, relayed; None when it did not take the request (so nothing was applied)."""
-        headers = {k: v for k, v in request.headers.items() if k.lower() not in NOT_FORWARDED}
+        headers = {k: v for k, v in outgoing.headers.items() if k.lower() not in NOT_FORWARDED}
         headers[FORWARDED_BY] = self.worker_id
         try:
-            waits = float(request.query.get("wait", "0"))
+            waits = float(outgoing.wait or "0")
         except ValueError:
             waits = 0.0  # the owner refuses it
         timeout = aiohttp.ClientTimeout(total=OWNER_ANSWER_SECONDS + max(0.0, min(waits, 3600.0)),
                                         sock_connect=CONNECT_TIMEOUT_SECONDS)
         try:
-            async with self.session.request(request.method, yarl.URL(url + request.raw_path, encoded=True),
+            async with self.session.request(outgoing.method, yarl.URL(url + outgoing.raw_path, encoded=True),
                                             data=body, headers=headers, timeout=timeout) as response:
                 if response.status == 503 and NOT_OWNER in response.headers:
                     return None
                 relayed = {k: response.headers[k] for k in RELAYED if k in response.headers}
-                return web.Response(status=response.status, body=await response.read(), headers=relayed)
+                return Response(response.status, await response.read(), relayed)
         except aiohttp.ClientConnectorError:
             return None  # never reached it: the owner is gone, a new one comes with the next rebalance
         except (aiohttp.ClientError, TimeoutError) as e:
-            return _refuse(502, f"worker {owner.worker_id} (the owner) was lost or stuck while handling the request ({e!r}); "
-                                "it may have been applied: retry with the same Idempotency-Key to be sure it is applied once")
+            return text(502, f"worker {owner.worker_id} (the owner) was lost or stuck while handling the request ({e!r}); "
+                             "it may have been applied: retry with the same Idempotency-Key to be sure it is applied once")
 
     async def gather(self, request: web.Request) -> list[typing.Any]:
         """The JSON answers of the other workers' admin APIs to this GET, each for the partitions it owns
