@@ -150,12 +150,15 @@ class _Connection(asyncio.Protocol):
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
+        expects_continue = False
         for name, value in self._headers:
             lowered = name.lower()
             if lowered == "content-length" and value.strip().isdigit() and int(value) > self.server.max_body_bytes:
                 raise _Refused(self._too_large())
             if lowered == "expect" and value.strip().lower() == "100-continue":
-                self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
+                expects_continue = True
+        if expects_continue:  # the client holds the body back until told to send it
+            self.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
 
     def on_body(self, chunk: bytes) -> None:
         self._body_bytes += len(chunk)
