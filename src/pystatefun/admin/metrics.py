@@ -44,12 +44,17 @@ class Metrics:
             buckets=SIZE_BUCKETS, registry=self.registry,
         )
         self._failures: dict[str, int] = {}
+        # each function type's histogram: labels() takes a lock and builds a key on every call
+        self._remote_latency_of: dict[str, typing.Any] = {}
         self.registry.register(_RuntimeCollector(runtime, store, ingress_responses, self._failures))
         runtime.on_commit = self._committed
 
     def remote_call(self, function_type: str, seconds: float, ok: bool) -> None:
         """The RemoteInvoker hook."""
-        self.remote_latency.labels(function_type).observe(seconds)
+        histogram = self._remote_latency_of.get(function_type)
+        if histogram is None:
+            histogram = self._remote_latency_of[function_type] = self.remote_latency.labels(function_type)
+        histogram.observe(seconds)
         if not ok:
             self._failures[function_type] = self._failures.get(function_type, 0) + 1
 
