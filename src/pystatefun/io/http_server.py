@@ -2,9 +2,9 @@
 
 The ingress is the runtime's busiest HTTP server: every message sent from outside, and every
 request/reply round trip, passes through it. aiohttp's server (application, router, middlewares, its
-request and response objects) spent about 110 µs of CPU per request on this machine's keyed-counter
-benchmark, a fifth of the runtime's whole cost per request; this one spends about 20 µs. It does only
-what the ingress needs: requests in order on keep-alive connections (pipelined ones queue), bodies by
+request and response objects) was a fifth of the runtime's CPU per request in the keyed-counter
+benchmark. With a handler that does nothing, on one core of this machine, aiohttp answers 5,400-6,200
+requests/s and this server 13,300-14,700. It does only what the ingress needs: requests in order on keep-alive connections (pipelined ones queue), bodies by
 Content-Length or chunked, ``Expect: 100-continue``, a body size limit, and an answer with a
 Content-Length. Everything else of HTTP stays with aiohttp (the admin API, the egress).
 
