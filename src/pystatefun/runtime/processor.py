@@ -529,9 +529,8 @@ class Runtime:
 
         stats = mailbox.stats
         stats.out_egress += len(effects.egress)
-        processors = self.processors
         for envelope in outgoing:
-            if partition_of(envelope.target.id, self.partitions) in processors:
+            if self.owns(envelope.target):
                 stats.out_local += 1
             else:
                 stats.out_remote += 1
