@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import typing
 
 from pystatefun.io.http_server import HttpServer, Request, Response, text
@@ -31,12 +32,24 @@ class Recorder:
         return Response(200, body, {"Content-Type": "text/plain", "X-Seen": request.headers.get("X-Tag", "-")})
 
 
-async def serving(handler: typing.Any = None) -> tuple[HttpServer, int, Recorder]:
+async def serving() -> tuple[HttpServer, int, Recorder]:
     recorder = Recorder()
-    server = HttpServer(handler or recorder, MAX_BODY)
+    server = HttpServer(recorder, MAX_BODY)
     await server.start("127.0.0.1", 0)
     port = server._server.sockets[0].getsockname()[1]
     return server, port, recorder
+
+
+@contextlib.asynccontextmanager
+async def connected() -> typing.AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]]:
+    """A server and one client connection to it, both closed afterwards."""
+    server, port, recorder = await serving()
+    reader, writer = await asyncio.open_connection("127.0.0.1", port)
+    try:
+        yield reader, writer, recorder
+    finally:
+        writer.close()
+        await server.close()
 
 
 async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
@@ -56,56 +69,44 @@ def request(method: str, target: str, body: bytes = b"", headers: str = "") -> b
 
 def test_keep_alive_answers_each_request_with_its_own_answer() -> None:
     async def scenario() -> None:
-        server, port, recorder = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request("PUT", "/a/b%2Fc/d?wait=1&wait=2&x", b"one", "X-Tag: t1\r\n"))
-        status, headers, body = await read_response(reader)
-        assert (status, headers["x-seen"]) == (200, "t1")
-        assert body == b"PUT a|b/c|d {'wait': '1', 'x': ''} b'one'"
-        writer.write(request("POST", "/e", b"two"))
-        assert (await read_response(reader))[2] == b"POST e {} b'two'"
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(request("PUT", "/a/b%2Fc/d?wait=1&wait=2&x", b"one", "X-Tag: t1\r\n"))
+            status, headers, body = await read_response(reader)
+            assert (status, headers["x-seen"]) == (200, "t1")
+            assert body == b"PUT a|b/c|d {'wait': '1', 'x': ''} b'one'"
+            writer.write(request("POST", "/e", b"two"))
+            assert (await read_response(reader))[2] == b"POST e {} b'two'"
 
     run(scenario)
 
 
 def test_pipelined_requests_are_answered_in_the_order_they_were_sent() -> None:
     async def scenario() -> None:
-        server, port, recorder = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        # the first takes longest: its answer must still come first
-        writer.write(request("GET", "/1?sleep=0.2") + request("GET", "/2?sleep=0.05") + request("GET", "/3"))
-        bodies = [(await read_response(reader))[2].split()[1] for _ in range(3)]
-        assert bodies == [b"1", b"2", b"3"]
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            # the first takes longest: its answer must still come first
+            writer.write(request("GET", "/1?sleep=0.2") + request("GET", "/2?sleep=0.05") + request("GET", "/3"))
+            bodies = [(await read_response(reader))[2].split()[1] for _ in range(3)]
+            assert bodies == [b"1", b"2", b"3"]
 
     run(scenario)
 
 
 def test_a_chunked_body_is_read_whole() -> None:
     async def scenario() -> None:
-        server, port, _ = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
-        assert (await read_response(reader))[2] == b"POST c {} b'abcde'"
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(b"POST /c HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n2\r\nde\r\n0\r\n\r\n")
+            assert (await read_response(reader))[2] == b"POST c {} b'abcde'"
 
     run(scenario)
 
 
 def test_expect_100_continue_is_answered_before_the_body_is_sent() -> None:
     async def scenario() -> None:
-        server, port, _ = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
-        assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
-        writer.write(b"body")
-        assert (await read_response(reader))[2] == b"PUT x {} b'body'"
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(b"PUT /x HTTP/1.1\r\nHost: x\r\nContent-Length: 4\r\nExpect: 100-continue\r\n\r\n")
+            assert await reader.readuntil(b"\r\n\r\n") == b"HTTP/1.1 100 Continue\r\n\r\n"
+            writer.write(b"body")
+            assert (await read_response(reader))[2] == b"PUT x {} b'body'"
 
     run(scenario)
 
@@ -131,15 +132,12 @@ def test_a_body_over_the_limit_is_refused_with_413_and_the_connection_closed() -
 
 def test_a_malformed_request_gets_400_after_the_answers_before_it() -> None:
     async def scenario() -> None:
-        server, port, recorder = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request("GET", "/ok?sleep=0.1") + b"NOT HTTP AT ALL\r\n\r\n")
-        assert (await read_response(reader))[0] == 200
-        status, headers, body = await read_response(reader)
-        assert status == 400 and b"malformed HTTP request" in body
-        assert await reader.read() == b""
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(request("GET", "/ok?sleep=0.1") + b"NOT HTTP AT ALL\r\n\r\n")
+            assert (await read_response(reader))[0] == 200
+            status, headers, body = await read_response(reader)
+            assert status == 400 and b"malformed HTTP request" in body
+            assert await reader.read() == b""
 
     run(scenario)
 
@@ -168,28 +166,23 @@ def test_http_1_0_closes_after_its_answer_and_head_gets_no_body() -> None:
 
 def test_a_handler_that_raises_gets_500_and_the_connection_goes_on() -> None:
     async def scenario() -> None:
-        server, port, _ = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request("GET", "/boom") + request("GET", "/fine"))
-        assert (await read_response(reader))[0] == 500
-        assert (await read_response(reader))[0] == 200
-        writer.close()
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(request("GET", "/boom") + request("GET", "/fine"))
+            assert (await read_response(reader))[0] == 500
+            assert (await read_response(reader))[0] == 200
 
     run(scenario)
 
 
 def test_a_client_that_goes_away_does_not_cancel_its_request() -> None:
     async def scenario() -> None:
-        server, port, recorder = await serving()
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        writer.write(request("PUT", "/slow?sleep=0.2"))
-        while not recorder.handled:
-            await asyncio.sleep(0.01)
-        writer.close()
-        await asyncio.sleep(0.4)
-        assert recorder.finished == ["/slow?sleep=0.2"]
-        await server.close()
+        async with connected() as (reader, writer, recorder):
+            writer.write(request("PUT", "/slow?sleep=0.2"))
+            while not recorder.handled:
+                await asyncio.sleep(0.01)
+            writer.close()
+            await asyncio.sleep(0.4)
+            assert recorder.finished == ["/slow?sleep=0.2"]
 
     run(scenario)
 
