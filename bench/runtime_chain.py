@@ -4,7 +4,7 @@ Each message increments a counter at its address and sends the next message to t
 ring of addresses; many chains run at once. Two kinds of run in the same process and machine:
 
   (a) embedded: the function runs inside the runtime (module kind pystatefun.v1/embedded);
-  (b) remote:   the same function served by our SDK (`pystatefun serve`, uvicorn) over HTTP.
+  (b) remote:   the same function served by our SDK (`pystatefun serve`) over HTTP.
 
 each in two shapes: 100 chains spread over a ring of 1,000 addresses (most addresses idle, so every
 call carries one message: the worst case for per-call costs), and 1,000 chains over a ring of 100
@@ -144,7 +144,7 @@ def main() -> None:
             server.terminate()
             server.wait(10)
         print("counter chain, durable commits (SQLite, synchronous=FULL), commit interval 100 ms; "
-              "remote = our SDK behind `pystatefun serve` (uvicorn) on this machine")
+              "remote = our SDK behind `pystatefun serve` on this machine")
         print("CPU us/msg: CPU time per message of the runtime process and of the function server process")
         print(f"{'run':9} {'chains':>6} {'ring':>5} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msgs/call':>9} "
               f"{'CPU us/msg':>17}  target")

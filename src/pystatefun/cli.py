@@ -40,10 +40,11 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     The current directory is on the import path, so `pystatefun serve app:functions` finds ./app.py.
     Every URL path is served; the request names the function.
     """
-    import uvicorn
+    from pystatefun.app import run_event_loop
+    from pystatefun.logs import configure_logging
+    from pystatefun.serving.server import serve_until_signalled
 
-    from pystatefun.serving.asgi import AsgiApp
-
+    configure_logging(log_level, "text")
     try:
         functions = load_object(reference, search_path=os.getcwd())
     except ValueError as e:
@@ -54,7 +55,10 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
             "your functions are bound to (functions = StatefulFunctions())"
         )
     click.echo(f"serving {', '.join(functions.typenames()) or 'no functions'} on http://{host}:{port}", err=True)
-    uvicorn.run(AsgiApp(functions), host=host, port=port, log_level=log_level, access_log=False)
+    try:
+        run_event_loop(serve_until_signalled(functions, host, port))
+    except OSError as e:  # a port in use, most often
+        raise click.ClickException(f"cannot serve: {e}") from None
 
 
 @main.command()
