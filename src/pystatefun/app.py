@@ -83,16 +83,17 @@ class Application:
         # one invoker per binding (document) of the module
         self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
         self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
-        self.egress = self._playground_egress(module)
         self.kafka_egresses = [KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
         egresses: dict[str, typing.Any] = {egress.id: egress for egress in self.kafka_egresses}
-        if self.egress is not None:
-            egresses[EGRESS_ID] = self.egress
         self.runtime = Runtime(
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval,
             # on the Kafka backend the group assigns partitions; full mailboxes keep their messages in memory
             owned=() if kafka is not None else None, spill=kafka is None,
         )
+        # the playground egress's reads commit in the runtime's epochs, so it joins once the runtime exists
+        self.egress = self._playground_egress(module)
+        if self.egress is not None:
+            egresses[EGRESS_ID] = self.egress
         self.kafka_ingresses = [KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
         if kafka is not None:
@@ -203,7 +204,7 @@ class Application:
 
     def _playground_egress(self, module: Module) -> PlaygroundEgress | None:
         specs = [e for e in module.egresses if isinstance(e, PlaygroundEgressSpec)]
-        return PlaygroundEgress(self.store, specs[0].topics) if specs else None
+        return PlaygroundEgress(self.runtime, self.store, specs[0].topics) if specs else None
 
     @staticmethod
     def _idempotency_ttl(module: Module) -> tuple[int]:

@@ -159,6 +159,13 @@ class SQLiteStore:
         self.db.execute(f"PRAGMA synchronous={synchronous}")
         self.db.executescript(_SCHEMA)
         self.partitions = self._check_meta(partitions)
+        # egress records are numbered here, not by SQLite, so that a committed epoch's records carry their
+        # seq (the playground egress deletes a record by it once read); AUTOINCREMENT's high-water mark
+        # keeps numbers from before this scheme unique
+        self._egress_seq: int = self.db.execute(
+            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'egress'), 0), "
+            "COALESCE((SELECT MAX(seq) FROM egress), 0))"
+        ).fetchone()[0]
         self._connection_lock = threading.Lock()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
 
@@ -285,7 +292,7 @@ class SQLiteStore:
         row = self.db.execute("SELECT * FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)).fetchone()
         return None if row is None else IdempotencyRecord(*row)
 
-    # -- writes outside epochs (idempotent metadata and destructive egress reads) ---------------------
+    # -- outside epochs: idempotent metadata, and the egress table's readers ---------------------------
 
     @_serialized
     def save_function_specs(self, typename: str, specs: typing.Iterable[StateSpec]) -> None:
@@ -297,27 +304,12 @@ class SQLiteStore:
         self.db.execute("COMMIT")
 
     @_serialized
-    def pop_egress(self, egress_id: str, topic: str) -> bytes | None:
-        """Removes and returns the oldest record of ``topic``, in one transaction."""
-        self.db.execute("BEGIN IMMEDIATE")
-        try:
-            row = self.db.execute(
-                "SELECT seq, payload FROM egress WHERE egress_id = ? AND topic = ? ORDER BY seq LIMIT 1",
-                (egress_id, topic),
-            ).fetchone()
-            if row is not None:
-                self.db.execute("DELETE FROM egress WHERE seq = ?", (row[0],))
-            self.db.execute("COMMIT")
-        except BaseException:
-            self.db.execute("ROLLBACK")
-            raise
-        return None if row is None else row[1]
-
-    @_serialized
-    def egress_depth(self, egress_id: str, topic: str) -> int:
+    def unread_egress(self, egress_id: str, topic: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
+        """The oldest ``limit`` committed records of a playground egress topic after ``after_seq``: (seq, payload)."""
         return self.db.execute(
-            "SELECT COUNT(*) FROM egress WHERE egress_id = ? AND topic = ?", (egress_id, topic)
-        ).fetchone()[0]
+            "SELECT seq, payload FROM egress WHERE egress_id = ? AND topic = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (egress_id, topic, after_seq, limit),
+        ).fetchall()
 
     @_serialized
     def egress_batch(self, egress_id: str, limit: int) -> list[tuple[int, bytes]]:
@@ -412,11 +404,16 @@ class SQLiteStore:
                         timer.envelope.encode_value(),
                     ))
                 db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            seq = self._egress_seq
             if epoch.egress:
-                db.executemany(
-                    "INSERT INTO egress (egress_id, topic, payload) VALUES (?, ?, ?)",
-                    [(r.egress_id, r.topic, r.payload) for r in epoch.egress],
-                )
+                rows = []
+                for record in epoch.egress:
+                    seq += 1
+                    record.seq = seq
+                    rows.append((seq, record.egress_id, record.topic, record.payload))
+                db.executemany("INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)", rows)
+            if epoch.egress_read:
+                db.executemany("DELETE FROM egress WHERE seq = ?", [(s,) for s in epoch.egress_read])
             if epoch.idempotency:
                 db.executemany(
                     "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
@@ -446,6 +443,7 @@ class SQLiteStore:
                 else:
                     db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?)", (typename, id, reason))
             db.execute("COMMIT")
+            self._egress_seq = seq
         except BaseException:
             db.execute("ROLLBACK")
             raise

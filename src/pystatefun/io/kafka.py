@@ -347,7 +347,7 @@ class KafkaEgress:
             raise ValueError("a KafkaProducerRecord needs a topic")
         return EgressRecord(self.id, record.topic, value.value)
 
-    def committed(self) -> None:
+    def committed(self, epoch: Epoch) -> None:
         self._changed.set()
 
     def status(self) -> dict[str, typing.Any]:

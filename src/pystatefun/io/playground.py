@@ -10,8 +10,8 @@ message is processed exactly once either way, and a retry with the same key gets
 
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
-404 when there is none, ``?wait=SECONDS`` waiting for one. Records are written in the epoch commit, so
-each appears exactly once.
+404 when there is none, ``?wait=SECONDS`` waiting for one. Records are written in the epoch commit, and
+a read's deletion commits in an epoch before its answer, so each record is read once.
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ VND_PREFIX = "application/vnd."
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_EGRESS_REQUEST_BYTES = 64 * 1024  # an egress read has no body to speak of
 MAX_WAIT_SECONDS = 60.0
+MAX_BUFFERED_RECORDS = 10_000  # committed egress records per topic kept in memory for readers
 MAX_REPLY_WAIT_SECONDS = 300.0
 
 
@@ -251,15 +252,25 @@ def _stored_answer(record: IdempotencyRecord) -> Response:
 
 
 class EgressStore(typing.Protocol):
-    def pop_egress(self, egress_id: str, topic: str) -> bytes | None: ...
+    def unread_egress(self, egress_id: str, topic: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]: ...
 
 
 class PlaygroundEgress:
-    """The HTTP egress: named topics of records, each read once."""
+    """The HTTP egress: named topics of records, each read once.
 
-    def __init__(self, store: EgressStore, topics: typing.Iterable[str]):
+    The committed records of each topic wait in memory in order (up to MAX_BUFFERED_RECORDS; the rest
+    stay on disk and are read in when those run out). A read takes the oldest, and its deletion goes into
+    the open epoch: the record is answered once that epoch commits, so a read costs no transaction of its
+    own, and a crash before the commit keeps the record for the next reader.
+    """
+
+    def __init__(self, runtime: Runtime, store: EgressStore, topics: typing.Iterable[str]):
+        self.runtime = runtime
         self.store = store
         self.topics = frozenset(topics)
+        self._unread: dict[str, collections.deque[tuple[int, bytes]]] = {t: collections.deque() for t in self.topics}
+        self._last_seq = dict.fromkeys(self.topics, 0)  # the newest record of each topic taken into _unread
+        self._on_disk_only = set(self.topics)  # topics with committed records not in _unread (at start: all)
         self._changed = asyncio.Event()
 
     # -- the runtime side -------------------------------------------------------------------------------
@@ -280,8 +291,32 @@ class PlaygroundEgress:
         data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
         return EgressRecord(EGRESS_ID, topic, data.encode("utf-8"))
 
-    def committed(self) -> None:
+    def committed(self, epoch: Epoch) -> None:
+        for record in epoch.egress:
+            if record.egress_id == EGRESS_ID:
+                self._take(record.topic, record.seq, record.payload)
         self._changed.set()
+
+    def _take(self, topic: str, seq: int, payload: bytes) -> None:
+        if seq <= self._last_seq[topic]:
+            return  # read in from disk already, while its commit was finishing
+        if topic in self._on_disk_only or len(self._unread[topic]) >= MAX_BUFFERED_RECORDS:
+            self._on_disk_only.add(topic)  # the next read from disk finds it, in order
+            return
+        self._unread[topic].append((seq, payload))
+        self._last_seq[topic] = seq
+
+    def _next(self, topic: str) -> tuple[int, bytes] | None:
+        """The oldest committed record nobody has read, taken off the topic."""
+        unread = self._unread[topic]
+        if not unread and topic in self._on_disk_only:
+            rows = self.store.unread_egress(EGRESS_ID, topic, self._last_seq[topic], MAX_BUFFERED_RECORDS)
+            if len(rows) < MAX_BUFFERED_RECORDS:
+                self._on_disk_only.discard(topic)
+            for seq, payload in rows:
+                unread.append((seq, payload))
+                self._last_seq[topic] = seq
+        return unread.popleft() if unread else None
 
     # -- the HTTP side ----------------------------------------------------------------------------------
 
@@ -303,8 +338,13 @@ class PlaygroundEgress:
         deadline = time.monotonic() + max(wait, 0.0)
         while True:
             self._changed.clear()
-            payload = self.store.pop_egress(EGRESS_ID, topic)
-            if payload is not None:
+            record = self._next(topic)
+            if record is not None:
+                seq, payload = record
+                epoch = self.runtime.epoch
+                epoch.egress_read.append(seq)
+                self.runtime.request_commit()
+                await epoch.committed()
                 return Response(200, payload, {"Content-Type": "text/plain; charset=utf-8"})
             remaining = deadline - time.monotonic()
             if remaining <= 0:

@@ -52,6 +52,7 @@ class EgressRecord:
     egress_id: str
     topic: str
     payload: bytes
+    seq: int | None = None  # its place in the embedded store's egress table, set when the commit writes it
 
 
 @dataclass(slots=True)
@@ -95,6 +96,7 @@ class Epoch:
     timers_added: dict[int, Timer] = field(default_factory=dict)
     timers_removed: list[int] = field(default_factory=list)
     egress: list[EgressRecord] = field(default_factory=list)
+    egress_read: list[int] = field(default_factory=list)  # seqs of playground egress records read: deleted
     idempotency: list[IdempotencyRecord] = field(default_factory=list)
     dead_letters: list[DeadLetter] = field(default_factory=list)
     parked: dict[StateKey, str | None] = field(default_factory=dict)  # reason, or None when resumed
@@ -113,8 +115,8 @@ class Epoch:
     def empty(self) -> bool:
         return not (
             self.consumed or self.volatile or self.state or self.timers_added or self.timers_removed
-            or self.egress or self.idempotency or self.dead_letters or self.parked or self.source_offsets
-            or self.outbound
+            or self.egress or self.egress_read or self.idempotency or self.dead_letters or self.parked
+            or self.source_offsets or self.outbound
         )
 
     def committed(self) -> typing.Awaitable[None]:
@@ -131,8 +133,8 @@ class Epoch:
         """How many records the commit writes (for metrics and the commit trigger)."""
         return (
             len(self.consumed) + len(self.volatile) + sum(len(changed) for _, changed in self.state.values())
-            + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.idempotency)
-            + len(self.dead_letters) + len(self.parked) + len(self.source_offsets) + len(self.outbound)
+            + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.egress_read)
+            + len(self.idempotency) + len(self.dead_letters) + len(self.parked) + len(self.source_offsets) + len(self.outbound)
         )
 
     def write_state(self, key: StateKey, partition: int, base: typing.Mapping[str, StoredValue]) -> tuple[dict[str, StoredValue], set[str]]:

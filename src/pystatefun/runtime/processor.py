@@ -43,8 +43,8 @@ class Egress(typing.Protocol):
         """The record to store for ``value``; ValueError (the reason) if it cannot be accepted."""
         ...
 
-    def committed(self) -> None:
-        """Called after a commit that wrote records for this egress."""
+    def committed(self, epoch: Epoch) -> None:
+        """Called after every commit that wrote anything; ``epoch`` is what it wrote."""
         ...
 
 
@@ -734,7 +734,7 @@ class Runtime:
             if epoch.overflowing and self.spill:
                 self._spill_overflow(epoch)
             for egress in {id(e): e for e in self.egresses.values()}.values():
-                egress.committed()
+                egress.committed(epoch)
         epoch.done.set_result(None)
 
     # -- operations -------------------------------------------------------------------------------------
