@@ -1,12 +1,14 @@
-"""A small HTTP/1.1 server for the playground ingress, on asyncio protocols and httptools' request parser.
+"""A small HTTP/1.1 server, on asyncio protocols and httptools' request parser: the playground ingress
+and egress, and the function endpoint of ``pystatefun serve``.
 
 The ingress is the runtime's busiest HTTP server: every message sent from outside, and every
 request/reply round trip, passes through it. aiohttp's server (application, router, middlewares, its
 request and response objects) was a fifth of the runtime's CPU per request in the keyed-counter
 benchmark. With a handler that does nothing, on one core of this machine, aiohttp answers 5,400-6,200
-requests/s and this server 13,300-14,700. It does only what the ingress needs: requests in order on keep-alive connections (pipelined ones queue), bodies by
-Content-Length or chunked, ``Expect: 100-continue``, a body size limit, and an answer with a
-Content-Length. Everything else of HTTP stays with aiohttp (the admin API, the egress).
+requests/s and this server 13,300-14,700. It does only what those servers need: requests in order on
+keep-alive connections (pipelined ones queue), bodies by Content-Length or chunked,
+``Expect: 100-continue``, a body size limit, and an answer with a Content-Length. Everything else of
+HTTP stays with aiohttp (the admin API).
 
 A handler takes a :class:`Request` and returns a :class:`Response`. A handler that raises gets a 500
 (logged); a client that goes away mid-request does not cancel its handler, so a message once accepted is
