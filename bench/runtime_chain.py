@@ -32,7 +32,8 @@ import time
 from pathlib import Path
 
 from pystatefun import IntType
-from pystatefun.app import Application, run_event_loop
+from pystatefun.app import Application
+from pystatefun.event_loop import run_event_loop
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.sdk.messages import to_typed_value

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
-import signal
 import time
 import typing
 from pathlib import Path
@@ -27,6 +26,7 @@ from pystatefun.config import (
     PlaygroundEgress as PlaygroundEgressSpec,
     PlaygroundIngress as PlaygroundIngressSpec,
 )
+from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import HttpServer
 from pystatefun.io.kafka import KafkaEgress, KafkaIngress
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
@@ -39,7 +39,6 @@ from pystatefun.sdk.functions import StatefulFunctions
 log = logging.getLogger("pystatefun")
 
 DEFAULT_PARTITIONS = 8
-T = typing.TypeVar("T")
 
 
 class UnsupportedComponentError(RuntimeError):
@@ -299,10 +298,7 @@ class Application:
 
     async def run_until_signalled(self) -> None:
         """Runs until SIGINT or SIGTERM, then stops cleanly (a kill -9 is fine too: nothing is lost)."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        stop = stop_signal()
         try:
             await self.start()
             signalled = asyncio.ensure_future(stop.wait())
@@ -320,16 +316,6 @@ def _health(last_call: tuple[bool, float, str] | None) -> dict[str, typing.Any]:
         return {"status": "unknown", "detail": "not called yet"}
     ok, when, why = last_call
     return {"status": "ok" if ok else "failing", "last_call_at": round(when, 3), **({} if ok else {"detail": why})}
-
-
-def run_event_loop(main: typing.Coroutine[typing.Any, typing.Any, T]) -> T:
-    """Runs ``main`` on uvloop where it exists (Linux, macOS): the runtime's hot path is event-loop
-    bound, and uvloop's loop (libuv, Cython) costs less per callback and per socket than asyncio's own."""
-    try:
-        import uvloop
-    except ImportError:
-        return asyncio.run(main)
-    return uvloop.run(main)
 
 
 def _batch_size(max_num_batch_requests: int) -> int:

@@ -40,7 +40,7 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     The current directory is on the import path, so `pystatefun serve app:functions` finds ./app.py.
     Every URL path is served; the request names the function.
     """
-    from pystatefun.app import run_event_loop
+    from pystatefun.event_loop import run_event_loop
     from pystatefun.logs import configure_logging
     from pystatefun.serving.server import serve_until_signalled
 
@@ -140,9 +140,10 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
     from confluent_kafka import KafkaException
 
-    from pystatefun.app import Application, RuntimeFailure, run_event_loop
+    from pystatefun.app import Application, RuntimeFailure
     from pystatefun.backends.embedded import DataDirError
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
+    from pystatefun.event_loop import run_event_loop
 
     from pystatefun.logs import configure_logging
 

@@ -9,9 +9,7 @@ benchmark uvicorn with the ASGI app used about 42% of a core at 2,000 requests/s
 
 from __future__ import annotations
 
-import asyncio
-import signal
-
+from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response
 from pystatefun.sdk.functions import StatefulFunctions
 from pystatefun.serving import http
@@ -37,10 +35,7 @@ async def serve_until_signalled(
     """Serves ``functions`` on ``host:port`` until SIGINT or SIGTERM; requests in progress then finish."""
     server = HttpServer(endpoint(functions), max_request_bytes)
     await server.start(host, port)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
+    stop = stop_signal()
     try:
         await stop.wait()
     finally:
