@@ -1,7 +1,9 @@
 """The playground egress's reads: each committed record is read once, in order, and a read counts only
-once its deletion has committed -- across crashes, restarts, and topics longer than what stays in memory."""
+once its deletion has committed -- across crashes, restarts, and topics longer than what stays in memory.
+A reader waiting for a record gets it with the commit that makes it."""
 
 import asyncio
+import sqlite3
 
 import pytest
 from multidict import CIMultiDict, CIMultiDictProxy
@@ -39,8 +41,9 @@ async def emit(node: Node, *payloads: str) -> None:
     await node.commit()
 
 
-async def read(egress: PlaygroundEgress) -> str | None:
-    reply = await egress.handle(Request("GET", "/out", ["out"], {}, CIMultiDictProxy(CIMultiDict()), b""))
+async def read(egress: PlaygroundEgress, wait: float = 0) -> str | None:
+    query = {"wait": str(wait)} if wait else {}
+    reply = await egress.handle(Request("GET", "/out", ["out"], query, CIMultiDictProxy(CIMultiDict()), b""))
     assert reply.status in (200, 404), reply
     return reply.body.decode() if reply.status == 200 else None
 
@@ -113,6 +116,76 @@ def test_an_empty_topic_answers_404(tmp_path, records):
         await emit(node, *["x"] * records)
         assert await read_all(egress) == ["x"] * records
         assert await read(egress) is None
+        await node.stop()
+
+    asyncio.run(scenario())
+
+
+def egress_rows(node: Node) -> int:
+    return node.store.db.execute("SELECT COUNT(*) FROM egress").fetchone()[0]
+
+
+def test_a_waiting_reader_is_answered_by_the_commit_that_makes_its_record(tmp_path):
+    async def scenario():
+        node, egress = await started(tmp_path)
+        node.send("t/emit", "a", "a", StringType)
+        node.runtime.commit()  # the message is in the inbox, not processed yet
+        reader = asyncio.get_running_loop().create_task(read(egress, wait=5))
+        await asyncio.sleep(0)
+        commits = node.runtime.commits
+        await node.commit()
+        assert await asyncio.wait_for(reader, 5) == "a"
+        # record and read committed together: no commit of its own for the read, nothing stored
+        assert node.runtime.commits == commits + 1
+        assert egress_rows(node) == 0
+        await node.stop()
+
+        node, egress = await started(tmp_path)
+        assert await read(egress) is None  # read once: not there again after a restart
+        await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_waiting_readers_take_a_closing_epochs_records_in_order_and_the_rest_wait_for_the_next(tmp_path):
+    async def scenario():
+        node, egress = await started(tmp_path)
+        gone = asyncio.get_running_loop().create_task(read(egress, wait=0.01))
+        assert await gone is None  # its wait ended: it takes nothing
+        readers = [asyncio.get_running_loop().create_task(read(egress, wait=5)) for _ in range(2)]
+        await asyncio.sleep(0)
+        await emit(node, "a", "b", "c")
+        assert await asyncio.gather(*readers) == ["a", "b"]
+        assert egress_rows(node) == 1
+        await emit(node, "d")
+        assert await read_all(egress) == ["c", "d"]
+        await node.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_crash_before_the_commit_that_would_answer_a_waiting_reader_loses_nothing(tmp_path):
+    async def scenario():
+        node, egress = await started(tmp_path)
+        node.send("t/emit", "a", "a", StringType)
+        node.runtime.commit()  # the message is in the inbox, not processed yet
+        reader = asyncio.get_running_loop().create_task(read(egress, wait=5))
+        await node.settle()  # it ran: its record is in the open epoch
+
+        def failing(*args):
+            raise sqlite3.OperationalError("disk I/O error")
+
+        node.store._write = failing
+        with pytest.raises(sqlite3.OperationalError):
+            node.runtime.commit()  # the reader was given the record, but its epoch never committed
+        await asyncio.sleep(0.05)
+        assert not reader.done()
+        reader.cancel()
+        await node.crash()
+
+        node, egress = await started(tmp_path)
+        await node.commit()  # the message runs again
+        assert await read_all(egress) == ["a"]
         await node.stop()
 
     asyncio.run(scenario())

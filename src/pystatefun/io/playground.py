@@ -2,8 +2,8 @@
 
 Ingress (``io.statefun.playground.v1/ingress``): ``PUT`` or ``POST /{namespace}/{type}/{id}`` with
 ``Content-Type: application/vnd.{typename}`` sends the body as a message of that type. The answer is
-202 only once the message is durably committed; an ``Idempotency-Key`` header makes a resubmission a
-no-op that answers like the first. With ``?wait=SECONDS`` the request waits for the reply: the message's
+202 only once the epoch holding the message (or its effects) is committed; an ``Idempotency-Key``
+header makes a resubmission a no-op that answers like the first. With ``?wait=SECONDS`` the request waits for the reply: the message's
 caller is a reply address (runtime/replies.py), and the first message the function sends to it is the
 answer (200, ``Content-Type: application/vnd.{its typename}``), or 504 if none comes in time -- the
 message is processed exactly once either way, and a retry with the same key gets the same answer.
@@ -11,7 +11,8 @@ message is processed exactly once either way, and a retry with the same key gets
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
 404 when there is none, ``?wait=SECONDS`` waiting for one. Records are written in the epoch commit, and
-a read's deletion commits in an epoch before its answer, so each record is read once.
+a read's deletion commits in an epoch before its answer, so each record is read once; a reader already
+waiting takes its record in the epoch that makes it (PlaygroundEgress).
 """
 
 from __future__ import annotations
@@ -30,7 +31,6 @@ from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
-from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.address import SdkAddress, parse_typename
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -262,6 +262,11 @@ class PlaygroundEgress:
     stay on disk and are read in when those run out). A read takes the oldest, and its deletion goes into
     the open epoch: the record is answered once that epoch commits, so a read costs no transaction of its
     own, and a crash before the commit keeps the record for the next reader.
+
+    A reader that finds nothing waits. When an epoch closes for its commit with records of a topic that
+    has no older unread record, its waiting readers take them there and then: the record and its read
+    commit together (the record is never stored), and the reader is answered with that commit instead of
+    one commit later. A crash before it loses both, and the message that made the record runs again.
     """
 
     def __init__(self, runtime: Runtime, store: EgressStore, topics: typing.Iterable[str]):
@@ -271,7 +276,10 @@ class PlaygroundEgress:
         self._unread: dict[str, collections.deque[tuple[int, bytes]]] = {t: collections.deque() for t in self.topics}
         self._last_seq = dict.fromkeys(self.topics, 0)  # the newest record of each topic taken into _unread
         self._on_disk_only = set(self.topics)  # topics with committed records not in _unread (at start: all)
-        self._changed = asyncio.Event()
+        # readers waiting for a record, oldest first; each is given (payload, the epoch whose commit
+        # makes its read durable), or None when its wait is over
+        self._readers: dict[str, collections.deque[asyncio.Future]] = {t: collections.deque() for t in self.topics}
+        runtime.on_seal.append(self._hand_over)
 
     # -- the runtime side -------------------------------------------------------------------------------
 
@@ -291,11 +299,46 @@ class PlaygroundEgress:
         data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
         return EgressRecord(EGRESS_ID, topic, data.encode("utf-8"))
 
+    def _hand_over(self, epoch: Epoch) -> None:
+        """``epoch`` closes for its commit: its records go to the readers waiting for them, in order. Every
+        older epoch has committed by now, so a topic with nothing unread has no older record anywhere."""
+        if not any(self._readers.values()):
+            return
+        kept = []
+        for record in epoch.egress:
+            reader = self._waiting_reader(record.topic) if record.egress_id == EGRESS_ID else None
+            if reader is None:
+                kept.append(record)
+            else:
+                reader.set_result((record.payload, epoch))
+        epoch.egress = kept
+
     def committed(self, epoch: Epoch) -> None:
         for record in epoch.egress:
             if record.egress_id == EGRESS_ID:
                 self._take(record.topic, record.seq, record.payload)
-        self._changed.set()
+        for topic, readers in self._readers.items():  # the readers still waiting take what came
+            while readers:
+                reader = readers.popleft()
+                if reader.done():
+                    continue  # its wait is over
+                record = self._next(topic)
+                if record is None:
+                    readers.appendleft(reader)
+                    break
+                reader.set_result(self._read(record))
+
+    def _waiting_reader(self, topic: str) -> asyncio.Future | None:
+        """The oldest reader still waiting for a record of ``topic``, taken off the queue, if the topic has
+        nothing older unread (a closing epoch's records come after every committed one)."""
+        if self._unread[topic] or topic in self._on_disk_only:
+            return None
+        readers = self._readers[topic]
+        while readers:
+            reader = readers.popleft()
+            if not reader.done():  # else its wait is over
+                return reader
+        return None
 
     def _take(self, topic: str, seq: int, payload: bytes) -> None:
         if seq <= self._last_seq[topic]:
@@ -318,6 +361,14 @@ class PlaygroundEgress:
                 self._last_seq[topic] = seq
         return unread.popleft() if unread else None
 
+    def _read(self, record: tuple[int, bytes]) -> tuple[bytes, Epoch]:
+        """Reads a committed record: its deletion goes into the open epoch, committed soon."""
+        seq, payload = record
+        epoch = self.runtime.epoch
+        epoch.egress_read.append(seq)
+        self.runtime.request_commit()
+        return payload, epoch
+
     # -- the HTTP side ----------------------------------------------------------------------------------
 
     def server(self) -> HttpServer:
@@ -335,18 +386,22 @@ class PlaygroundEgress:
             wait = min(float(request.query.get("wait", "0")), MAX_WAIT_SECONDS)
         except ValueError:
             return text(400, f"wait must be a number of seconds, got {request.query.get('wait')!r}")
-        deadline = time.monotonic() + max(wait, 0.0)
-        while True:
-            self._changed.clear()
-            record = self._next(topic)
-            if record is not None:
-                seq, payload = record
-                epoch = self.runtime.epoch
-                epoch.egress_read.append(seq)
-                self.runtime.request_commit()
-                await epoch.committed()
-                return Response(200, payload, {"Content-Type": "text/plain; charset=utf-8"})
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
+        record = self._next(topic)
+        if record is not None:
+            payload, epoch = self._read(record)
+        elif wait > 0:
+            loop = asyncio.get_running_loop()
+            reader = loop.create_future()
+            self._readers[topic].append(reader)
+            timeout = loop.call_later(wait, _expire, reader)
+            try:
+                given = await reader
+            finally:
+                timeout.cancel()
+            if given is None:
                 return Response(404)
-            await wait_for_event(self._changed, remaining)
+            payload, epoch = given
+        else:
+            return Response(404)
+        await epoch.committed()
+        return Response(200, payload, {"Content-Type": "text/plain; charset=utf-8"})

@@ -186,6 +186,9 @@ class Runtime:
         self._invocation = 0  # batches started by this process, numbering them for the logs
         # told the seconds and the record count of every commit (the metrics hook)
         self.on_commit: typing.Callable[[float, int], None] | None = None
+        # told every epoch as it closes for its commit, before the backend writes it (the playground
+        # egress hands its records to waiting readers there)
+        self.on_seal: list[typing.Callable[[Epoch], None]] = []
         self.commits = 0  # epochs committed
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -724,6 +727,8 @@ class Runtime:
         for processor in self.processors.values():
             if len(processor.cache) > self.max_cached_addresses // self.partitions:
                 processor.cache.clear()  # committed values only: they reload from the store
+        for listener in self.on_seal:
+            listener(epoch)
         return epoch, time.perf_counter()
 
     def _after_commit(self, epoch: Epoch, started: float) -> None:
