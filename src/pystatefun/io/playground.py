@@ -23,7 +23,6 @@ import itertools
 import json
 import logging
 import secrets
-import time
 import typing
 
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response, text
