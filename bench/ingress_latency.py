@@ -2,7 +2,9 @@
 
   (a) ingress -> egress: messages PUT to the playground ingress at a steady rate (default 1,000/s),
       each passed by an embedded function to the playground egress; the time from sending the PUT to
-      the record's arrival at a long-polling reader, p50 / p99 (and of the 202 itself);
+      the record's arrival at a long-polling reader, p50 / p99 (and of the 202 itself). Twice: through
+      a function without state, and through one that writes state for every message (so that every
+      epoch has something to fsync), with the number of commits that wrote to disk;
   (b) request/reply: PUT ?wait=5 answered by the function's reply, round trip p50 / p99, with 1 and
       with 8 concurrent clients.
 
@@ -23,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 import aiohttp
@@ -44,8 +47,8 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100)[q - 1] if len(values) > 1 else values[0]
 
 
-def start_runtime(folder: Path) -> tuple[subprocess.Popen, int, int]:
-    ingress, egress = free_port(), free_port()
+def start_runtime(folder: Path) -> tuple[subprocess.Popen, int, int, int]:
+    ingress, egress, admin = free_port(), free_port(), free_port()
     shutil.copy(HERE / "functions" / "echo.py", folder / "echo.py")
     (folder / "module.yaml").write_text(
         "kind: pystatefun.v1/embedded\nspec:\n  functions: bench/*\n  module: echo:functions\n---\n"
@@ -54,20 +57,29 @@ def start_runtime(folder: Path) -> tuple[subprocess.Popen, int, int]:
     )
     process = subprocess.Popen(
         [sys.executable, "-m", "pystatefun.cli", "run", str(folder / "module.yaml"), "--data-dir", str(folder / "data"),
-         "--admin-port", "0", "--log-level", "warning"], start_new_session=True,
+         "--admin-port", str(admin), "--log-level", "warning"], start_new_session=True,
     )
     deadline = time.monotonic() + 30
     while time.monotonic() < deadline:
         try:
             socket.create_connection(("127.0.0.1", egress), timeout=0.2).close()
-            return process, ingress, egress
+            return process, ingress, egress, admin
         except OSError:
             time.sleep(0.05)
     os.killpg(process.pid, signal.SIGKILL)
     raise SystemExit("the runtime did not start")
 
 
-async def ingress_to_egress(ingress: int, egress: int, rate: int, seconds: float) -> dict[str, float]:
+def commits_on_disk(admin: int) -> int:
+    """Epochs the runtime has written to disk so far (each one transaction and fsync), from /metrics."""
+    metrics = urllib.request.urlopen(f"http://127.0.0.1:{admin}/metrics", timeout=10).read().decode()
+    for line in metrics.splitlines():
+        if line.startswith("pystatefun_epoch_commit_latency_seconds_count"):
+            return int(float(line.split()[-1]))
+    raise SystemExit("the runtime's /metrics has no pystatefun_epoch_commit_latency_seconds_count")
+
+
+async def ingress_to_egress(ingress: int, egress: int, function: str, rate: int, seconds: float) -> dict[str, float]:
     sent: dict[str, float] = {}
     acks: list[float] = []
     arrivals: list[float] = []
@@ -78,7 +90,7 @@ async def ingress_to_egress(ingress: int, egress: int, rate: int, seconds: float
             body = StringType.serializer().serialize(str(n))
             started = time.perf_counter()
             sent[str(n)] = started
-            async with session.put(f"http://127.0.0.1:{ingress}/bench/echo/k{n % 100}", data=body,
+            async with session.put(f"http://127.0.0.1:{ingress}/bench/{function}/k{n % 100}", data=body,
                                    headers={"Content-Type": STRING}) as reply:
                 assert reply.status == 202, await reply.text()
             acks.append(time.perf_counter() - started)
@@ -133,18 +145,24 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=10.0)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
-        process, ingress, egress = start_runtime(Path(tmp))
+        process, ingress, egress, admin = start_runtime(Path(tmp))
         try:
-            flow = uvloop.run(ingress_to_egress(ingress, egress, args.rate, args.seconds))
+            flows = []
+            for function in ("echo", "tally"):
+                commits = commits_on_disk(admin)
+                flow = uvloop.run(ingress_to_egress(ingress, egress, function, args.rate, args.seconds))
+                flows.append((function, flow, commits_on_disk(admin) - commits))
             replies = [(c, uvloop.run(request_reply(ingress, c, args.seconds / 2))) for c in (1, 8)]
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(15)
     ms = 1000
     print("embedded runtime, durable commits (SQLite, synchronous=FULL), clients in another process")
-    print(f"(a) ingress -> egress at {flow['rate']:,.0f} messages/s ({flow['count']:,} messages): "
-          f"p50 {flow['p50'] * ms:.2f} ms, p99 {flow['p99'] * ms:.2f} ms  (target p50 <= 5 ms); "
-          f"the 202 itself: p50 {flow['ack_p50'] * ms:.2f} ms, p99 {flow['ack_p99'] * ms:.2f} ms")
+    for function, flow, commits in flows:
+        print(f"(a) ingress -> egress through {'a function without state' if function == 'echo' else 'a state write'}, "
+              f"at {flow['rate']:,.0f} messages/s ({flow['count']:,} messages, {commits:,} commits to disk): "
+              f"p50 {flow['p50'] * ms:.2f} ms, p99 {flow['p99'] * ms:.2f} ms  (target p50 <= 5 ms); "
+              f"the 202 itself: p50 {flow['ack_p50'] * ms:.2f} ms, p99 {flow['ack_p99'] * ms:.2f} ms")
     for clients, r in replies:
         print(f"(b) request/reply, {clients} client{'s' if clients > 1 else ''}: {r['rate']:,.0f} requests/s, "
               f"p50 {r['p50'] * ms:.2f} ms, p99 {r['p99'] * ms:.2f} ms")
