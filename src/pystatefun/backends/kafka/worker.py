@@ -307,7 +307,11 @@ class KafkaBackend:
 
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
-        self._present_workers()  # noted in every rebalance, to know later which ones left
+        # Workers that left since the last rebalance are fenced before anything is looked up: a dead one's
+        # open transaction aborts now, instead of holding back the committed offsets and the changelog
+        # until the lookup has waited a second for it (the way a worker not seen leaving is still found,
+        # in _committed and _restore). Noting who is present here is also what tells the next one.
+        self._fence_departed()
         if not partitions:
             return
         deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
