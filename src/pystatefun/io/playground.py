@@ -3,10 +3,11 @@
 Ingress (``io.statefun.playground.v1/ingress``): ``PUT`` or ``POST /{namespace}/{type}/{id}`` with
 ``Content-Type: application/vnd.{typename}`` sends the body as a message of that type. The answer is
 202 only once the epoch holding the message (or its effects) is committed; an ``Idempotency-Key``
-header makes a resubmission a no-op that answers like the first. With ``?wait=SECONDS`` the request waits for the reply: the message's
-caller is a reply address (runtime/replies.py), and the first message the function sends to it is the
-answer (200, ``Content-Type: application/vnd.{its typename}``), or 504 if none comes in time -- the
-message is processed exactly once either way, and a retry with the same key gets the same answer.
+header makes a resubmission a no-op that answers like the first. With ``?wait=SECONDS`` the request
+waits for the reply: the message's caller is a reply address (runtime/replies.py), and the first message
+the function sends to it is the answer (200, ``Content-Type: application/vnd.{its typename}``), or 504
+if none comes in time -- the message is processed exactly once either way, and a retry with the same
+key gets the same answer.
 
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
