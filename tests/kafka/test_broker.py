@@ -117,6 +117,20 @@ def test_aborted_transaction_is_invisible_and_committed_one_visible_once(kafka_b
         f"committed-{i}" for i in range(3)]
 
 
+def partitions_of(admin: AdminClient, topic: str, count: int) -> dict:
+    """A topic's partitions in the metadata, once it lists all ``count`` of them: the brokers of a cluster
+    learn of a new topic one after another, and a client may ask one that does not know it yet."""
+    listed = {}
+
+    def complete() -> bool:
+        nonlocal listed
+        listed = admin.list_topics(topic, timeout=5).topics[topic].partitions
+        return len(listed) == count
+
+    wait_until(complete, f"the {count} partitions of {topic} in the metadata")
+    return listed
+
+
 def in_sync_replicas(admin: AdminClient, topic: str) -> dict[int, list[int]]:
     return {p.id: sorted(p.isrs) for p in admin.list_topics(topic, timeout=5).topics[topic].partitions.values()}
 
@@ -125,7 +139,7 @@ def test_three_nodes_take_acks_all_writes_with_one_node_down_and_it_rejoins(kafk
     bootstrap = kafka_cluster3.bootstrap_servers
     admin = AdminClient({"bootstrap.servers": bootstrap})
     topic = create_topic(bootstrap, partitions=2)
-    partitions = admin.list_topics(topic, timeout=5).topics[topic].partitions
+    partitions = partitions_of(admin, topic, 2)
     assert {p.id: len(p.replicas) for p in partitions.values()} == {0: 3, 1: 3}
     wait_until(lambda: in_sync_replicas(admin, topic) == {0: [1, 2, 3], 1: [1, 2, 3]}, "all replicas in sync")
 
