@@ -155,7 +155,8 @@ def test_three_nodes_take_acks_all_writes_with_one_node_down_and_it_rejoins(kafk
     reports = produce(Producer({"bootstrap.servers": bootstrap, "acks": "all", "enable.idempotence": True}),
                       topic, records)
     assert [r.error() for r in reports if r.error() is not None] == []
-    assert in_sync_replicas(admin, topic) == {0: survivors, 1: survivors}
+    wait_until(lambda: in_sync_replicas(admin, topic) == {0: survivors, 1: survivors},
+               "the stopped node is out of every in-sync replica list")
     refused = produce(Producer({"bootstrap.servers": bootstrap, "acks": "all", "retries": 0}),
                       fragile, [(None, "refused")])
     assert refused[0].error() is not None
