@@ -41,6 +41,16 @@ async def emit(node: Node, *payloads: str) -> None:
     await node.commit()
 
 
+def queued(node: Node, payload: str) -> None:
+    """Sends ``payload`` to t/emit and commits it to the inbox before it runs."""
+    node.send("t/emit", payload, payload, StringType)
+    node.runtime.commit()
+
+
+def egress_rows(node: Node) -> int:
+    return node.store.db.execute("SELECT COUNT(*) FROM egress").fetchone()[0]
+
+
 async def read(egress: PlaygroundEgress, wait: float = 0) -> str | None:
     query = {"wait": str(wait)} if wait else {}
     reply = await egress.handle(Request("GET", "/out", ["out"], query, CIMultiDictProxy(CIMultiDict()), b""))
@@ -87,7 +97,7 @@ def test_concurrent_readers_get_different_records_in_order_and_new_ones_follow_a
         node, egress = await started(tmp_path)
         await emit(node, "5", "6")  # numbered after the records already in the table
         assert await read_all(egress) == ["4", "5", "6"]
-        assert node.store.db.execute("SELECT COUNT(*) FROM egress").fetchone()[0] == 0
+        assert egress_rows(node) == 0
         await node.stop()
 
     asyncio.run(scenario())
@@ -121,15 +131,10 @@ def test_an_empty_topic_answers_404(tmp_path, records):
     asyncio.run(scenario())
 
 
-def egress_rows(node: Node) -> int:
-    return node.store.db.execute("SELECT COUNT(*) FROM egress").fetchone()[0]
-
-
 def test_a_waiting_reader_is_answered_by_the_commit_that_makes_its_record(tmp_path):
     async def scenario():
         node, egress = await started(tmp_path)
-        node.send("t/emit", "a", "a", StringType)
-        node.runtime.commit()  # the message is in the inbox, not processed yet
+        queued(node, "a")
         reader = asyncio.get_running_loop().create_task(read(egress, wait=5))
         await asyncio.sleep(0)
         commits = node.runtime.commits
@@ -167,8 +172,7 @@ def test_waiting_readers_take_a_closing_epochs_records_in_order_and_the_rest_wai
 def test_a_crash_before_the_commit_that_would_answer_a_waiting_reader_loses_nothing(tmp_path):
     async def scenario():
         node, egress = await started(tmp_path)
-        node.send("t/emit", "a", "a", StringType)
-        node.runtime.commit()  # the message is in the inbox, not processed yet
+        queued(node, "a")
         reader = asyncio.get_running_loop().create_task(read(egress, wait=5))
         await node.settle()  # it ran: its record is in the open epoch
 
