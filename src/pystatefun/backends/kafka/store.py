@@ -364,8 +364,8 @@ class KafkaStore:
                 partition = epoch.partitions_of_state[key]
                 for name in changed:
                     stored = values.get(name)
-                    _, record_key, value = record = _state_record(partition, key, name, stored)
-                    self._send(transaction.producer, self.topics.state, value, record_key, partition)
+                    record = (partition, records.state_key(*key, name), None if stored is None else records.encode_state(stored))
+                    self._send(transaction.producer, self.topics.state, record[2], record[1], partition)
                     transaction.changelog.append(record)
                     transaction.sent[(key, name)] = stored
             transaction.addresses = len(epoch.state)
@@ -496,7 +496,7 @@ class KafkaStore:
                 stored = values.get(name)
                 if (key, name) in sent and sent[(key, name)] is stored:
                     continue
-                yield _state_record(partition, key, name, stored)
+                yield partition, records.state_key(*key, name), None if stored is None else records.encode_state(stored)
         for timer in epoch.timers_added.values():
             yield timer.partition, records.timer_key(timer.timer_id), records.encode_timer(timer)
         for timer_id in epoch.timers_removed:
@@ -580,11 +580,6 @@ class KafkaStore:
                 state = self.local.get(partition)
                 if state is not None:
                     state.apply(key, value)
-
-
-def _state_record(partition: int, key: StateKey, name: str, stored: StoredValue | None) -> ChangelogRecord:
-    """The changelog record of one state value (None: deleted, a tombstone)."""
-    return partition, records.state_key(*key, name), None if stored is None else records.encode_state(stored)
 
 
 def _abort(producer: Producer) -> None:
