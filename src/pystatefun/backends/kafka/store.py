@@ -369,13 +369,6 @@ class KafkaStore:
                     transaction.changelog.append(record)
                     transaction.sent[(key, name)] = stored
             transaction.addresses = len(epoch.state)
-        except KafkaException as e:
-            # never into the runtime's loops: the commit sends it all in a new transaction, and fails as a
-            # commit does if the producer cannot go on
-            log.warning("epoch %d: sending early failed (%s); its commit sends everything", epoch.number, e)
-            transaction, self._open = self._open, None
-            if transaction is not None:
-                _abort(transaction.producer)
         finally:
             self._sending.release()
 
