@@ -189,9 +189,6 @@ class Runtime:
         # told every epoch as it closes for its commit, before the backend writes it (the playground
         # egress hands its records to waiting readers there)
         self.on_seal: list[typing.Callable[[Epoch], None]] = []
-        # told the open epoch after each pass of invocations has added to it (the Kafka backend sends its
-        # final records before the commit there)
-        self.on_progress: list[typing.Callable[[Epoch], None]] = []
         self.commits = 0  # epochs committed
 
     # -- lifecycle ------------------------------------------------------------------------------------
@@ -423,9 +420,7 @@ class Runtime:
                 self._start(mailbox)
                 started += 1
                 if started % 512 == 0:
-                    self._progressed()
                     await asyncio.sleep(0)  # let ingresses, completions and commits in
-            self._progressed()
             self._commit_if_idle()
 
     def _start(self, mailbox: Mailbox) -> None:
@@ -472,12 +467,7 @@ class Runtime:
             self._park(mailbox, f"{type(e).__name__}: {e}")
         else:
             self._complete(mailbox, effects)
-        self._progressed()
         self._commit_if_idle(running=1)  # this task is still in the set
-
-    def _progressed(self) -> None:
-        for listener in self.on_progress:
-            listener(self.epoch)
 
     def _commit_if_idle(self, running: int = 0) -> None:
         """Group commit. When someone waits for the open epoch (a request waiting for its answer) and

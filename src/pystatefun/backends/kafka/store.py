@@ -11,17 +11,6 @@ metadata so a worker that lost its partitions can no longer commit):
 * the consumer offsets: of ``<app>.messages``, up to the first message whose effects are not committed;
   of ingress topics, after the last record whose messages are in the epoch.
 
-Sending early. The records that are final when they are made (egress records, messages for other
-workers, dead letters) and each address's state as first written in the epoch are sent while the epoch
-is still open, in its transaction (``OpenTransaction``), begun as soon as the epochs before it have all
-their records acknowledged: records of two epochs are never in flight at once, so each partition keeps
-the epochs' order. The commit then sends only the rest (later state writes, timers, this worker's own
-messages) and mostly waits for nothing but the offsets and the commit itself. librdkafka sends one
-produce request per partition, and the broker answers a connection's requests one at a time, so
-sending everything at the commit made it wait for one request after another. A commit that fails and
-is tried again (a rebalance began) first aborts the next epoch's open transaction: that epoch sends
-everything again after it.
-
 Positions. Every message this worker has in memory and that is in the log has a sequence number
 (``Envelope.seq``), which maps here to its (partition, offset). A partition's committed offset is the
 smallest offset still outstanding, else where the consumer reads next. Messages are processed per
@@ -36,7 +25,6 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import dataclasses
-import itertools
 import logging
 import os
 import threading
@@ -49,9 +37,8 @@ from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
-from pystatefun.runtime import envelope as envelopes
+from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
 from pystatefun.runtime.envelope import Envelope
-from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StateKey, StoredValue
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 
@@ -107,23 +94,6 @@ class Accounting:
     processed_written: dict[int, bool] = dataclasses.field(default_factory=dict)
 
 
-ChangelogRecord = tuple[int, bytes, bytes | None]  # (partition, key, value or None for a tombstone)
-
-
-@dataclasses.dataclass
-class OpenTransaction:
-    """The transaction of an epoch, begun before its commit, and what of the epoch it has sent."""
-
-    epoch: int  # its number
-    producer: Producer
-    egress: int = 0  # the first so many of the epoch's egress records are sent; likewise:
-    outbound: int = 0
-    dead_letters: int = 0
-    addresses: int = 0  # of the addresses in the epoch's write buffer (in order): their values then
-    sent: dict[tuple[StateKey, str], StoredValue | None] = dataclasses.field(default_factory=dict)
-    changelog: list[ChangelogRecord] = dataclasses.field(default_factory=list)
-
-
 class KafkaStore:
     """See the module docstring. The loop and the committer thread share it under one lock."""
 
@@ -142,13 +112,7 @@ class KafkaStore:
                            for transactional_id in transactional_ids(self.instance)]
         for producer in self._producers:
             producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
-        self._producer = self._producers[-1]  # the one the latest transaction began with (see _begin)
-        # Sending early (see the module docstring), under _sending: the open epoch's transaction, and
-        # the number of the last epoch sealed with records and of the last with all of them acknowledged
-        self._sending = threading.Lock()
-        self._open: OpenTransaction | None = None
-        self._sealed = 0
-        self._acknowledged = 0
+        self._producer = self._producers[0]  # the one the epoch being committed uses (see _write)
         # by source (ingress id; None: <app>.messages): the consumer group metadata the offsets commit with,
         # as the consumer thread noted it last (see note_group)
         self._group_metadata: dict[str | None, bytes] = {}
@@ -312,7 +276,6 @@ class KafkaStore:
 
     def close(self) -> None:
         self._committer.shutdown()
-        self._abort_open()
         for producer in self._producers:
             producer.flush(10)
 
@@ -321,6 +284,7 @@ class KafkaStore:
             raise RuntimeError(f"an earlier epoch commit failed ({self._failure}); a restart continues from the "
                                "last commit")
         deadline = time.monotonic() + COMMIT_TIMEOUT_SECONDS
+        self._producer = self._producers[(self._producers.index(self._producer) + 1) % PRODUCERS]
         try:
             while True:
                 try:
@@ -337,89 +301,10 @@ class KafkaStore:
             raise
         self._apply(changelog)
 
-    # -- sending early (the event loop's thread) -------------------------------------------------------
-
-    def sealed(self, epoch: Epoch) -> None:
-        """The runtime closed ``epoch`` for its commit: the next epoch sends nothing early until this
-        one's records are all acknowledged."""
-        if not epoch.empty:
-            with self._sending:
-                self._sealed = epoch.number
-
-    def send_early(self, epoch: Epoch) -> None:
-        """Sends what the open ``epoch`` has that is final, in its transaction, begun here if the epochs
-        before it have all their records acknowledged (else the commit sends it all)."""
-        if self.lost or self._failure is not None or not self._sending.acquire(blocking=False):
-            return  # (busy: a commit aborting this transaction; the next pass or the commit sends it)
-        try:
-            transaction = self._open
-            if transaction is None:
-                if self._acknowledged < self._sealed or not (epoch.egress or epoch.outbound or epoch.state or epoch.dead_letters):
-                    return
-                transaction = self._open = self._begin(epoch.number)
-            elif transaction.epoch != epoch.number:
-                return  # an epoch sealed and not taken by its commit yet: this one waits for it
-            self._send_final(epoch, transaction)
-            for key, (values, changed) in itertools.islice(epoch.state.items(), transaction.addresses, None):
-                partition = epoch.partitions_of_state[key]
-                for name in changed:
-                    stored = values.get(name)
-                    record = (partition, records.state_key(*key, name), None if stored is None else records.encode_state(stored))
-                    self._send(transaction.producer, self.topics.state, record[2], record[1], partition)
-                    transaction.changelog.append(record)
-                    transaction.sent[(key, name)] = stored
-            transaction.addresses = len(epoch.state)
-        finally:
-            self._sending.release()
-
-    def _begin(self, number: int) -> OpenTransaction:
-        """A transaction for epoch ``number`` (under _sending), with the other producer than the last one."""
-        self._producer = self._producers[(self._producers.index(self._producer) + 1) % PRODUCERS]
-        self._producer.begin_transaction()
-        return OpenTransaction(number, self._producer)
-
-    def _send_final(self, epoch: Epoch, transaction: OpenTransaction) -> None:
-        """Sends the epoch's egress records, messages for other workers and dead letters that
-        ``transaction`` has not sent yet."""
-        producer, topics = transaction.producer, self.topics
-        for envelope in epoch.outbound[transaction.outbound:]:
-            self._send(producer, topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
-                       envelopes.partition_of(envelope.target.id, self.partitions))
-        transaction.outbound = len(epoch.outbound)
-        for record in epoch.egress[transaction.egress:]:
-            out = KafkaProducerRecord.FromString(record.payload)
-            self._send(producer, out.topic, out.value_bytes, out.key.encode() if out.key else None)
-        transaction.egress = len(epoch.egress)
-        for letter in epoch.dead_letters[transaction.dead_letters:]:
-            value, headers = records.encode_dead_letter(letter)
-            self._send(producer, topics.dead_letters, value, None, headers=headers)
-        transaction.dead_letters = len(epoch.dead_letters)
-
-    def _abort_open(self, number: int | None = None) -> None:
-        """Aborts the open epoch's transaction, if any; after a failed attempt at epoch ``number``, the
-        next epoch sends nothing early until that one's records are acknowledged again."""
-        with self._sending:
-            if number is not None:
-                self._acknowledged = min(self._acknowledged, number - 1)
-            transaction, self._open = self._open, None
-            if transaction is not None:
-                _abort(transaction.producer)
-
-    # -- the commit (the committer thread) --------------------------------------------------------------
-
-    def _take(self, number: int) -> OpenTransaction:
-        """Epoch ``number``'s transaction: the one it began early, else a new one."""
-        with self._sending:
-            transaction, self._open = self._open, None
-            if transaction is None:
-                return self._begin(number)
-            if transaction.epoch != number:
-                raise RuntimeError(f"committing epoch {number}, but epoch {transaction.epoch}'s transaction is open")
-            return transaction
-
-    def _transaction(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> list[ChangelogRecord]:
-        """One attempt at committing ``epoch``; returns its changelog records. A failed attempt aborts
-        (the next epoch's early transaction too) and leaves the positions as they were before it."""
+    def _transaction(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> list[tuple[int, bytes, bytes | None]]:
+        """One attempt at committing ``epoch``; returns its changelog records. A failed attempt aborts and
+        leaves the positions as they were before it."""
+        producer = self._producer
         # Only the volatile messages have delivery callbacks: their offsets are needed before the commit
         # (see _account). Any other record that fails makes commit_transaction fail.
         errors: list[KafkaError] = []
@@ -435,61 +320,68 @@ class KafkaStore:
 
         topics = self.topics
         undo: Accounting | None = None
-        transaction = self._take(epoch.number)
-        producer = transaction.producer
+        producer.begin_transaction()
         try:
             if self.lost:
                 raise RuntimeError("the group gave this worker's partitions to others")
             for envelope in epoch.volatile:
-                self._send(producer, topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
+                self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
                            partition_of(envelope.target.id), wrote(envelope.seq))
-            self._send_final(epoch, transaction)
-            rest = list(self._changelog(epoch, partition_of, transaction.sent))
-            for partition, key, value in rest:
-                self._send(producer, topics.state, value, key, partition)
+            for envelope in epoch.outbound:
+                self._send(topics.messages, records.encode_message(envelope), envelope.target.id.encode(),
+                           partition_of(envelope.target.id))
+            changelog = list(self._changelog(epoch, partition_of))
+            for partition, key, value in changelog:
+                self._send(topics.state, value, key, partition)
+            for record in epoch.egress:
+                out = KafkaProducerRecord.FromString(record.payload)
+                self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None)
+            for letter in epoch.dead_letters:
+                value, headers = records.encode_dead_letter(letter)
+                self._send(topics.dead_letters, value, None, headers=headers)
             # Everything is delivered before the offsets go: the volatile messages' offsets are needed for
             # them, and a failed offset commit (a rebalance began) aborts, which must not meet records in
-            # flight (see _abort)
+            # flight (see below)
             producer.flush()
             if errors:
                 raise KafkaException(errors[0])
-            with self._sending:
-                self._acknowledged = epoch.number  # the next epoch may send early now
             undo = self._account(epoch, written)
             for partition, value in undo.processed.items():
-                self._send(producer, topics.state, value, records.PROCESSED_KEY, partition)
+                self._send(topics.state, value, records.PROCESSED_KEY, partition)
             for source, source_offsets in undo.offsets.items():
                 producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source], COMMIT_TIMEOUT_SECONDS)
             producer.commit_transaction(COMMIT_TIMEOUT_SECONDS)
         except BaseException:
-            # the next epoch's early records were sent after this epoch's, which its next attempt sends again
-            self._abort_open(epoch.number)
-            _abort(producer)
+            # aborting lets the next owner (or the next attempt) read past this one at once. Records still
+            # in flight are delivered first: an abort purges them, which can leave a gap in the producer's
+            # sequence numbers, and its next transaction fail with OUT_OF_ORDER_SEQUENCE_NUMBER
+            try:
+                producer.flush(10)
+                producer.abort_transaction(10)
+            except KafkaException:
+                pass
             if undo is not None:
                 self._unaccount(undo)
             raise
-        return transaction.changelog + rest
+        return changelog
 
-    def _send(self, producer: Producer, topic: str, value: bytes | None, key: bytes | None,
-              partition: int = PARTITION_UA, on_delivery: typing.Callable[[KafkaError | None, Message], None] | None = None,
+    def _send(self, topic: str, value: bytes | None, key: bytes | None, partition: int = PARTITION_UA,
+              on_delivery: typing.Callable[[KafkaError | None, Message], None] | None = None,
               headers: list | None = None) -> None:
         while True:
             try:
-                producer.produce(topic, value, key, partition, on_delivery=on_delivery, headers=headers)
+                self._producer.produce(topic, value, key, partition, on_delivery=on_delivery, headers=headers)
                 return
             except BufferError:  # the client's queue is full: let it send
-                producer.poll(0.05)
+                self._producer.poll(0.05)
 
-    def _changelog(self, epoch: Epoch, partition_of: typing.Callable[[str], int],
-                   sent: typing.Mapping[tuple[StateKey, str], StoredValue | None]) -> typing.Iterator[ChangelogRecord]:
-        """The epoch's changelog records, but for the state values ``sent`` early and unchanged since."""
-        for key, (values, changed) in epoch.state.items():
-            partition = epoch.partitions_of_state[key]
+    def _changelog(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> typing.Iterator[tuple[int, bytes, bytes | None]]:
+        """The epoch's changelog records: (partition, key, value or None for a tombstone)."""
+        for (typename, id), (values, changed) in epoch.state.items():
+            partition = epoch.partitions_of_state[(typename, id)]
             for name in changed:
                 stored = values.get(name)
-                if (key, name) in sent and sent[(key, name)] is stored:
-                    continue
-                yield partition, records.state_key(*key, name), None if stored is None else records.encode_state(stored)
+                yield partition, records.state_key(typename, id, name), None if stored is None else records.encode_state(stored)
         for timer in epoch.timers_added.values():
             yield timer.partition, records.timer_key(timer.timer_id), records.encode_timer(timer)
         for timer_id in epoch.timers_removed:
@@ -566,21 +458,10 @@ class KafkaStore:
                 if partition in self._processed_written:
                     self._processed_written[partition] = before
 
-    def _apply(self, changelog: list[ChangelogRecord]) -> None:
+    def _apply(self, changelog: list[tuple[int, bytes, bytes | None]]) -> None:
         """After the commit: the owned partitions' contents follow their changelog."""
         with self._lock:
             for partition, key, value in changelog:
                 state = self.local.get(partition)
                 if state is not None:
                     state.apply(key, value)
-
-
-def _abort(producer: Producer) -> None:
-    """Aborts ``producer``'s transaction, letting the next owner (or the next attempt) read past it at
-    once. Records still in flight are delivered first: an abort purges them, which can leave a gap in
-    the producer's sequence numbers, and its next transaction fail with OUT_OF_ORDER_SEQUENCE_NUMBER."""
-    try:
-        producer.flush(10)
-        producer.abort_transaction(10)
-    except KafkaException:
-        pass

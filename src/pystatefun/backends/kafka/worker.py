@@ -165,8 +165,6 @@ class KafkaBackend:
 
     def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
         self.runtime = runtime
-        runtime.on_seal.append(self.store.sealed)
-        runtime.on_progress.append(self.store.send_early)
         ingresses = list(ingresses)
         existing = self._admin.list_topics(timeout=30).topics if ingresses else {}
         for ingress in ingresses:
