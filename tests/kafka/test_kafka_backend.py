@@ -13,6 +13,7 @@ import typing
 import urllib.request
 from pathlib import Path
 
+from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import pytest
@@ -93,12 +94,12 @@ def test_a_topic_with_another_partition_count_is_refused(tmp_path, kafka_bootstr
     assert f"topic {app}.messages has 3 partitions, but the application runs 4" in result.stderr
 
 
-def refused_start(module: Path, bootstrap: str, app: str) -> subprocess.CompletedProcess:
+def refused_start(module: Path, bootstrap: str, app: str, timeout: float = 60) -> subprocess.CompletedProcess:
     """`pystatefun run` of a worker (4 partitions) that must refuse to start: exit 1, a message, no traceback."""
     result = subprocess.run(
         [sys.executable, "-m", "pystatefun.cli", "run", str(module), "--backend", "kafka", "--bootstrap-servers",
          bootstrap, "--app", app, "--partitions", "4", "--admin-port", "0"],
-        capture_output=True, text=True, timeout=60,
+        capture_output=True, text=True, timeout=timeout,
     )
     assert result.returncode == 1
     assert "Traceback" not in result.stderr
@@ -113,6 +114,32 @@ def test_a_missing_ingress_topic_is_refused(tmp_path, kafka_bootstrap):
     result = refused_start(module, kafka_bootstrap, app)
     assert f"Kafka ingress kc/in: topic '{source}' does not exist" in result.stderr
     assert "create it first" in result.stderr
+
+
+def test_offsets_held_by_a_transaction_it_cannot_fence_stop_the_worker_with_what_to_do(tmp_path, kafka_bootstrap):
+    """A transaction that is not the application's (or one the broker lost track of) holding offsets of
+    the application's partitions holds the worker's assignment back. The worker cannot fence it, so after
+    its assignment timeout (60 s) it stops with the partitions and how to find and abort that
+    transaction, instead of a bare timeout."""
+    source, app = unique("in"), unique("app")
+    create_topics(kafka_bootstrap, source)
+    create_topics(kafka_bootstrap, f"{app}.messages", partitions=4)
+    other = Producer({"bootstrap.servers": kafka_bootstrap, "transactional.id": unique("other"),
+                      "transaction.timeout.ms": 600_000})
+    other.init_transactions(30)
+    other.begin_transaction()
+    group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": app})
+    other.send_offsets_to_transaction([TopicPartition(f"{app}.messages", p, 0) for p in range(4)],
+                                      group.consumer_group_metadata(), 30)
+    try:
+        module = counter_module(tmp_path / "app", kafka_bootstrap, source)
+        result = refused_start(module, kafka_bootstrap, app, timeout=240)
+        assert f"the committed offsets of {app}.messages/" in result.stderr
+        assert "were still held back after 60 s" in result.stderr
+        assert "kafka-transactions.sh abort" in result.stderr
+    finally:
+        other.abort_transaction(30)
+        group.close()
 
 
 def test_records_partitioned_like_the_application_are_run_by_the_worker_that_reads_them(tmp_path, kafka_bootstrap):

@@ -352,7 +352,23 @@ class KafkaBackend:
                 if e.args[0].code() == KafkaError._TIMED_OUT:
                     self._fence_departed()
                 raise
-        return retrying("committed offsets", deadline, ask)
+        try:
+            return retrying("committed offsets", deadline, ask)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+            # Fencing ends every transaction of a pystatefun worker, so what is left is the brokers not
+            # answering, another producer's transaction, or one the broker lost track of (a "hanging"
+            # transaction: its offsets stay pending after the transaction ended): say how to tell them apart.
+            where = ", ".join(f"{tp.topic}/{tp.partition}" for tp in partitions)
+            raise RuntimeError(
+                f"the committed offsets of {where} were still held back after {ASSIGN_TIMEOUT_SECONDS} s. "
+                "Either the brokers do not answer, or a transaction that is not this application's, or one "
+                "the broker no longer tracks, still holds offsets of these partitions. Look for it with "
+                "kafka-transactions.sh --bootstrap-server ... describe-producers --topic __consumer_offsets "
+                "--partition N (an open one shows a CurrentTransactionStartOffset) or find-hanging --broker-id "
+                "N, and end it with kafka-transactions.sh abort; docs/kafka.md, 'Failures', has the details"
+            ) from None
 
     def _fence_departed(self) -> None:
         """Fences the workers seen in the group before and not in it now (each once while it is away).
