@@ -20,8 +20,7 @@ compiles as it goes): on 2 cores the latency in its first minutes under load is 
 for pystatefun and Quix Streams alike. So the first latency flow runs in 10 s windows until the p50s
 of the last three are within 15% of each other (at most 5 minutes), and only then is measured; the
 windows are printed. Quix Streams is installed from PyPI into ~/.cache/pystatefun-bench/quix-venv on
-first use.
-Run: ``.venv/bin/python bench/kafka_backend.py``.
+first use. Run: ``.venv/bin/python bench/kafka_backend.py``.
 """
 
 from __future__ import annotations

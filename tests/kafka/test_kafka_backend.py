@@ -129,9 +129,9 @@ def test_offsets_held_by_a_transaction_it_cannot_fence_stop_the_worker_with_what
     other.init_transactions(30)
     other.begin_transaction()
     group = Consumer({"bootstrap.servers": kafka_bootstrap, "group.id": app})
-    other.send_offsets_to_transaction([TopicPartition(f"{app}.messages", p, 0) for p in range(4)],
-                                      group.consumer_group_metadata(), 30)
     try:
+        other.send_offsets_to_transaction([TopicPartition(f"{app}.messages", p, 0) for p in range(4)],
+                                          group.consumer_group_metadata(), 30)
         module = counter_module(tmp_path / "app", kafka_bootstrap, source)
         result = refused_start(module, kafka_bootstrap, app, timeout=240)
         assert f"the committed offsets of {app}.messages/" in result.stderr
