@@ -22,8 +22,7 @@ def partition_of(id: str, partitions: int) -> int:
     """The partition of an address: a stable hash of its id only, as StateFun keys by id.
 
     All function types sharing an id live in the same partition; crc32 is the same in every process
-    and every Python version, so the mapping never changes for an application. Cached: the same ids
-    come back again and again.
+    and every Python version, so the mapping never changes for an application.
     """
     return zlib.crc32(id.encode("utf-8")) % partitions
 

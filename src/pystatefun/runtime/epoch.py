@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.sdk.address import SdkAddress
+from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 StateKey = tuple[str, str]  # (function typename, id)
@@ -53,6 +54,9 @@ class EgressRecord:
     topic: str
     payload: bytes
     seq: int | None = None  # its place in the embedded store's egress table, set when the commit writes it
+    # a Kafka egress's record as parsed when it was checked: the Kafka backend produces it without
+    # parsing the payload again
+    kafka: KafkaProducerRecord | None = None
 
 
 @dataclass(slots=True)

@@ -74,7 +74,7 @@ class Cell:
             ) from e
         # Reads after an assignment see the value as stored, exactly as in the official SDK (a float
         # rounded to 32 bits, a tuple as a list); a mutable one is then watched for in-place changes.
-        value = serializer.deserialize(data)
+        value = serializer._read_back(value, data)
         self.value = value
         self.written = data
         self.snapshot = data if type(value) not in _IMMUTABLE else None

@@ -30,6 +30,10 @@ class TypeSerializer(metaclass=abc.ABCMeta):
     def deserialize(self, byte: bytes) -> typing.Any:
         """Returns the value that ``byte`` represents."""
 
+    def _read_back(self, value: typing.Any, byte: bytes) -> typing.Any:
+        """What a read returns after ``value`` was stored as ``byte`` (its serialization)."""
+        return self.deserialize(byte)
+
 
 class Type(metaclass=abc.ABCMeta):
     """A StateFun value type: a typename of the form ``namespace/name`` and a serializer."""
@@ -130,13 +134,14 @@ def simple_type(
 class _BuiltinSerializer(TypeSerializer):
     """Codec of one built-in type: a fast path for the canonical encoding, the wrapper message otherwise."""
 
-    __slots__ = ("_encode", "_decode_canonical", "_wrapper", "_normalize")
+    __slots__ = ("_encode", "_decode_canonical", "_wrapper", "_normalize", "_unchanged")
 
-    def __init__(self, encode, decode_canonical, wrapper, normalize=None):
+    def __init__(self, encode, decode_canonical, wrapper, normalize=None, unchanged=None):
         self._encode = encode
         self._decode_canonical = decode_canonical
         self._wrapper = wrapper
         self._normalize = normalize
+        self._unchanged = unchanged  # the Python type whose values read back as they were stored
 
     def serialize(self, value: typing.Any) -> bytes:
         return self._encode(value)
@@ -148,6 +153,11 @@ class _BuiltinSerializer(TypeSerializer):
         if value is _NOT_CANONICAL:
             value = self._wrapper.FromString(byte).value
         return value if self._normalize is None else self._normalize(value)
+
+    def _read_back(self, value: typing.Any, byte: bytes) -> typing.Any:
+        # an int, str or bool reads back equal and of the same type: no need to decode it again (a
+        # float does not: float32 rounding, and -0.0 is stored as zero bytes)
+        return value if type(value) is self._unchanged else self.deserialize(byte)
 
 
 _NOT_CANONICAL = object()
@@ -293,9 +303,9 @@ class BuiltinType(Type):
 
     __slots__ = ("_ser",)
 
-    def __init__(self, typename: str, encode, decode_canonical, wrapper, normalize=None):
+    def __init__(self, typename: str, encode, decode_canonical, wrapper, normalize=None, unchanged=None):
         super().__init__(typename)
-        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper, normalize)
+        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper, normalize, unchanged)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
@@ -304,12 +314,13 @@ class BuiltinType(Type):
         self._ser.serialize(value)  # encoding is the check: cheap, and it raises on a wrong value
 
 
-BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper)
-IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper)
+BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper, unchanged=bool)
+IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper, unchanged=int)
 FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float, types_pb2.FloatWrapper, _plain_float)
-LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper)
+LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper, unchanged=int)
 DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double, types_pb2.DoubleWrapper, _plain_float)
-StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper)
+StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper,
+                         unchanged=str)
 
 BUILTIN_TYPES: dict[str, BuiltinType] = {
     t.typename: t for t in (BoolType, IntType, FloatType, LongType, DoubleType, StringType)

@@ -40,7 +40,6 @@ from pystatefun.backends.kafka.topics import Topics
 from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.specs import StateSpec
-from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 
 log = logging.getLogger("pystatefun.kafka")
 
@@ -333,8 +332,8 @@ class KafkaStore:
             changelog = list(self._changelog(epoch, partition_of))
             for partition, key, value in changelog:
                 self._send(topics.state, value, key, partition)
-            for record in epoch.egress:
-                out = KafkaProducerRecord.FromString(record.payload)
+            for record in epoch.egress:  # Kafka egresses' records only: the backend has no other egress
+                out = record.kafka
                 self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None)
             for letter in epoch.dead_letters:
                 value, headers = records.encode_dead_letter(letter)

@@ -38,7 +38,7 @@ from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore, fence
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
 from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
-from pystatefun.io.kafka import KafkaIngress, consume_batch
+from pystatefun.io.kafka import MAX_POLL_RECORDS, KafkaIngress, consume_batch
 from pystatefun.runtime.processor import Runtime
 
 log = logging.getLogger("pystatefun.kafka")
@@ -46,7 +46,6 @@ log = logging.getLogger("pystatefun.kafka")
 POLL_SECONDS = 0.05
 INGRESS_TURN_SECONDS = 0.005
 BUSY_BATCH = 50  # records in one poll that make the read loop's turns stop waiting (see _read_loop)
-MAX_POLL_RECORDS = 500
 # a worker that dies is noticed within SESSION_TIMEOUT_MS; its open transaction cannot outlive
 # TRANSACTION_TIMEOUT_MS, after which read_committed readers go past it
 SESSION_TIMEOUT_MS = 6_000  # the brokers' default minimum
@@ -300,7 +299,8 @@ class KafkaBackend:
             return  # written by this worker and in memory already
         envelope = decode_message(record.value())
         envelope.seq = seq
-        await runtime.admit(envelope.target)
+        if not runtime.has_room(envelope.target):
+            await runtime.admit(envelope.target)
         runtime.route(envelope)
 
     # -- rebalances (in the consumer thread) -------------------------------------------------------------
