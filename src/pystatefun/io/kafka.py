@@ -63,7 +63,7 @@ POLL_SECONDS = 0.05  # how long one poll of the consumer thread waits for record
 # Records taken from a consumer at once. Large, because the runtime runs what one poll brought before
 # it polls again: at full load the messages of one address then share an invocation (and its state
 # read, storage, effects and write), and the loop crosses to the consumer thread less often. 4,000
-# instead of 500 took a worker on the keyed-counter bench (1,000 keys) from 15-18k to 24-34k records/s.
+# instead of 500 took a worker of bench/kafka_backend.py (1,000 keys) from 15-18k to 22-34k records/s.
 # A poll never waits to fill up, so at a low rate it changes nothing.
 MAX_POLL_RECORDS = 4000
 FORWARD_BATCH = 1000  # egress records per Kafka transaction (or acknowledged batch)
