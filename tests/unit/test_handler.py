@@ -1,13 +1,20 @@
 """RequestReplyHandler: negotiation, sequential batches, net mutations, effects, storage and errors."""
 
 import asyncio
+import enum
+import math
+import struct
 from datetime import timedelta
 
 import pydantic
 import pytest
 
 from pystatefun import (
+    BoolType,
+    DoubleType,
+    FloatType,
     IntType,
+    LongType,
     MalformedRequestError,
     RequestReplyHandler,
     StatefulFunctions,
@@ -189,6 +196,32 @@ def test_state_is_deserialized_once_per_batch():
     # the official SDK); never once per read, which would be 4 per invocation here
     assert calls == [str(n).encode() for n in range(7, 58)]
     assert out.invocation_result.state_mutations[0].state_value.value == b"57"
+
+
+def test_a_read_after_an_assignment_sees_the_value_as_stored():
+    # as in the official SDK, which reads the stored bytes again: a bool in an IntType reads as 1, bytes in
+    # a StringType as str, a float as its float32, -0.0 as 0.0; an int, str or bool reads back unchanged
+    class Level(enum.IntEnum):
+        HIGH = 3
+
+    specs = {"i": IntType, "l": LongType, "s": StringType, "f": FloatType, "d": DoubleType, "b": BoolType}
+    assigned = [("i", True), ("i", Level.HIGH), ("i", -7), ("l", 2**40), ("s", b"caf\xc3\xa9"), ("s", "plain"),
+                ("f", 0.1), ("d", -0.0), ("b", 1), ("b", False)]
+    seen = []
+    functions = StatefulFunctions()
+
+    @functions.bind("a/f", specs=[ValueSpec(name, tpe) for name, tpe in specs.items()])
+    def f(context, message):
+        for name, value in assigned:
+            setattr(context.storage, name, value)
+            seen.append(getattr(context.storage, name))
+
+    RequestReplyHandler(functions).handle_sync(request("a/f", "1", [typed(IntType, 0)], state=dict.fromkeys(specs)))
+    assert [(type(v), v) for v in seen] == [
+        (int, 1), (int, 3), (int, -7), (int, 2**40), (str, "café"), (str, "plain"),
+        (float, struct.unpack("<f", struct.pack("<f", 0.1))[0]), (float, 0.0), (bool, True), (bool, False),
+    ]
+    assert math.copysign(1, seen[7]) == 1.0
 
 
 def test_undeclared_state_name_says_what_to_add():
