@@ -245,8 +245,7 @@ class KafkaIngress:
         runtime = self.runtime
         targets = [address(target, id) for target in route.targets]
         for target in targets:  # back-pressure first: all of a record's messages go into one epoch
-            if not runtime.has_room(target):
-                await runtime.admit(target)
+            await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
         for target in targets:
             if not runtime.owns(target):

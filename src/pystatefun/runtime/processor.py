@@ -386,14 +386,6 @@ class Runtime:
             self._ready.append(mailbox)
             self._wake.set()
 
-    def has_room(self, target: SdkAddress) -> bool:
-        """Whether :meth:`admit` would let a message for ``target`` in without waiting: the check that
-        readers of busy logs make for each record, to await ``admit`` only when it matters."""
-        if not self.owns(target):
-            return True
-        mailbox = self._mailbox(target)
-        return mailbox is None or (not mailbox.full and len(self.epoch.volatile) < self.max_volatile)
-
     async def admit(self, target: SdkAddress) -> bool:
         """Waits until ``target`` has room for one more message (back-pressure for ingresses).
 

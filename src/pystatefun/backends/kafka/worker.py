@@ -299,8 +299,7 @@ class KafkaBackend:
             return  # written by this worker and in memory already
         envelope = decode_message(record.value())
         envelope.seq = seq
-        if not runtime.has_room(envelope.target):
-            await runtime.admit(envelope.target)
+        await runtime.admit(envelope.target)
         runtime.route(envelope)
 
     # -- rebalances (in the consumer thread) -------------------------------------------------------------
