@@ -35,8 +35,8 @@ def settle_garbage_collector() -> None:
 
     Everything loaded so far (modules, the configuration, the functions) lives as long as the process,
     so it is frozen: later collections never scan it again. Without that, each full collection scanned
-    the whole heap while every request waited: the keyed-counter bench's p99 was 87-95 ms with them and
-    20-21 ms without (p50 unchanged). The youngest generation is collected less often, for the same
+    the whole heap while every request waited: the keyed-counter bench's p99 was 75-99 ms with them and
+    20-24 ms without (p50 unchanged). The youngest generation is collected less often, for the same
     reason (``YOUNG_GENERATION_THRESHOLD``); the older generations keep CPython's settings.
     """
     gc.collect()
