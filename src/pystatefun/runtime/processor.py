@@ -190,6 +190,9 @@ class Runtime:
         # egress hands its records to waiting readers there)
         self.on_seal: list[typing.Callable[[Epoch], None]] = []
         self.commits = 0  # epochs committed
+        # why the runtime cannot take new messages from outside now (the disk is full), else None;
+        # ingresses refuse while it is set and the runtime retries its commit until it clears
+        self.unavailable: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 
