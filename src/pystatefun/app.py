@@ -14,6 +14,7 @@ from aiohttp import web
 
 from pystatefun.admin import AdminApi
 from pystatefun.admin.metrics import KafkaBackendCollector, KafkaCollector, Metrics
+from pystatefun.admin.server import serve as serve_admin
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.backends.kafka.forwarding import Forwarding
 from pystatefun.backends.kafka.worker import KafkaBackend
@@ -109,6 +110,10 @@ class Application:
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call
+        # built here so that an admin API exposed without a token is refused before anything starts
+        self.admin = None if admin_port is None else AdminApi(
+            self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.kafka_status,
+            self.forwarding, host=admin_host, port=admin_port)
         self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
         self._servers: list[HttpServer] = []  # the playground ingress's and egress's
         self._sweeper: asyncio.Task | None = None
@@ -252,18 +257,12 @@ class Application:
                 continue
             await self._listen(self.egress.server(), spec.host, spec.port)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
-        if self.admin_port is not None:
-            await self._serve(AdminApi(self.runtime, self.store, self.metrics.registry, self.describe_functions, self.admin_token,
-                                      self.kafka_status, self.forwarding).app(), self.admin_host, self.admin_port)
+        if self.admin is not None:
+            runner, _ = await serve_admin(self.admin.app(), self.admin_host, self.admin_port)
+            self._runners.append(runner)
             log.info("admin API listening on http://%s:%d%s", self.admin_host, self.admin_port,
                      " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
-
-    async def _serve(self, app: web.Application, host: str, port: int) -> None:
-        runner = web.AppRunner(app, access_log=None)
-        await runner.setup()
-        await web.TCPSite(runner, host, port).start()
-        self._runners.append(runner)
 
     async def _listen(self, server: HttpServer, host: str, port: int) -> None:
         await server.start(host, port)

@@ -4,6 +4,7 @@ OpenAPI document, the bearer token; and JSON logs."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import time
@@ -89,7 +90,7 @@ def test_remote_endpoint_health(tmp_path):
         server.stop()
 
 
-def test_a_bearer_token_guards_everything_but_health(tmp_path):
+def test_a_bearer_token_guards_everything_but_health_and_metrics(tmp_path):
     runtime = Runtime(APP / "module.yaml", tmp_path / "data", args=("--log-level", "warning", "--admin-token", "s3cret")).start()
     try:
         assert admin(runtime, "GET", "/health")[0] == 200
@@ -97,12 +98,20 @@ def test_a_bearer_token_guards_everything_but_health(tmp_path):
         assert status == 401 and "Bearer" in error["error"]
         assert admin(runtime, "GET", "/parked", token="wrong")[0] == 401
         assert admin(runtime, "GET", "/parked", token="s3cret") == (200, [])
-        assert request(runtime.admin_port, "GET", "/metrics").status == 401
+        assert admin(runtime, "GET", "/state/crash/counter/a")[0] == 401
+        # Prometheus scrapes without the token: the metrics show no state and change nothing
+        scraped = request(runtime.admin_port, "GET", "/metrics")
+        assert scraped.status == 200 and b"pystatefun_epochs_committed" in scraped.body
         cli = [sys.executable, "-m", "pystatefun.cli", "parked", "--admin", f"http://127.0.0.1:{runtime.admin_port}"]
-        refused = subprocess.run(cli, capture_output=True, text=True, timeout=30)
+        environment = {k: v for k, v in os.environ.items() if k != "PYSTATEFUN_ADMIN_TOKEN"}
+        refused = subprocess.run(cli, capture_output=True, text=True, timeout=30, env=environment)
         assert refused.returncode == 1 and "HTTP 401" in refused.stderr
-        allowed = subprocess.run([*cli, "--token", "s3cret"], capture_output=True, text=True, timeout=30)
+        allowed = subprocess.run([*cli, "--token", "s3cret"], capture_output=True, text=True, timeout=30, env=environment)
         assert allowed.returncode == 0, allowed.stderr
+        # the variable `pystatefun run` takes its token from is the one the CLI reads: set once, no typing
+        found = subprocess.run(cli, capture_output=True, text=True, timeout=30,
+                               env={**environment, "PYSTATEFUN_ADMIN_TOKEN": "s3cret"})
+        assert found.returncode == 0, found.stderr
     finally:
         runtime.stop()
 

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import hmac
+import ipaddress
 import os
 import time
 import typing
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
@@ -19,6 +20,27 @@ from pystatefun.runtime.processor import Runtime
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 MAX_PAGE = 1000
+DEFAULT_PAGE = 100
+# readable without the token: they show no state and change nothing, so probes and Prometheus need no
+# secret (docs/runtime.md, "Security model of the admin API")
+PUBLIC_ROUTES = frozenset({"/health", "/metrics"})
+LOOPBACK_NAMES = ("localhost", "127.0.0.1", "[::1]")
+# the browser's Sec-Fetch-Site values of requests a page of another origin makes
+CROSS_ORIGIN_FETCH = frozenset({"cross-site", "same-site"})
+
+
+class AdminExposedError(ValueError):
+    """The admin API would listen beyond this machine without a token."""
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` (an address or name the admin API binds to) is reachable from this machine only."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to any interface
 
 
 class PeerError(RuntimeError):
@@ -48,7 +70,19 @@ class AdminApi:
 
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
                  functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
-                 io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None):
+                 io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None, *,
+                 host: str = "127.0.0.1", port: int):
+        """``host`` and ``port``: where the API is served. Bound beyond loopback it must have a ``token``
+        (AdminExposedError otherwise); on loopback it answers only requests whose Host names loopback
+        and this port, which is what keeps a web page (DNS rebinding) away from it."""
+        if not token and not is_loopback(host):
+            raise AdminExposedError(
+                f"the admin API on {host}:{port} would let anyone who can reach that address read and change "
+                "state: give it a token with --admin-token TOKEN (or $PYSTATEFUN_ADMIN_TOKEN), or serve it on "
+                "--admin-host 127.0.0.1"
+            )
+        self.loopback_only = is_loopback(host)
+        self.hosts = frozenset(f"{name}:{port}" for name in LOOPBACK_NAMES)
         self.runtime = runtime
         self.store = store
         self.registry = registry
@@ -60,7 +94,7 @@ class AdminApi:
         self.started = time.time()
 
     def app(self) -> web.Application:
-        middlewares = [self._authorize]
+        middlewares = [self._same_origin, self._authorize]
         if self.peers is not None:
             middlewares.append(self.peers.middleware("admin", lambda request: True))
         app = web.Application(middlewares=middlewares)
@@ -78,9 +112,30 @@ class AdminApi:
         return app
 
     @web.middleware
+    async def _same_origin(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
+        """Refuses what a web page could send: a request under a foreign Host (a DNS name of the page's
+        that resolves to this machine) and a request from a page of another origin."""
+        hosts = request.headers.getall("Host", [])
+        if len(hosts) != 1:
+            return _error(400, f"a request needs exactly one Host header, this one has {len(hosts)}")
+        host = hosts[0].lower()
+        if self.loopback_only and host not in self.hosts:
+            return _error(421, f"this admin API answers only requests for {', '.join(sorted(self.hosts))}, not "
+                               f"{hosts[0]!r}: call it at one of those addresses (to serve it on another interface, "
+                               "start it with --admin-host and --admin-token)")
+        origin = request.headers.get("Origin")
+        if origin is not None and _origin_host(origin) != host:
+            return _error(403, f"cross-origin requests are refused: a page of {origin} cannot call the admin API "
+                               "(use the CLI, curl or the console it serves)")
+        if request.headers.get("Sec-Fetch-Site", "").lower() in CROSS_ORIGIN_FETCH:
+            return _error(403, "cross-origin requests are refused: a page of another site cannot call the admin API "
+                               "(use the CLI, curl or the console it serves)")
+        return await handler(request)
+
+    @web.middleware
     async def _authorize(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
-        """With a token, every route but /health needs ``Authorization: Bearer <token>``."""
-        if self.token is not None and request.path != "/health":
+        """With a token, every route but the public ones needs ``Authorization: Bearer <token>``."""
+        if self.token is not None and request.path not in PUBLIC_ROUTES:
             given = request.headers.get("Authorization", "")
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to --admin-token)")
@@ -213,16 +268,22 @@ class AdminApi:
         return {"address": f"{target.typename}/{target.id}", "state": states}
 
     async def parked(self, request: web.Request) -> web.Response:
-        parked = [
-            {"address": f"{m.key[0]}/{m.key[1]}", "reason": m.parked,
-             "waiting_messages": len(m.backlog) + m.spilled + len(m.overflow)}
-            for m in self.runtime.parked()
-        ]
-        if self.peers is not None:
+        """Parked addresses in address order, ``?after=ADDRESS&limit=N`` a page of them (a page shorter
+        than ``limit`` is the last)."""
+        limit = _limit(request)
+        if isinstance(limit, web.Response):
+            return limit
+        after = request.query.get("after", "")
+        parked = sorted(
+            ({"address": f"{m.key[0]}/{m.key[1]}", "reason": m.parked,
+              "waiting_messages": len(m.backlog) + m.spilled + len(m.overflow)}
+             for m in self.runtime.parked() if f"{m.key[0]}/{m.key[1]}" > after),
+            key=lambda entry: entry["address"])[:limit]
+        if self.peers is not None:  # each worker's page is sorted: merge them and keep the first ones
             parts = await self._peer_parts(request)
             if isinstance(parts, web.Response):
                 return parts
-            parked = sorted([*parked, *(entry for part in parts for entry in part)], key=lambda entry: entry["address"])
+            parked = sorted([*parked, *(entry for part in parts for entry in part)], key=lambda entry: entry["address"])[:limit]
         return web.json_response(parked)
 
     async def _peer_parts(self, request: web.Request) -> list[typing.Any] | web.Response:
@@ -255,9 +316,18 @@ class AdminApi:
         return web.json_response(await asyncio.to_thread(self.store.dead_letters, after, limit))
 
 
+def _origin_host(origin: str) -> str:
+    """The host:port of an Origin header ('' for "null" and what does not parse). The host part only:
+    behind a proxy that ends TLS the page's scheme is not the one this server sees."""
+    try:
+        return urlsplit(origin.lower()).netloc
+    except ValueError:
+        return ""
+
+
 def _limit(request: web.Request) -> int | web.Response:
     try:
-        limit = int(request.query.get("limit", "100"))
+        limit = int(request.query.get("limit", str(DEFAULT_PAGE)))
     except ValueError:
         limit = 0
     if not 1 <= limit <= MAX_PAGE:

@@ -2,7 +2,8 @@
 
 StateFun's per-function-type set (spec §5.5) under ``pystatefun_function_*`` -- messages in, out to
 local/remote functions and to egresses, in-flight batches, backlog, blocked addresses, remote call
-latency and failures -- plus the epoch commits, the ingress answers, egress depth, parked addresses and
+latency and failures; the first MAX_FUNCTION_TYPE_LABELS function types by name, any after them
+summed under ``function_type="other"`` -- plus the epoch commits, the ingress answers, egress depth, parked addresses and
 dead letters. Counters the hot path keeps as plain ints are read when scraped; only the latency
 histograms are fed as things happen (once per remote call and once per commit).
 """
@@ -17,6 +18,10 @@ from prometheus_client.registry import Collector
 
 from pystatefun.runtime.processor import Runtime
 
+# function types with a label value of their own; the rest share the value OTHER, so that a namespace
+# binding that takes any type name cannot grow the series without bound
+MAX_FUNCTION_TYPE_LABELS = 200
+OTHER = "other"  # never a function type's name (those have a '/')
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
@@ -25,11 +30,32 @@ class CountsStore(typing.Protocol):
     def counts(self) -> dict[str, typing.Any]: ...
 
 
+class FunctionTypeLabels:
+    """The ``function_type`` label value of each function type: its name for the first ``cap`` types seen
+    (kept for good, so a series never changes its name), ``other`` for any type after them."""
+
+    def __init__(self, cap: int = MAX_FUNCTION_TYPE_LABELS):
+        if cap < 1:
+            raise ValueError(f"the function type label cap must be at least 1, got {cap}")
+        self.cap = cap
+        self._named: set[str] = set()
+
+    def __call__(self, function_type: str) -> str:
+        if function_type in self._named:
+            return function_type
+        if len(self._named) < self.cap:
+            self._named.add(function_type)
+            return function_type
+        return OTHER
+
+
 class Metrics:
     """The application's metrics, on a registry of its own (several applications can share a process)."""
 
-    def __init__(self, runtime: Runtime, store: CountsStore, ingress_responses: typing.Mapping[int, int]):
+    def __init__(self, runtime: Runtime, store: CountsStore, ingress_responses: typing.Mapping[int, int],
+                 max_function_types: int = MAX_FUNCTION_TYPE_LABELS):
         self.registry = CollectorRegistry()
+        self.label_of = FunctionTypeLabels(max_function_types)
         self.remote_latency = Histogram(
             "pystatefun_function_remote_invocation_latency_seconds",
             "Time of each call to a remote function, retries included, by function type",
@@ -43,20 +69,21 @@ class Metrics:
             "pystatefun_epoch_commit_records", "Records written by each epoch commit",
             buckets=SIZE_BUCKETS, registry=self.registry,
         )
-        self._failures: dict[str, int] = {}
-        # each function type's histogram: labels() takes a lock and builds a key on every call
+        self._failures: dict[str, int] = {}  # by label value
+        # each label value's histogram: labels() takes a lock and builds a key on every call
         self._remote_latency_of: dict[str, typing.Any] = {}
-        self.registry.register(_RuntimeCollector(runtime, store, ingress_responses, self._failures))
+        self.registry.register(_RuntimeCollector(runtime, store, ingress_responses, self._failures, self.label_of))
         runtime.on_commit = self._committed
 
     def remote_call(self, function_type: str, seconds: float, ok: bool) -> None:
         """The RemoteInvoker hook."""
-        histogram = self._remote_latency_of.get(function_type)
+        label = self.label_of(function_type)
+        histogram = self._remote_latency_of.get(label)
         if histogram is None:
-            histogram = self._remote_latency_of[function_type] = self.remote_latency.labels(function_type)
+            histogram = self._remote_latency_of[label] = self.remote_latency.labels(label)
         histogram.observe(seconds)
         if not ok:
-            self._failures[function_type] = self._failures.get(function_type, 0) + 1
+            self._failures[label] = self._failures.get(label, 0) + 1
 
     def _committed(self, seconds: float, records: int) -> None:
         self.commit_latency.observe(seconds)
@@ -65,15 +92,18 @@ class Metrics:
 
 class _RuntimeCollector(Collector):
     def __init__(self, runtime: Runtime, store: CountsStore, ingress_responses: typing.Mapping[int, int],
-                 failures: dict[str, int]):
+                 failures: dict[str, int], label_of: FunctionTypeLabels):
         self.runtime = runtime
         self.store = store
         self.ingress_responses = ingress_responses
         self.failures = failures
+        self.label_of = label_of
 
     def collect(self) -> typing.Iterable[typing.Any]:
         runtime = self.runtime
+        label_of = self.label_of
         by_type = ["function_type"]
+        labels = dict.fromkeys(label_of(function_type) for function_type in runtime.stats)  # in a stable order
         counters = {
             "messages_in": ("pystatefun_function_in", "Messages delivered to functions"),
             "out_local": ("pystatefun_function_out_local", "Messages sent to functions on this process's partitions"),
@@ -82,9 +112,13 @@ class _RuntimeCollector(Collector):
             "batches": ("pystatefun_function_batches", "Function calls (batches of messages)"),
         }
         for attribute, (name, help_text) in counters.items():
-            family = CounterMetricFamily(name, help_text, labels=by_type)
+            totals: dict[str, int] = {}
             for function_type, stats in runtime.stats.items():
-                family.add_metric([function_type], getattr(stats, attribute))
+                label = label_of(function_type)
+                totals[label] = totals.get(label, 0) + getattr(stats, attribute)
+            family = CounterMetricFamily(name, help_text, labels=by_type)
+            for label, total in totals.items():
+                family.add_metric([label], total)
             yield family
         failures = CounterMetricFamily(
             "pystatefun_function_remote_invocation_failures", "Remote calls that failed after their retries", labels=by_type
@@ -99,7 +133,7 @@ class _RuntimeCollector(Collector):
         parked: dict[str, int] = {}
         for processor in runtime.processors.values():
             for mailbox in processor.mailboxes.values():
-                function_type = mailbox.key[0]
+                function_type = label_of(mailbox.key[0])
                 waiting = len(mailbox.backlog) + mailbox.spilled + len(mailbox.overflow)
                 backlog[function_type] = backlog.get(function_type, 0) + waiting
                 if mailbox.in_flight is not None:
@@ -116,8 +150,8 @@ class _RuntimeCollector(Collector):
         )
         for name, help_text, values in gauges:
             family = GaugeMetricFamily(name, help_text, labels=by_type)
-            for function_type in runtime.stats:
-                family.add_metric([function_type], values.get(function_type, 0))
+            for label in labels:
+                family.add_metric([label], values.get(label, 0))
             yield family
 
         counts = self.store.counts()

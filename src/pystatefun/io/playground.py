@@ -7,7 +7,9 @@ header makes a resubmission a no-op that answers like the first. With ``?wait=SE
 waits for the reply: the message's caller is a reply address (runtime/replies.py), and the first message
 the function sends to it is the answer (200, ``Content-Type: application/vnd.{its typename}``), or 504
 if none comes in time -- the message is processed exactly once either way, and a retry with the same
-key gets the same answer.
+key gets the same answer. New messages are refused with 507 (and Retry-After) while the runtime cannot
+store them (Runtime.unavailable: a full disk), and with 404 for a function type whose endpoint answered
+lately that it has no such function (RemoteInvoker.refusal).
 
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
@@ -45,6 +47,7 @@ MAX_EGRESS_REQUEST_BYTES = 64 * 1024  # an egress read has no body to speak of
 MAX_WAIT_SECONDS = 60.0
 MAX_BUFFERED_RECORDS = 10_000  # committed egress records per topic kept in memory for readers
 MAX_REPLY_WAIT_SECONDS = 300.0
+UNAVAILABLE_RETRY_AFTER_SECONDS = 5  # the Retry-After of a 507 while the runtime cannot store messages
 
 
 class IdempotencyStore(typing.Protocol):
@@ -104,6 +107,9 @@ class PlaygroundIngress:
             target = address(function_type, id)
         except ValueError as e:
             return text(400, str(e))
+        refused = self._refusal(function_type)
+        if refused is not None:
+            return refused
         wait = _reply_wait(request.query.get("wait"))
         if isinstance(wait, Response):
             return wait
@@ -123,6 +129,17 @@ class PlaygroundIngress:
         finally:
             if waiter is not None:
                 self._stop_waiting(reply_id, waiter)
+
+    def _refusal(self, function_type: str) -> Response | None:
+        """The answer to a new message that cannot be taken now: the runtime cannot store it (507), or
+        the function's endpoint said lately that it has no such function (404)."""
+        unavailable = self.runtime.unavailable
+        if unavailable is not None:
+            return text(507, f"{unavailable}; the message was not accepted: send it again later",
+                        **{"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+        invoker = self.runtime.resolve(function_type)
+        reason = None if invoker is None else invoker.refusal(function_type)
+        return None if reason is None else text(404, reason)
 
     async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
                        reply_id: str | None) -> Response | Epoch | None:

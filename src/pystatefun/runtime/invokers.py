@@ -13,12 +13,18 @@ from dataclasses import dataclass
 from google.protobuf.message import DecodeError
 
 from pystatefun.runtime.specs import AFTER_CALL, StateSpec
+from pystatefun.runtime.transport import RemoteCallError
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.sdk.batch import Batch, Invocation
 from pystatefun.sdk.context import DelayedMessage
 from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
 from pystatefun.sdk.messages import EgressMessage, Message
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
+
+# a function type an endpoint answered "not registered" (404) for: how long the ingress refuses its
+# messages, and how many such types are remembered at once (the oldest is forgotten first)
+UNREGISTERED_SECONDS = 60.0
+MAX_UNREGISTERED_TYPES = 10_000
 
 StateReader = typing.Callable[[SdkAddress, typing.Mapping[str, StateSpec]], dict[str, TypedValue | None]]
 """Reads the current, unexpired state of an address for the given specs (None = no value)."""
@@ -46,6 +52,10 @@ class _SpecsOfFunctions:
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         raise NotImplementedError
+
+    def refusal(self, typename: str) -> str | None:
+        """Why new messages to ``typename`` are refused now (the ingress answers 404), else None."""
+        return None
 
     def after_call(self, typename: str) -> tuple[StateSpec, ...]:
         touched = self._after_call.get(typename)
@@ -136,12 +146,44 @@ class RemoteInvoker(_SpecsOfFunctions):
         # told the function type, seconds and success of every call, retries included (the metrics hook)
         self.on_call: typing.Callable[[str, float, bool], None] | None = None
         self.last_call: tuple[bool, float, str] | None = None  # (succeeded, when, why not): the health
+        # function types the endpoint answered 404 for -> (monotonic time until which they are refused, its
+        # answer); oldest first. A namespace binding (com.example/*) takes any type name, so without this
+        # every made-up name would reach the endpoint and park a new address
+        self.unregistered: dict[str, tuple[float, str]] = {}
+        self.clock: typing.Callable[[], float] = time.monotonic
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         return self.registered.setdefault(typename, {})
 
     def is_async(self, typename: str) -> bool:
         return True
+
+    def refusal(self, typename: str) -> str | None:
+        remembered = self.unregistered.get(typename)
+        if remembered is None:
+            return None
+        until, answer = remembered
+        left = until - self.clock()
+        if left <= 0:
+            del self.unregistered[typename]
+            return None
+        return (f"function type {typename!r} is not registered at its endpoint ({answer}); its messages are "
+                f"refused for {left:.0f} s more: deploy it, then send again")
+
+    def unregistered_types(self) -> dict[str, float]:
+        """The function types refused now, with the seconds each stays refused (for /functions)."""
+        now = self.clock()
+        return {typename: round(until - now, 1) for typename, (until, _) in self.unregistered.items() if until > now}
+
+    def _not_registered(self, typename: str, error: RemoteCallError) -> None:
+        """The endpoint answered 404 for ``typename``: remember it, and forget what was kept for the type."""
+        self.unregistered.pop(typename, None)  # re-inserted last: the dict stays oldest first
+        while len(self.unregistered) >= MAX_UNREGISTERED_TYPES:
+            del self.unregistered[next(iter(self.unregistered))]
+        self.unregistered[typename] = (self.clock() + UNREGISTERED_SECONDS, f"HTTP 404 from {error.url}: {error.body}")
+        if not self.registered.get(typename):  # no specs were ever registered: nothing to keep for it
+            self.registered.pop(typename, None)
+            self._after_call.pop(typename, None)
 
     async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
         url = self.url_for(address.name)
@@ -156,6 +198,12 @@ class RemoteInvoker(_SpecsOfFunctions):
                 self.last_call = (False, time.time(), f"{type(e).__name__}: {e}")
                 if self.on_call is not None:
                     self.on_call(address.typename, time.perf_counter() - started, False)
+                if isinstance(e, RemoteCallError) and e.status == 404:
+                    self._not_registered(address.typename, e)
+                    raise InvocationError(
+                        f"{url} answered 404: the endpoint has no function {address.typename} ({e.body.strip()}); "
+                        "deploy it and resume this address, or skip its messages to the dead letters"
+                    ) from e
                 raise
             self.last_call = (True, time.time(), "")
             if self.on_call is not None:
