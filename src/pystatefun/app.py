@@ -187,7 +187,8 @@ class Application:
                 entry.update(kind="embedded", module=spec.module)
                 typenames = [t for t in invoker.functions.typenames() if self.module.binding_for(t) is spec]
             else:
-                entry.update(kind="remote", url=spec.url_path_template, health=_health(invoker.last_call))
+                entry.update(kind="remote", url=spec.url_path_template, health=_health(invoker.last_call),
+                             unregistered=invoker.unregistered_types())
                 typenames = [t for t in invoker.registered if invoker.registered[t] or t in self.runtime.stats]
             entry["function_types"] = {
                 typename: {name: {"typename": s.type_typename, "expire_after_ms": s.ttl_ms or None}

@@ -113,12 +113,13 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     default="127.0.0.1",
     show_default=True,
     help="Address the admin API listens on; 0.0.0.0 to reach it from outside (e.g. probes and Prometheus in "
-    "Kubernetes; set --admin-token then).",
+    "Kubernetes): any address but loopback needs --admin-token.",
 )
 @click.option(
     "--admin-token",
     envvar="PYSTATEFUN_ADMIN_TOKEN",
-    help="Require 'Authorization: Bearer TOKEN' on the admin API (all but /health); or $PYSTATEFUN_ADMIN_TOKEN.",
+    help="Require 'Authorization: Bearer TOKEN' on the admin API (all but /health and /metrics); or "
+    "$PYSTATEFUN_ADMIN_TOKEN, which the operations commands (state, parked, ...) read too.",
 )
 @click.option(
     "--log-level",
@@ -332,10 +333,16 @@ def state(address: str, assignments: tuple[str, ...], delete: str | None) -> Non
 
 
 @main.command()
+@click.option("--after", default="", help="Only addresses after this one (namespace/type/id), in order.")
+@click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
 @_operation
-def parked() -> None:
+def parked(after: str, limit: int) -> None:
     """List the parked addresses: those whose function failed, waiting for resume."""
-    _output().parked(_client(click.get_current_context()).parked())
+    page = _client(click.get_current_context()).parked(after, limit)
+    output = _output()
+    output.parked(page)
+    if len(page) == limit:
+        output.more(f"--after {page[-1]['address']}")
 
 
 @main.command()
@@ -354,7 +361,11 @@ def resume(address: str, skip: bool) -> None:
 @_operation
 def dead_letters(after: int, limit: int) -> None:
     """List dead letters: messages no function or egress could take, and skipped messages, with the reason."""
-    _output().dead_letters(_client(click.get_current_context()).dead_letters(after, limit))
+    page = _client(click.get_current_context()).dead_letters(after, limit)
+    output = _output()
+    output.dead_letters(page)
+    if len(page) == limit:
+        output.more(f"--after {page[-1]['seq']}")
 
 
 if __name__ == "__main__":

@@ -56,6 +56,14 @@ class Output:
         rows = [(str(d["seq"]), d["target"], d["caller"] or "", d["typename"], d["reason"]) for d in letters]
         self._table("dead letters", ("seq", "target", "caller", "typename", "reason"), rows, empty="no dead letters")
 
+    def more(self, option: str) -> None:
+        """A full page was printed: how to ask for the next one (on stderr, so a pipe gets rows only)."""
+        hint = f"more may follow: run again with {option}"
+        if self.terminal:
+            self.console.print(Text(hint, style="dim"))
+        else:
+            print(hint, file=sys.stderr)
+
     def _table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> None:
         if not self.terminal:
             for row in rows:

@@ -78,8 +78,9 @@ class RuntimeClient:
     def delete_state(self, address: str, name: str | None = None) -> dict[str, typing.Any]:
         return self._json("DELETE", "/state" + _path(address) + (f"?name={quote(name)}" if name else ""))
 
-    def parked(self) -> list[dict[str, typing.Any]]:
-        return self._json("GET", "/parked")
+    def parked(self, after: str = "", limit: int = 100) -> list[dict[str, typing.Any]]:
+        """A page of the parked addresses after the address ``after``, in order (shorter than ``limit``: the last)."""
+        return self._json("GET", f"/parked?after={quote(after, safe='')}&limit={limit}")
 
     def resume(self, address: str, skip: bool = False) -> dict[str, typing.Any]:
         return self._json("POST", "/parked" + _path(address) + ("/skip" if skip else "/resume"))

@@ -75,6 +75,9 @@ def test_parked_resume_and_dead_letters(app, tmp_path):
             break
     assert sorted(line.split("\t")[0] for line in parked.splitlines()) == ["crash/fragile/p", "crash/fragile/q"]
     assert "cannot digest poison" in parked
+    first = cli(app, "parked", "--limit", "1")  # a page, and on stderr how to get the next one
+    assert ok(first).split("\t")[0] == "crash/fragile/p" and "--after crash/fragile/p" in first.stderr
+    assert ok(cli(app, "parked", "--after", "crash/fragile/p")).split("\t")[0] == "crash/fragile/q"
     assert ok(cli(app, "resume", "crash/fragile/q", "--skip")).startswith("resumed crash/fragile/q")
     (tmp_path / "fixed").touch()
     assert ok(cli(app, "resume", "crash/fragile/p")) == "resumed crash/fragile/p\n"
