@@ -72,7 +72,7 @@ class CappedSite(web.BaseSite):
     def __init__(self, runner: web.BaseRunner, host: str, port: int, max_connections: int = MAX_CONNECTIONS):
         if max_connections < 1:
             raise ValueError(f"max_connections must be at least 1, got {max_connections}")
-        super().__init__(runner, shutdown_timeout=SHUTDOWN_SECONDS)
+        super().__init__(runner)
         self._host = host
         self._port = port
         self.max_connections = max_connections
@@ -109,7 +109,8 @@ async def serve(app: web.Application, host: str, port: int, max_connections: int
     """Starts serving ``app``; stop it with ``runner.cleanup()``."""
     # handler_cancellation: a handler whose client went away is cancelled instead of running on
     runner = web.AppRunner(app, access_log=None, keepalive_timeout=KEEPALIVE_SECONDS, max_line_size=MAX_LINE_BYTES,
-                           max_field_size=MAX_FIELD_BYTES, handler_cancellation=True)
+                           max_field_size=MAX_FIELD_BYTES, handler_cancellation=True,
+                           shutdown_timeout=SHUTDOWN_SECONDS)
     await runner.setup()
     site = CappedSite(runner, host, port, max_connections)
     try:
