@@ -18,7 +18,9 @@ from pystatefun import IntType, StatefulFunctions, ValueSpec, message_builder
 from pystatefun.app import Application
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.invokers import UNREGISTERED_SECONDS
 from pystatefun.sdk.messages import to_typed_value
+from pystatefun.serving.aiohttp_server import aiohttp_app
 from pystatefun.serving.handler import RequestReplyHandler
 from pystatefun.wire.request_reply_pb2 import FromFunction, ToFunction
 
@@ -267,6 +269,37 @@ def test_a_reply_the_runtime_cannot_apply_parks_the_address_with_the_reason(tmp_
             assert "never declared" in parked["t/counter", "b"]
             assert (count(app, "a"), count(app, "b"), count(app, "c")) == (1, None, 4)
             await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_a_type_the_endpoint_has_not_registered_is_refused_for_a_while(tmp_path):
+    """A namespace binding (t/*) takes any type name; the endpoint's 404 for one parks the address that
+    found out, and new messages to that type are refused for UNREGISTERED_SECONDS, then tried again."""
+    async def scenario():
+        runner = web.AppRunner(aiohttp_app(counter_functions()), access_log=None)  # 404 for unknown types
+        await runner.setup()
+        sock = socket.socket()
+        sock.bind(("127.0.0.1", 0))
+        await web.SockSite(runner, sock).start()
+        app = Application(load_module(module(tmp_path, sock.getsockname()[1])), tmp_path / "data")
+        try:
+            await app.start()
+            app.runtime.route(Envelope(address("t/nobody", "x"), None, to_typed_value(IntType, 1)))
+            await settle(app)
+            reason = app.store.parked()["t/nobody", "x"]
+            assert "answered 404" in reason and "t/nobody" in reason and "resume" in reason
+            invoker = app.resolve("t/nobody")
+            refusal = invoker.refusal("t/nobody")
+            assert "'t/nobody' is not registered at its endpoint" in refusal and " s more" in refusal
+            assert "t/nobody" not in invoker.registered  # nothing kept for a type that does not exist
+            assert invoker.refusal("t/counter") is None
+            now = invoker.clock()
+            invoker.clock = lambda: now + UNREGISTERED_SECONDS + 1
+            assert invoker.refusal("t/nobody") is None and invoker.unregistered_types() == {}
+        finally:
+            await app.stop()
+            await runner.cleanup()
 
     asyncio.run(scenario())
 
