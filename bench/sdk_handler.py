@@ -10,7 +10,9 @@ Each side runs in its own subprocess and interpreter (ours: this python; officia
 ``scripts/official-sdk-venv``) and times ``await handler.handle_async(request)`` in a loop inside one
 running asyncio event loop, for a fixed wall-clock budget after a warm-up. Ours and official alternate
 for several rounds and the medians are reported, since the machine is shared. ``handle_sync`` of ours
-is measured too, as a secondary line. This is a report: it exits 0 whatever the numbers.
+is measured too, as a secondary line, and so is ``serving.http.invoke``, the path the ASGI app, the
+aiohttp handler and ``pystatefun serve`` take (a synchronous function runs in their thread pool there).
+This is a report: it exits 0 whatever the numbers.
 
 Run:  .venv/bin/python bench/sdk_handler.py [--seconds 2] [--rounds 3]
 
@@ -108,6 +110,17 @@ def worker(sdk_name: str, request_file: str, modes: list[str], seconds: float) -
         elif mode == "sync":
             timed_loop(handler.handle_sync, request, warmup)
             out["sync"] = timed_loop(handler.handle_sync, request, seconds)
+        elif mode == "served":
+            from pystatefun.serving import http
+
+            async def served(body: bytes):
+                return await http.invoke(handler, body)
+
+            async def run_served():
+                await timed_loop_async(served, request, warmup)
+                return await timed_loop_async(served, request, seconds)
+
+            out["served"] = asyncio.run(run_served())
     print(json.dumps(out))
 
 
@@ -177,8 +190,8 @@ def main() -> None:
     official_python = subprocess.run(
         [str(ROOT / "scripts" / "official-sdk-venv")], check=True, stdout=subprocess.PIPE, text=True
     ).stdout.strip()
-    sides = {"ours": (sys.executable, "pystatefun", "reply,async,sync"), "official": (official_python, "statefun", "reply,async")}
-    results = {b: {"ours": [], "official": [], "ours_sync": []} for b in BATCH_SIZES}
+    sides = {"ours": (sys.executable, "pystatefun", "reply,async,sync,served"), "official": (official_python, "statefun", "reply,async")}
+    results = {b: {"ours": [], "official": [], "ours_sync": [], "ours_served": []} for b in BATCH_SIZES}
     runtime = {}
 
     with tempfile.TemporaryDirectory() as tmp:
@@ -203,6 +216,9 @@ def main() -> None:
                     if "sync" in out:
                         calls, elapsed = out["sync"]
                         results[b]["ours_sync"].append(calls * b / elapsed)
+                    if "served" in out:
+                        calls, elapsed = out["served"]
+                        results[b]["ours_served"].append(calls * b / elapsed)
             print(f"round {r + 1}/{args.rounds} done", file=sys.stderr)
 
     print(f"\nRequestReplyHandler.handle_async, counter function: median of {args.rounds} rounds x {args.seconds:g} s")
@@ -217,6 +233,8 @@ def main() -> None:
         print(f"{b:>5}  {ours:>11,.0f}  {official:>14,.0f}  {ratio:>5.1f}x  >= {TARGETS[b]:g}x  {status:<6}  {per_round}")
     sync = ", ".join(f"batch {b}: {statistics.median(results[b]['ours_sync']):,.0f} inv/s" for b in BATCH_SIZES)
     print(f"\nours handle_sync (secondary): {sync}")
+    served = ", ".join(f"batch {b}: {statistics.median(results[b]['ours_served']):,.0f} inv/s" for b in BATCH_SIZES)
+    print(f"ours serving.http.invoke (secondary; the served path): {served}")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,11 @@
 """The functions the serving tests serve."""
 
+import time
+
 from pystatefun import IntType, StatefulFunctions, ValueSpec, message_builder
+
+SECRET = "password=hunter2"  # what a function's exception message may hold; must never reach the caller
+SLOW_SECONDS = 2.5
 
 functions = StatefulFunctions()
 
@@ -18,4 +23,9 @@ async def async_counter(context, message):
 
 @functions.bind("test/failing")
 def failing(context, message):
-    raise RuntimeError("the function failed on purpose")
+    raise RuntimeError(f"the function failed on purpose, connecting with {SECRET}")
+
+
+@functions.bind("test/slow")
+def slow(context, message):
+    time.sleep(SLOW_SECONDS)  # a synchronous function blocking, as one calling a slow database does

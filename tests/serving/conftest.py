@@ -96,13 +96,20 @@ def aiohttp_url():
 
 
 @pytest.fixture(scope="module")
-def cli_url():
+def cli_log(tmp_path_factory) -> Path:
+    """The output (the log) of the `pystatefun serve` process of cli_url."""
+    return tmp_path_factory.mktemp("serve") / "serve.log"
+
+
+@pytest.fixture(scope="module")
+def cli_url(cli_log):
     port = free_port()
     env = {**os.environ, "PYTHONPATH": str(APP_DIR)}
-    process = subprocess.Popen(
-        [sys.executable, "-m", "pystatefun.cli", "serve", "app:functions", "--port", str(port), "--log-level", "warning"],
-        cwd=APP_DIR, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
+    with open(cli_log, "wb") as log:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "pystatefun.cli", "serve", "app:functions", "--port", str(port), "--log-level", "warning"],
+            cwd=APP_DIR, env=env, stdout=log, stderr=subprocess.STDOUT,
+        )
     try:
         wait_for_port(port, process=process)
         yield f"http://127.0.0.1:{port}"

@@ -1,14 +1,20 @@
 """The ASGI app (under uvicorn), the aiohttp handler and `pystatefun serve`, over real HTTP."""
 
+import concurrent.futures
+import time
+
 import pytest
 
 from pystatefun import IntType
 from pystatefun.wire.request_reply_pb2 import FromFunction
 
 from support.protocol import request, typed
+from .app import SECRET, SLOW_SECONDS
 from .conftest import post
 
 SERVERS = ["uvicorn_url", "aiohttp_url", "cli_url"]
+FAST_CEILING = 1.5  # seconds a fast request may take beside a slow sync function (generous: noisy machine)
+assert FAST_CEILING < SLOW_SECONDS - 0.5  # else the test could not tell off-loop from on-loop
 
 
 @pytest.fixture(params=SERVERS)
@@ -68,10 +74,49 @@ def test_unknown_function_is_404(url):
     assert b"no function is registered for type 'test/nope'" in reply.body
 
 
-def test_raising_function_is_500_with_the_error(url):
-    reply = post(url, request("test/failing", "1", [typed(IntType, 1)]))
+@pytest.mark.parametrize("server", SERVERS)
+def test_a_raising_function_is_500_naming_the_type_and_its_message_is_only_in_the_log(server, request, caplog):
+    url = request.getfixturevalue(server)
+    reply = post(url, request_for("test/failing"))
     assert reply.status == 500
-    assert b"RuntimeError: the function failed on purpose" in reply.body
+    assert b"the function raised RuntimeError" in reply.body
+    assert b"server's log" in reply.body
+    assert SECRET.encode() not in reply.body and b"on purpose" not in reply.body
+    if server == "cli_url":  # another process: its log is its output, written on its own time
+        log = request.getfixturevalue("cli_log")
+        deadline = time.monotonic() + 5
+        while SECRET not in log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.05)
+        text = log.read_text()
+    else:
+        text = caplog.text
+    assert f"RuntimeError: the function failed on purpose, connecting with {SECRET}" in text
+    assert "Traceback" in text and 'raise RuntimeError(f"the function failed on purpose' in text
+
+
+def test_a_slow_synchronous_function_does_not_hold_other_requests(url):
+    """A sync function that blocks for SLOW_SECONDS runs off the event loop: a fast request sent while it
+    runs is answered at once. On the loop, the fast one would wait about SLOW_SECONDS - 0.2 s; the
+    ceiling is FAST_CEILING (the liveness check asks for well under a second; the machine is noisy)."""
+    with concurrent.futures.ThreadPoolExecutor(2) as pool:
+        slow = pool.submit(timed_post, url, request_for("test/slow"))
+        time.sleep(0.2)  # the slow request is in the function by now (sent earlier, the test passes vacuously)
+        fast = pool.submit(timed_post, url, request_for("test/counter", state={"count": None}))
+        (slow_reply, _), (fast_reply, fast_seconds) = slow.result(timeout=30), fast.result(timeout=30)
+    assert slow_reply.status == 200 and fast_reply.status == 200
+    assert fast_seconds < FAST_CEILING
+
+
+def request_for(typename, state=None):
+    return request(typename, "1", [typed(IntType, 1)], state=state or {})
+
+
+def timed_post(url, body):
+    """The reply and how long it took in seconds."""
+    started = time.monotonic()
+    reply = post(url, body)
+    return reply, time.monotonic() - started
+
 
 
 @pytest.mark.parametrize("fixture", ["uvicorn_url", "aiohttp_url"])

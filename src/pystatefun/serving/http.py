@@ -3,11 +3,18 @@
 POST only; the body is a ``ToFunction`` (``application/octet-stream`` or no content type); the reply is
 a ``FromFunction`` with ``application/octet-stream``. Errors answer with a plain-text reason: 400 for a
 body that is not a StateFun request, 404 for a function type nobody registered, 405/415/413 for the
-wrong method, content type or size, and 500 with the error text when the function raises.
+wrong method, content type or size, and 500 naming only the exception's type when the function raises:
+its message can hold anything (a connection string, a customer's data), so the message and the traceback
+go to this server's log, never to whoever sent the request.
+
+Synchronous functions run in a thread pool of FUNCTION_THREADS threads shared by every app of the
+process, so one slow call does not hold the event loop and with it every other request; async
+functions run on the loop.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import logging
 from dataclasses import dataclass, field
 
@@ -18,6 +25,10 @@ log = logging.getLogger("pystatefun.serving")
 
 CONTENT_TYPE = "application/octet-stream"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the StateFun transports' default payload_max_bytes
+FUNCTION_THREADS = 16  # synchronous functions running at once; more wait for a thread, in arrival order
+
+# threads start on first use, so a process serving only async functions never starts one
+_function_threads = concurrent.futures.ThreadPoolExecutor(FUNCTION_THREADS, thread_name_prefix="pystatefun-function")
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,11 +63,11 @@ async def invoke(handler: RequestReplyHandler, body: bytes) -> HttpReply:
     if not body:
         return _error(400, "empty request body: expected a StateFun ToFunction message\n")
     try:
-        return HttpReply(200, await handler.handle_async(body), CONTENT_TYPE)
+        return HttpReply(200, await handler.handle_async(body, executor=_function_threads), CONTENT_TYPE)
     except MalformedRequestError as e:
         return _error(400, f"{e}\n")
     except UnknownFunctionError as e:
         return _error(404, f"{e}\n")
     except Exception as e:
-        log.exception("function invocation failed")
-        return _error(500, f"the function raised {type(e).__name__}: {e}\n")
+        log.exception("the function raised %s; answered 500 with the exception type only", type(e).__name__)
+        return _error(500, f"the function raised {type(e).__name__}; its message and traceback are in the function server's log\n")
