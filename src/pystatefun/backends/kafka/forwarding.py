@@ -39,7 +39,10 @@ CONNECT_TIMEOUT_SECONDS = 5.0
 # once its epoch commits, so longer means it is stuck, and the request gets a 502 instead of hanging
 OWNER_ANSWER_SECONDS = 60.0
 # per hop (RFC 9110 §7.6.1), or recomputed for the forwarded body
-NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade"})
+# and the browser's view of the first hop (its origin checks, admin/api.py): the worker that took the
+# request checked it, and the owner, at another host:port, would take it for a foreign origin
+NOT_FORWARDED = frozenset({"host", "content-length", "transfer-encoding", "connection", "keep-alive", "upgrade",
+                           "origin", "sec-fetch-site"})
 RELAYED = ("Content-Type", "Retry-After")
 
 Server = typing.Literal["ingress", "admin"]
