@@ -13,20 +13,20 @@ from .test_core import counter_functions
 
 
 class GatedWrites:
-    """Holds the committer thread inside the store's write until the test opens the gate."""
+    """Holds the committer thread inside the store's COMMIT until the test opens the gate."""
 
     def __init__(self, node: Node):
         self.entered = threading.Event()
         self.gate = threading.Event()
-        write = node.store._write
+        commit = node.store._commit_and_unlock
 
-        def gated(*args):
+        def gated():
             self.entered.set()
             if not self.gate.wait(5):  # the loop blocked on the store instead of going on
                 raise AssertionError("the gate was not opened: the event loop waited for the commit")
-            write(*args)
+            commit()
 
-        node.store._write = gated
+        node.store._commit_and_unlock = gated
 
 
 def test_the_next_epoch_reads_state_of_the_epoch_still_committing(tmp_path):

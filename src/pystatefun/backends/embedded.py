@@ -4,10 +4,11 @@ One SQLite transaction per epoch is the atomic commit. With ``synchronous=FULL``
 is on disk when it returns, so a ``kill -9`` (or a power cut) at any moment loses nothing that was
 acknowledged; restarting with the same data dir re-delivers the inbox and re-arms the timers.
 
-The running runtime commits in a thread of its own (``commit_async``): the fsync takes about as long as
-the rest of a busy epoch, and the event loop goes on processing the next epoch meanwhile. One lock
-serializes every use of the connection, so a read on the loop made after a commit began waits for it
-and sees its writes.
+The running runtime writes an epoch's rows on the loop and leaves the COMMIT, the WAL write and its
+fsync, to a thread of its own (``commit_async``, which says why the rows stay on the loop): the fsync
+takes about as long as the rest of a busy epoch, and the event loop goes on processing the next epoch
+meanwhile. One lock serializes every use of the connection, so a read on the loop made after a commit
+began waits for it and sees its writes.
 """
 
 from __future__ import annotations
@@ -15,10 +16,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import concurrent.futures
+import contextlib
+import errno
 import functools
 import fcntl
 import os
 import secrets
+import shutil
 import sqlite3
 import threading
 import typing
@@ -118,6 +122,31 @@ class DataDirError(RuntimeError):
     """The data directory cannot be used for this application (for example its partition count differs)."""
 
 
+class StoreFullError(RuntimeError):
+    """A write failed because the disk holding the data dir is full. It was rolled back whole, so the store
+    stays usable and the same write (the same epoch) can be made again once there is space."""
+
+    def __init__(self, data_dir: Path, free_bytes: int):
+        self.data_dir = data_dir
+        self.free_bytes = free_bytes
+        super().__init__(
+            f"the disk of data dir {data_dir} is full ({free_bytes} bytes free): the write was rolled back; "
+            f"free space on that disk (or move the data dir to a larger one)"
+        )
+
+
+def _disk_full(error: BaseException) -> bool:
+    """Whether ``error`` says the disk is full: SQLITE_FULL (SQLite's own code for ENOSPC), or ENOSPC."""
+    if isinstance(error, sqlite3.Error):
+        code = getattr(error, "sqlite_errorcode", None)
+        return code is not None and code & 0xFF == sqlite3.SQLITE_FULL  # the primary code of an extended one
+    return isinstance(error, OSError) and error.errno == errno.ENOSPC
+
+
+def _free_bytes(folder: Path) -> int:
+    return shutil.disk_usage(folder).free
+
+
 def _lock_data_dir(folder: Path) -> int:
     """Takes the data dir for this process, or refuses: two runtimes on one database would each re-deliver
     the other's inbox. An flock dies with its process, so a ``kill -9`` leaves no stale lock behind."""
@@ -192,6 +221,29 @@ class SQLiteStore:
                 f"by hash, so the count is fixed for an application. Run with --partitions {stored}."
             )
         return stored
+
+    @contextlib.contextmanager
+    def _transaction(self) -> typing.Iterator[sqlite3.Connection]:
+        """One write transaction: committed when the block ends, rolled back whole if anything fails, and a
+        full disk raised as StoreFullError. Every write to the store goes through here."""
+        db = self.db
+        try:
+            db.execute("BEGIN IMMEDIATE")
+            yield db
+            db.execute("COMMIT")
+        except BaseException as error:
+            self._roll_back(error)
+            raise
+
+    def _roll_back(self, error: BaseException) -> None:
+        """Ends a transaction that failed with ``error``: rolls back what is left of it, and raises a full
+        disk as StoreFullError (the caller raises any other error itself)."""
+        # SQLite rolls the transaction back itself on some errors (SQLITE_FULL at COMMIT among them); a
+        # ROLLBACK then fails with "no transaction is active" and would hide the real error
+        if self.db.in_transaction:
+            self.db.execute("ROLLBACK")
+        if _disk_full(error):
+            raise StoreFullError(self.path.parent, _free_bytes(self.path.parent)) from error
 
     # -- recovery -----------------------------------------------------------------------------------
 
@@ -296,12 +348,9 @@ class SQLiteStore:
 
     @_serialized
     def save_function_specs(self, typename: str, specs: typing.Iterable[StateSpec]) -> None:
-        self.db.execute("BEGIN IMMEDIATE")
-        self.db.executemany(
-            "INSERT OR REPLACE INTO function_specs VALUES (?, ?, ?, ?, ?)",
-            [(typename, s.name, s.type_typename, s.mode, s.ttl_ms) for s in specs],
-        )
-        self.db.execute("COMMIT")
+        rows = [(typename, s.name, s.type_typename, s.mode, s.ttl_ms) for s in specs]
+        with self._transaction() as db:
+            db.executemany("INSERT OR REPLACE INTO function_specs VALUES (?, ?, ?, ?, ?)", rows)
 
     @_serialized
     def unread_egress(self, egress_id: str, topic: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]:
@@ -321,7 +370,8 @@ class SQLiteStore:
     @_serialized
     def drop_egress(self, egress_id: str, up_to_seq: int) -> None:
         """Forgets the records of an egress up to ``up_to_seq``: they are delivered."""
-        self.db.execute("DELETE FROM egress WHERE egress_id = ? AND seq <= ?", (egress_id, up_to_seq))
+        with self._transaction() as db:
+            db.execute("DELETE FROM egress WHERE egress_id = ? AND seq <= ?", (egress_id, up_to_seq))
 
     @_serialized
     def source_offsets(self, source: str) -> dict[tuple[str, int], int]:
@@ -332,10 +382,9 @@ class SQLiteStore:
     @_serialized
     def sweep(self, now_ms: int) -> int:
         """Reclaims expired state and idempotency records; returns how many state values went."""
-        self.db.execute("BEGIN IMMEDIATE")
-        removed = self.db.execute("DELETE FROM state WHERE expire_at IS NOT NULL AND expire_at <= ?", (now_ms,)).rowcount
-        self.db.execute("DELETE FROM idempotency WHERE expires_ms <= ?", (now_ms,))
-        self.db.execute("COMMIT")
+        with self._transaction() as db:
+            removed = db.execute("DELETE FROM state WHERE expire_at IS NOT NULL AND expire_at <= ?", (now_ms,)).rowcount
+            db.execute("DELETE FROM idempotency WHERE expires_ms <= ?", (now_ms,))
         return removed
 
     # -- the epoch commit ---------------------------------------------------------------------------
@@ -343,110 +392,134 @@ class SQLiteStore:
     @_serialized
     def commit(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
         """Writes the whole epoch in one transaction, on the calling thread."""
-        self._write(epoch, partition_of)
+        with self._transaction() as db:
+            egress_seq = self._write(db, epoch, partition_of)
+        self._written(epoch, egress_seq)
 
     async def commit_async(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
-        """Writes the whole epoch in one transaction in the committer thread; returns once it is on disk.
+        """Writes the whole epoch in one transaction and returns once it is on disk: the statements run
+        here, on the loop, and the COMMIT (the WAL write and its fsync) in the committer thread, while the
+        loop goes on with the next epoch.
+
+        Why the statements do not go to the thread as well: the sqlite3 module releases the GIL around
+        every step of a statement, once per row, and a thread then waits for the busy loop to hand the GIL
+        back, up to a switch interval (5 ms) each time. Under load a commit of a thousand rows took
+        seconds that way, and every acknowledgement waited for it. Here they run back to back (about a
+        millisecond for a thousand rows) and the thread needs the GIL once, after the disk is done.
+
         The lock is taken before this returns to the loop: what the loop reads next includes the epoch."""
         self._connection_lock.acquire()
-
-        def write() -> None:
-            try:
-                self._write(epoch, partition_of)
-            finally:
-                self._connection_lock.release()
-
         try:
-            future = asyncio.get_running_loop().run_in_executor(self._committer, write)
+            db = self.db
+            try:
+                db.execute("BEGIN IMMEDIATE")
+                egress_seq = self._write(db, epoch, partition_of)
+            except BaseException as error:
+                self._roll_back(error)
+                raise
+            finished = asyncio.get_running_loop().run_in_executor(self._committer, self._commit_and_unlock)
         except BaseException:
             self._connection_lock.release()
             raise
-        await future
+        await finished
+        self._written(epoch, egress_seq)
 
-    def _write(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> None:
-        db = self.db
-        db.execute("BEGIN IMMEDIATE")
+    def _commit_and_unlock(self) -> None:
+        """The committer thread's part of ``commit_async``."""
         try:
-            if epoch.consumed:
-                db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in epoch.consumed])
-            if epoch.volatile:
-                rows = []
-                for envelope in epoch.volatile:
-                    target, caller = envelope.target, envelope.caller
-                    rows.append((
-                        envelope.seq, partition_of(target.id), target.typename, target.id,
-                        caller.typename if caller else None, caller.id if caller else None, envelope.encode_value(),
-                    ))
-                db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
-            if epoch.state:
-                upserts, deletes = [], []
-                for (typename, id), (values, changed) in epoch.state.items():
-                    partition = epoch.partitions_of_state[(typename, id)]
-                    for name in changed:
-                        stored = values.get(name)
-                        if stored is None:
-                            deletes.append((typename, id, name))
-                        else:
-                            upserts.append((typename, id, name, partition, stored.value.SerializeToString(), stored.expire_at))
-                if deletes:
-                    db.executemany("DELETE FROM state WHERE typename = ? AND id = ? AND name = ?", deletes)
-                if upserts:
-                    db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)", upserts)
-            if epoch.timers_removed:
-                db.executemany("DELETE FROM timers WHERE timer_id = ?", [(t,) for t in epoch.timers_removed])
-            if epoch.timers_added:
-                rows = []
-                for timer in epoch.timers_added.values():
-                    target, caller = timer.envelope.target, timer.envelope.caller
-                    rows.append((
-                        timer.timer_id, timer.partition, timer.due_ms, target.typename, target.id,
-                        caller.typename if caller else None, caller.id if caller else None, timer.token,
-                        timer.envelope.encode_value(),
-                    ))
-                db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
-            seq = self._egress_seq
-            if epoch.egress:
-                rows = []
-                for record in epoch.egress:
-                    seq += 1
-                    record.seq = seq
-                    rows.append((seq, record.egress_id, record.topic, record.payload))
-                db.executemany("INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)", rows)
-            if epoch.egress_read:
-                db.executemany("DELETE FROM egress WHERE seq = ?", [(s,) for s in epoch.egress_read])
-            if epoch.idempotency:
-                db.executemany(
-                    "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                    [(r.key, r.expires_ms, r.status, r.body, r.content_type) for r in epoch.idempotency],
-                )
-            if epoch.dead_letters:
-                rows = []
-                for letter in epoch.dead_letters:
-                    caller = letter.caller
-                    rows.append((
-                        letter.target_type, letter.target_id, caller.typename if caller else None,
-                        caller.id if caller else None, letter.value.SerializeToString(), letter.reason, letter.at_ms,
-                    ))
-                db.executemany(
-                    "INSERT INTO dead_letters (target_type, target_id, caller_type, caller_id, value, reason, at_ms) "
-                    "VALUES (?, ?, ?, ?, ?, ?, ?)",
-                    rows,
-                )
-            if epoch.source_offsets:
-                db.executemany(
-                    "INSERT OR REPLACE INTO source_offsets VALUES (?, ?, ?, ?)",
-                    [(source, topic, partition, offset) for (source, topic, partition), offset in epoch.source_offsets.items()],
-                )
-            for (typename, id), reason in epoch.parked.items():
-                if reason is None:
-                    db.execute("DELETE FROM parked WHERE typename = ? AND id = ?", (typename, id))
-                else:
-                    db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?)", (typename, id, reason))
-            db.execute("COMMIT")
-            self._egress_seq = seq
-        except BaseException:
-            db.execute("ROLLBACK")
+            self.db.execute("COMMIT")
+        except BaseException as error:
+            self._roll_back(error)
             raise
+        finally:
+            self._connection_lock.release()
+
+    def _written(self, epoch: Epoch, egress_seq: int) -> None:
+        """After the COMMIT: the epoch's egress records learn their numbers (the playground egress deletes
+        a record by it once read)."""
+        for number, record in enumerate(epoch.egress, self._egress_seq + 1):
+            record.seq = number
+        self._egress_seq = egress_seq
+
+    def _write(self, db: sqlite3.Connection, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> int:
+        """The statements of an epoch's transaction; returns the number of its last egress record.
+        Nothing here changes the epoch or this store's bookkeeping: a transaction that fails (a full disk)
+        leaves both as they were, and the same epoch can be written again."""
+        if epoch.consumed:
+            db.executemany("DELETE FROM inbox WHERE seq = ?", [(seq,) for seq in epoch.consumed])
+        if epoch.volatile:
+            rows = []
+            for envelope in epoch.volatile:
+                target, caller = envelope.target, envelope.caller
+                rows.append((
+                    envelope.seq, partition_of(target.id), target.typename, target.id,
+                    caller.typename if caller else None, caller.id if caller else None, envelope.encode_value(),
+                ))
+            db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+        if epoch.state:
+            upserts, deletes = [], []
+            for (typename, id), (values, changed) in epoch.state.items():
+                partition = epoch.partitions_of_state[(typename, id)]
+                for name in changed:
+                    stored = values.get(name)
+                    if stored is None:
+                        deletes.append((typename, id, name))
+                    else:
+                        upserts.append((typename, id, name, partition, stored.value.SerializeToString(), stored.expire_at))
+            if deletes:
+                db.executemany("DELETE FROM state WHERE typename = ? AND id = ? AND name = ?", deletes)
+            if upserts:
+                db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?, ?, ?, ?, ?)", upserts)
+        if epoch.timers_removed:
+            db.executemany("DELETE FROM timers WHERE timer_id = ?", [(t,) for t in epoch.timers_removed])
+        if epoch.timers_added:
+            rows = []
+            for timer in epoch.timers_added.values():
+                target, caller = timer.envelope.target, timer.envelope.caller
+                rows.append((
+                    timer.timer_id, timer.partition, timer.due_ms, target.typename, target.id,
+                    caller.typename if caller else None, caller.id if caller else None, timer.token,
+                    timer.envelope.encode_value(),
+                ))
+            db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        seq = self._egress_seq
+        if epoch.egress:
+            rows = []
+            for record in epoch.egress:
+                seq += 1
+                rows.append((seq, record.egress_id, record.topic, record.payload))
+            db.executemany("INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)", rows)
+        if epoch.egress_read:
+            db.executemany("DELETE FROM egress WHERE seq = ?", [(s,) for s in epoch.egress_read])
+        if epoch.idempotency:
+            db.executemany(
+                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
+                [(r.key, r.expires_ms, r.status, r.body, r.content_type) for r in epoch.idempotency],
+            )
+        if epoch.dead_letters:
+            rows = []
+            for letter in epoch.dead_letters:
+                caller = letter.caller
+                rows.append((
+                    letter.target_type, letter.target_id, caller.typename if caller else None,
+                    caller.id if caller else None, letter.value.SerializeToString(), letter.reason, letter.at_ms,
+                ))
+            db.executemany(
+                "INSERT INTO dead_letters (target_type, target_id, caller_type, caller_id, value, reason, at_ms) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?)",
+                rows,
+            )
+        if epoch.source_offsets:
+            db.executemany(
+                "INSERT OR REPLACE INTO source_offsets VALUES (?, ?, ?, ?)",
+                [(source, topic, partition, offset) for (source, topic, partition), offset in epoch.source_offsets.items()],
+            )
+        for (typename, id), reason in epoch.parked.items():
+            if reason is None:
+                db.execute("DELETE FROM parked WHERE typename = ? AND id = ?", (typename, id))
+            else:
+                db.execute("INSERT OR REPLACE INTO parked VALUES (?, ?, ?)", (typename, id, reason))
+        return seq
 
     def close(self) -> None:
         self._committer.shutdown()

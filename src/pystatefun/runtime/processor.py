@@ -27,6 +27,10 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 
 log = logging.getLogger("pystatefun.runtime")
 
+# how long the drain loop runs batches before the rest of the loop gets a turn: what a request from
+# outside (a health check, a message) waits at most behind the runtime's own work
+TURN_SECONDS = 0.005
+
 
 class Invoker(typing.Protocol):
     max_batch: int
@@ -417,13 +421,17 @@ class Runtime:
             self._wake.clear()
             ready = self._ready
             started = 0
+            turn_ends = time.monotonic() + TURN_SECONDS
             while ready:
                 mailbox = ready.popleft()
                 mailbox.scheduled = False
                 self._start(mailbox)
                 started += 1
-                if started % 512 == 0:
-                    await asyncio.sleep(0)  # let ingresses, completions and commits in
+                # embedded functions run right here, and while they message each other the ready queue
+                # never empties: give ingresses, the admin API, completions and commits their turn
+                if started % 64 == 0 and time.monotonic() >= turn_ends:
+                    await asyncio.sleep(0)
+                    turn_ends = time.monotonic() + TURN_SECONDS
             self._commit_if_idle()
 
     def _start(self, mailbox: Mailbox) -> None:
