@@ -27,7 +27,10 @@ OPENAPI: dict[str, typing.Any] = {
         "title": "pystatefun admin API",
         "version": "1",
         "description": "Inspect and repair a running pystatefun application. With --admin-token, every "
-                       "route but /health needs 'Authorization: Bearer <token>'.",
+                       "route but /health and /metrics needs 'Authorization: Bearer <token>'. Served on loopback "
+                       "it answers only requests whose Host is localhost, 127.0.0.1 or [::1] with its port (421 "
+                       "otherwise); a request with an Origin other than its own, or with Sec-Fetch-Site "
+                       "cross-site or same-site, is refused with 403.",
     },
     "paths": {
         "/health": {"get": {"summary": "Whether the runtime processes", "responses": {
@@ -35,9 +38,11 @@ OPENAPI: dict[str, typing.Any] = {
                          "with Kafka ingresses or egresses also kafka_ingresses (records, bad_records, "
                          "stopped_partitions) and kafka_egresses (delivery_semantic, forwarded)"),
             "503": _json("stopping")}}},
-        "/metrics": {"get": {"summary": "Prometheus metrics", "responses": {
+        "/metrics": {"get": {"summary": "Prometheus metrics; function_type labels name the first 200 function types, the rest are summed under other", "responses": {
             "200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
-        "/functions": {"get": {"summary": "Function bindings, function types with their state specs, remote endpoint health",
+        "/functions": {"get": {"summary": "Function bindings, function types with their state specs, remote endpoint "
+                                          "health, and the types a remote endpoint answered 404 for (unregistered: "
+                                          "seconds the ingress still refuses each)",
                                "responses": {"200": _json("the bindings", {"type": "array", "items": {"type": "object"}})}}},
         "/addresses/{namespace}/{type}": {"get": {
             "summary": "Ids of a function type that have committed state, in order",
@@ -62,8 +67,13 @@ OPENAPI: dict[str, typing.Any] = {
             "summary": "Cancel one pending delayed message; answers once committed",
             "parameters": [*_ADDRESS, {"name": "timer_id", "in": "path", "required": True, "schema": {"type": "integer"}}],
             "responses": {"200": _json("{cancelled: timer_id}"), "404": _ERROR}}},
-        "/parked": {"get": {"summary": "Parked addresses", "responses": {"200": _json(
-            "address, reason, waiting_messages", {"type": "array", "items": {"type": "object"}})}}},
+        "/parked": {"get": {
+            "summary": "Parked addresses in address order; a page shorter than limit is the last",
+            "parameters": [{"name": "after", "in": "query", "schema": {"type": "string", "default": ""},
+                            "description": "only addresses after this one (the last address of the previous page)"},
+                           *_PAGE],
+            "responses": {"200": _json("address, reason, waiting_messages", {"type": "array", "items": {"type": "object"}}),
+                          "400": _ERROR}}},
         "/parked/{namespace}/{type}/{id}/{action}": {"post": {
             "summary": "resume: retry from the failed message; skip: that message becomes a dead letter",
             "parameters": [*_ADDRESS, {"name": "action", "in": "path", "required": True,
