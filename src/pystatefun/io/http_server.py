@@ -48,6 +48,7 @@ KEEP_ALIVE_TIMEOUT_SECONDS = 30.0  # with no request in progress, a fresh connec
 WRITE_TIMEOUT_SECONDS = 30.0  # for answers above the write buffer's high-water mark to be read
 BODY_BUDGET_BYTES = 256 * 1024 * 1024  # request bodies held at once by all the servers of a process
 MAX_QUEUED_REQUESTS = 16  # pipelined requests read ahead of the one in progress; then reading pauses
+LINGER_SECONDS = 2.0  # after a refusal, what the client still sends is read (and dropped) this long
 SHUTDOWN_GRACE_SECONDS = 5.0  # how long close() lets requests in progress finish
 REFUSAL_REPORT_SECONDS = 5.0  # connections refused at the cap are logged at most this often
 
@@ -204,6 +205,7 @@ _IDLE = 1  # no request in progress: keep_alive_timeout
 _HEAD = 2  # a request's head is arriving: header_timeout from its first byte
 _BODY = 3  # a request's body is arriving: body_idle_timeout between reads, body_timeout in all
 _WRITE = 4  # answers wait in the write buffer above its high-water mark: write_timeout
+_LINGER = 5  # a refusal is sent and our side shut: LINGER_SECONDS, then the connection closes
 
 
 class _Connection(asyncio.Protocol):
@@ -414,7 +416,7 @@ class _Connection(asyncio.Protocol):
                     return
             if self.refusal is not None:
                 self._write(self.refusal, close=True)
-                self._close()
+                self._linger()
         finally:
             self.worker = None
             if not self.closing:
@@ -533,6 +535,8 @@ class _Connection(asyncio.Protocol):
         elif self.phase == _BODY:
             self._refuse(text(408, f"the request's body did not arrive in time: it may pause at most "
                                    f"{server.body_idle_timeout:g} s and take {server.body_timeout:g} s in all"))
+        elif self.phase == _LINGER:
+            self.transport.abort()  # our answer was sent or will never be read: drop what is unread
         elif self.phase == _WRITE:
             log.debug("%s on %s: aborting a connection that read no answer for %g s", server.name, server.address,
                       server.write_timeout)
@@ -547,6 +551,19 @@ class _Connection(asyncio.Protocol):
         self.transport.close()
         if self.transport.get_write_buffer_size():
             self._arm(_WRITE, self.loop.time() + self.server.write_timeout)
+
+    def _linger(self) -> None:
+        """Shuts our side after a refusal but reads on for a while. Closing a socket with unread bytes
+        (the rest of a body or head the client is still sending) resets the connection, and the reset
+        can destroy the refusal before the client reads it."""
+        self.closing = True
+        if self.lost:
+            return
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.reading = True
+        self.transport.resume_reading()  # data_received drops what comes now
+        self._arm(_LINGER, self.loop.time() + LINGER_SECONDS)
 
     def close_when_idle(self) -> None:
         """At shutdown: an idle connection closes now, a busy one after the answers in progress."""
