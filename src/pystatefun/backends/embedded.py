@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue, Timer
+from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue, StoreFullError, Timer
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -120,19 +120,6 @@ def _envelope(row: InboxRow) -> Envelope:
 
 class DataDirError(RuntimeError):
     """The data directory cannot be used for this application (for example its partition count differs)."""
-
-
-class StoreFullError(RuntimeError):
-    """A write failed because the disk holding the data dir is full. It was rolled back whole, so the store
-    stays usable and the same write (the same epoch) can be made again once there is space."""
-
-    def __init__(self, data_dir: Path, free_bytes: int):
-        self.data_dir = data_dir
-        self.free_bytes = free_bytes
-        super().__init__(
-            f"the disk of data dir {data_dir} is full ({free_bytes} bytes free): the write was rolled back; "
-            f"free space on that disk (or move the data dir to a larger one)"
-        )
 
 
 def _disk_full(error: BaseException) -> bool:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import typing
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.sdk.address import SdkAddress
@@ -19,6 +20,20 @@ from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 StateKey = tuple[str, str]  # (function typename, id)
+
+
+class StoreFullError(RuntimeError):
+    """A commit (or another write) failed because the disk holding the data dir is full. It was rolled back
+    whole, so the store stays usable and the same epoch can be committed again once there is space: the
+    runtime keeps it, refuses new messages from outside meanwhile, and retries (processor.py)."""
+
+    def __init__(self, data_dir: Path, free_bytes: int):
+        self.data_dir = data_dir
+        self.free_bytes = free_bytes
+        super().__init__(
+            f"the disk of data dir {data_dir} is full ({free_bytes} bytes free): the write was rolled back; "
+            f"free space on that disk (or move the data dir to a larger one)"
+        )
 
 
 @dataclass(slots=True)

@@ -16,7 +16,7 @@ import time
 import typing
 
 from pystatefun.runtime.envelope import Envelope, address, partition_of
-from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, StoredValue, Timer
+from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, StateKey, StoredValue, StoreFullError, Timer
 from pystatefun.runtime.invokers import Effects, InvocationError
 from pystatefun.runtime.replies import REPLY_TYPENAME, ReplySink
 from pystatefun.runtime.specs import StateSpec
@@ -30,6 +30,7 @@ log = logging.getLogger("pystatefun.runtime")
 # how long the drain loop runs batches before the rest of the loop gets a turn: what a request from
 # outside (a health check, a message) waits at most behind the runtime's own work
 TURN_SECONDS = 0.005
+STORE_FULL_RETRY_SECONDS = 1.0  # how often a commit is tried again while the disk is full
 
 
 class Invoker(typing.Protocol):
@@ -252,7 +253,15 @@ class Runtime:
             await asyncio.gather(self._committing, return_exceptions=True)
         if self.failed.done():
             return  # after a failed commit, only what is on disk is safe to continue from
-        self.commit()
+        if self.unavailable is None:  # else an epoch still waits for space, and later ones cannot go first
+            try:
+                self.commit()
+                return
+            except StoreFullError:
+                pass
+        log.error("stopping with the disk full: the last epochs are not committed. Nothing they did was "
+                  "acknowledged, and their inputs are still in the inbox: they run again after a restart once "
+                  "there is space")
 
     # -- partition ownership (the Kafka backend) ------------------------------------------------------
 
@@ -419,6 +428,8 @@ class Runtime:
         while True:
             await self._wake.wait()
             self._wake.clear()
+            if self.unavailable is not None:
+                continue  # the open epoch could not be stored: _write wakes this loop once it can
             ready = self._ready
             started = 0
             turn_ends = time.monotonic() + TURN_SECONDS
@@ -721,8 +732,32 @@ class Runtime:
         async with self._commit_lock:  # one commit at a time: the commit loop's, or a hand-over's
             epoch, started = self._seal()
             if not epoch.empty:
-                await self.store.commit_async(epoch, self.partition_of)
+                await self._write(epoch)
             self._after_commit(epoch, started)
+
+    async def _write(self, epoch: Epoch) -> None:
+        """Commits a sealed epoch. While the disk is full the runtime stays up: the epoch waits in memory,
+        unacknowledged, and is tried again every few seconds; meanwhile ``unavailable`` says why,
+        ingresses refuse new messages and no new batch starts, so what waits stays bounded. Epochs
+        commit in order, so nothing after this one commits before it does."""
+        while True:
+            try:
+                await self.store.commit_async(epoch, self.partition_of)
+            except StoreFullError as e:
+                if not self.running:
+                    raise  # stopping: stop() says what that means
+                if self.unavailable is None:
+                    log.error("cannot commit epoch %d: %s. New messages from outside are refused (507) and "
+                              "processing waits until there is space; nothing acknowledged is lost",
+                              epoch.number, e)
+                self.unavailable = str(e)
+                await asyncio.sleep(STORE_FULL_RETRY_SECONDS)
+                continue
+            if self.unavailable is not None:
+                log.warning("epoch %d committed: the disk has space again, processing goes on", epoch.number)
+                self.unavailable = None
+                self._wake.set()
+            return
 
     def _seal(self) -> tuple[Epoch, float]:
         """Closes the open epoch for its commit and opens the next. The sealed epoch's state goes into the
