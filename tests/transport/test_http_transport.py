@@ -12,7 +12,13 @@ import aiohttp
 import pytest
 from aiohttp import web
 
-from pystatefun.runtime.transport import HttpTransport, RemoteCallError, RetryPolicy, TransportSettings
+from pystatefun.runtime.transport import (
+    MAX_RESPONSE_HEAD_BYTES,
+    HttpTransport,
+    RemoteCallError,
+    RetryPolicy,
+    TransportSettings,
+)
 
 from .conftest import CLIENT_KEY_PASSWORD, Certs
 from .servers import OCTET, echo, failing_first, refused_port, reply, serve, serve_raw, slow_first
@@ -252,6 +258,68 @@ def test_a_response_over_payload_max_bytes_is_not_retried(chunked: bool) -> None
             assert "payload_max_bytes" in str(error)
             assert len(server.requests) == 1
             assert len(await call(settings(payload_max_bytes=5000), server.url())) == 5000
+
+    run(scenario())
+
+
+def test_a_response_head_just_under_the_bound_is_read_with_a_large_body_in_the_same_reads() -> None:
+    """The bound counts the head alone: a head just under MAX_RESPONSE_HEAD_BYTES arriving together with a
+    body many times its size is a valid response, and the connection stays pooled."""
+    body = b"z" * (4 * MAX_RESPONSE_HEAD_BYTES)
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: %d\r\n" % len(body)
+    filler = b"X-Filler: " + b"f" * (MAX_RESPONSE_HEAD_BYTES - len(head) - 100) + b"\r\n"
+    answer = head + filler + b"\r\n" + body
+    assert MAX_RESPONSE_HEAD_BYTES - 100 < len(answer) - len(body) <= MAX_RESPONSE_HEAD_BYTES
+
+    async def scenario() -> None:
+        async with serve_raw(answer) as server:
+            transport = HttpTransport(settings())
+            try:
+                for _ in range(2):
+                    assert await transport.call(server.url(), b"") == body
+            finally:
+                await transport.close()
+            assert server.connections == 1
+
+    run(scenario())
+
+
+@pytest.mark.parametrize("over", [False, True], ids=["at the bound", "one byte over"])
+def test_a_response_head_over_the_bound_fails_at_once_and_is_not_retried(over: bool) -> None:
+    head = b"HTTP/1.1 200 OK\r\nContent-Type: application/octet-stream\r\nContent-Length: 2\r\n"
+    filler = b"X-Filler: " + b"f" * (MAX_RESPONSE_HEAD_BYTES - len(head) - 14 + over) + b"\r\n"
+    answer = head + filler + b"\r\nok"
+    assert len(answer) - 2 == MAX_RESPONSE_HEAD_BYTES + over
+
+    async def scenario() -> None:
+        async with serve_raw(answer) as server:
+            if not over:
+                assert await call(settings(), server.url()) == b"ok"
+                return
+            error, elapsed = await failing_call(settings(), server.url())
+            assert not error.retryable and error.attempts == 1 and server.requests == 1
+            assert f"the status line and headers of the response passed {MAX_RESPONSE_HEAD_BYTES} bytes" in str(error)
+            assert "misbehaving" in str(error)
+            assert elapsed < SLACK
+
+    run(scenario())
+
+
+def test_a_body_in_small_chunks_is_not_taken_for_oversized_framing() -> None:
+    """Chunk framing may be as large as the body again: 1 MiB in 100-byte chunks (about 6% framing) is read."""
+
+    async def handler(request: web.Request, n: int) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": OCTET})
+        response.enable_chunked_encoding()
+        await response.prepare(request)
+        for _ in range(10_486):
+            await response.write(b"c" * 100)
+        await response.write_eof()
+        return response
+
+    async def scenario() -> None:
+        async with serve(handler) as server:
+            assert await call(settings(), server.url()) == b"c" * 1_048_600
 
     run(scenario())
 

@@ -11,8 +11,15 @@ times what this one does, which made it the runtime's largest cost per remote ca
 
 Timeouts per attempt: ``connect`` bounds establishing a new connection; ``read`` bounds each wait for
 response bytes once the request is written, capped by what is left of the call budget; the attempt as a
-whole never runs past the call deadline. ``write`` is accepted so that an okhttp transport maps onto
-these settings; a request is one small write into the socket buffer, bounded by the call budget only.
+whole never runs past the call deadline, however slowly the bytes trickle in. ``write`` is accepted so
+that an okhttp transport maps onto these settings; a request is one small write into the socket buffer,
+bounded by the call budget only.
+
+Size bounds per response, checked as the bytes arrive so that a misbehaving function server costs flat
+memory and little time: the body at most ``payload_max_bytes`` (a longer Content-Length is refused before
+any of the body is read); the status line and headers at most MAX_RESPONSE_HEAD_BYTES; chunk framing and
+trailers at most as many bytes as the body, and MAX_RESPONSE_HEAD_BYTES more (checked at every read).
+Past a bound the connection is closed (never pooled) and the call fails without retries.
 """
 
 from __future__ import annotations
@@ -46,6 +53,7 @@ __all__ = [
 MEDIA_TYPE = "application/octet-stream"
 USER_AGENT = "statefun"  # what the StateFun runtime sends; some function gateways route or log by it
 BODY_EXCERPT_BYTES = 2048
+MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # status line and headers of a response, as servers bound requests
 MIN_ATTEMPT_SECONDS = 0.01  # less budget than this left: no attempt is worth starting (StateFun: 7-13 ms)
 MAX_SOCKET_PATH_BYTES = 107  # sockaddr_un.sun_path is 108 bytes on Linux, with the terminating NUL
 UNIX_HOST = "localhost"  # Host header (and TLS server name) of a request over a Unix domain socket
@@ -321,6 +329,11 @@ class HttpTransport:
                 return _Failure(f"cannot connect: {type(e).__name__}: {e}", True, cause=e)
             try:
                 response = await connection.request(head, body, read, deadline)
+            except _OversizedHead as e:
+                pool.release(connection, reusable=False)
+                # the server's code sends this for every request alike: asking again would only cost the
+                # other addresses more time
+                return _Failure(f"{e}: the function server is misbehaving", retryable=False, cause=e)
             except _ReadTimeout as e:
                 pool.release(connection, reusable=False)
                 if e.budget_spent:
@@ -427,6 +440,10 @@ class _ProtocolError(Exception):
     """The server's bytes are not an HTTP/1.1 response."""
 
 
+class _OversizedHead(Exception):
+    """The response's bytes that are not body went past their bound (see the module docstring)."""
+
+
 class _ReadTimeout(Exception):
     def __init__(self, budget_spent: bool):
         super().__init__("the call budget ran out" if budget_spent else "no response data in time")
@@ -458,6 +475,10 @@ class _Connection(asyncio.Protocol):
         self._body = bytearray()
         self._too_big = False
         self._until_eof = False  # the response has neither Content-Length nor chunking: the body ends at EOF
+        self._received = 0  # bytes of the current response (interim ones included)...
+        self._body_bytes = 0  # ...and how many of them were body
+        self._in_head = True  # the status line and headers are still being read
+        self._head_left = MAX_RESPONSE_HEAD_BYTES  # bytes the head may still take
 
     async def request(self, head: bytes, body: bytes, read: float, deadline: float) -> _Response:
         """Sends one request; the response, or _ReadTimeout, OSError or _ProtocolError."""
@@ -466,6 +487,7 @@ class _Connection(asyncio.Protocol):
         if self.closed:  # the server closed it while it was idle or handed over: the write would go nowhere
             raise ConnectionResetError("the server closed the connection")
         self._headers, self._body, self._too_big, self._until_eof = {}, bytearray(), False, False
+        self._received, self._body_bytes, self._in_head, self._head_left = 0, 0, True, MAX_RESPONSE_HEAD_BYTES
         self._waiter = waiter = loop.create_future()
         self.transport.writelines((head, body))
         # one timer per attempt, moved on lazily: data_received only notes the time (cheaper than
@@ -501,11 +523,38 @@ class _Connection(asyncio.Protocol):
             return
         self.answered = True
         self._last_data = asyncio.get_running_loop().time()
+        self._received += len(data)
         try:
+            if self._in_head and len(data) > self._head_left:
+                # httptools keeps a header line that is still arriving in memory, growing it by copying, so
+                # an endless one would cost unbounded memory and CPU: the parser is given no more of a head
+                # than its bound leaves, and a head that has not ended within that is refused. (The bound
+                # is shared by the interim 1xx heads and the final one.)
+                cut, self._head_left = self._head_left, 0
+                self.parser.feed_data(data[:cut])
+                if self._in_head:
+                    self._oversized(f"the status line and headers of the response passed {MAX_RESPONSE_HEAD_BYTES} bytes")
+                    return
+                data = data[cut:]
+            elif self._in_head:
+                self._head_left -= len(data)
             self.parser.feed_data(data)
         except httptools.HttpParserError as e:
             self._fail(_ProtocolError(f"the server did not answer with HTTP/1.1: {e}"))
             self.transport.abort()
+            return
+        # after the head, chunk framing (sizes, extensions) and trailers are not body either, and httptools
+        # holds trailers as it holds headers: they may be as many bytes as the body, and the head's bound
+        # more, checked at every read
+        if self._received - 2 * self._body_bytes > 2 * MAX_RESPONSE_HEAD_BYTES:
+            self._oversized(
+                f"the response's chunk framing and trailers passed {MAX_RESPONSE_HEAD_BYTES} bytes more than its "
+                f"{self._body_bytes} bytes of body"
+            )
+
+    def _oversized(self, what: str) -> None:
+        self._fail(_OversizedHead(what))
+        self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
@@ -526,6 +575,7 @@ class _Connection(asyncio.Protocol):
         self._headers[name.decode("latin-1").lower()] = value.decode("latin-1")
 
     def on_headers_complete(self) -> None:
+        self._in_head = False
         headers = self._headers
         length = headers.get("content-length", "")
         if length.isdigit() and int(length) > self.limit:
@@ -533,6 +583,7 @@ class _Connection(asyncio.Protocol):
         self._until_eof = not length and "transfer-encoding" not in headers
 
     def on_body(self, chunk: bytes) -> None:
+        self._body_bytes += len(chunk)
         if self._too_big:
             return
         self._body += chunk
@@ -542,7 +593,7 @@ class _Connection(asyncio.Protocol):
     def on_message_complete(self) -> None:
         if 100 <= self.parser.get_status_code() < 200:
             # an interim response (100 Continue, 103 Early Hints) a server may send unasked: the real one follows
-            self._headers, self._body, self._until_eof = {}, bytearray(), False
+            self._headers, self._body, self._until_eof, self._in_head = {}, bytearray(), False, True
             return
         self._until_eof = False
         if not self._too_big:
