@@ -8,7 +8,6 @@ import typing
 from datetime import timedelta
 from pathlib import Path
 
-import aiohttp
 import pytest
 from aiohttp import web
 
