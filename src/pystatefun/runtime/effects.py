@@ -1,0 +1,168 @@
+"""Effects: what a completed batch decided, applied to the open epoch, and the state reads that see it.
+
+Part of the Runtime (processor.py holds its fields). A batch's messages, delayed messages, cancellations,
+egress records and state mutations are all checked first and then applied together, all or nothing. State
+writes go to the epoch's write buffer; reads see that buffer, then the partition's committed cache, then
+the store.
+"""
+
+from __future__ import annotations
+
+import logging
+import typing
+
+from pystatefun.runtime.envelope import Envelope, address, partition_of
+from pystatefun.runtime.epoch import DeadLetter, StateKey, StoredValue, Timer
+from pystatefun.runtime.invokers import Effects, InvocationError
+from pystatefun.runtime.mailbox import Mailbox
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.runtime.timers import DuplicateTokenError
+from pystatefun.sdk.address import SdkAddress
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+log = logging.getLogger("pystatefun.runtime")
+
+
+class EffectApplication:
+    """Applying a batch's effects to the open epoch; reading state through its write buffer. A part of Runtime (processor.py), which holds the fields used here."""
+
+    def _apply(self, mailbox: Mailbox, effects: Effects) -> None:
+        """Applies a batch's effects to the open epoch, all or nothing: everything is checked first."""
+        source = mailbox.address
+        now = self.now_ms()
+        try:
+            outgoing = [
+                Envelope(address(m.target_typename, m.target_id), source, m.typed_value) for m in effects.messages
+            ]
+            delayed = self._check_delayed(source, effects.delayed) if effects.delayed else ()
+        except (ValueError, TypeError) as e:
+            raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
+
+        stats = mailbox.stats
+        stats.out_egress += len(effects.egress)
+        for envelope in outgoing:
+            if self.owns(envelope.target):
+                stats.out_local += 1
+            else:
+                stats.out_remote += 1
+            self.route(envelope)
+        epoch = self.epoch
+        for envelope, delay_ms, token in delayed:
+            if envelope is None:
+                cancelled = self.timers.cancel(source.typename, source.id, token)
+                if cancelled is not None:
+                    self._drop_timer(cancelled)
+                continue
+            # a timer lives in its sender's partition, which owns its cancellation token
+            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, envelope, token)
+            self.timers.add(timer)
+            epoch.timers_added[timer.timer_id] = timer
+            self._timers_changed.set()
+        for egress_message in effects.egress:
+            egress = self.egresses.get(egress_message.typename)
+            if egress is None:
+                self._dead_letter(egress_message.typename, "", source, egress_message.typed_value,
+                                  f"no egress {egress_message.typename!r} is defined in the module")
+                continue
+            try:
+                epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
+            except ValueError as e:
+                self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
+        self._write_state(mailbox, effects.mutations, now)
+
+    def _check_delayed(self, source: SdkAddress, requests: list) -> list[tuple[Envelope | None, int, str | None]]:
+        """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
+        would be pending twice for this sender (checked in order, so cancel-then-reuse is fine)."""
+        checked = []
+        added: set[str] = set()
+        cancelled: set[str] = set()
+        for d in requests:
+            if d.is_cancellation:
+                added.discard(d.cancellation_token)
+                cancelled.add(d.cancellation_token)
+                checked.append((None, 0, d.cancellation_token))
+                continue
+            m = d.message
+            token = d.cancellation_token or None
+            if token is not None:
+                if token in added or (token not in cancelled and self.timers.has_token(source.typename, source.id, token)):
+                    raise DuplicateTokenError(
+                        f"a delayed message with cancellation token {token!r} is already pending; tokens must be "
+                        "unique per sender until the message is delivered or cancelled"
+                    )
+                added.add(token)
+            checked.append((Envelope(address(m.target_typename, m.target_id), source, m.typed_value), d.duration_ms, token))
+        return checked
+
+    def _write_state(self, mailbox: Mailbox, mutations: list, now: int) -> None:
+        invoker = mailbox.invoker
+        typename = mailbox.address.typename
+        touch = invoker.after_call(typename)
+        if not mutations and not touch:
+            return
+        values, changed = self._buffer_writes(mailbox.key, mailbox.processor.partition, invoker.specs(typename),
+                                              mutations, now)
+        if not touch:
+            return
+        written = {name for name, _ in mutations}
+        for spec in touch:  # every call reads all state, so "after call" expirations move on
+            if spec.name in written:
+                continue
+            stored = values.get(spec.name)
+            if stored is None:
+                continue
+            changed.add(spec.name)
+            if stored.expire_at is not None and stored.expire_at <= now:
+                del values[spec.name]
+            else:
+                values[spec.name] = StoredValue(stored.value, now + spec.ttl_ms)
+
+    def _buffer_writes(self, key: StateKey, partition: int, specs: typing.Mapping[str, StateSpec],
+                       writes: typing.Iterable[tuple[str, TypedValue | None]], now: int) -> tuple[dict[str, StoredValue], set[str]]:
+        """Applies writes (None: delete) to the epoch's write buffer of ``key``; returns that buffer."""
+        epoch = self.epoch
+        entry = epoch.state.get(key)
+        if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
+            entry = epoch.write_state(key, partition, self._committed(key, partition))
+        values, changed = entry
+        for name, value in writes:
+            changed.add(name)
+            if value is None:
+                values.pop(name, None)
+            else:
+                spec = specs.get(name)
+                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+        return entry
+
+    def _dead_letter(self, target_type: str, target_id: str, caller: SdkAddress | None, value: TypedValue, reason: str) -> None:
+        where = f"{target_type}/{target_id}" if target_id else target_type
+        log.warning("dead letter for %s: %s", where, reason, extra={"address": where})
+        self.epoch.dead_letters.append(DeadLetter(target_type, target_id, caller, value, reason, self.now_ms()))
+
+    def _state(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+        """The current state of an address: this epoch's write buffer, else the committed cache/store."""
+        buffered = self.epoch.state.get(key)
+        if buffered is not None:
+            return buffered[0]
+        return self._committed(key, partition)
+
+    def _committed(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+        """The committed state of an address, from the partition's cache or else the store."""
+        cache = self.processors[partition].cache
+        values = cache.get(key)
+        if values is None:
+            values = cache[key] = self.store.load_state(*key)
+        return values
+
+    def read_state(self, target: SdkAddress, specs: typing.Mapping[str, StateSpec]) -> dict[str, TypedValue | None]:
+        """The unexpired values of ``specs`` for ``target`` (None: no value)."""
+        values = self._state((target.typename, target.id), partition_of(target.id, self.partitions))
+        now = self.now_ms()
+        state = {}
+        for name in specs:
+            stored = values.get(name)
+            if stored is None or (stored.expire_at is not None and stored.expire_at <= now):
+                state[name] = None
+            else:
+                state[name] = stored.value
+        return state

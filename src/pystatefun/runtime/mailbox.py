@@ -1,0 +1,90 @@
+"""Mailboxes: the messages of one address, in order, and the partitions that hold them.
+
+A Mailbox is the unit of "one invocation at a time per address": the batch in flight, the backlog that
+forms the next batch, and what waits behind a full backlog (on disk or, until it commits, in memory).
+A PartitionProcessor is one partition's mailboxes and the cache of its committed state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import typing
+
+from pystatefun.runtime.envelope import Envelope
+from pystatefun.runtime.epoch import StateKey, StoredValue
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.sdk.address import SdkAddress
+
+
+class Invoker(typing.Protocol):
+    max_batch: int
+
+    def specs(self, typename: str) -> dict[str, StateSpec]: ...
+
+    def after_call(self, typename: str) -> tuple[StateSpec, ...]: ...
+
+    def is_async(self, typename: str) -> bool: ...
+
+
+class FunctionStats:
+    """Counters of one function type, plain ints on the hot path; the metrics read them when scraped."""
+
+    __slots__ = ("messages_in", "batches", "out_local", "out_remote", "out_egress")
+
+    def __init__(self) -> None:
+        self.messages_in = 0
+        self.batches = 0
+        self.out_local = 0  # to functions on partitions this process owns (all, on the embedded backend)
+        self.out_remote = 0  # to functions on partitions owned elsewhere (the Kafka backend)
+        self.out_egress = 0
+
+
+class Mailbox:
+    """The messages of one address, in order: the batch in flight (if any), the backlog behind it (in
+    memory, at most ``cap``), then messages that wait on disk only (``spilled``: committed to the inbox,
+    read back as the backlog drains), then ``overflow``: messages that arrived behind the spilled ones
+    and are not committed yet (the next commit spills them). Memory per address stays bounded however
+    many messages other functions send it."""
+
+    __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
+                 "invocation", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
+
+    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
+                 stats: FunctionStats):
+        self.address = address
+        self.stats = stats
+        self.key: StateKey = (address.typename, address.id)
+        self.invoker = invoker
+        self.is_async = invoker.is_async(address.typename)
+        self.cap = cap
+        self.processor = processor
+        self.backlog: collections.deque[Envelope] = collections.deque()
+        self.in_flight: list[Envelope] | None = None
+        self.invocation = 0  # the number of the batch in flight (or last run), for the logs
+        self.parked: str | None = None
+        self.scheduled = False
+        self.waiters: list[asyncio.Future] = []  # ingresses waiting for room in the backlog
+        self.spilled = 0  # messages in the inbox only, after ``spill_after`` (an inbox seq)
+        self.spill_after = 0
+        self.overflow: collections.deque[Envelope] = collections.deque()
+
+    @property
+    def full(self) -> bool:
+        return len(self.backlog) >= self.cap or self.spilled > 0 or bool(self.overflow)
+
+    @property
+    def idle(self) -> bool:
+        return (not self.backlog and self.in_flight is None and self.parked is None and not self.waiters
+                and not self.spilled and not self.overflow)
+
+
+class PartitionProcessor:
+    """One partition: its mailboxes and the cache of its committed state."""
+
+    def __init__(self, partition: int):
+        self.partition = partition
+        # keyed by (typename, id): a tuple of two strings hashes in C, an SdkAddress in Python
+        self.mailboxes: dict[StateKey, Mailbox] = {}
+        self.cache: dict[StateKey, dict[str, StoredValue]] = {}
+        self.leaving = False  # being handed to another process: no new batches start
