@@ -381,6 +381,7 @@ class _Connection(asyncio.Protocol):
                 raise _Refused(text(400, "the query string is not UTF-8 once percent-decoded")) from None
         request = Request(self.parser.get_method().decode("ascii"), self._url.decode("latin-1"), segments, query,
                           CIMultiDictProxy(CIMultiDict(self._headers)), b"".join(self._body))
+        self._body.clear()  # its bytes are in the request now: not held twice while it waits
         self.queue.append((request, self.parser.should_keep_alive(), self.reserved))
         self.reserved = 0  # the queue holds it now
         if len(self.queue) >= MAX_QUEUED_REQUESTS:

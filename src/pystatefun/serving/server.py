@@ -32,8 +32,11 @@ def endpoint(functions: StatefulFunctions) -> Handler:
 async def serve_until_signalled(
     functions: StatefulFunctions, host: str, port: int, *, max_request_bytes: int = http.MAX_REQUEST_BYTES
 ) -> None:
-    """Serves ``functions`` on ``host:port`` until SIGINT or SIGTERM; requests in progress then finish."""
-    server = HttpServer(endpoint(functions), max_request_bytes)
+    """Serves ``functions`` on ``host:port`` until SIGINT or SIGTERM; requests in progress then finish.
+
+    An invocation whose caller has gone away is cancelled: the runtime retries a batch it did not get an
+    answer for, so finishing it would only take time from the calls still waited for."""
+    server = HttpServer(endpoint(functions), max_request_bytes, cancel_on_disconnect=True, name="function endpoint")
     await server.start(host, port)
     stop = stop_signal()
     try:
