@@ -34,6 +34,11 @@ class InvocationError(Exception):
     """A batch could not be completed; the message says why and what to do."""
 
 
+class UnknownFunctionTypeError(InvocationError):
+    """The batch's function type does not exist where it is served (its endpoint answered 404): its
+    messages have nowhere to go, like those for a type no module binds, and become dead letters."""
+
+
 @dataclass(slots=True)
 class Effects:
     """What a batch did, in the order the function asked for it (StateFun applies them in this order)."""
@@ -186,6 +191,9 @@ class RemoteInvoker(_SpecsOfFunctions):
             self._after_call.pop(typename, None)
 
     async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
+        refusal = self.refusal(address.typename)
+        if refusal is not None:  # messages that were on their way when the endpoint answered 404
+            raise UnknownFunctionTypeError(refusal)
         url = self.url_for(address.name)
         for _ in range(self.MAX_NEGOTIATION_ROUNDS):
             specs = self.specs(address.typename)
@@ -200,9 +208,9 @@ class RemoteInvoker(_SpecsOfFunctions):
                     self.on_call(address.typename, time.perf_counter() - started, False)
                 if isinstance(e, RemoteCallError) and e.status == 404:
                     self._not_registered(address.typename, e)
-                    raise InvocationError(
+                    raise UnknownFunctionTypeError(
                         f"{url} answered 404: the endpoint has no function {address.typename} ({e.body.strip()}); "
-                        "deploy it and resume this address, or skip its messages to the dead letters"
+                        "deploy it, then send the message again"
                     ) from e
                 raise
             self.last_call = (True, time.time(), "")

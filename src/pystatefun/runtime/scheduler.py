@@ -13,7 +13,7 @@ import logging
 import time
 
 from pystatefun.runtime.epoch import Timer
-from pystatefun.runtime.invokers import Effects, InvocationError
+from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctionTypeError
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.waiting import wait_for_event
 
@@ -86,6 +86,8 @@ class Scheduling:
     async def _invoke_async(self, mailbox: Mailbox, invocations: list) -> None:
         try:
             effects = await mailbox.invoker.invoke(mailbox.address, self.read_state, invocations)
+        except UnknownFunctionTypeError as e:
+            self._undeliverable(mailbox, str(e))
         except InvocationError as e:
             self._park(mailbox, str(e))
         except Exception as e:  # a transport error after its retries, a bug: park, never crash the runtime
@@ -111,6 +113,19 @@ class Scheduling:
         except InvocationError as e:
             self._park(mailbox, str(e))
             return
+        self._finish(mailbox)
+
+    def _undeliverable(self, mailbox: Mailbox, reason: str) -> None:
+        """The batch's function type does not exist at its endpoint: its messages become dead letters, and
+        the address is not parked, so that made-up type names (a namespace binding takes any) cannot
+        fill /parked; what waits behind the batch goes on, and meets the same refusal."""
+        target = mailbox.address
+        for envelope in mailbox.in_flight:
+            self._dead_letter(target.typename, target.id, envelope.caller, envelope.value, reason)
+        self._finish(mailbox)
+
+    def _finish(self, mailbox: Mailbox) -> None:
+        """The batch in flight is done with: its messages are consumed, and the mailbox goes on."""
         epoch = self.epoch
         for envelope in mailbox.in_flight:
             if envelope.seq is None:
