@@ -97,7 +97,8 @@ def test_a_full_disk_refuses_new_messages_and_the_runtime_goes_on_once_there_is_
                 n += 1
             assert refused is not None, "the ingress never refused while the disk was full"
             assert "full" in refused and str(small_disk) in refused, refused
-            assert request(runtime.admin_port, "GET", "/health", timeout=5).status in (200, 503)
+            health = request(runtime.admin_port, "GET", "/health", timeout=5)
+            assert health.status == 200 and json.loads(health.body)["status"] == "unavailable", health.body
             assert runtime.process.poll() is None, "the runtime stopped when its disk filled"
 
             filler.unlink()

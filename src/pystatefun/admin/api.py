@@ -212,6 +212,11 @@ class AdminApi:
             "parked_addresses": len(runtime.parked()),
             **self.io_status(),
         }
+        if runtime.running and runtime.unavailable is not None:
+            # alive and waiting for disk space, which a restart would not bring: still 200, so that a
+            # liveness probe leaves it be, with the reason the ingress refuses messages meanwhile
+            body["status"] = "unavailable"
+            body["reason"] = runtime.unavailable
         return web.json_response(body, status=200 if runtime.running else 503)
 
     async def metrics(self, request: web.Request) -> web.Response:
