@@ -118,10 +118,12 @@ CASES = {
 }
 
 
+@pytest.mark.parametrize("loop", ["asyncio", "uvloop"])  # uvloop: what `pystatefun run` runs on
 @pytest.mark.parametrize("case", CASES.values(), ids=CASES.keys())
 def test_a_hostile_function_server_fails_the_call_clearly_in_bounded_memory_and_stalls_no_other_endpoint(
-    case: Case,
+    case: Case, loop: str
 ) -> None:
+    loop_factory = pytest.importorskip("uvloop").new_event_loop if loop == "uvloop" else None
     settings = TransportSettings(
         call=timedelta(seconds=BUDGET),
         connect=timedelta(seconds=1),
@@ -162,7 +164,8 @@ def test_a_hostile_function_server_fails_the_call_clearly_in_bounded_memory_and_
                 assert hostile.written < HOSTILE_CAP_BYTES  # the client gave up, not the server
                 assert len(latencies) >= 3 and max(latencies) < GOOD_CEILING, latencies
 
-    asyncio.run(scenario())
+    with asyncio.Runner(loop_factory=loop_factory) as runner:
+        runner.run(scenario())
     peak.check(RSS_CEILING)
 
 
