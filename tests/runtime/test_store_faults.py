@@ -1,0 +1,153 @@
+"""The embedded store on a full disk: a write fails as StoreFullError naming the data dir and its free
+space, is rolled back whole, and the same epoch commits exactly once after space is freed.
+
+The disk is a small tmpfs the test mounts, so this needs root (CI runs as root); elsewhere it is skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import errno
+import os
+import subprocess
+import typing
+from pathlib import Path
+
+import pytest
+
+from pystatefun.backends.embedded import SQLiteStore, StoreFullError
+from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, IdempotencyRecord, StoredValue, Timer
+from pystatefun.runtime.specs import StateSpec
+from pystatefun.wire.request_reply_pb2 import TypedValue
+
+DISK_BYTES = 2 * 1024 * 1024
+BIG = 512 * 1024  # larger than what the WAL has allocated already, so writing it needs new blocks
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> typing.Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a small tmpfs (to fill it) needs root")
+    mountpoint = tmp_path / "disk"
+    mountpoint.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mountpoint)],
+                             capture_output=True, text=True)
+    if mounted.returncode != 0:  # root without CAP_SYS_ADMIN, e.g. an unprivileged container
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        yield mountpoint
+    finally:
+        subprocess.run(["umount", str(mountpoint)], check=True)
+
+
+def fill(disk: Path) -> Path:
+    """Writes a file until the disk has no space left; returns it (delete it to free the space)."""
+    filler = disk / "filler"
+    chunk = b"\0" * 65536
+    with open(filler, "wb", buffering=0) as f:
+        for _ in range(DISK_BYTES // len(chunk) + 1):
+            try:
+                f.write(chunk)
+            except OSError as e:
+                assert e.errno == errno.ENOSPC
+                return filler
+    raise AssertionError("the tmpfs did not fill up")
+
+
+def typed(value: bytes) -> TypedValue:
+    return TypedValue(typename="t/bytes", has_value=True, value=value)
+
+
+def big_epoch(number: int) -> Epoch:
+    """An epoch touching every table an epoch writes, with one large state value."""
+    epoch = Epoch(number)
+    key = ("t/f", "a")
+    epoch.state[key] = ({"big": StoredValue(typed(os.urandom(BIG)))}, {"big"})
+    epoch.partitions_of_state[key] = 0
+    message = Envelope(address("t/f", "b"), address("t/f", "a"), typed(b"hello"), seq=1)
+    epoch.volatile[message] = None
+    epoch.timers_added[1] = Timer(1, 0, 10_000, Envelope(address("t/f", "c"), None, typed(b"later")), "token")
+    epoch.egress.append(EgressRecord("eg", "topic", b"record"))
+    epoch.idempotency.append(IdempotencyRecord("key", 10_000, 202, b""))
+    epoch.dead_letters.append(DeadLetter("t/none", "x", None, typed(b"lost"), "no such function", 1))
+    epoch.source_offsets[("src", "topic", 0)] = 42
+    epoch.parked[("t/f", "d")] = "failing"
+    return epoch
+
+
+def rows(store: SQLiteStore) -> dict[str, int]:
+    tables = ["state", "inbox", "timers", "egress", "idempotency", "dead_letters", "source_offsets", "parked"]
+    return {t: store.db.execute(f"SELECT COUNT(*) FROM {t}").fetchone()[0] for t in tables}
+
+
+ONCE = {t: 1 for t in ["state", "inbox", "timers", "egress", "idempotency", "dead_letters", "source_offsets", "parked"]}
+NOTHING = dict.fromkeys(ONCE, 0)
+
+
+@pytest.mark.parametrize("committing", ["commit", "commit_async"])
+def test_a_full_disk_refuses_the_epoch_whole_and_the_same_epoch_commits_once_after_space_is_freed(small_disk, committing):
+    async def scenario() -> None:
+        store = SQLiteStore(small_disk / "data", 4)
+        try:
+            epoch = big_epoch(1)
+            filler = fill(small_disk)
+
+            async def commit() -> None:
+                if committing == "commit":
+                    store.commit(epoch, lambda id: 0)
+                else:
+                    await store.commit_async(epoch, lambda id: 0)
+
+            with pytest.raises(StoreFullError) as refused:
+                await commit()
+            message = str(refused.value)
+            assert str(small_disk / "data") in message and "full" in message
+            assert refused.value.free_bytes < BIG and f"{refused.value.free_bytes} bytes free" in message
+            assert rows(store) == NOTHING  # nothing half-written
+            assert epoch.egress[0].seq is None  # the epoch is as it was
+            # still full: refused again, and the store is still usable for reads meanwhile
+            with pytest.raises(StoreFullError):
+                await commit()
+            assert store.load_state("t/f", "a") == {}
+
+            filler.unlink()
+            await commit()
+            assert rows(store) == ONCE
+            assert store.load_state("t/f", "a")["big"].value.value == epoch.state[("t/f", "a")][0]["big"].value.value
+            assert store.unread_egress("eg", "topic", 0, 10) == [(epoch.egress[0].seq, b"record")]
+            store.commit(Epoch(2, egress=[EgressRecord("eg", "topic", b"next")]), lambda id: 0)
+            assert [seq for seq, _ in store.unread_egress("eg", "topic", 0, 10)] == [epoch.egress[0].seq, epoch.egress[0].seq + 1]
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
+
+
+def test_the_writes_outside_epochs_raise_store_full_too(small_disk):
+    async def scenario() -> None:
+        store = SQLiteStore(small_disk / "data", 4)
+        try:
+            epoch = big_epoch(1)
+            epoch.state[("t/f", "a")][0]["big"].expire_at = 5
+            store.commit(epoch, lambda id: 0)
+            filler = fill(small_disk)
+            many = [StateSpec(f"spec-{i}-" + "x" * 2000, "t/bytes", 0, 0) for i in range(300)]
+            with pytest.raises(StoreFullError, match="full"):
+                store.save_function_specs("t/f", many)
+            assert store.function_specs() == {}
+            # sweeping and dropping delivered egress records free space in the end, but write to the WAL first
+            with pytest.raises(StoreFullError):
+                store.sweep(now_ms=10)
+            with pytest.raises(StoreFullError):
+                store.drop_egress("eg", 10)
+            filler.unlink()
+            assert store.sweep(now_ms=10) == 1
+            store.drop_egress("eg", 10)
+            store.save_function_specs("t/f", many[:2])
+            assert rows(store)["state"] == 0 and rows(store)["egress"] == 0
+            assert len(store.function_specs()["t/f"]) == 2
+        finally:
+            store.close()
+
+    asyncio.run(scenario())
