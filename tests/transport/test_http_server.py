@@ -432,6 +432,7 @@ def test_strict_requests_are_refused_with_the_reason() -> None:
         (b"GET / HTTP/1.1\r\n\r\n", 400, b"exactly one Host header; this one has 0"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400, b"this one has 2"),
         (b"GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505, b"HTTP/2.0 is not supported"),
+        (b"GET /\r\n\r\n", 505, b"HTTP/0.9 is not supported"),
         (b"GET / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\n\r\n", 400, b"upgrades"),
         (b"CONNECT a:443 HTTP/1.1\r\nHost: a:443\r\n\r\n", 400, b"CONNECT"),
     ]
