@@ -329,7 +329,7 @@ class HttpTransport:
                 return _Failure(f"cannot connect: {type(e).__name__}: {e}", True, cause=e)
             try:
                 response = await connection.request(head, body, read, deadline)
-            except _OversizedHead as e:
+            except _Oversized as e:
                 pool.release(connection, reusable=False)
                 # the server's code sends this for every request alike: asking again would only cost the
                 # other addresses more time
@@ -440,7 +440,7 @@ class _ProtocolError(Exception):
     """The server's bytes are not an HTTP/1.1 response."""
 
 
-class _OversizedHead(Exception):
+class _Oversized(Exception):
     """The response's bytes that are not body went past their bound (see the module docstring)."""
 
 
@@ -481,7 +481,7 @@ class _Connection(asyncio.Protocol):
         self._head_left = MAX_RESPONSE_HEAD_BYTES  # bytes the head may still take
 
     async def request(self, head: bytes, body: bytes, read: float, deadline: float) -> _Response:
-        """Sends one request; the response, or _ReadTimeout, OSError or _ProtocolError."""
+        """Sends one request; the response, or _ReadTimeout, _Oversized, OSError or _ProtocolError."""
         loop = asyncio.get_running_loop()
         self.answered = False
         if self.closed:  # the server closed it while it was idle or handed over: the write would go nowhere
@@ -524,6 +524,7 @@ class _Connection(asyncio.Protocol):
         self.answered = True
         self._last_data = asyncio.get_running_loop().time()
         self._received += len(data)
+        rest: bytes | memoryview = data
         try:
             if self._in_head and len(data) > self._head_left:
                 # httptools keeps a header line that is still arriving in memory, growing it by copying, so
@@ -531,14 +532,15 @@ class _Connection(asyncio.Protocol):
                 # than its bound leaves, and a head that has not ended within that is refused. (The bound
                 # is shared by the interim 1xx heads and the final one.)
                 cut, self._head_left = self._head_left, 0
-                self.parser.feed_data(data[:cut])
+                view = memoryview(data)  # slices without copying the (up to 256 KiB) read
+                self.parser.feed_data(view[:cut])
                 if self._in_head:
                     self._oversized(f"the status line and headers of the response passed {MAX_RESPONSE_HEAD_BYTES} bytes")
                     return
-                data = data[cut:]
+                rest = view[cut:]
             elif self._in_head:
                 self._head_left -= len(data)
-            self.parser.feed_data(data)
+            self.parser.feed_data(rest)
         except httptools.HttpParserError as e:
             self._fail(_ProtocolError(f"the server did not answer with HTTP/1.1: {e}"))
             self.transport.abort()
@@ -553,7 +555,7 @@ class _Connection(asyncio.Protocol):
             )
 
     def _oversized(self, what: str) -> None:
-        self._fail(_OversizedHead(what))
+        self._fail(_Oversized(what))
         self.transport.abort()
 
     def connection_lost(self, exc: Exception | None) -> None:
