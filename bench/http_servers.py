@@ -204,7 +204,8 @@ def main() -> None:
         costs = sorted(r[1] for r in runs)
         share = max(r[2] for r in runs)
         ratio = f"{costs[0] / ours:.2f}x" if ours else "-"
-        print(f"{name:<19} {rates[0]:>8,.0f}-{rates[-1]:<8,.0f} {costs[0]:>7.1f}-{costs[-1]:<8.1f} {share:>9.0%} {ratio:>20}")
+        print(f"{name:<19} {rates[0]:>8,.0f}-{rates[-1]:<8,.0f} {costs[0]:>7.1f}-{costs[-1]:<8.1f} "
+              f"{share:>9.0%} {ratio:>20}")
 
 
 if __name__ == "__main__":

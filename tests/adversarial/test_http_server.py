@@ -17,6 +17,7 @@ import pytest
 from adversarial.conftest import PROBE_CEILING_SECONDS, Target, read_response, while_probing
 
 MiB = 1024 * 1024
+Start = typing.Callable[..., Target]  # the http_target fixture
 
 
 def run(scenario: typing.Coroutine[typing.Any, typing.Any, None]) -> None:
@@ -71,7 +72,7 @@ def test_a_header_line_without_end_is_refused_early_with_memory_flat(any_server:
     run(scenario())
 
 
-def test_connections_past_the_cap_are_refused_and_logged_and_the_server_recovers(http_target: typing.Callable[..., Target]) -> None:
+def test_connections_past_the_cap_are_refused_and_logged_and_the_server_recovers(http_target: Start) -> None:
     cap = 50
     target = http_target(max_connections=cap)
 
@@ -122,7 +123,7 @@ def test_a_real_function_server_refuses_connections_past_its_default_cap(functio
     run(scenario())
 
 
-def test_slowloris_heads_are_answered_408_after_the_header_timeout(http_target: typing.Callable[..., Target]) -> None:
+def test_slowloris_heads_are_answered_408_after_the_header_timeout(http_target: Start) -> None:
     header_timeout = 1.0
     target = http_target(header_timeout=header_timeout)
 
@@ -150,7 +151,7 @@ def test_slowloris_heads_are_answered_408_after_the_header_timeout(http_target: 
     run(scenario())
 
 
-def test_idle_and_silent_connections_are_closed_after_the_keep_alive_timeout(http_target: typing.Callable[..., Target]) -> None:
+def test_idle_and_silent_connections_are_closed_after_the_keep_alive_timeout(http_target: Start) -> None:
     keep_alive = 1.0
     target = http_target(keep_alive_timeout=keep_alive, max_connections=300)
 
@@ -178,7 +179,7 @@ def test_idle_and_silent_connections_are_closed_after_the_keep_alive_timeout(htt
     run(scenario())
 
 
-def test_a_client_that_pipelines_without_reading_does_not_grow_the_server(http_target: typing.Callable[..., Target]) -> None:
+def test_a_client_that_pipelines_without_reading_does_not_grow_the_server(http_target: Start) -> None:
     """In the issue, 48 MB of pipelined requests took RSS from 53 to 392 MB."""
     growth_ceiling = 32 * MiB
     target = http_target()
@@ -206,7 +207,7 @@ def test_a_client_that_pipelines_without_reading_does_not_grow_the_server(http_t
     run(scenario())
 
 
-def test_many_large_bodies_at_once_are_held_to_the_body_budget(http_target: typing.Callable[..., Target]) -> None:
+def test_many_large_bodies_at_once_are_held_to_the_body_budget(http_target: Start) -> None:
     """In the issue, 16 bodies of 32 MiB took RSS from 294 to 790 MB."""
     body, budget, clients = 8 * MiB, 32 * MiB, 16  # 128 MiB offered, 32 MiB allowed at once
     growth_ceiling = budget + 2 * body + 24 * MiB  # a body is joined from its chunks once: twice, briefly

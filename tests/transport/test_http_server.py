@@ -41,7 +41,9 @@ async def serving(**options: typing.Any) -> tuple[HttpServer, int, Recorder]:
 
 
 @contextlib.asynccontextmanager
-async def connected(**options: typing.Any) -> typing.AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]]:
+async def connected(
+    **options: typing.Any,
+) -> typing.AsyncIterator[tuple[asyncio.StreamReader, asyncio.StreamWriter, Recorder]]:
     """A server (with ``options``) and one client connection to it, both closed afterwards."""
     server, port, recorder = await serving(**options)
     reader, writer = await asyncio.open_connection("127.0.0.1", port)
