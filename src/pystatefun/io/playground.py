@@ -81,7 +81,7 @@ class PlaygroundIngress:
             self.responses[response.status] += 1
             return response
 
-        return HttpServer(counted, MAX_BODY_BYTES)
+        return HttpServer(counted, MAX_BODY_BYTES, name="playground ingress")
 
     async def handle(self, request: Request) -> Response:
         if len(request.segments) != 3 or not all(request.segments):
@@ -389,7 +389,7 @@ class PlaygroundEgress:
     # -- the HTTP side ----------------------------------------------------------------------------------
 
     def server(self) -> HttpServer:
-        return HttpServer(self.handle, MAX_EGRESS_REQUEST_BYTES)
+        return HttpServer(self.handle, MAX_EGRESS_REQUEST_BYTES, name="playground egress")
 
     async def handle(self, request: Request) -> Response:
         if len(request.segments) != 1 or not request.segments[0]:
