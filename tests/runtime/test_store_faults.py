@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from pystatefun.backends.embedded import SQLiteStore, StoreFullError
+from pystatefun.backends.embedded import DataDirError, SQLiteStore, StoreFullError
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, IdempotencyRecord, StoredValue, Timer
 from pystatefun.runtime.specs import StateSpec
@@ -151,3 +151,82 @@ def test_the_writes_outside_epochs_raise_store_full_too(small_disk):
             store.close()
 
     asyncio.run(scenario())
+
+
+# -- a data dir that cannot be used: one-line errors at open ----------------------------------------
+
+
+def test_a_data_dir_under_a_regular_file_names_the_file(tmp_path):
+    (tmp_path / "file").write_text("")
+    with pytest.raises(DataDirError) as refused:
+        SQLiteStore(tmp_path / "file" / "data", 4)
+    assert str(refused.value).startswith(f"cannot create data dir {tmp_path / 'file' / 'data'}: {tmp_path / 'file'} is a file")
+    assert "give --data-dir the path of a directory" in str(refused.value)
+
+
+def test_a_database_file_holding_garbage_is_refused_and_the_data_dir_is_left_free(tmp_path):
+    (tmp_path / "pystatefun.db").write_bytes(b"not a database at all" * 1000)
+    with pytest.raises(DataDirError) as refused:
+        SQLiteStore(tmp_path, 4)
+    assert f"{tmp_path / 'pystatefun.db'} is not a pystatefun database or is damaged" in str(refused.value)
+    assert "move the file away" in str(refused.value)
+    (tmp_path / "pystatefun.db").rename(tmp_path / "garbage.db")
+    SQLiteStore(tmp_path, 4).close()  # the refusal released the data dir's lock
+
+
+def test_a_database_damaged_past_its_first_page_is_refused(tmp_path):
+    async def write_some() -> None:
+        store = SQLiteStore(tmp_path, 4)
+        store.commit(big_epoch(1), lambda id: 0)
+        store.close()
+
+    asyncio.run(write_some())
+    database = tmp_path / "pystatefun.db"
+    assert not (tmp_path / "pystatefun.db-wal").exists()  # closing checkpointed everything into the file
+    with open(database, "r+b") as f:
+        f.seek(4096)  # keep the header page, overwrite the tables' pages
+        f.write(b"\xa5" * 16384)
+    with pytest.raises(DataDirError, match="is not a pystatefun database or is damaged"):
+        SQLiteStore(tmp_path, 4)
+
+
+def test_a_read_only_data_dir_says_so(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("mounting a read-only tmpfs needs root (and chmod does not stop root)")
+    folder = tmp_path / "ro"
+    folder.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
+    try:
+        for data_dir in (folder, folder / "data"):  # to take, and to create
+            with pytest.raises(DataDirError) as refused:
+                SQLiteStore(data_dir, 4)
+            assert str(refused.value) == (f"data dir {data_dir} is on a read-only file system: remount it read-write, "
+                                          f"or give --data-dir a directory on a writable disk")
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_disk_at_open_is_store_full(small_disk):
+    fill(small_disk)
+    with pytest.raises(StoreFullError) as refused:
+        SQLiteStore(small_disk / "data", 4)
+    assert str(small_disk / "data") in str(refused.value)
+
+
+def test_a_read_only_database_file_in_a_writable_data_dir_is_refused_at_open_not_at_the_first_commit(tmp_path):
+    if os.geteuid() != 0:
+        pytest.skip("a read-only bind mount needs root (and chmod does not stop root)")
+    SQLiteStore(tmp_path, 4).close()
+    database = tmp_path / "pystatefun.db"
+    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(database), str(database)], capture_output=True, text=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
+    try:
+        with pytest.raises(DataDirError) as refused:
+            SQLiteStore(tmp_path, 4)
+        assert str(refused.value).startswith(f"cannot write {database}")
+        assert "writable by this process, or give --data-dir another directory" in str(refused.value)
+    finally:
+        subprocess.run(["umount", str(database)], check=True)

@@ -131,7 +131,47 @@ def _disk_full(error: BaseException) -> bool:
 
 
 def _free_bytes(folder: Path) -> int:
-    return shutil.disk_usage(folder).free
+    """The free space of the disk ``folder`` is (or would be) on."""
+    existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
+    return shutil.disk_usage(existing).free
+
+
+def _os_fault(folder: Path, error: OSError) -> RuntimeError:
+    """What an OSError met creating or taking the data dir means for the user, as one line."""
+    if error.errno == errno.ENOSPC:
+        return StoreFullError(folder, _free_bytes(folder))
+    if error.errno == errno.EROFS:
+        return DataDirError(f"data dir {folder} is on a read-only file system: remount it read-write, "
+                            f"or give --data-dir a directory on a writable disk")
+    if error.errno in (errno.EACCES, errno.EPERM):
+        return DataDirError(f"data dir {folder} is not writable by this process ({error.strerror}): let the user "
+                            f"running pystatefun write it (chown/chmod), or give --data-dir a directory it can write")
+    if isinstance(error, (FileExistsError, NotADirectoryError)):
+        blocker = next((p for p in (folder, *folder.parents) if p.exists() and not p.is_dir()), folder)
+        return DataDirError(f"cannot create data dir {folder}: {blocker} is a file, not a directory; "
+                            f"give --data-dir the path of a directory (or of one that can be created)")
+    return DataDirError(f"cannot use data dir {folder} ({error.strerror or error}): give --data-dir a directory "
+                        f"this process can create and write")
+
+
+def _unwritable(path: Path, reason: str) -> DataDirError:
+    return DataDirError(f"cannot write {path} or its -wal/-shm files beside it ({reason}): make them and the data "
+                        f"dir writable by this process, or give --data-dir another directory")
+
+
+def _database_fault(path: Path, error: sqlite3.Error) -> RuntimeError:
+    """What SQLite's refusal to open or set up the database means for the user, as one line."""
+    code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
+    if code == sqlite3.SQLITE_FULL:
+        return StoreFullError(path.parent, _free_bytes(path.parent))
+    if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+        return DataDirError(f"{path} is not a pystatefun database or is damaged ({error}): restore the data dir "
+                            f"from a backup, or move the file away to start with an empty store (its state and "
+                            f"unprocessed messages are then lost)")
+    if code in (sqlite3.SQLITE_READONLY, sqlite3.SQLITE_CANTOPEN, sqlite3.SQLITE_PERM):
+        return _unwritable(path, str(error))
+    return DataDirError(f"cannot open {path} ({error}): check the disk of the data dir, or give --data-dir "
+                        f"another directory")
 
 
 def _lock_data_dir(folder: Path) -> int:
@@ -146,8 +186,12 @@ def _lock_data_dir(folder: Path) -> int:
         raise DataDirError(
             f"{folder} is in use by process {holder}: stop it first, or give this runtime its own --data-dir"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, str(os.getpid()).encode(), 0)
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+    except OSError:  # a full disk: the caller says so; the lock goes with the descriptor
+        os.close(fd)
+        raise
     return fd
 
 
@@ -166,22 +210,41 @@ class SQLiteStore:
     """The log and the stores of one application, in ``<data_dir>/pystatefun.db``."""
 
     def __init__(self, data_dir: Path | str, partitions: int, synchronous: str = "FULL"):
-        self.path = Path(data_dir) / "pystatefun.db"
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = _lock_data_dir(self.path.parent)
-        # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per epoch
-        self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute(f"PRAGMA synchronous={synchronous}")
-        self.db.executescript(_SCHEMA)
-        self.partitions = self._check_meta(partitions)
-        # egress records are numbered here, not by SQLite, so that a committed epoch's records carry their
-        # seq (the playground egress deletes a record by it once read); AUTOINCREMENT's high-water mark
-        # keeps numbers from before this scheme unique
-        self._egress_seq: int = self.db.execute(
-            "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'egress'), 0), "
-            "COALESCE((SELECT MAX(seq) FROM egress), 0))"
-        ).fetchone()[0]
+        """Opens (or creates) the store in ``data_dir``. A data dir that cannot be created, written or read
+        raises DataDirError (StoreFullError for a full disk) with a one-line message saying what to do."""
+        folder = Path(data_dir)
+        self.path = folder / "pystatefun.db"
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+            self._lock = _lock_data_dir(folder)
+        except OSError as error:
+            raise _os_fault(folder, error) from error
+        db: sqlite3.Connection | None = None
+        try:
+            # SQLite opens a file it cannot write read-only without a word, and the first commit would fail
+            # inside the running runtime: say so now
+            if self.path.exists() and not os.access(self.path, os.W_OK):
+                raise _unwritable(self.path, "read-only file")
+            # isolation_level=None: we issue BEGIN/COMMIT ourselves, one transaction per epoch
+            db = self.db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute(f"PRAGMA synchronous={synchronous}")
+            self.db.executescript(_SCHEMA)
+            self.partitions = self._check_meta(partitions)
+            # egress records are numbered here, not by SQLite, so that a committed epoch's records carry
+            # their seq (the playground egress deletes a record by it once read); AUTOINCREMENT's high-water
+            # mark keeps numbers from before this scheme unique
+            self._egress_seq: int = self.db.execute(
+                "SELECT MAX(COALESCE((SELECT seq FROM sqlite_sequence WHERE name = 'egress'), 0), "
+                "COALESCE((SELECT MAX(seq) FROM egress), 0))"
+            ).fetchone()[0]
+        except BaseException as error:
+            if db is not None:
+                db.close()
+            os.close(self._lock)  # the data dir is free again for whoever fixes it
+            if isinstance(error, sqlite3.Error):
+                raise _database_fault(self.path, error) from error
+            raise
         self._connection_lock = threading.Lock()
         self._committer = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="pystatefun-commit")
 
