@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
+import resource
 import signal
 import typing
 
@@ -17,12 +19,21 @@ T = typing.TypeVar("T")
 # grew into full collections of the whole heap.
 YOUNG_GENERATION_THRESHOLD = 50_000
 
+# Open files the process wants: its listeners' connection caps (1,024 for each HTTP server, 128 for the
+# admin API), the remote-call pool and the store, with room to spare. Below it, descriptors can run out
+# before a cap refuses anyone, and then every listener, the admin API's too, stops accepting.
+WANTED_OPEN_FILES = 8192
+
+log = logging.getLogger("pystatefun")
+
 
 def run_event_loop(main: typing.Coroutine[typing.Any, typing.Any, T]) -> T:
     """Runs ``main`` on uvloop where it exists (Linux, macOS): the runtime's hot path is event-loop
     bound, and uvloop's loop (libuv, Cython) costs less per callback and per socket than asyncio's own.
-    The garbage collector is settled first (see ``settle_garbage_collector``)."""
+    The garbage collector is settled first (see ``settle_garbage_collector``), and the open-file limit
+    raised (see ``raise_open_file_limit``)."""
     settle_garbage_collector()
+    raise_open_file_limit()
     try:
         import uvloop
     except ImportError:
@@ -42,6 +53,25 @@ def settle_garbage_collector() -> None:
     gc.collect()
     gc.freeze()
     gc.set_threshold(YOUNG_GENERATION_THRESHOLD, *gc.get_threshold()[1:])
+
+
+def raise_open_file_limit() -> int:
+    """Raises the soft limit of open files to the hard one (as Go's runtime does for every program), and
+    says so in the log when even that is below ``WANTED_OPEN_FILES``. Many systems start processes with a
+    soft limit of 1,024, which a thousand idle connections exhaust; the hard limit is usually far higher.
+    Returns the limit in force."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if hard == resource.RLIM_INFINITY or hard > soft:
+        wanted = max(soft, WANTED_OPEN_FILES) if hard == resource.RLIM_INFINITY else hard
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+            soft = wanted
+        except (ValueError, OSError) as e:
+            log.warning("could not raise the open-file limit from %d to %d: %s", soft, wanted, e)
+    if soft < WANTED_OPEN_FILES:
+        log.warning("only %d open files are allowed (ulimit -n): connections may run out of descriptors "
+                    "before the listeners' caps refuse them; allow %d or more", soft, WANTED_OPEN_FILES)
+    return soft
 
 
 def stop_signal() -> asyncio.Event:
