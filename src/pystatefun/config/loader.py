@@ -29,7 +29,9 @@ from pystatefun.config.model import (
     PlaygroundIngress,
 )
 from pystatefun.config.reader import Context, Node
-from pystatefun.config.source import Document, YamlSyntaxError, read_documents
+from pystatefun.config.source import Document, YamlLimitError, YamlSyntaxError, read_documents
+
+MAX_MODULE_BYTES = 16 * 2**20  # a module file is read whole into memory, and composed before it is checked
 
 _INGRESSES = (PlaygroundIngress, KafkaIngress, KinesisIngress)
 _EGRESSES = (PlaygroundEgress, KafkaEgress, KinesisEgress)
@@ -46,15 +48,21 @@ def load_module(path: str | Path, env: typing.Mapping[str, str] | None = None) -
     path = Path(path)
     file = str(path)
     try:
-        text = path.read_text(encoding="utf-8-sig")  # tolerate a byte-order mark
+        with open(path, "rb") as f:
+            data = f.read(MAX_MODULE_BYTES + 1)  # no more: the file may be endless (a pipe, /dev/zero)
+        if len(data) > MAX_MODULE_BYTES:
+            raise ModuleConfigError([ConfigProblem(
+                file, f"the module file is larger than {MAX_MODULE_BYTES // 2**20} MiB: split it or remove what is not needed")])
+        text = data.decode("utf-8-sig")  # tolerate a byte-order mark
     except (OSError, UnicodeDecodeError) as e:
         reason = e.strerror if isinstance(e, OSError) and e.strerror else str(e)
         raise ModuleConfigError([ConfigProblem(file, f"cannot read the module file: {reason}")]) from None
     try:
         documents = read_documents(text)
-    except YamlSyntaxError as e:
+    except (YamlSyntaxError, YamlLimitError) as e:
         at = f" at line {e.line}, column {e.column}" if e.line is not None else ""
-        raise ModuleConfigError([ConfigProblem(file, f"malformed YAML{at}: {e}")]) from None
+        what = "malformed YAML" if isinstance(e, YamlSyntaxError) else "YAML beyond pystatefun's limits"
+        raise ModuleConfigError([ConfigProblem(file, f"{what}{at}: {e}")]) from None
 
     base_dir = path.absolute().parent
     problems: list[ConfigProblem] = []

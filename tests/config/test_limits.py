@@ -1,0 +1,89 @@
+"""Limits of a module file: its size, its YAML aliases and nesting, its URL templates and its numbers.
+
+Each limit is refused with the usual problem naming the file (and the document and key where there is one),
+quickly, before anything is expanded or used.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from pystatefun.config import ModuleConfigError, load_module
+from pystatefun.config.source import read_documents
+
+ENDPOINT = """\
+kind: io.statefun.endpoints.v2/http
+spec:
+  functions: example/*
+  urlPathTemplate: http://functions:8000/{function.name}
+"""
+
+# the classic "billion laughs": 9 lines that expand to 9^9 strings
+BILLION_LAUGHS = """\
+a: &a ["lol","lol","lol","lol","lol","lol","lol","lol","lol"]
+b: &b [*a,*a,*a,*a,*a,*a,*a,*a,*a]
+c: &c [*b,*b,*b,*b,*b,*b,*b,*b,*b]
+d: &d [*c,*c,*c,*c,*c,*c,*c,*c,*c]
+e: &e [*d,*d,*d,*d,*d,*d,*d,*d,*d]
+f: &f [*e,*e,*e,*e,*e,*e,*e,*e,*e]
+g: &g [*f,*f,*f,*f,*f,*f,*f,*f,*f]
+h: &h [*g,*g,*g,*g,*g,*g,*g,*g,*g]
+i: &i [*h,*h,*h,*h,*h,*h,*h,*h,*h]
+"""
+
+
+def nested(depth: int) -> str:
+    """An endpoint document whose ``x`` holds lists nested so that the document is ``depth`` deep."""
+    inner = depth - 2  # the document's mapping and its spec mapping
+    return ENDPOINT + "  x: " + "[" * inner + "1" + "]" * inner + "\n"
+
+
+# -- YAML -------------------------------------------------------------------------------------------------
+
+
+def test_a_billion_laughs_alias_bomb_is_refused_at_the_51st_alias_to_a_collection(files):
+    problem = files.problem(BILLION_LAUGHS)
+    # 9 in line 2, ... the 51st alias is the 6th of line 7 (column 23)
+    assert problem == (
+        f"{files.folder / 'module.yaml'}: YAML beyond pystatefun's limits at line 7, column 23: more than 50 aliases "
+        "to mappings or lists in one document (StateFun's YAML parser refuses them too): write the values out, or use fewer anchors"
+    )
+
+
+def test_fifty_aliases_to_collections_and_any_number_to_scalars_are_allowed():
+    collections = "\n".join("  - *defaults" for _ in range(50))
+    scalars = "\n".join("  - *name" for _ in range(200))
+    (document,) = read_documents(f"d: &defaults {{a: 1}}\ns: &name x\nmany:\n{collections}\nnames:\n{scalars}\n")
+    assert document.data["many"] == [{"a": 1}] * 50 and document.data["names"] == ["x"] * 200
+
+
+def test_aliases_that_double_a_value_fifty_times_are_refused_by_their_expanded_size(files):
+    # 25 levels of two aliases each: 50 aliases, SnakeYAML's limit, but 2^26 values once expanded
+    lines = ["a0: &a0 [1, 2]"] + [f"a{i}: &a{i} [*a{i - 1}, *a{i - 1}]" for i in range(1, 26)]
+    problem = files.problem("\n".join(lines) + "\n")
+    assert problem.endswith("YAML beyond pystatefun's limits at line 1, column 1: aliases expand this document "
+                            "to more than 1,000,000 values: write out only what is needed")
+
+
+def test_an_alias_inside_its_own_anchor_is_refused(files):
+    problem = files.problem(ENDPOINT.replace("spec:", "spec: &spec") + "  x: [*spec]\n")
+    assert problem.endswith("at line 2, column 7: an alias inside its own anchor makes an endless value: refer to it from outside")
+
+
+def test_nesting_is_allowed_50_deep_and_refused_deeper(files):
+    with pytest.raises(ModuleConfigError) as caught:  # 50 deep is read: only the unknown key is reported
+        files.load(nested(50))
+    assert "unknown key 'x'" in str(caught.value)
+    assert files.problem(nested(51)).endswith("mappings and lists nested more than 50 deep: flatten the document")
+    # aliases can nest what is shallow where it was written: the expanded depth counts
+    deep_by_alias = "x: &x " + "[" * 30 + "1" + "]" * 30 + "\ny: " + "[" * 30 + "*x" + "]" * 30 + "\n"
+    assert files.problem(deep_by_alias).endswith("aliases nest mappings and lists more than 50 deep: write the values out")
+
+
+def test_a_module_file_larger_than_16_mib_is_refused_without_reading_it_all(files):
+    path = files.write(ENDPOINT + "# " + "x" * (16 * 2**20) + "\n")
+    with pytest.raises(ModuleConfigError) as caught:
+        load_module(path, env={})
+    assert str(caught.value) == f"{path}: the module file is larger than 16 MiB: split it or remove what is not needed"
+    with pytest.raises(ModuleConfigError, match="larger than 16 MiB"):
+        load_module("/dev/zero", env={})  # endless: read no further than the limit
