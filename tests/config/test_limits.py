@@ -87,3 +87,62 @@ def test_a_module_file_larger_than_16_mib_is_refused_without_reading_it_all(file
     assert str(caught.value) == f"{path}: the module file is larger than 16 MiB: split it or remove what is not needed"
     with pytest.raises(ModuleConfigError, match="larger than 16 MiB"):
         load_module("/dev/zero", env={})  # endless: read no further than the limit
+
+
+# -- URL templates ------------------------------------------------------------------------------------------
+
+
+def endpoint_with(url: str) -> str:
+    """An endpoint document whose urlPathTemplate is ``url`` as a double-quoted YAML string (escapes work)."""
+    escaped = "".join(f"\\x{ord(c):02x}" if c in '"\\' or not c.isprintable() else c for c in url)
+    return ENDPOINT.replace("http://functions:8000/{function.name}", f'"{escaped}"')
+
+
+@pytest.mark.parametrize(
+    "url, message",
+    [
+        ("http://functions:8000/a b", "a space at position 24"),
+        ("http://functions:8000/{function.name}\r\nX-Injected: 1", "a carriage return (CR) at position 38"),
+        ("http://functions:8000/a\nb", "a line feed (LF) at position 24"),
+        ("http://functions:8000/a\tb", "a tab at position 24"),
+        ("http://functions:8000/\x7f", "the control character U+007F at position 23"),
+        ("http://functions:8000/grüße", "the character 'ü' at position 25"),
+        ('http://functions:8000/"x"', "the character '\"' at position 23"),
+        ("http://functions:8000/a|b", "the character '|' at position 24"),
+    ],
+    ids=["space", "crlf", "lf", "tab", "del", "non-ascii", "quote", "pipe"],
+)
+def test_a_url_template_with_a_character_not_allowed_in_a_uri_is_refused_where_it_is(files, url, message):
+    problem = files.problem(endpoint_with(url))
+    assert problem == (
+        f"{files.folder / 'module.yaml'}, document 1 (io.statefun.endpoints.v2/http): spec.urlPathTemplate: {url!r} is not a "
+        f"valid URL: {message} is not allowed in a URL; percent-encode it (e.g. %20 for a space) or remove it [line 4]"
+    )
+
+
+def test_a_percent_sign_must_start_a_percent_encoding(files):
+    problem = files.problem(endpoint_with("http://functions:8000/100%"))
+    assert problem.endswith("'http://functions:8000/100%': '%' at position 26 does not start a percent-encoding like %20: "
+                            "write a literal '%' as %25 [line 4]")
+
+
+def test_a_unix_socket_url_has_no_host(files):
+    problem = files.problem(endpoint_with("http+unix://functions/run/fn.sock/statefun"))
+    assert "a http+unix URL has no host; write the socket file as the path" in problem
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://functions:8000/{function.name}",
+        "https://fn.example.com/{function.name}/v1?key=a%20b&x=(1);y=*#frag",
+        "http://[::1]:8000/statefun",
+        "http://user:pw@functions/~statefun/-._",
+        "http+unix:///run/fn/functions.sock/{function.name}",
+        "https+unix:///run/functions.sock/statefun?x=1",
+    ],
+)
+def test_urls_as_rfc_3986_allows_them_keep_working(files, url):
+    (endpoint,) = files.load(endpoint_with(url)).endpoints
+    assert endpoint.url_path_template == url
+    assert endpoint.url_for("greeter") == url.replace("{function.name}", "greeter")

@@ -36,6 +36,12 @@ from pystatefun.config.reader import (
 )
 
 _SCHEMES = ("http", "https", "http+unix", "https+unix")
+# what RFC 3986 allows in a URI: unreserved characters, delimiters, and '%' starting a percent-encoding.
+# Anything else (a space, CR/LF, a control character, '"', '<', '\\', non-ASCII) would reach the request
+# line as it is: an invalid request at best, a second request smuggled into it at worst.
+_URI_CHARACTER = re.compile(r"[A-Za-z0-9\-._~:/?#\[\]@!$&'()*+,;=%]")
+_PERCENT_ENCODING = re.compile(r"%[0-9A-Fa-f]{2}")
+_NAMED = {" ": "a space", "\r": "a carriage return (CR)", "\n": "a line feed (LF)", "\t": "a tab"}
 _IDENTIFIER_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(?:\.[A-Za-z_][A-Za-z0-9_]*)*")
 
 
@@ -54,11 +60,15 @@ def url_path_template(node: Node) -> str:
     url = template.replace(FUNCTION_NAME_PLACEHOLDER, "name")
     if "{" in url or "}" in url:
         raise Invalid(f"{template!r}: the only placeholder is {FUNCTION_NAME_PLACEHOLDER}, e.g. 'http://functions:8000/{{function.name}}'")
+    _check_uri_characters(template)
     parsed = urllib.parse.urlsplit(url)
     if parsed.scheme.lower() not in _SCHEMES:
         got = f"the scheme '{parsed.scheme}'" if parsed.scheme else "no scheme"
         raise Invalid(f"{template!r} has {got}: use an http, https, http+unix or https+unix URL, e.g. 'http://functions:8000/statefun'")
     if parsed.scheme.lower().endswith("+unix"):
+        if parsed.netloc:
+            raise Invalid(f"{template!r}: a {parsed.scheme} URL has no host; write the socket file as the path, "
+                          f"e.g. '{parsed.scheme}:///run/functions.sock/statefun'")
         unix_socket_target(url)  # raises Invalid when no segment names the socket file
     else:
         if not parsed.hostname:
@@ -68,6 +78,22 @@ def url_path_template(node: Node) -> str:
         except ValueError:
             raise Invalid(f"{template!r} has an invalid port") from None
     return template
+
+
+def _check_uri_characters(template: str) -> None:
+    """Refuses a character RFC 3986 does not allow in a URI, naming it and where it is (1-based)."""
+    # the placeholder is the one use of braces: check the rest, at the same positions
+    text = template.replace(FUNCTION_NAME_PLACEHOLDER, "x" * len(FUNCTION_NAME_PLACEHOLDER))
+    for position, character in enumerate(text):
+        if character == "%" and not _PERCENT_ENCODING.match(text, position):
+            raise Invalid(f"{template!r}: '%' at position {position + 1} does not start a percent-encoding like %20: "
+                          f"write a literal '%' as %25")
+        if not _URI_CHARACTER.fullmatch(character):
+            what = _NAMED.get(character) or (
+                f"the control character U+{ord(character):04X}" if not character.isprintable()
+                else f"the character {character!r}")
+            raise Invalid(f"{template!r} is not a valid URL: {what} at position {position + 1} is not allowed in a URL; "
+                          f"percent-encode it (e.g. %20 for a space) or remove it")
 
 
 def unix_socket_target(url: str) -> tuple[str, str]:
