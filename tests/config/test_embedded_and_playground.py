@@ -113,7 +113,7 @@ def test_playground_problems(files):
         """
     )
     text = str(error)
-    assert "document 1 (io.statefun.playground.v1/ingress): spec.port: 70000 is out of range: use a number from 0 to 65535" in text
+    assert "document 1 (io.statefun.playground.v1/ingress): spec.port: 70000 is too large: the maximum is 65535" in text
     assert "document 1 (io.statefun.playground.v1/ingress): spec.idempotency_key_ttl: invalid duration 'forever'" in text
     assert "document 2 (io.statefun.playground.v1/egress): spec.port: expected a whole number, got the boolean true" in text
     assert "spec.topics[2]: expected a non-empty string" in text

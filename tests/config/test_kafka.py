@@ -187,7 +187,7 @@ spec:
     assert prefix + "spec.autoOffsetResetPosition: 'middle' is not one of: earliest, latest" in text
     assert prefix + "spec.startupPosition.offsets[0]: 'names' is not '<topic>/<partition>', e.g. 'names/0'" in text
     assert prefix + "spec.startupPosition.offsets[1]: 'names/x' is not '<topic>/<partition>'" in text
-    assert prefix + "spec.startupPosition.offsets[2].names/0: -5 is too small: use a number >= 0" in text
+    assert prefix + "spec.startupPosition.offsets[2].names/0: -5 is too small: use a number from 0 to 9223372036854775807" in text
     assert prefix + "spec.startupPosition.offsets[3]: expected a single-key map like '- \"names/0\": 42'" in text
     assert prefix + "spec.properties[0]: expected a single-key map like '- group.id: my-group', got 2 keys" in text
     assert prefix + "spec.properties[1]: expected a single-key map like '- group.id: my-group', got the string 'c'" in text

@@ -158,5 +158,5 @@ def test_ingress_needs_streams_and_egress_checks_its_keys(files):
     )
     text = str(error)
     assert "document 1 (io.statefun.kinesis.v1/ingress): spec.streams: expected a non-empty list of routings" in text
-    assert "document 2 (io.statefun.kinesis.v1/egress): spec.maxOutstandingRecords: 0 is too small: use a number >= 1" in text
+    assert "document 2 (io.statefun.kinesis.v1/egress): spec.maxOutstandingRecords: 0 is too small: use a number from 1 to 100000" in text
     assert "document 2 (io.statefun.kinesis.v1/egress): spec.streams: unknown key 'streams'" in text

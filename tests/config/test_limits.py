@@ -146,3 +146,76 @@ def test_urls_as_rfc_3986_allows_them_keep_working(files, url):
     (endpoint,) = files.load(endpoint_with(url)).endpoints
     assert endpoint.url_path_template == url
     assert endpoint.url_for("greeter") == url.replace("{function.name}", "greeter")
+
+
+# -- numbers --------------------------------------------------------------------------------------------------
+
+KAFKA_EGRESS = """\
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: example/out
+  address: kafka:9092
+  deliverySemantic:
+    type: exactly-once
+"""
+
+# (document, key path as written under spec, YAML key, largest allowed value, what the module holds for it)
+NUMBERS = [
+    (ENDPOINT, "maxNumBatchRequests", "maxNumBatchRequests", "100000", lambda m: m.endpoints[0].max_num_batch_requests),
+    (ENDPOINT + "  transport:\n", "transport.pool_size", "    pool_size", "65536", lambda m: m.endpoints[0].transport.pool_size),
+    (ENDPOINT + "  transport:\n", "transport.payload_max_bytes", "    payload_max_bytes", "1073741824",
+     lambda m: m.endpoints[0].transport.payload_max_bytes),
+    (ENDPOINT + "  retry:\n", "retry.max_attempts", "    max_attempts", "10000", lambda m: m.endpoints[0].retry.max_attempts),
+    ("kind: io.statefun.kinesis.v1/egress\nspec:\n  id: example/out\n", "maxOutstandingRecords", "maxOutstandingRecords", "100000",
+     lambda m: m.egresses[0].max_outstanding_records),
+    (KAFKA_EGRESS, "deliverySemantic.transactionTimeoutMillis", "    transactionTimeoutMillis", "86400000",
+     lambda m: m.egresses[0].delivery_semantic.transaction_timeout.total_seconds() * 1000),
+]
+
+
+def document_with(document: str, key: str, value: str) -> str:
+    indent = "  " if not key.startswith(" ") else ""
+    return document + f"{indent}{key}: {value}\n"
+
+
+@pytest.mark.parametrize("document, path, key, maximum, read", NUMBERS, ids=[n[1] for n in NUMBERS])
+def test_every_number_is_taken_up_to_its_maximum_and_refused_beyond_it_naming_key_and_maximum(files, document, path, key, maximum, read):
+    assert read(files.load(document_with(document, key, maximum))) == int(maximum)
+    problem = files.problem(document_with(document, key, str(int(maximum) + 1)))
+    assert f"spec.{path}: {int(maximum) + 1} is too large: the maximum is {maximum}" in problem
+    huge = files.problem(document_with(document, key, "100000000000000000000"))  # 1e20 as an integer: refused, not "off"
+    assert f"spec.{path}: 100000000000000000000 is too large: the maximum is {maximum}" in huge
+
+
+@pytest.mark.parametrize("value, described", [("1e20", "the string '1e20'"), ("1.5", "the number 1.5"), ("1.0e+20", "the number 1e+20"),
+                                               (".inf", "the number inf"), ("true", "the boolean true")])
+def test_a_number_that_is_not_a_whole_number_is_refused(files, value, described):
+    problem = files.problem(document_with(ENDPOINT + "  transport:\n", "    payload_max_bytes", value))
+    assert problem.endswith(f"spec.transport.payload_max_bytes: expected a whole number, got {described} [line 6]")
+
+
+def test_a_negative_batch_size_still_means_no_limit_as_in_statefun_within_a_java_int(files):
+    assert files.load(document_with(ENDPOINT, "maxNumBatchRequests", "-1")).endpoints[0].max_num_batch_requests == -1
+    problem = files.problem(document_with(ENDPOINT, "maxNumBatchRequests", "-2147483649"))
+    assert "spec.maxNumBatchRequests: -2147483649 is too small: use a number from -2147483648 to 100000" in problem
+
+
+DURATIONS = [
+    (ENDPOINT + "  transport:\n", "transport.call", "    call", "1 d"),
+    (ENDPOINT + "  transport:\n", "transport.connect", "    connect", "1 d"),
+    (ENDPOINT + "  transport:\n", "transport.pool_ttl", "    pool_ttl", "1 d"),
+    (ENDPOINT + "  transport:\n    timeouts:\n", "transport.timeouts.call", "      call", "1 d"),
+    (ENDPOINT + "  transport:\n    type: io.statefun.transports.v1/okhttp\n    timeouts:\n", "transport.timeouts.call", "      call", "1 d"),
+    (ENDPOINT + "  retry:\n    max_backoff: 1d\n", "retry.initial_backoff", "    initial_backoff", "1 d"),
+    (ENDPOINT + "  retry:\n", "retry.max_backoff", "    max_backoff", "1 d"),
+    ("kind: io.statefun.playground.v1/ingress\nspec:\n  port: 8090\n", "idempotency_key_ttl", "idempotency_key_ttl", "365 d"),
+    (KAFKA_EGRESS, "deliverySemantic.transactionTimeout", "    transactionTimeout", "1 d"),
+]
+
+
+@pytest.mark.parametrize("document, path, key, maximum", DURATIONS, ids=[f"{d[1]}-{i}" for i, d in enumerate(DURATIONS)])
+def test_every_duration_is_taken_up_to_its_maximum_and_refused_beyond_it(files, document, path, key, maximum):
+    files.load(document_with(document, key, f"'{maximum}'"))
+    days = int(maximum.split()[0])
+    problem = files.problem(document_with(document, key, f"'{days * 24 * 60 + 1} min'"))
+    assert f"spec.{path}: {days * 24 * 60 + 1} min is longer than the maximum, {maximum} [line" in problem

@@ -13,6 +13,12 @@ from pystatefun.config.model import (
     FUNCTION_NAME_PLACEHOLDER,
     KIND_EMBEDDED,
     KIND_HTTP_V1,
+    MAX_BATCH_REQUESTS,
+    MAX_PAYLOAD_BYTES,
+    MAX_POOL_SIZE,
+    MAX_RETRY_ATTEMPTS,
+    MAX_TIMEOUT,
+    MIN_BATCH_REQUESTS,
     TRANSPORT_ASYNC,
     TRANSPORT_OKHTTP,
     EmbeddedFunctions,
@@ -112,7 +118,7 @@ def parse_http_endpoint(fields: Fields, ctx: Context) -> HttpEndpoint:
     kind = ctx.kind or ""
     functions = fields.required("functions", selector, example="com.example/*")
     template = fields.required("urlPathTemplate", url_path_template, example="http://functions:8000/statefun")
-    max_batch = fields.optional("maxNumBatchRequests", integer(), 1000)
+    max_batch = fields.optional("maxNumBatchRequests", integer(MIN_BATCH_REQUESTS, MAX_BATCH_REQUESTS), 1000)
     if kind == KIND_HTTP_V1:
         transport = _okhttp_transport(fields)
     else:
@@ -141,6 +147,7 @@ _ASYNC_ONLY = {key: "only the async transport (io.statefun.transports.v1/async) 
 _OKHTTP_ONLY = {key: "only the okhttp transport has it (timeouts.read/timeouts.write)" for key in ("read", "write")}
 # the async transport's legacy nested `timeouts` block, and its defaults when the block is given (StateFun's)
 _NESTED_TIMEOUTS = {"call": timedelta(minutes=1), "connect": timedelta(seconds=10)}
+_TIMEOUT = duration(MAX_TIMEOUT, positive=True)
 
 
 def _transport(fields: Fields) -> TransportSpec:
@@ -154,15 +161,15 @@ def _transport(fields: Fields) -> TransportSpec:
         fields.finish(hints=_ASYNC_ONLY)
         return transport
     defaults = TransportSpec.async_defaults()
-    call = fields.optional("call", duration(positive=True), defaults.call)
-    connect = fields.optional("connect", duration(positive=True), defaults.connect)
+    call = fields.optional("call", _TIMEOUT, defaults.call)
+    connect = fields.optional("connect", _TIMEOUT, defaults.connect)
     timeouts_node = fields.get("timeouts")
     if timeouts_node is not None:
         # StateFun's legacy nested form wins over call/connect, even where it leaves a key to its default;
         # a top-level key it overrides would be silently ignored, so that is reported
         timeouts = Fields(timeouts_node)
-        call = timeouts.optional("call", duration(positive=True), _NESTED_TIMEOUTS["call"])
-        connect = timeouts.optional("connect", duration(positive=True), _NESTED_TIMEOUTS["connect"])
+        call = timeouts.optional("call", _TIMEOUT, _NESTED_TIMEOUTS["call"])
+        connect = timeouts.optional("connect", _TIMEOUT, _NESTED_TIMEOUTS["connect"])
         timeouts.finish(hints={key: "the async transport has only timeouts.call and timeouts.connect" for key in ("read", "write")})
         for key, default in _NESTED_TIMEOUTS.items():
             node = fields.get(key)
@@ -175,9 +182,9 @@ def _transport(fields: Fields) -> TransportSpec:
         type="async",
         call=call,
         connect=connect,
-        pool_ttl=fields.optional("pool_ttl", duration(), defaults.pool_ttl),
-        pool_size=fields.optional("pool_size", integer(minimum=1), defaults.pool_size),
-        payload_max_bytes=fields.optional("payload_max_bytes", integer(minimum=1), defaults.payload_max_bytes),
+        pool_ttl=fields.optional("pool_ttl", duration(MAX_TIMEOUT), defaults.pool_ttl),
+        pool_size=fields.optional("pool_size", integer(1, MAX_POOL_SIZE), defaults.pool_size),
+        payload_max_bytes=fields.optional("payload_max_bytes", integer(1, MAX_PAYLOAD_BYTES), defaults.payload_max_bytes),
         trust_cacerts=fields.optional("trust_cacerts", file_path, None),
         client_cert=fields.optional("client_cert", file_path, None),
         client_key=fields.optional("client_key", file_path, None),
@@ -199,7 +206,7 @@ def _okhttp_transport(fields: Fields) -> TransportSpec:
         return defaults
     timeouts = Fields(node)
     values: dict[str, timedelta] = {
-        key: timeouts.optional(key, duration(positive=True), getattr(defaults, key)) for key in ("call", "connect", "read", "write")
+        key: timeouts.optional(key, _TIMEOUT, getattr(defaults, key)) for key in ("call", "connect", "read", "write")
     }
     timeouts.finish()
     for key in ("connect", "read", "write"):
@@ -219,9 +226,9 @@ def _status(node: Node) -> int:
 def _retry(fields: Fields) -> RetryPolicy:
     """The pystatefun ``retry`` extension of an endpoint."""
     defaults = RetryPolicy()
-    max_attempts = fields.optional("max_attempts", integer(minimum=1), None)
-    initial = fields.optional("initial_backoff", duration(), defaults.initial_backoff)
-    maximum = fields.optional("max_backoff", duration(), defaults.max_backoff)
+    max_attempts = fields.optional("max_attempts", integer(1, MAX_RETRY_ATTEMPTS), None)
+    initial = fields.optional("initial_backoff", duration(MAX_TIMEOUT), defaults.initial_backoff)
+    maximum = fields.optional("max_backoff", duration(MAX_TIMEOUT), defaults.max_backoff)
     statuses = fields.optional("retryable_status", sequence(_status, example="408, 429, 503"), defaults.retryable_status)
     fields.finish()
     if maximum < initial:

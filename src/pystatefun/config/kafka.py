@@ -6,7 +6,16 @@ import types
 import typing
 from datetime import timedelta
 
-from pystatefun.config.model import KafkaBadRecords, KafkaDeliverySemantic, KafkaEgress, KafkaIngress, KafkaStartupPosition, Routing
+from pystatefun.config.model import (
+    MAX_KAFKA_OFFSET,
+    MAX_TIMEOUT,
+    KafkaBadRecords,
+    KafkaDeliverySemantic,
+    KafkaEgress,
+    KafkaIngress,
+    KafkaStartupPosition,
+    Routing,
+)
 from pystatefun.config.reader import (
     Context,
     Fields,
@@ -120,7 +129,7 @@ def _offsets(node: Node) -> types.MappingProxyType:
         if not sep or not topic or not partition.isdigit():
             item.report(f"{key!r} is not '<topic>/<partition>', e.g. 'names/0'")
             continue
-        offset = item.child(str(key), value).parse(integer(minimum=0))
+        offset = item.child(str(key), value).parse(integer(0, MAX_KAFKA_OFFSET))
         if offset is None:
             continue
         if (topic, int(partition)) in offsets:
@@ -151,7 +160,7 @@ def parse_kafka_egress(fields: Fields, ctx: Context) -> KafkaEgress:
 
 def _transaction_timeout_millis(node: Node) -> timedelta:
     try:
-        return timedelta(milliseconds=integer(minimum=1)(node))
+        return timedelta(milliseconds=integer(1, MAX_TIMEOUT // timedelta(milliseconds=1))(node))
     except Invalid as e:
         raise Invalid(f"{e}; transactionTimeoutMillis is a number of milliseconds (for a duration like '15min' use transactionTimeout)") from None
 
@@ -167,7 +176,7 @@ def _delivery_semantic(node: Node) -> KafkaDeliverySemantic:
     if kind == "exactly-once":
         # StateFun prefers the deprecated millis key when both are given
         timeout = fields.optional("transactionTimeoutMillis", _transaction_timeout_millis, None)
-        given = fields.optional("transactionTimeout", duration(positive=True), None)
+        given = fields.optional("transactionTimeout", duration(MAX_TIMEOUT, positive=True), None)
         timeout = timeout or given
         if timeout is None and not fields.has("transactionTimeoutMillis") and not fields.has("transactionTimeout"):
             fields.node.report("exactly-once needs a transaction timeout: set transactionTimeout (e.g. transactionTimeout: 15min)")

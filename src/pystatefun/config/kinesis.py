@@ -9,7 +9,15 @@ import types
 import urllib.parse
 from pathlib import Path
 
-from pystatefun.config.model import AwsCredentials, AwsRegion, KinesisEgress, KinesisIngress, KinesisStartupPosition, Routing
+from pystatefun.config.model import (
+    MAX_OUTSTANDING_RECORDS,
+    AwsCredentials,
+    AwsRegion,
+    KinesisEgress,
+    KinesisIngress,
+    KinesisStartupPosition,
+    Routing,
+)
 from pystatefun.config.reader import Context, Fields, Invalid, Node, Reported, choice, integer, properties, string, typename
 from pystatefun.config.routing import routings, startup_date
 
@@ -39,7 +47,7 @@ def parse_kinesis_egress(fields: Fields, ctx: Context) -> KinesisEgress:
     egress_id = fields.required("id", typename, example="com.example/greets")
     region = fields.optional("awsRegion", _aws_region, AwsRegion())
     credentials = fields.optional("awsCredentials", _aws_credentials, AwsCredentials())
-    max_outstanding = fields.optional("maxOutstandingRecords", integer(minimum=1), 1000)
+    max_outstanding = fields.optional("maxOutstandingRecords", integer(1, MAX_OUTSTANDING_RECORDS), 1000)
     client_properties: dict[str, str] = fields.optional("clientConfigProperties", properties, {})
     fields.finish()
     if egress_id is None:

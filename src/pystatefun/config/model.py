@@ -34,6 +34,21 @@ PLAYGROUND_EGRESS_ID = "io.statefun.playground/egress"
 
 FUNCTION_NAME_PLACEHOLDER = "{function.name}"
 
+# -- limits --------------------------------------------------------------------------------------------
+# Every number a module file gives has a range (docs/configuration.md lists them). A value beyond it is an
+# error, never "so large that the limit is off": an unbounded batch, pool or payload is memory the runtime
+# promised to bound, and a timeout of centuries is no timeout.
+
+MAX_TIMEOUT = timedelta(days=1)  # call, connect, read, write, pool_ttl, backoffs, Kafka transactions
+MAX_IDEMPOTENCY_KEY_TTL = timedelta(days=365)
+MAX_BATCH_REQUESTS = 100_000  # maxNumBatchRequests
+MIN_BATCH_REQUESTS = -(2**31)  # <= 0 is "no per-address limit" in StateFun, which reads a Java int
+MAX_POOL_SIZE = 65_536  # connections per endpoint: no more local ports than that to one address
+MAX_PAYLOAD_BYTES = 2**30  # 1 GiB: a response is held in memory whole, and protobuf stops at 2 GiB
+MAX_RETRY_ATTEMPTS = 10_000
+MAX_KAFKA_OFFSET = 2**63 - 1  # Kafka offsets are signed 64-bit
+MAX_OUTSTANDING_RECORDS = 100_000  # Kinesis egress records in flight
+
 
 # -- function bindings ---------------------------------------------------------------------------------
 

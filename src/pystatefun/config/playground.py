@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
-from pystatefun.config.model import PlaygroundEgress, PlaygroundIngress
+from pystatefun.config.model import MAX_IDEMPOTENCY_KEY_TTL, PlaygroundEgress, PlaygroundIngress
 from pystatefun.config.reader import Context, Fields, Invalid, Node, Reported, duration, integer, sequence, string
 
 _port = integer(0, 65535)
@@ -26,7 +26,7 @@ def _topics(node: Node) -> tuple[str, ...]:
 def parse_playground_ingress(fields: Fields, ctx: Context) -> PlaygroundIngress:
     port = fields.required("port", _port, example="8090")
     host = fields.optional("host", string, "127.0.0.1")
-    ttl = fields.optional("idempotency_key_ttl", duration(positive=True), timedelta(hours=24))
+    ttl = fields.optional("idempotency_key_ttl", duration(MAX_IDEMPOTENCY_KEY_TTL, positive=True), timedelta(hours=24))
     fields.finish(hints={"id": "the playground ingress id is always io.statefun.playground/ingress"})
     if port is None:
         raise Reported

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from pathlib import Path
 
-from pystatefun.config.durations import parse_duration
+from pystatefun.config.durations import format_duration, parse_duration
 from pystatefun.config.errors import ConfigProblem
 from pystatefun.config.source import Document, KeyPath, format_path
 
@@ -198,8 +198,9 @@ def string(node: Node) -> str:
     return text
 
 
-def integer(minimum: int | None = None, maximum: int | None = None) -> Parser[int]:
-    """A whole number in ``[minimum, maximum]``; a string of digits counts (``port: ${PORT}`` is one)."""
+def integer(minimum: int, maximum: int) -> Parser[int]:
+    """A whole number in ``[minimum, maximum]``; a string of digits counts (``port: ${PORT}`` is one).
+    Both bounds are required: no number in a module file is unbounded."""
 
     def parse(node: Node) -> int:
         value = node.value
@@ -207,19 +208,18 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> Parser[in
             value = int(value)
         if isinstance(value, bool) or not isinstance(value, int):
             raise Invalid(f"expected a whole number, got {describe(node.value)}")
-        if minimum is not None and value < minimum or maximum is not None and value > maximum:
-            if maximum is None:
-                raise Invalid(f"{value} is too small: use a number >= {minimum}")
-            if minimum is None:
-                raise Invalid(f"{value} is too large: use a number <= {maximum}")
-            raise Invalid(f"{value} is out of range: use a number from {minimum} to {maximum}")
+        if value < minimum:
+            raise Invalid(f"{value} is too small: use a number from {minimum} to {maximum}")
+        if value > maximum:
+            raise Invalid(f"{value} is too large: the maximum is {maximum}")
         return value
 
     return parse
 
 
-def duration(positive: bool = False) -> Parser[timedelta]:
-    """A duration in Flink syntax (``2 min``, ``30s``, ``500ms``; a bare number is milliseconds)."""
+def duration(maximum: timedelta, positive: bool = False) -> Parser[timedelta]:
+    """A duration in Flink syntax (``2 min``, ``30s``, ``500ms``; a bare number is milliseconds), at most
+    ``maximum`` (required: no duration in a module file is unbounded)."""
 
     def parse(node: Node) -> timedelta:
         try:
@@ -228,6 +228,8 @@ def duration(positive: bool = False) -> Parser[timedelta]:
             raise Invalid(str(e)) from None
         if positive and not value:
             raise Invalid("must be longer than 0 (use e.g. '2 min', '30s', '500ms')")
+        if value > maximum:
+            raise Invalid(f"{format_duration(value)} is longer than the maximum, {format_duration(maximum)}")
         return value
 
     return parse
