@@ -22,7 +22,11 @@ def load_object(reference: str, search_path: str | Path | None = None) -> typing
         if e.name and module_name.startswith(e.name):
             where = f" (searched {search_path} and sys.path)" if search_path else ""
             raise ValueError(f"cannot import module {module_name!r}{where}: {e}") from e
-        raise
+        # the module was found, and what it imports was not
+        raise ValueError(f"cannot import module {module_name!r}: it imports {e.name!r}, which is not installed "
+                         f"here (install it into this Python environment, or fix the import)") from e
+    except SyntaxError as e:  # the file and line say everything a traceback would
+        raise ValueError(f"cannot import module {module_name!r}: {e.msg} ({e.filename}, line {e.lineno})") from e
     for part in attribute.split("."):
         try:
             obj = getattr(obj, part)
