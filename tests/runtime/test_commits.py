@@ -20,11 +20,11 @@ class GatedWrites:
         self.gate = threading.Event()
         commit = node.store._commit_and_unlock
 
-        def gated():
+        def gated(*args):
             self.entered.set()
             if not self.gate.wait(5):  # the loop blocked on the store instead of going on
                 raise AssertionError("the gate was not opened: the event loop waited for the commit")
-            commit()
+            commit(*args)
 
         node.store._commit_and_unlock = gated
 

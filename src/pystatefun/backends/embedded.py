@@ -467,17 +467,19 @@ class SQLiteStore:
             except BaseException as error:
                 self._roll_back(error)
                 raise
-            finished = asyncio.get_running_loop().run_in_executor(self._committer, self._commit_and_unlock)
+            finished = asyncio.get_running_loop().run_in_executor(
+                self._committer, self._commit_and_unlock, epoch, egress_seq)
         except BaseException:
             self._connection_lock.release()
             raise
         await finished
-        self._written(epoch, egress_seq)
 
-    def _commit_and_unlock(self) -> None:
-        """The committer thread's part of ``commit_async``."""
+    def _commit_and_unlock(self, epoch: Epoch, egress_seq: int) -> None:
+        """The committer thread's part of ``commit_async``: the COMMIT and its bookkeeping, both before the
+        lock is released, so that a commit right after it numbers its egress records on from these."""
         try:
             self.db.execute("COMMIT")
+            self._written(epoch, egress_seq)
         except BaseException as error:
             self._roll_back(error)
             raise
