@@ -11,7 +11,8 @@ Each side runs in its own subprocess and interpreter (ours: this python; officia
 running asyncio event loop, for a fixed wall-clock budget after a warm-up. Ours and official alternate
 for several rounds and the medians are reported, since the machine is shared. ``handle_sync`` of ours
 is measured too, as a secondary line, and so is ``serving.http.invoke``, the path the ASGI app, the
-aiohttp handler and ``pystatefun serve`` take (a synchronous function runs in their thread pool there).
+aiohttp handler and ``pystatefun serve`` take (a synchronous function stays on the loop there until it
+blocks it: serving/threads.py).
 This is a report: it exits 0 whatever the numbers.
 
 Run:  .venv/bin/python bench/sdk_handler.py [--seconds 2] [--rounds 3]

@@ -5,7 +5,7 @@ import time
 from pystatefun import IntType, StatefulFunctions, ValueSpec, message_builder
 
 SECRET = "password=hunter2"  # what a function's exception message may hold; must never reach the caller
-SLOW_SECONDS = 2.5
+SLOW_MS = 2500  # a slow call of test/slow
 
 functions = StatefulFunctions()
 
@@ -28,4 +28,5 @@ def failing(context, message):
 
 @functions.bind("test/slow")
 def slow(context, message):
-    time.sleep(SLOW_SECONDS)  # a synchronous function blocking, as one calling a slow database does
+    # a synchronous function blocking, as one calling a slow database does, for the message's milliseconds
+    time.sleep(message.as_int() / 1000)

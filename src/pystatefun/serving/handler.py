@@ -7,9 +7,6 @@ out: either the batch's effects, or the state specs the runtime has to register 
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
-import contextvars
-import functools
 import typing
 
 from google.protobuf.message import DecodeError
@@ -19,6 +16,7 @@ from pystatefun.sdk.batch import Batch, BatchResult, Invocation
 from pystatefun.sdk.errors import MalformedRequestError
 from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
 from pystatefun.sdk.value_spec import ValueSpec
+from pystatefun.serving.threads import SyncFunctionRunner
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction
 
 _ExpireMode = FromFunction.ExpirationSpec.ExpireMode
@@ -46,22 +44,18 @@ class RequestReplyHandler:
             return _encode_result(asyncio.run(batch.run_async(invocations)))
         return _encode_result(batch.run(invocations))
 
-    async def handle_async(
-        self, request_bytes: bytes | bytearray | str, *, executor: concurrent.futures.Executor | None = None
-    ) -> bytes:
+    async def handle_async(self, request_bytes: bytes | bytearray | str, *,
+                           sync_runner: SyncFunctionRunner | None = None) -> bytes:
         """Handles one request inside a running event loop. Async functions run on the loop; synchronous
-        ones too, as in the official SDK, unless ``executor`` is given: then they run there, so that a
-        slow one does not hold the loop (the serving apps pass their thread pool, serving/http.py)."""
+        ones too, as in the official SDK, unless ``sync_runner`` is given: then it decides where (the
+        serving apps pass theirs, which moves a function that blocks the loop to a thread; threads.py)."""
         prepared = self._prepare(request_bytes)
         if isinstance(prepared, bytes):
             return prepared
         batch, invocations = prepared
-        if executor is None or batch.function.is_async:
+        if sync_runner is None or batch.function.is_async:
             return _encode_result(await batch.run_async(invocations))
-        # the caller's context variables (a framework's tracing context, say) reach the function in the
-        # thread as they would on the loop, as asyncio.to_thread does
-        run = functools.partial(contextvars.copy_context().run, batch.run, invocations)
-        return _encode_result(await asyncio.get_running_loop().run_in_executor(executor, run))
+        return _encode_result(await sync_runner.run(batch, invocations))
 
     def _prepare(self, request_bytes: bytes | bytearray | str) -> bytes | tuple[Batch, typing.Iterator[Invocation]]:
         """Parses the request and resolves state: a ready batch, or the reply asking for missing specs."""

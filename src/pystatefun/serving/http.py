@@ -7,28 +7,24 @@ wrong method, content type or size, and 500 naming only the exception's type whe
 its message can hold anything (a connection string, a customer's data), so the message and the traceback
 go to this server's log, never to whoever sent the request.
 
-Synchronous functions run in a thread pool of FUNCTION_THREADS threads shared by every app of the
-process, so one slow call does not hold the event loop and with it every other request; async
-functions run on the loop.
+Synchronous functions run on the event loop until they show themselves slow there, then in a thread
+pool shared by every app of the process (serving/threads.py), so that one slow function does not hold
+every other request; async functions run on the loop.
 """
 
 from __future__ import annotations
 
-import concurrent.futures
 import logging
 from dataclasses import dataclass, field
 
 from pystatefun.sdk.errors import MalformedRequestError, UnknownFunctionError
+from pystatefun.serving import threads
 from pystatefun.serving.handler import RequestReplyHandler
 
 log = logging.getLogger("pystatefun.serving")
 
 CONTENT_TYPE = "application/octet-stream"
 MAX_REQUEST_BYTES = 32 * 1024 * 1024  # the StateFun transports' default payload_max_bytes
-FUNCTION_THREADS = 16  # synchronous functions running at once; more wait for a thread, in arrival order
-
-# threads start on first use, so a process serving only async functions never starts one
-_function_threads = concurrent.futures.ThreadPoolExecutor(FUNCTION_THREADS, thread_name_prefix="pystatefun-function")
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,7 +59,7 @@ async def invoke(handler: RequestReplyHandler, body: bytes) -> HttpReply:
     if not body:
         return _error(400, "empty request body: expected a StateFun ToFunction message\n")
     try:
-        return HttpReply(200, await handler.handle_async(body, executor=_function_threads), CONTENT_TYPE)
+        return HttpReply(200, await handler.handle_async(body, sync_runner=threads.PROCESS_RUNNER), CONTENT_TYPE)
     except MalformedRequestError as e:
         return _error(400, f"{e}\n")
     except UnknownFunctionError as e:
