@@ -7,7 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pytest
+from support.disks import tmpfs
 
 from .conftest import EXAMPLES
 
@@ -46,16 +46,7 @@ def test_a_corrupt_database(tmp_path):
 
 
 def test_a_read_only_data_dir(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (and chmod does not stop root)")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro", "a read-only tmpfs") as folder:
         result = run_with(folder)
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
     assert_one_line_error(result, f"data dir {folder} is on a read-only file system",
                           "remount it read-write, or give --data-dir a directory on a writable disk")

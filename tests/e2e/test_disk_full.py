@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import concurrent.futures
 import json
-import os
-import subprocess
 import time
 from pathlib import Path
 
 import pytest
 
 from pystatefun import StringType
+
+from support.disks import fill, tmpfs
 
 from .processes import Runtime, request
 
@@ -26,35 +26,8 @@ DISK_BYTES = 16 * 1024 * 1024
 
 @pytest.fixture
 def small_disk(tmp_path: Path):
-    """A 16 MiB tmpfs, unmounted afterwards."""
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs needs root (CI runs as root)")
-    disk = tmp_path / "disk"
-    disk.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(disk)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "disk", f"size={DISK_BYTES}", "filling a small tmpfs") as disk:
         yield disk
-    finally:
-        subprocess.run(["umount", "-l", str(disk)], check=False)
-
-
-def _fill(disk: Path) -> Path:
-    """Writes a file until the disk has no room left; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    fd = os.open(filler, os.O_WRONLY | os.O_CREAT)
-    try:
-        size = 1024 * 1024
-        while size:  # smaller and smaller writes, down to one byte: the disk ends up with none free
-            try:
-                os.write(fd, b"\0" * size)
-            except OSError:
-                size //= 2
-    finally:
-        os.close(fd)
-    return filler
 
 
 def _send(runtime: Runtime, key: str, message: str) -> tuple[int, str]:
@@ -76,7 +49,7 @@ def test_a_full_disk_refuses_new_messages_and_the_runtime_goes_on_once_there_is_
             assert status == 202
             accepted.append((f"k{n % 4}", f"before-{n}"))
 
-        filler = _fill(small_disk)
+        filler = fill(small_disk)
         # messages sent now: the first ones may be taken into the epoch that cannot commit (they wait for
         # their answer), then the ingress refuses; none of them may get a 202 before space returns
         with concurrent.futures.ThreadPoolExecutor(8) as pool:

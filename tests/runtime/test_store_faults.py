@@ -7,14 +7,13 @@ The disk is a small tmpfs the test mounts, so this needs root (CI runs as root);
 from __future__ import annotations
 
 import asyncio
-import errno
 import os
-import subprocess
 import typing
 from pathlib import Path
 
 import pytest
 
+from support.disks import fill, mounted, tmpfs
 from pystatefun.backends.embedded import DataDirError, SQLiteStore, StoreFullError
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, IdempotencyRecord, StoredValue, Timer
@@ -27,32 +26,8 @@ BIG = 512 * 1024  # larger than what the WAL has allocated already, so writing i
 
 @pytest.fixture
 def small_disk(tmp_path: Path) -> typing.Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a small tmpfs (to fill it) needs root")
-    mountpoint = tmp_path / "disk"
-    mountpoint.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={DISK_BYTES}", "tmpfs", str(mountpoint)],
-                             capture_output=True, text=True)
-    if mounted.returncode != 0:  # root without CAP_SYS_ADMIN, e.g. an unprivileged container
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
-        yield mountpoint
-    finally:
-        subprocess.run(["umount", str(mountpoint)], check=True)
-
-
-def fill(disk: Path) -> Path:
-    """Writes a file until the disk has no space left; returns it (delete it to free the space)."""
-    filler = disk / "filler"
-    chunk = b"\0" * 65536
-    with open(filler, "wb", buffering=0) as f:
-        for _ in range(DISK_BYTES // len(chunk) + 1):
-            try:
-                f.write(chunk)
-            except OSError as e:
-                assert e.errno == errno.ENOSPC
-                return filler
-    raise AssertionError("the tmpfs did not fill up")
+    with tmpfs(tmp_path / "disk", f"size={DISK_BYTES}", "filling a small tmpfs") as disk:
+        yield disk
 
 
 def typed(value: bytes) -> TypedValue:
@@ -191,21 +166,12 @@ def test_a_database_damaged_past_its_first_page_is_refused(tmp_path):
 
 
 def test_a_read_only_data_dir_says_so(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root (and chmod does not stop root)")
-    folder = tmp_path / "ro"
-    folder.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "ro", "tmpfs", str(folder)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {mounted.stderr.strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro", "a read-only tmpfs") as folder:
         for data_dir in (folder, folder / "data"):  # to take, and to create
             with pytest.raises(DataDirError) as refused:
                 SQLiteStore(data_dir, 4)
             assert str(refused.value) == (f"data dir {data_dir} is on a read-only file system: remount it read-write, "
                                           f"or give --data-dir a directory on a writable disk")
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
 
 
 def test_a_full_disk_at_open_is_store_full(small_disk):
@@ -216,17 +182,10 @@ def test_a_full_disk_at_open_is_store_full(small_disk):
 
 
 def test_a_read_only_database_file_in_a_writable_data_dir_is_refused_at_open_not_at_the_first_commit(tmp_path):
-    if os.geteuid() != 0:
-        pytest.skip("a read-only bind mount needs root (and chmod does not stop root)")
     SQLiteStore(tmp_path, 4).close()
     database = tmp_path / "pystatefun.db"
-    mounted = subprocess.run(["mount", "--bind", "-o", "ro", str(database), str(database)], capture_output=True, text=True)
-    if mounted.returncode != 0:
-        pytest.skip(f"cannot bind-mount here: {mounted.stderr.strip()}")
-    try:
+    with mounted(database, "--bind", "-o", "ro", str(database), why="a read-only bind mount"):
         with pytest.raises(DataDirError) as refused:
             SQLiteStore(tmp_path, 4)
         assert str(refused.value).startswith(f"cannot write {database}")
         assert "writable by this process, or give --data-dir another directory" in str(refused.value)
-    finally:
-        subprocess.run(["umount", str(database)], check=True)
