@@ -126,10 +126,10 @@ class AdminApi:
         origin = request.headers.get("Origin")
         if origin is not None and _origin_host(origin) != host:
             return _error(403, f"cross-origin requests are refused: a page of {origin} cannot call the admin API "
-                               "(use the CLI, curl or the console it serves)")
+                               "(use the CLI or curl)")
         if request.headers.get("Sec-Fetch-Site", "").lower() in CROSS_ORIGIN_FETCH:
             return _error(403, "cross-origin requests are refused: a page of another site cannot call the admin API "
-                               "(use the CLI, curl or the console it serves)")
+                               "(use the CLI or curl)")
         return await handler(request)
 
     @web.middleware
