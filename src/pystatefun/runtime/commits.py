@@ -42,8 +42,9 @@ class Committing:
         self._after_commit(epoch, started)
 
     async def commit_async(self) -> None:
-        """The same, with the write and the fsync in the backend's committer thread while the loop goes on
-        processing the next epoch: a busy runtime overlaps its commits with its work."""
+        """The same, with the backend's slow part (the embedded store's fsync, the Kafka transaction) in its
+        committer thread while the loop goes on processing the next epoch: a busy runtime overlaps its
+        commits with its work."""
         async with self._commit_lock:  # one commit at a time: the commit loop's, or a hand-over's
             epoch, started = self._seal()
             if not epoch.empty:
@@ -52,7 +53,7 @@ class Committing:
 
     async def _write(self, epoch: Epoch) -> None:
         """Commits a sealed epoch. While the disk is full the runtime stays up: the epoch waits in memory,
-        unacknowledged, and is tried again every few seconds; meanwhile ``unavailable`` says why,
+        unacknowledged, and is tried again every second; meanwhile ``unavailable`` says why,
         ingresses refuse new messages and no new batch starts, so what waits stays bounded. Epochs
         commit in order, so nothing after this one commits before it does."""
         while True:
