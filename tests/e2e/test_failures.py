@@ -46,7 +46,12 @@ def test_a_poison_message_parks_one_address_the_rest_completes_and_resume_after_
         status, parked = admin(runtime, "GET", "/parked")
         assert status == 200
         assert parked == [{"address": "crash/fragile/p", "reason": parked[0]["reason"], "waiting_messages": 2}]
-        assert "cannot digest poison" in parked[0]["reason"]
+        reason = parked[0]["reason"]
+        assert reason.startswith("crash/fragile/p raised RuntimeError: cannot digest poison\n")
+        # where it was raised: the function's frame, its file, line and source, in /parked and in the log
+        assert 'counter.py", line ' in reason and ", in fragile" in reason
+        assert 'raise RuntimeError("cannot digest poison")' in reason
+        assert 'raise RuntimeError("cannot digest poison")' in runtime.log.read_text()
         assert admin(runtime, "GET", "/health")[1]["parked_addresses"] == 1
 
         runtime.kill()  # parked survives a crash

@@ -7,6 +7,7 @@ InvocationError when the batch cannot complete; the runtime then parks the addre
 from __future__ import annotations
 
 import time
+import traceback
 import typing
 from dataclasses import dataclass
 
@@ -25,6 +26,10 @@ from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction,
 # messages, and how many such types are remembered at once (the oldest is forgotten first)
 UNREGISTERED_SECONDS = 60.0
 MAX_UNREGISTERED_TYPES = 10_000
+# how much of an embedded function's traceback a parked reason (and its log line) carries: the frames
+# nearest the raise say where it went wrong, and the reason is stored with the address and shown by /parked
+TRACEBACK_FRAMES = 5
+TRACEBACK_MAX_CHARS = 4096
 
 StateReader = typing.Callable[[SdkAddress, typing.Mapping[str, StateSpec]], dict[str, TypedValue | None]]
 """Reads the current, unexpired state of an address for the given specs (None = no value)."""
@@ -106,7 +111,7 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         try:
             result = batch.run(invocations)
         except Exception as e:
-            raise InvocationError(f"{address.typename}/{address.id} raised {type(e).__name__}: {e}") from e
+            raise InvocationError(raised(address, e)) from e
         ctx = result.context
         return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
 
@@ -115,9 +120,25 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         try:
             result = await batch.run_async(invocations)
         except Exception as e:
-            raise InvocationError(f"{address.typename}/{address.id} raised {type(e).__name__}: {e}") from e
+            raise InvocationError(raised(address, e)) from e
         ctx = result.context
         return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
+
+
+def raised(address: SdkAddress, error: BaseException) -> str:
+    """Why a batch failed when the function raised: the exception and where it was raised (the last
+    TRACEBACK_FRAMES frames: file, line, function and source line), bounded to TRACEBACK_MAX_CHARS."""
+    head = f"{address.typename}/{address.id} raised {type(error).__name__}: {error}"
+    frames = traceback.extract_tb(error.__traceback__)[-TRACEBACK_FRAMES:]
+    lines = [f"Traceback (the last {len(frames)} frames, most recent call last):"]
+    for frame in frames:
+        lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
+        if frame.line:
+            lines.append(f"    {frame.line.strip()}")
+    text = "\n".join([head, *lines])
+    if len(text) > TRACEBACK_MAX_CHARS:  # a huge exception message: keep its start and the frames' end
+        text = text[: TRACEBACK_MAX_CHARS // 2] + " ... " + text[-TRACEBACK_MAX_CHARS // 2 :]
+    return text
 
 
 class RemoteCaller(typing.Protocol):
