@@ -152,7 +152,7 @@ class Application:
                 )
 
     def _embedded_invoker(self, spec: EmbeddedFunctions) -> EmbeddedInvoker:
-        functions = load_object(spec.module, search_path=spec.base_dir)
+        functions = load_object(spec.module, search_path=spec.base_dir, source=str(self.module.path))
         if not isinstance(functions, StatefulFunctions):
             raise TypeError(f"{spec.module} is a {type(functions).__qualname__}, not a StatefulFunctions")
         return EmbeddedInvoker(functions)
