@@ -139,9 +139,10 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         admin_host: str, admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
+    from confluent_kafka import KafkaException
+
     from pystatefun.app import Application, RuntimeFailure
     from pystatefun.backends.embedded import DataDirError
-    from pystatefun.backends.kafka.client import kafka_errors, require_kafka_client
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
     from pystatefun.event_loop import run_event_loop
 
@@ -151,10 +152,6 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
     kafka = None
     port_offset = 0
     if backend == "kafka":
-        try:
-            require_kafka_client("--backend kafka")
-        except RuntimeError as e:
-            raise click.ClickException(str(e)) from None
         if not bootstrap_servers or not app_name:
             raise click.UsageError("the Kafka backend needs --bootstrap-servers HOST:PORT and --app NAME")
         if workers > 1:
@@ -181,7 +178,7 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
-    except kafka_errors() as e:
+    except KafkaException as e:
         raise _kafka_error(e) from None
     where = f"with data in {data_dir}" if kafka is None else f"as worker {kafka.worker_id} of {app_name} on {bootstrap_servers}"
     click.echo(f"pystatefun running {module_yaml} {where}", err=True)
@@ -191,7 +188,7 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         raise click.ClickException(f"cannot start: {e}") from None
     except RuntimeFailure as e:
         raise click.ClickException(str(e)) from None
-    except kafka_errors() as e:
+    except KafkaException as e:
         raise _kafka_error(e) from None
 
 
