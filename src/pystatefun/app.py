@@ -13,7 +13,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pystatefun.admin import AdminApi
-from pystatefun.admin.metrics import KafkaBackendCollector, KafkaCollector, Metrics
+from pystatefun.admin.metrics import EndpointCollector, KafkaBackendCollector, KafkaCollector, Metrics
 from pystatefun.admin.server import serve as serve_admin
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.backends.kafka.forwarding import Forwarding
@@ -32,6 +32,7 @@ from pystatefun.io.http_server import HttpServer
 from pystatefun.io.kafka import KafkaEgress, KafkaIngress
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
+from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
@@ -107,6 +108,7 @@ class Application:
             self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))
         if kafka is not None:
             self.metrics.registry.register(KafkaBackendCollector(kafka))
+        self.metrics.registry.register(EndpointCollector(self.endpoint_health()))
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call
@@ -160,9 +162,11 @@ class Application:
     def _remote_invoker(self, spec: HttpEndpoint, registered: dict) -> RemoteInvoker:
         from pystatefun.runtime.transport import HttpTransport
 
-        transport = HttpTransport(_transport_settings(spec))
+        health = EndpointHealth(spec.url_path_template)
+        transport = HttpTransport(_transport_settings(spec), health=health)
         self._transports.append(transport)
-        return RemoteInvoker(spec.url_for, transport, _batch_size(spec.max_num_batch_requests), registered, self.store.save_function_specs)
+        return RemoteInvoker(spec.url_for, transport, _batch_size(spec.max_num_batch_requests), registered,
+                             self.store.save_function_specs, health)
 
     def resolve(self, typename: str) -> typing.Any:
         """The invoker of a function type (None: no binding, so its messages become dead letters)."""
@@ -176,6 +180,10 @@ class Application:
                 self._invokers[typename] = invoker
         return invoker
 
+    def endpoint_health(self) -> list[EndpointHealth]:
+        """The health of each remote endpoint of the module."""
+        return [invoker.health for invoker in self._by_binding.values() if isinstance(invoker, RemoteInvoker)]
+
     def describe_functions(self) -> list[dict[str, typing.Any]]:
         """The module's function bindings, for the admin API: where each runs, the function types seen
         with their registered state specs, and for remote endpoints the outcome of the last call."""
@@ -187,7 +195,7 @@ class Application:
                 entry.update(kind="embedded", module=spec.module)
                 typenames = [t for t in invoker.functions.typenames() if self.module.binding_for(t) is spec]
             else:
-                entry.update(kind="remote", url=spec.url_path_template, health=_health(invoker.last_call),
+                entry.update(kind="remote", url=spec.url_path_template, health=invoker.health.describe(),
                              unregistered=invoker.unregistered_types())
                 typenames = [t for t in invoker.registered if invoker.registered[t] or t in self.runtime.stats]
             entry["function_types"] = {
@@ -199,8 +207,11 @@ class Application:
         return bindings
 
     def kafka_status(self) -> dict[str, typing.Any]:
-        """The Kafka ingresses and egresses, for /health."""
+        """The Kafka ingresses and egresses, and the remote endpoints that are failing, for /health."""
         status: dict[str, typing.Any] = {}
+        failing = {health.endpoint: health.describe() for health in self.endpoint_health() if health.failing_since is not None}
+        if failing:
+            status["failing_endpoints"] = failing
         if self.kafka_ingresses:
             status["kafka_ingresses"] = {ingress.spec.id: ingress.status() for ingress in self.kafka_ingresses}
         if self.kafka_egresses:
@@ -311,13 +322,6 @@ class Application:
                                  "a restart continues from the last commit")
 
 
-def _health(last_call: tuple[bool, float, str] | None) -> dict[str, typing.Any]:
-    if last_call is None:
-        return {"status": "unknown", "detail": "not called yet"}
-    ok, when, why = last_call
-    return {"status": "ok" if ok else "failing", "last_call_at": round(when, 3), **({} if ok else {"detail": why})}
-
-
 def _batch_size(max_num_batch_requests: int) -> int:
     # maxNumBatchRequests <= 0 disables address blocking in StateFun; batches stay bounded here anyway
     return max_num_batch_requests if max_num_batch_requests > 0 else 1000
@@ -332,7 +336,7 @@ def _transport_settings(spec: HttpEndpoint) -> typing.Any:
         r = spec.retry
         retry = RetryPolicy(
             max_attempts=r.max_attempts, initial_backoff=r.initial_backoff, max_backoff=r.max_backoff,
-            retryable_status=frozenset(r.retryable_status),
+            retryable_status=frozenset(r.retryable_status), function_error_max_attempts=r.function_error_max_attempts,
         )
     password = t.client_key_password.read_text().strip() if t.client_key_password else None
     return TransportSettings(

@@ -60,6 +60,7 @@ def test_v2_full_async_transport(files):
             client_key_password: certs/password.txt
           retry:
             max_attempts: 5
+            function_error_max_attempts: 40
             initial_backoff: 20ms
             max_backoff: 2s
             retryable_status: [429, 503]
@@ -82,7 +83,8 @@ def test_v2_full_async_transport(files):
         client_key_password=certs / "password.txt",
     )
     assert endpoint.retry == RetryPolicy(
-        max_attempts=5, initial_backoff=timedelta(milliseconds=20), max_backoff=timedelta(seconds=2), retryable_status=(429, 503)
+        max_attempts=5, function_error_max_attempts=40, initial_backoff=timedelta(milliseconds=20),
+        max_backoff=timedelta(seconds=2), retryable_status=(429, 503),
     )
     assert endpoint.url_for("greeter") == "https://functions.example.com:8443/greeter"
 
@@ -100,6 +102,7 @@ def test_retry_defaults(files):
     retry = module.endpoints[0].retry
     assert retry == RetryPolicy()
     assert retry.max_attempts is None
+    assert retry.function_error_max_attempts == 3  # a function that raises parks within a second
     assert retry.initial_backoff == timedelta(milliseconds=10)
     assert retry.max_backoff == timedelta(seconds=5)
     assert retry.retryable_status[:2] == (408, 429) and set(range(500, 600)) <= set(retry.retryable_status)
@@ -114,6 +117,7 @@ def test_retry_is_validated(files):
           urlPathTemplate: http://functions:8000/
           retry:
             max_attempts: 0
+            function_error_max_attempts: 0
             max_backoff: 1ms
             retryable_status: [200, 503, nope]
             jitter: true
@@ -121,6 +125,7 @@ def test_retry_is_validated(files):
     )
     text = str(error)
     assert "spec.retry.max_attempts: 0 is too small: use a number from 1 to 10000" in text
+    assert "spec.retry.function_error_max_attempts: 0 is too small: use a number from 1 to 10000" in text
     assert "spec.retry.retryable_status[0]: 200 is too small: use a number from 400 to 599" in text
     assert "spec.retry.retryable_status[2]: expected a whole number, got the string 'nope'" in text
     assert "spec.retry.jitter: unknown key 'jitter'" in text

@@ -205,9 +205,9 @@ def test_a_refused_connection_is_retried_until_the_budget_is_spent() -> None:
 
 def test_max_attempts_is_honoured() -> None:
     async def scenario() -> None:
-        async with serve(reply(b"boom", status=500, content_type="text/plain")) as server:
+        async with serve(reply(b"boom", status=503, content_type="text/plain")) as server:
             error, _ = await failing_call(settings(retry=RetryPolicy(max_attempts=3)), server.url())
-            assert error.retryable and error.status == 500
+            assert error.retryable and error.status == 503
             assert error.attempts == len(server.requests) == 3
             assert "max_attempts" in str(error)
 
@@ -351,7 +351,7 @@ def test_connections_are_reused_across_sequential_calls() -> None:
 
 def test_retried_error_responses_do_not_cost_a_connection() -> None:
     async def scenario() -> None:
-        async with serve(failing_first(3, 500)) as server:
+        async with serve(failing_first(3, 503)) as server:
             assert await call(settings(), server.url()) == b"ok"
             assert len(server.connections) == 1
 

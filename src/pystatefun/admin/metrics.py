@@ -16,6 +16,7 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.processor import Runtime
 
 # function types with a label value of their own; the rest share the value OTHER, so that a namespace
@@ -167,6 +168,25 @@ class _RuntimeCollector(Collector):
         for status, count in sorted(self.ingress_responses.items()):
             ingress.add_metric([str(status)], count)
         yield ingress
+
+
+class EndpointCollector(Collector):
+    """The health of each remote endpoint: one label value per endpoint of the module (its
+    urlPathTemplate), so the series are as many as the module's endpoints, never per function type."""
+
+    def __init__(self, endpoints: typing.Sequence[EndpointHealth]):
+        self.endpoints = endpoints
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        failing = GaugeMetricFamily("pystatefun_endpoint_failing",
+                                    "1 while the last attempt to call the endpoint failed, else 0", labels=["endpoint"])
+        failed = CounterMetricFamily("pystatefun_endpoint_failed_attempts",
+                                     "Attempts to call the endpoint that failed, retries included", labels=["endpoint"])
+        for health in self.endpoints:
+            failing.add_metric([health.endpoint], 0 if health.failing_since is None else 1)
+            failed.add_metric([health.endpoint], health.failed_attempts)
+        yield failing
+        yield failed
 
 
 class KafkaCollector(Collector):

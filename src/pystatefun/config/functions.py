@@ -227,6 +227,8 @@ def _retry(fields: Fields) -> RetryPolicy:
     """The pystatefun ``retry`` extension of an endpoint."""
     defaults = RetryPolicy()
     max_attempts = fields.optional("max_attempts", integer(1, MAX_RETRY_ATTEMPTS), None)
+    function_error_max_attempts = fields.optional(
+        "function_error_max_attempts", integer(1, MAX_RETRY_ATTEMPTS), defaults.function_error_max_attempts)
     initial = fields.optional("initial_backoff", duration(MAX_TIMEOUT), defaults.initial_backoff)
     maximum = fields.optional("max_backoff", duration(MAX_TIMEOUT), defaults.max_backoff)
     statuses = fields.optional("retryable_status", sequence(_status, example="408, 429, 503"), defaults.retryable_status)
@@ -237,7 +239,8 @@ def _retry(fields: Fields) -> RetryPolicy:
             "raise max_backoff or lower initial_backoff"
         )
     statuses = tuple(dict.fromkeys(statuses))  # without repeats, in the given order
-    return RetryPolicy(max_attempts=max_attempts, initial_backoff=initial, max_backoff=maximum, retryable_status=statuses)
+    return RetryPolicy(max_attempts=max_attempts, function_error_max_attempts=function_error_max_attempts,
+                       initial_backoff=initial, max_backoff=maximum, retryable_status=statuses)
 
 
 def python_reference(node: Node) -> str:

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
+from pystatefun.runtime.health import EndpointHealth
+from pystatefun.runtime.retry import FUNCTION_ERROR_STATUS
 from pystatefun.runtime.specs import AFTER_CALL, StateSpec
 from pystatefun.runtime.transport import RemoteCallError
 from pystatefun.sdk.address import SdkAddress
@@ -162,6 +164,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         max_batch: int,
         registered: dict[str, dict[str, StateSpec]],
         register: typing.Callable[[str, list[StateSpec]], None],
+        health: EndpointHealth | None = None,
     ):
         self.url_for = url_for
         self.transport = transport
@@ -171,7 +174,8 @@ class RemoteInvoker(_SpecsOfFunctions):
         self._after_call = {}
         # told the function type, seconds and success of every call, retries included (the metrics hook)
         self.on_call: typing.Callable[[str, float, bool], None] | None = None
-        self.last_call: tuple[bool, float, str] | None = None  # (succeeded, when, why not): the health
+        # ok or failing, as the attempts tell it (the transport reports each one): /functions and /health
+        self.health = health or EndpointHealth(url_for("{function.name}"))
         # function types the endpoint answered 404 for -> (monotonic time until which they are refused, its
         # answer); oldest first. A namespace binding (com.example/*) takes any type name, so without this
         # every made-up name would reach the endpoint and park a new address
@@ -224,7 +228,6 @@ class RemoteInvoker(_SpecsOfFunctions):
             try:
                 answer = await self.transport.call(url, request)
             except Exception as e:
-                self.last_call = (False, time.time(), f"{type(e).__name__}: {e}")
                 if self.on_call is not None:
                     self.on_call(address.typename, time.perf_counter() - started, False)
                 if isinstance(e, RemoteCallError) and e.status == 404:
@@ -233,8 +236,12 @@ class RemoteInvoker(_SpecsOfFunctions):
                         f"{url} answered 404: the endpoint has no function {address.typename} ({e.body.strip()}); "
                         "deploy it, then send the message again"
                     ) from e
+                if isinstance(e, RemoteCallError) and e.status == FUNCTION_ERROR_STATUS:
+                    raise InvocationError(
+                        f"{e}; the function raised: its traceback is in the function server's log (the runtime "
+                        "gets only the HTTP 500)"
+                    ) from e
                 raise
-            self.last_call = (True, time.time(), "")
             if self.on_call is not None:
                 self.on_call(address.typename, time.perf_counter() - started, True)
             try:

@@ -5,6 +5,14 @@ including a 400 that will never succeed, and OkHttp fails fast on most 4xx. pyst
 both: connection errors, timeouts and the statuses in ``retryable_status`` are retried with jittered
 exponential backoff inside the call budget; anything else fails at once so that a deterministic error
 reaches the operator in milliseconds instead of after the whole budget.
+
+HTTP 500 is what a function server answers when the function raised (every StateFun SDK does, ours with
+a body saying "the function raised <Type>"). StateFun retries it until the call timeout, two minutes by
+default, with no sign meanwhile; but a function that raised on a batch raises again on the same batch
+more often than not (a bug, a poison message), so pystatefun tries such a call at most
+``function_error_max_attempts`` times (3: a flaky dependency gets two more chances, a bug parks its
+address within a second). Raise it to the budget's worth of attempts for StateFun's behaviour. 502, 503
+and 504 (a proxy, an overloaded or restarting server) and connection errors keep the whole budget.
 """
 
 from __future__ import annotations
@@ -16,15 +24,20 @@ from datetime import timedelta
 DEFAULT_RETRYABLE_STATUS: frozenset[int] = frozenset({408, 429, *range(500, 600)})
 """Request timeout, too many requests and every server error: what may succeed if asked again."""
 
+FUNCTION_ERROR_STATUS = 500
+"""The status of an attempt whose function raised (see the module docstring)."""
+
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
     """How a failed attempt is retried; the call budget (``TransportSettings.call``) bounds it all.
 
-    ``max_attempts`` counts every attempt including the first (None: as many as the budget allows).
+    ``max_attempts`` counts every attempt including the first (None: as many as the budget allows);
+    ``function_error_max_attempts`` bounds them when the last attempt was answered HTTP 500.
     """
 
     max_attempts: int | None = None
+    function_error_max_attempts: int = 3
     initial_backoff: timedelta = timedelta(milliseconds=10)
     max_backoff: timedelta = timedelta(seconds=5)
     retryable_status: frozenset[int] = field(default=DEFAULT_RETRYABLE_STATUS)
@@ -35,6 +48,10 @@ class RetryPolicy:
         object.__setattr__(self, "retryable_status", frozenset(self.retryable_status))
         if self.max_attempts is not None and self.max_attempts < 1:
             raise ValueError(f"retry max_attempts must be at least 1 (the first attempt counts), got {self.max_attempts}")
+        if self.function_error_max_attempts < 1:
+            raise ValueError(
+                f"retry function_error_max_attempts must be at least 1 (the first attempt counts), got {self.function_error_max_attempts}"
+            )
         if self.initial_backoff < timedelta(0):
             raise ValueError(f"retry initial_backoff must not be negative, got {self.initial_backoff}")
         if self.max_backoff < self.initial_backoff:

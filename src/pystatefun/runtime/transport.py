@@ -38,7 +38,8 @@ from urllib.parse import urlsplit
 
 import httptools
 
-from pystatefun.runtime.retry import DEFAULT_RETRYABLE_STATUS, Backoff, RetryPolicy
+from pystatefun.runtime.health import EndpointHealth
+from pystatefun.runtime.retry import DEFAULT_RETRYABLE_STATUS, FUNCTION_ERROR_STATUS, Backoff, RetryPolicy
 
 __all__ = [
     "DEFAULT_RETRYABLE_STATUS",
@@ -210,9 +211,11 @@ class HttpTransport:
     success of every attempt, retries included (StateFun's per-attempt metrics).
     """
 
-    def __init__(self, settings: TransportSettings, *, on_attempt: OnAttempt | None = None):
+    def __init__(self, settings: TransportSettings, *, on_attempt: OnAttempt | None = None,
+                 health: EndpointHealth | None = None):
         self.settings = settings
         self.on_attempt = on_attempt
+        self.health = health
         self._ssl = _ssl_context(settings)
         self._pools: dict[tuple, _Pool] = {}
         self._closed = False
@@ -251,25 +254,53 @@ class HttpTransport:
             if self.on_attempt is not None:
                 self.on_attempt(loop.time() - attempt_start, not isinstance(outcome, _Failure))
             if not isinstance(outcome, _Failure):
+                if self.health is not None:
+                    self.health.succeeded(url)
                 return outcome
             failure = outcome
-            if not failure.retryable:
-                raise self._error(url, attempts, failure, f"failed (not retryable): {failure.reason}")
-            if policy.max_attempts is not None and attempts >= policy.max_attempts:
-                raise self._error(
-                    url, attempts, failure,
-                    f"failed after {_attempts(attempts)} (retry max_attempts) in {loop.time() - started:.3f} s; "
-                    f"last attempt: {failure.reason}",
-                )
-            remaining = deadline - loop.time()
-            if remaining < MIN_ATTEMPT_SECONDS:
-                raise self._spent(url, attempts, failure, loop.time() - started)
+            error = self._final(url, attempts, failure, loop.time() - started, deadline - loop.time())
+            if self.health is not None and failure.status != 404:  # a 404 is an answer: the endpoint is up
+                self.health.failed(url, failure.reason, None if error is not None else self._retrying(failure))
+            if error is not None:
+                raise error
             backoff = backoff or policy.backoff()
             # never sleep past the deadline: a backoff that does not fit is cut so that a last attempt
             # still gets MIN_ATTEMPT_SECONDS, and the whole budget is used (as StateFun's async client does)
-            await asyncio.sleep(min(backoff.next(), remaining - MIN_ATTEMPT_SECONDS))
+            await asyncio.sleep(min(backoff.next(), deadline - loop.time() - MIN_ATTEMPT_SECONDS))
             if deadline - loop.time() <= 0:  # the event loop overslept the last few milliseconds
                 raise self._spent(url, attempts, failure, loop.time() - started)
+
+    def _final(self, url: str, attempts: int, failure: _Failure, elapsed: float, remaining: float) -> RemoteCallError | None:
+        """The error that ends the call after this failed attempt, or None: it is tried again."""
+        policy = self.settings.retry
+        if not failure.retryable:
+            return self._error(url, attempts, failure, f"failed (not retryable): {failure.reason}")
+        if failure.status == FUNCTION_ERROR_STATUS and attempts >= policy.function_error_max_attempts:
+            return self._error(
+                url, attempts, failure,
+                f"failed after {_attempts(attempts)}: the function raised (HTTP 500), which is retried at most "
+                f"{policy.function_error_max_attempts} times (retry function_error_max_attempts); "
+                f"last attempt: {failure.reason}",
+            )
+        if policy.max_attempts is not None and attempts >= policy.max_attempts:
+            return self._error(
+                url, attempts, failure,
+                f"failed after {_attempts(attempts)} (retry max_attempts) in {elapsed:.3f} s; last attempt: {failure.reason}",
+            )
+        if remaining < MIN_ATTEMPT_SECONDS:
+            return self._spent(url, attempts, failure, elapsed)
+        return None
+
+    def _retrying(self, failure: _Failure) -> str:
+        """How a call goes on after a failed attempt that is tried again (for the log and /functions)."""
+        policy = self.settings.retry
+        limits = [f"the call budget of {self._budget:g} s (transport call)"]
+        if policy.max_attempts is not None:
+            limits.append(f"{policy.max_attempts} attempts (retry max_attempts)")
+        if failure.status == FUNCTION_ERROR_STATUS:
+            limits.append(f"{policy.function_error_max_attempts} attempts while the function raises "
+                          "(retry function_error_max_attempts)")
+        return f"retried with backoff for at most {' or '.join(limits)}, then its address parks"
 
     async def close(self) -> None:
         """Closes the pooled connections; the transport cannot be used afterwards."""
