@@ -8,6 +8,7 @@ reference cannot drift from the code.
 
 from __future__ import annotations
 
+import inspect
 import pathlib
 import re
 import sys
@@ -61,7 +62,8 @@ def _code(value: object) -> str:
 
 def _help_text(command: click.Command) -> str:
     """The command's help as click shows it: up to a \\f, without the \\b no-rewrap markers."""
-    help_text = (command.help or "").split("\f", 1)[0]
+    # cleandoc: a docstring's continuation lines are indented, which Markdown would read as code
+    help_text = inspect.cleandoc((command.help or "").split("\f", 1)[0])
     lines = [line for line in help_text.splitlines() if line.strip() != "\b"]
     return _escape("\n".join(lines).strip())
 

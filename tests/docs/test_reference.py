@@ -70,12 +70,17 @@ def test_the_cli_page_shows_help_text_literally() -> None:
     @tool.command()
     @click.option("--topic", default="", show_default=True, help="Writes to <app>.messages | or *not*.")
     def go(topic: str) -> None:
-        """Go to `<app>` now."""
+        """Go to `<app>` now.
+
+        A second paragraph, indented in the docstring.
+        """
 
     page = cli_reference(tool, "tool")
     # the angle brackets, pipe and asterisks would otherwise be an HTML tag, a table cell and emphasis
     assert r"Writes to &lt;app&gt;.messages \| or \*not\*." in page
     assert "Go to `<app>` now." in page  # code spans stay code
+    # indented by four in the docstring, it would be a code block in Markdown
+    assert "\n\nA second paragraph, indented in the docstring." in page
     assert '| `--topic` | text | `""` |' in page  # an empty default is still a visible value
 
 
