@@ -7,6 +7,7 @@ import asyncio
 import functools
 import logging
 import time
+import types
 import typing
 from pathlib import Path
 
@@ -16,8 +17,7 @@ from pystatefun.admin import AdminApi
 from pystatefun.admin.metrics import EndpointCollector, KafkaBackendCollector, KafkaCollector, Metrics
 from pystatefun.admin.server import serve as serve_admin
 from pystatefun.backends.embedded import SQLiteStore
-from pystatefun.backends.kafka.forwarding import Forwarding
-from pystatefun.backends.kafka.worker import KafkaBackend
+from pystatefun.backends.kafka.client import require_kafka_client
 from pystatefun.config import (
     EmbeddedFunctions,
     HttpEndpoint,
@@ -29,7 +29,6 @@ from pystatefun.config import (
 )
 from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import HttpServer
-from pystatefun.io.kafka import KafkaEgress, KafkaIngress
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.health import EndpointHealth
@@ -38,9 +37,20 @@ from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
 from pystatefun.sdk.functions import StatefulFunctions
 
+if typing.TYPE_CHECKING:
+    from pystatefun.backends.kafka.worker import KafkaBackend
+
 log = logging.getLogger("pystatefun")
 
 DEFAULT_PARTITIONS = 8
+
+
+def _kafka_io(module: Module) -> types.ModuleType:
+    """io/kafka.py, imported only for a module with a Kafka ingress or egress: confluent-kafka is an extra."""
+    require_kafka_client(f"{module.path}: a Kafka ingress or egress")
+    from pystatefun.io import kafka
+
+    return kafka
 
 
 class UnsupportedComponentError(RuntimeError):
@@ -84,7 +94,7 @@ class Application:
         # one invoker per binding (document) of the module
         self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
         self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
-        self.kafka_egresses = [KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
+        self.kafka_egresses = [_kafka_io(module).KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
         egresses: dict[str, typing.Any] = {egress.id: egress for egress in self.kafka_egresses}
         self.runtime = Runtime(
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval,
@@ -95,14 +105,14 @@ class Application:
         self.egress = self._playground_egress(module)
         if self.egress is not None:
             egresses[EGRESS_ID] = self.egress
-        self.kafka_ingresses = [KafkaIngress(spec, self.runtime, self.store)
+        self.kafka_ingresses = [_kafka_io(module).KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
         if kafka is not None:
             kafka.attach(self.runtime, self.kafka_ingresses)  # refuses ingress topics that do not exist
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
         # on the Kafka backend any worker takes any request: what only the owner can answer goes there
-        self.forwarding = None if kafka is None else Forwarding(self.runtime, kafka.view, kafka.worker_id)
+        self.forwarding = None if kafka is None else kafka.forwarding(self.runtime)
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
         if self.kafka_ingresses or self.kafka_egresses:
             self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))

@@ -12,6 +12,7 @@ import click
 
 from pystatefun.loading import load_object
 from pystatefun.sdk.functions import StatefulFunctions
+from pystatefun.wording import article
 
 if typing.TYPE_CHECKING:
     from pystatefun.cli_output import Output
@@ -51,7 +52,8 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
         raise click.ClickException(str(e)) from None
     if not isinstance(functions, StatefulFunctions):
         raise click.UsageError(
-            f"{reference} is a {type(functions).__qualname__}, not a StatefulFunctions; point at the object "
+            f"{reference} is {article(type(functions).__qualname__)} {type(functions).__qualname__}, not a "
+            "StatefulFunctions; point at the object "
             "your functions are bound to (functions = StatefulFunctions())"
         )
     click.echo(f"serving {', '.join(functions.typenames()) or 'no functions'} on http://{host}:{port}", err=True)
@@ -205,33 +207,39 @@ def _client(ctx: click.Context) -> "RuntimeClient":
     return RuntimeClient(**ctx.obj)
 
 
-def _api_options(command: typing.Callable) -> typing.Callable:
-    for name, default, what in (
-        ("--admin", "http://127.0.0.1:8081", "admin API"),
-        ("--egress", "http://127.0.0.1:8091", "playground egress"),
-        ("--ingress", "http://127.0.0.1:8090", "playground ingress"),
-    ):
-        command = click.option(name, default=default, show_default=True, envvar=f"PYSTATEFUN_{name[2:].upper()}",
-                               help=f"URL of the {what} (or ${'PYSTATEFUN_' + name[2:].upper()}).")(command)
-    return click.option("--token", envvar="PYSTATEFUN_ADMIN_TOKEN",
-                        help="The admin API's bearer token (or $PYSTATEFUN_ADMIN_TOKEN).")(command)
+_APIS = {  # option -> (default URL, what it is)
+    "ingress": ("http://127.0.0.1:8090", "playground ingress"),
+    "egress": ("http://127.0.0.1:8091", "playground egress"),
+    "admin": ("http://127.0.0.1:8081", "admin API"),
+}
 
 
-def _operation(command: typing.Callable) -> typing.Callable:
-    """A command over the APIs: the API URLs as options, and errors as one line instead of a traceback."""
+def _operation(api: str) -> typing.Callable[[typing.Callable], typing.Callable]:
+    """A command over one of the APIs: its URL as an option (and the token for the admin API; a command
+    lists only the options it uses), and errors as one line instead of a traceback."""
 
-    @functools.wraps(command)
-    def run_operation(ingress: str, egress: str, admin: str, token: str | None, **kwargs: typing.Any) -> None:
-        from pystatefun.client import ApiError, Unreachable
+    def decorate(command: typing.Callable) -> typing.Callable:
+        @functools.wraps(command)
+        def run_operation(**kwargs: typing.Any) -> None:
+            from pystatefun.client import ApiError, Unreachable
 
-        ctx = click.get_current_context()
-        ctx.obj = {"ingress": ingress, "egress": egress, "admin": admin, "token": token}
-        try:
-            command(**kwargs)
-        except (Unreachable, ApiError, ValueError) as e:
-            raise click.ClickException(str(e)) from None
+            ctx = click.get_current_context()
+            ctx.obj = {name: kwargs.pop(name) for name in (api, "token") if name in kwargs}
+            try:
+                command(**kwargs)
+            except (Unreachable, ApiError, ValueError) as e:
+                raise click.ClickException(str(e)) from None
 
-    return _api_options(run_operation)
+        default, what = _APIS[api]
+        variable = f"PYSTATEFUN_{api.upper()}"
+        decorated = click.option(f"--{api}", default=default, show_default=True, envvar=variable,
+                                 help=f"URL of the {what} (or ${variable}).")(run_operation)
+        if api == "admin":
+            decorated = click.option("--token", envvar="PYSTATEFUN_ADMIN_TOKEN",
+                                     help="The admin API's bearer token (or $PYSTATEFUN_ADMIN_TOKEN).")(decorated)
+        return decorated
+
+    return decorate
 
 
 def _output() -> "Output":
@@ -249,32 +257,41 @@ def _output() -> "Output":
 @click.option("--wait", type=click.FloatRange(0, 300, min_open=True), is_flag=False, flag_value=30.0,
               help="Wait for the function's reply (request/reply): up to SECONDS, 30 when --wait is given alone.")
 @click.option("--key", help="Idempotency-Key: resending with the same key is a no-op that answers the same.")
-@_operation
+@_operation("ingress")
 def send(address: str, typename: str, json_data: str | None, data: str | None, wait: float | None, key: str | None) -> None:
     """Send a message to ADDRESS (namespace/type/id) through the playground ingress."""
-    from pystatefun.admin.values import describe
     from pystatefun.sdk.types import BUILTIN_TYPES
 
     if (json_data is None) == (data is None):
         raise click.UsageError("give the value with exactly one of --json or --data")
+    builtin = BUILTIN_TYPES.get(typename)
     if json_data is not None:
         try:
-            json.loads(json_data)
+            value = json.loads(json_data)
         except ValueError as e:
             raise click.UsageError(f"--json is not JSON: {e}") from None
-        body = json_data.encode()
+        # a built-in type's bytes are its protobuf wrapper's, not the JSON text
+        body = json_data.encode() if builtin is None else _builtin_bytes(typename, value, f"--json {json_data}")
     else:
-        builtin = BUILTIN_TYPES.get(typename)
-        body = data.encode() if builtin is None else builtin.serializer().serialize(_builtin_value(typename, data))
+        body = data.encode() if builtin is None else _builtin_bytes(typename, _builtin_value(typename, data), f"--data {data}")
     answer = _client(click.get_current_context()).send(address, typename, body, wait=wait, key=key)
     if answer.status == 202:
         _output().message(f"accepted: {address}")
         return
-    reply_type = answer.content_type.removeprefix("application/vnd.")
-    _output().value(describe(reply_type, answer.body))
+    _output().reply(answer.content_type.removeprefix("application/vnd."), answer.body)
+
+
+def _builtin_bytes(typename: str, value: typing.Any, given: str) -> bytes:
+    from pystatefun.sdk.types import BUILTIN_TYPES
+
+    try:
+        return BUILTIN_TYPES[typename].serializer().serialize(value)
+    except (TypeError, ValueError) as e:
+        raise click.UsageError(f"{given} is not {article(typename)} {typename} value: {e}") from None
 
 
 def _builtin_value(typename: str, text: str) -> typing.Any:
+    """The value of ``--data TEXT`` for a built-in type: the text read as that type's value."""
     kind = typename.rsplit("/", 1)[1]
     try:
         if kind in ("int", "long"):
@@ -284,14 +301,14 @@ def _builtin_value(typename: str, text: str) -> typing.Any:
         if kind == "bool":
             return {"true": True, "false": False}[text.lower()]
     except (ValueError, KeyError):
-        raise click.UsageError(f"--data {text!r} is not a {typename} value") from None
+        raise click.UsageError(f"--data {text!r} is not {article(typename)} {typename} value") from None
     return text
 
 
 @main.command()
 @click.argument("topic")
 @click.option("--follow", "-f", is_flag=True, help="Keep waiting for new records.")
-@_operation
+@_operation("egress")
 def tail(topic: str, follow: bool) -> None:
     """Print the records of a playground egress TOPIC (each record is read once)."""
     client = _client(click.get_current_context())
@@ -308,7 +325,7 @@ def tail(topic: str, follow: bool) -> None:
 @click.argument("address")
 @click.option("--set", "assignments", multiple=True, metavar="NAME=JSON", help="Write a state (repeatable).")
 @click.option("--delete", "delete", metavar="NAME", help="Delete one state ('*' for all).")
-@_operation
+@_operation("admin")
 def state(address: str, assignments: tuple[str, ...], delete: str | None) -> None:
     """Show, write or delete the state of ADDRESS (namespace/type/id)."""
     client = _client(click.get_current_context())
@@ -335,7 +352,7 @@ def state(address: str, assignments: tuple[str, ...], delete: str | None) -> Non
 @main.command()
 @click.option("--after", default="", help="Only addresses after this one (namespace/type/id), in order.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
-@_operation
+@_operation("admin")
 def parked(after: str, limit: int) -> None:
     """List the parked addresses: those whose function failed, waiting for resume."""
     page = _client(click.get_current_context()).parked(after, limit)
@@ -348,7 +365,7 @@ def parked(after: str, limit: int) -> None:
 @main.command()
 @click.argument("address")
 @click.option("--skip", is_flag=True, help="Skip the failed message (it becomes a dead letter) instead of retrying it.")
-@_operation
+@_operation("admin")
 def resume(address: str, skip: bool) -> None:
     """Resume a parked ADDRESS: retry from the message it failed on (or skip that one)."""
     _client(click.get_current_context()).resume(address, skip)
@@ -358,7 +375,7 @@ def resume(address: str, skip: bool) -> None:
 @main.command(name="dead-letters")
 @click.option("--after", default=0, show_default=True, help="Only dead letters after this sequence number.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
-@_operation
+@_operation("admin")
 def dead_letters(after: int, limit: int) -> None:
     """List dead letters: messages no function or egress could take, and skipped messages, with the reason."""
     page = _client(click.get_current_context()).dead_letters(after, limit)
@@ -366,6 +383,24 @@ def dead_letters(after: int, limit: int) -> None:
     output.dead_letters(page)
     if len(page) == limit:
         output.more(f"--after {page[-1]['seq']}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--directory", type=click.Path(file_okay=False), help="Where to write it (default: ./NAME).")
+def init(name: str, directory: str | None) -> None:
+    """Create the project NAME: a function, its test, module.yaml (embedded and remote), a Dockerfile, a README."""
+    from pathlib import Path
+
+    from pystatefun.scaffold import ScaffoldError, create_project
+
+    try:
+        written = create_project(name, Path(directory or name))
+    except ScaffoldError as e:
+        raise click.ClickException(str(e)) from None
+    folder = written[0].parent
+    click.echo(f"created {folder}: {', '.join(path.name for path in written)}\n"
+               f"  cd {folder} && pystatefun run module.yaml   (then see README.md)")
 
 
 if __name__ == "__main__":

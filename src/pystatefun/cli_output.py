@@ -1,8 +1,10 @@
 """How the operations commands print: rich tables and colours on a terminal, plain lines when piped
-(tab-separated rows, JSON values), so the output reads well and scripts can parse it."""
+(tab-separated rows, one per line: tabs and newlines in values are escaped as \\t and \\n; JSON
+values), so the output reads well and scripts can parse it."""
 
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import typing
@@ -23,13 +25,23 @@ class Output:
         else:
             print(text)
 
-    def value(self, shown: dict[str, typing.Any]) -> None:
-        """A reply or state value: the decoded value if there is one, else the bytes in base64."""
-        text = json.dumps(shown["value"], ensure_ascii=False) if "value" in shown else shown["value_base64"]
-        if self.terminal:
-            self.console.print(Text.assemble((text, "bold"), "  ", (shown["typename"], "dim")))
+    def reply(self, typename: str, body: bytes) -> None:
+        """A function's reply as it was sent: the body's text (a JSON reply as the function wrote it), the
+        value of a built-in type (its bytes are a protobuf wrapper), or base64 for other bytes."""
+        from pystatefun.sdk.types import BUILTIN_TYPES
+
+        builtin = BUILTIN_TYPES.get(typename)
+        if builtin is not None:
+            text = json.dumps(builtin.serializer().deserialize(body), ensure_ascii=False)
         else:
-            print(text)
+            try:
+                text = body.decode("utf-8")
+            except UnicodeDecodeError:
+                text = "base64:" + base64.b64encode(body).decode()
+        if self.terminal:
+            self.console.print(Text.assemble((text, "bold"), "  ", (typename, "dim")))
+        else:
+            sys.stdout.write(text + ("" if text.endswith("\n") else "\n"))
 
     def record(self, record: bytes) -> None:
         text = record.decode(errors="replace")
@@ -67,7 +79,7 @@ class Output:
     def _table(self, title: str, columns: tuple[str, ...], rows: list[tuple[str, ...]], empty: str) -> None:
         if not self.terminal:
             for row in rows:
-                print("\t".join(row))
+                print("\t".join(_cell(value) for value in row))
             return
         if not rows:
             self.console.print(Text(empty, style="dim"))
@@ -78,3 +90,9 @@ class Output:
         for row in rows:
             table.add_row(*(Text(cell) for cell in row))
         self.console.print(table)
+
+
+def _cell(value: str) -> str:
+    """A value as one tab-separated cell: a reason spanning lines (a traceback) stays on its row, with
+    backslash, tab, newline and carriage return written as \\\\, \\t, \\n and \\r."""
+    return value.replace("\\", "\\\\").replace("\t", "\\t").replace("\n", "\\n").replace("\r", "\\r")

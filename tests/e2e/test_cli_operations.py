@@ -49,9 +49,30 @@ def test_send_tail_and_request_reply(app):
     alone = cli(app, "send", "crash/slow-answer/a", "--type", "io.statefun.types/int", "--data", "0", "--wait")
     assert ok(alone) == "2\n"  # --wait alone waits up to 30 s
     bad = cli(app, "send", "crash/counter/k", "--type", "io.statefun.types/int", "--data", "lots")
-    assert bad.returncode == 2 and "not a io.statefun.types/int value" in bad.stderr
+    assert bad.returncode == 2 and "not an io.statefun.types/int value" in bad.stderr
     unknown = cli(app, "tail", "nope")
     assert unknown.returncode == 1 and "unknown topic" in unknown.stderr and "Traceback" not in unknown.stderr
+
+
+def test_send_encodes_json_for_a_built_in_type_and_prints_a_reply_as_it_came(app):
+    # the int's bytes are its protobuf wrapper's, not the text "0": else the address would park, unanswered
+    assert ok(cli(app, "send", "crash/slow-answer/j", "--type", "io.statefun.types/int", "--json", "0", "--wait", "10")) == "1\n"
+    wrong = cli(app, "send", "crash/slow-answer/j", "--type", "io.statefun.types/int", "--json", '"five"')
+    assert wrong.returncode == 2 and "--json \"five\" is not an io.statefun.types/int value" in wrong.stderr
+    text = '{"b":1,  "a":[2]}'  # printed as the function sent it, not parsed and written again
+    assert ok(cli(app, "send", "crash/echo/x", "--type", "io.statefun.types/string", "--data", text, "--wait", "10")) == text + "\n"
+
+
+def test_each_command_lists_only_the_options_it_uses():
+    def options(command: str) -> set[str]:
+        shown = subprocess.run([sys.executable, "-m", "pystatefun.cli", command, "--help"], capture_output=True, text=True,
+                               timeout=30).stdout
+        return {o for o in ("--ingress", "--egress", "--admin", "--token") if o in shown}
+
+    assert options("send") == {"--ingress"}
+    assert options("tail") == {"--egress"}
+    for command in ("state", "parked", "resume", "dead-letters"):
+        assert options(command) == {"--admin", "--token"}, command
 
 
 def test_state_show_set_and_delete(app):
@@ -75,6 +96,8 @@ def test_parked_resume_and_dead_letters(app, tmp_path):
             break
     assert sorted(line.split("\t")[0] for line in parked.splitlines()) == ["crash/fragile/p", "crash/fragile/q"]
     assert "cannot digest poison" in parked
+    # the reason spans lines (its traceback): escaped, each address stays one row of three cells
+    assert all(len(line.split("\t")) == 3 and "\\n" in line for line in parked.splitlines())
     first = cli(app, "parked", "--limit", "1")  # a page, and on stderr how to get the next one
     assert ok(first).split("\t")[0] == "crash/fragile/p" and "--after crash/fragile/p" in first.stderr
     assert ok(cli(app, "parked", "--after", "crash/fragile/p")).split("\t")[0] == "crash/fragile/q"

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from pystatefun import StringType
+from pystatefun import IntType, StringType
 
 from .processes import Runtime, request
 
@@ -70,6 +70,19 @@ def test_wrong_requests_get_a_status_and_a_reason(runtime):
     assert get.status == 405 and get.headers.get("Allow") == "PUT, POST"
     bad_type = runtime.send("/crash/counter/a", "not-a-typename", body("x"))
     assert bad_type.status == 415
+
+
+def test_a_body_that_is_not_a_value_of_its_built_in_type_is_refused_with_what_to_send(runtime):
+    # curl -d 5 -H 'Content-Type: application/vnd.io.statefun.types/int': the text "5", not an IntWrapper
+    refused = runtime.send("/crash/slow-answer/text", "io.statefun.types/int", b"5")
+    assert refused.status == 400
+    reason = refused.body.decode()
+    assert reason.startswith("the body is not an io.statefun.types/int value")
+    assert "send the protobuf encoding, or use pystatefun send ADDRESS --type io.statefun.types/int --json 5" in reason
+    assert runtime.send("/crash/counter/text", STRING, b"plain text").status == 400
+    # nothing was taken: the address answers its next (well-formed) message, it did not park
+    answer = runtime.send("/crash/slow-answer/text?wait=10", "io.statefun.types/int", IntType.serializer().serialize(0))
+    assert answer.status == 200 and IntType.serializer().deserialize(answer.body) == 1
 
 
 def test_egress_unknown_topic_and_bad_wait(runtime):

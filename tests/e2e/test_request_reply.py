@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
-from pystatefun import IntType
+from pystatefun import IntType, StringType
 
-from .processes import Runtime
+from .processes import Runtime, request
 
 APP = Path(__file__).parent / "apps" / "counter"
 INT = "io.statefun.types/int"
+STRING = "io.statefun.types/string"
 
 
 @pytest.fixture
@@ -83,3 +84,18 @@ def test_bad_waits_and_unknown_targets(app):
         reply = app.send(f"/crash/slow-answer/z?wait={wait}", INT, body)
         assert reply.status == 400 and b"wait must be" in reply.body
     assert app.send("/crash/nobody/z?wait=1", INT, body).status == 404
+
+
+def test_a_waiting_request_whose_address_parks_is_answered_at_once_with_the_reason(app):
+    poison = StringType.serializer().serialize("poison")
+    answer = app.send("/crash/fragile/w?wait=30", STRING, poison)
+    assert answer.status == 500, answer.body  # not a 504 after 30 s
+    body = answer.body.decode()
+    assert "the message was accepted, but its address crash/fragile/w is parked" in body
+    assert "nothing is lost" in body and "RuntimeError: cannot digest poison" in body
+    assert "pystatefun resume crash/fragile/w" in body and "POST /parked/crash/fragile/w/skip" in body
+    # a request to the address while it is parked learns it at once too
+    later = app.send("/crash/fragile/w?wait=30", STRING, StringType.serializer().serialize("next"))
+    assert later.status == 500 and "crash/fragile/w is parked" in later.body.decode()
+    parked = json.loads(request(app.admin_port, "GET", "/parked").body)
+    assert parked == [{"address": "crash/fragile/w", "reason": parked[0]["reason"], "waiting_messages": 2}]

@@ -199,9 +199,17 @@ class PlaygroundIngress:
                 return _stored_answer(stored)
         timeout = asyncio.get_running_loop().call_later(wait, _expire, waiter)
         try:
-            value: TypedValue | None = await waiter
+            value: TypedValue | _Parked | None = await waiter
         finally:
             timeout.cancel()
+        if isinstance(value, _Parked):
+            if accepted is not None:
+                await accepted.committed()  # the answer says the message is kept: it must be durable first
+            return text(500, f"the message was accepted, but its address {value.where} is parked, so no reply "
+                             f"comes until an operator acts; the message stays parked, nothing is lost. Reason: "
+                             f"{value.reason}\nFix the cause, then resume it (pystatefun resume {value.where}, or "
+                             f"POST /parked/{value.where}/resume on the admin API), or skip the failed message to "
+                             f"the dead letters (pystatefun resume --skip {value.where}, or POST /parked/{value.where}/skip).")
         if value is None:
             if accepted is not None:
                 await accepted.committed()
@@ -232,11 +240,24 @@ class PlaygroundIngress:
         epoch.on_commit(lambda: self._answer(reply_id, envelope.value))
         return None
 
+    def parked(self, reply_id: str, where: str, reason: str) -> None:
+        """ReplySink: the message of the request waiting on ``reply_id`` is held at a parked address."""
+        for waiter in self._waiting.get(reply_id, []):
+            if not waiter.done():
+                waiter.set_result(_Parked(where, reason))
+
     def _answer(self, reply_id: str, value: TypedValue) -> None:
         self._replying.pop(reply_id, None)
         for waiter in self._waiting.pop(reply_id, []):
             if not waiter.done():
                 waiter.set_result(value)
+
+
+class _Parked(typing.NamedTuple):
+    """What a waiting request learns when its message's address parks: no reply comes for now."""
+
+    where: str
+    reason: str
 
 
 def _expire(waiter: asyncio.Future) -> None:

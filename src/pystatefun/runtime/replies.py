@@ -3,7 +3,9 @@
 A request that waits for an answer sends its message with a caller of function type REPLY_TYPENAME and
 an id of its own. Such an address has no function behind it: the runtime hands whatever a function
 sends to it to the ReplySink (the ingress), which answers the waiting request once the epoch holding
-the reply has committed, so an answer never shows effects that a crash could still undo.
+the reply has committed, so an answer never shows effects that a crash could still undo. When such a
+message parks its address (or reaches one that is parked), the sink is told at once, so that the request
+need not wait its full time for a reply that cannot come.
 """
 
 from __future__ import annotations
@@ -20,4 +22,9 @@ class ReplySink(typing.Protocol):
     def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:
         """Takes a message sent to a reply address into ``epoch``; or says why it cannot (the reason
         becomes a dead letter): its request was answered already, or nothing waits for it."""
+        ...
+
+    def parked(self, reply_id: str, where: str, reason: str) -> None:
+        """The message of the request waiting on ``reply_id`` is held at the parked address ``where``:
+        no reply comes until an operator resumes it, so the request can be answered now."""
         ...

@@ -62,6 +62,8 @@ class Routing:
             self._hold(mailbox, envelope)
             return
         mailbox.backlog.append(envelope)
+        if mailbox.parked is not None:
+            self._tell_parked(mailbox, envelope)
         self._schedule(mailbox)
 
     def _reply(self, envelope: Envelope) -> None:

@@ -12,9 +12,11 @@ import asyncio
 import logging
 import time
 
+from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.epoch import Timer
 from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctionTypeError
 from pystatefun.runtime.mailbox import Mailbox
+from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.runtime.waiting import wait_for_event
 
 log = logging.getLogger("pystatefun.runtime")
@@ -148,6 +150,16 @@ class Scheduling:
         mailbox.in_flight = None
         mailbox.parked = reason
         self.epoch.parked[(target.typename, target.id)] = reason
+        for envelope in mailbox.backlog:
+            self._tell_parked(mailbox, envelope)
+
+    def _tell_parked(self, mailbox: Mailbox, envelope: Envelope) -> None:
+        """A message held at a parked address: if a request waits for its reply, it learns why now."""
+        caller = envelope.caller
+        sink = self.reply_sink
+        if caller is not None and caller.typename == REPLY_TYPENAME and sink is not None:
+            target = mailbox.address
+            sink.parked(caller.id, f"{target.typename}/{target.id}", mailbox.parked)
 
     def _drop_timer(self, timer: Timer) -> None:
         epoch = self.epoch

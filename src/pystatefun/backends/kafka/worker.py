@@ -33,6 +33,7 @@ from confluent_kafka import Consumer, KafkaError, KafkaException, Message, Topic
 from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
+from pystatefun.backends.kafka.forwarding import Forwarding
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore, fence
@@ -161,6 +162,10 @@ class KafkaBackend:
             "session.timeout.ms": SESSION_TIMEOUT_MS,
             "heartbeat.interval.ms": HEARTBEAT_INTERVAL_MS,
         })
+
+    def forwarding(self, runtime: Runtime) -> Forwarding:
+        """What hands the requests that only another worker can answer to that worker."""
+        return Forwarding(runtime, self.view, self.worker_id)
 
     def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
         self.runtime = runtime

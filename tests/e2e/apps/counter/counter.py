@@ -6,7 +6,15 @@ import json
 import os
 from datetime import timedelta
 
-from pystatefun import IntType, StatefulFunctions, ValueSpec, egress_message_builder, make_json_type, message_builder
+from pystatefun import (
+    IntType,
+    StatefulFunctions,
+    ValueSpec,
+    egress_message_builder,
+    make_json_type,
+    message_builder,
+    simple_type,
+)
 
 RECORD = make_json_type("io.statefun.playground/EgressRecord")
 
@@ -54,3 +62,12 @@ def fragile(context, message):
     if text == "poison" and not os.path.exists(os.environ.get("FRAGILE_FIXED", "/nonexistent")):
         raise RuntimeError("cannot digest poison")
     emit(context, "fragile", key=context.address.id, message=text)
+
+
+TEXT = simple_type("crash/Text", serialize_fn=str.encode, deserialize_fn=bytes.decode)
+
+
+@functions.bind("crash/echo")
+def echo(context, message):
+    """Answers its caller with the message's text as it came, in a type of its own (not JSON)."""
+    context.reply(value=message.as_string(), value_type=TEXT)
