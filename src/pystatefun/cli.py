@@ -385,23 +385,5 @@ def dead_letters(after: int, limit: int) -> None:
         output.more(f"--after {page[-1]['seq']}")
 
 
-@main.command()
-@click.argument("name")
-@click.option("--directory", type=click.Path(file_okay=False), help="Where to write it (default: ./NAME).")
-def init(name: str, directory: str | None) -> None:
-    """Create the project NAME: a function, its test, module.yaml (embedded and remote), a Dockerfile, a README."""
-    from pathlib import Path
-
-    from pystatefun.scaffold import ScaffoldError, create_project
-
-    try:
-        written = create_project(name, Path(directory or name))
-    except ScaffoldError as e:
-        raise click.ClickException(str(e)) from None
-    folder = written[0].parent
-    click.echo(f"created {folder}: {', '.join(path.name for path in written)}\n"
-               f"  cd {folder} && pystatefun run module.yaml   (then see README.md)")
-
-
 if __name__ == "__main__":
     sys.exit(main())
