@@ -141,10 +141,9 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         admin_host: str, admin_token: str | None, log_level: str, log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
-    from confluent_kafka import KafkaException
-
     from pystatefun.app import Application, RuntimeFailure
     from pystatefun.backends.embedded import DataDirError
+    from pystatefun.backends.kafka.client import kafka_errors, require_kafka_client
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
     from pystatefun.event_loop import run_event_loop
 
@@ -154,6 +153,10 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
     kafka = None
     port_offset = 0
     if backend == "kafka":
+        try:
+            require_kafka_client("--backend kafka")
+        except RuntimeError as e:
+            raise click.ClickException(str(e)) from None
         if not bootstrap_servers or not app_name:
             raise click.UsageError("the Kafka backend needs --bootstrap-servers HOST:PORT and --app NAME")
         if workers > 1:
@@ -180,7 +183,7 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None
-    except KafkaException as e:
+    except kafka_errors() as e:
         raise _kafka_error(e) from None
     where = f"with data in {data_dir}" if kafka is None else f"as worker {kafka.worker_id} of {app_name} on {bootstrap_servers}"
     click.echo(f"pystatefun running {module_yaml} {where}", err=True)
@@ -190,7 +193,7 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         raise click.ClickException(f"cannot start: {e}") from None
     except RuntimeFailure as e:
         raise click.ClickException(str(e)) from None
-    except KafkaException as e:
+    except kafka_errors() as e:
         raise _kafka_error(e) from None
 
 
@@ -383,6 +386,24 @@ def dead_letters(after: int, limit: int) -> None:
     output.dead_letters(page)
     if len(page) == limit:
         output.more(f"--after {page[-1]['seq']}")
+
+
+@main.command()
+@click.argument("name")
+@click.option("--directory", type=click.Path(file_okay=False), help="Where to write it (default: ./NAME).")
+def init(name: str, directory: str | None) -> None:
+    """Create the project NAME: a function, its test, module.yaml (embedded and remote), a Dockerfile, a README."""
+    from pathlib import Path
+
+    from pystatefun.scaffold import ScaffoldError, create_project
+
+    try:
+        written = create_project(name, Path(directory or name))
+    except ScaffoldError as e:
+        raise click.ClickException(str(e)) from None
+    folder = written[0].parent
+    click.echo(f"created {folder}: {', '.join(path.name for path in written)}\n"
+               f"  cd {folder} && pystatefun run module.yaml   (then see README.md)")
 
 
 if __name__ == "__main__":
