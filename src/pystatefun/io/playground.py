@@ -28,12 +28,16 @@ import logging
 import secrets
 import typing
 
+from google.protobuf.message import DecodeError
+
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response, text
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress, parse_typename
+from pystatefun.sdk.types import BUILTIN_TYPES
+from pystatefun.wording import article
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 log = logging.getLogger("pystatefun.io.playground")
@@ -103,6 +107,9 @@ class PlaygroundIngress:
             parse_typename(value_type)
         except ValueError as e:
             return text(415, f"the Content-Type does not name a message type: {e}")
+        invalid = _builtin_refusal(value_type, request.body)
+        if invalid is not None:
+            return invalid
         try:
             target = address(function_type, id)
         except ValueError as e:
@@ -283,6 +290,26 @@ def _reply_wait(value: str | None) -> float | None | Response:
     if not 0 < seconds <= MAX_REPLY_WAIT_SECONDS:
         return text(400, f"wait must be a number of seconds above 0 and at most {MAX_REPLY_WAIT_SECONDS:g}, got {value!r}")
     return seconds
+
+
+# a value of each built-in type, for the CLI command that a refusal suggests
+_BUILTIN_EXAMPLES = {"int": "5", "long": "5", "float": "1.5", "double": "1.5", "bool": "true", "string": "'\"hello\"'"}
+
+
+def _builtin_refusal(value_type: str, body: bytes) -> Response | None:
+    """A 400 for a body that is not a value of the built-in type its Content-Type names: taken, it would
+    park the target address at its first read (curl -d 5 sends the text "5", not the IntWrapper)."""
+    builtin = BUILTIN_TYPES.get(value_type)
+    if builtin is None:
+        return None
+    try:
+        builtin.serializer().deserialize(body)
+    except (DecodeError, ValueError) as e:
+        example = _BUILTIN_EXAMPLES[value_type.rsplit("/", 1)[1]]
+        return text(400, f"the body is not {article(value_type)} {value_type} value ({e}): a built-in type's "
+                         "bytes are the protobuf encoding of its wrapper message, not text; send the protobuf "
+                         f"encoding, or use pystatefun send ADDRESS --type {value_type} --json {example}")
+    return None
 
 
 def _stored_answer(record: IdempotencyRecord) -> Response:
