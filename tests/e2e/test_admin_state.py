@@ -12,6 +12,7 @@ from pystatefun import StringType
 from .processes import Runtime, request
 
 APP = Path(__file__).parent / "apps" / "counter"
+CART = Path(__file__).parents[2] / "examples" / "shopping-cart"
 
 
 @pytest.fixture
@@ -64,3 +65,32 @@ def test_bad_state_requests_say_what_to_fix(app):
     assert status == 400 and "exactly one of 'value'" in error["error"]
     assert admin(app, "GET", "/state/crash/nobody/k")[0] == 404
     assert admin(app, "GET", "/state/crash/counter/k")[1]["state"]["count"]["value"] == 1  # unchanged
+
+
+def test_a_write_the_embedded_function_could_not_read_through_its_typed_state_is_refused(tmp_path):
+    """The shopping cart's stock is make_json_type("com.example/Stock", int), its basket a pydantic model."""
+    shop = Runtime(CART / "module.yaml", tmp_path / "data").start()
+    try:
+        restock = shop.send("/com.example/stock/socks", "com.example/RestockItem", b'{"quantity": 5}')
+        assert restock.status == 202
+        status, error = admin(shop, "PUT", "/state/com.example/stock/socks", {"stock": {"value": "many"}})
+        assert status == 400
+        assert error["error"] == ("state 'stock' is of type com.example/Stock, and the function cannot read this "
+                                  "value: Input should be a valid integer, unable to parse string as an integer")
+        status, error = admin(shop, "PUT", "/state/com.example/user-shopping-cart/ann",
+                              {"basket": {"value": {"items": {"socks": "two"}}}})
+        assert status == 400 and "items.socks: Input should be a valid integer" in error["error"]
+        status, error = admin(shop, "PUT", "/state/com.example/stock/socks", {"stock": {"value_base64": "Im1hbnki"}})
+        assert status == 400 and "cannot read this value" in error["error"]  # "many" as bytes: the same check
+
+        assert admin(shop, "PUT", "/state/com.example/stock/socks", {"stock": {"value": 7}})[0] == 200
+        add = shop.send("/com.example/user-shopping-cart/ann", "com.example/AddToCart", b'{"sku": "socks", "quantity": 7}')
+        assert add.status == 202
+        for _ in range(100):  # the stock answers the cart after the 202: the repaired 7 were available
+            stock = admin(shop, "GET", "/state/com.example/stock/socks")[1]["state"]["stock"]["value"]
+            if stock == 0:
+                break
+            shop.take("receipts", wait=0.05)
+        assert stock == 0 and admin(shop, "GET", "/parked") == (200, [])
+    finally:
+        shop.stop()

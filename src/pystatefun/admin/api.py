@@ -256,7 +256,7 @@ class AdminApi:
                     return _error(400, f"{typename} has no state {name!r}; its states: {known}")
                 try:
                     changes[name] = TypedValue(typename=spec.type_typename, has_value=True,
-                                               value=encode(name, spec.type_typename, entry))
+                                               value=encode(name, spec.type_typename, entry, spec.read))
                 except StateValueError as e:
                     return _error(400, str(e))
         epoch = self.runtime.write_address_state(target, changes)

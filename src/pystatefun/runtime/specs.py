@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import typing
+from dataclasses import dataclass, field
 
 from pystatefun.sdk.value_spec import ValueSpec
 from pystatefun.wire.request_reply_pb2 import FromFunction
@@ -17,11 +18,14 @@ class StateSpec:
     type_typename: str
     mode: int  # NONE, AFTER_WRITE or AFTER_CALL
     ttl_ms: int
+    # how the function reads the bytes (embedded functions only: the SDK type is in this process), so
+    # that a value written from outside is refused if the function could not read it
+    read: typing.Callable[[bytes], typing.Any] | None = field(default=None, compare=False, repr=False)
 
     @classmethod
     def of(cls, spec: ValueSpec) -> StateSpec:
         mode = AFTER_CALL if spec.after_call else AFTER_WRITE if spec.after_write else NONE
-        return cls(spec.name, spec.type.typename, mode, spec.duration)
+        return cls(spec.name, spec.type.typename, mode, spec.duration, spec.type.serializer().deserialize)
 
     @classmethod
     def from_protocol(cls, spec: FromFunction.PersistedValueSpec) -> StateSpec:
