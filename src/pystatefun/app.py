@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import functools
 import logging
+import socket
 import time
 import types
 import typing
@@ -36,6 +37,7 @@ from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
 from pystatefun.sdk.functions import StatefulFunctions
+from pystatefun.wording import plural
 
 if typing.TYPE_CHECKING:
     from pystatefun.backends.kafka.worker import KafkaBackend
@@ -51,6 +53,20 @@ def _kafka_io(module: Module) -> types.ModuleType:
     from pystatefun.io import kafka
 
     return kafka
+
+
+# each listener: what it is, and where its port is set
+_INGRESS = ("playground ingress", "change its port in module.yaml (INGRESS_PORT in the examples)")
+_EGRESS = ("playground egress", "change its port in module.yaml (EGRESS_PORT in the examples)")
+_ADMIN = ("admin API", "change it with --admin-port (0 turns the admin API off)")
+
+
+class PortUnavailable(OSError):
+    """A listener cannot bind its port (most often: another process has it)."""
+
+    def __init__(self, component: str, setting: str, host: str, port: int, error: OSError):
+        why = (error.strerror or str(error)).lower()
+        super().__init__(f"the {component} cannot listen on {host}:{port}: {why}; {setting}")
 
 
 class UnsupportedComponentError(RuntimeError):
@@ -251,8 +267,9 @@ class Application:
         else:
             recovery = self.store.recover()
             log.info(
-                "data dir %s: %d partitions, %d messages to resume, %d timers pending",
-                self.data_dir, self.store.partitions, recovery.inbox_size, len(recovery.timers),
+                "data dir %s: %d partitions, %s to resume, %s pending, %s parked (pystatefun parked lists them)",
+                self.data_dir, self.store.partitions, plural(recovery.inbox_size, "message"),
+                plural(len(recovery.timers), "timer"), plural(len(recovery.parked), "address", "addresses"),
             )
             await self.runtime.start(recovery)
         for binding in self.module.embedded:
@@ -272,23 +289,45 @@ class Application:
             if not isinstance(spec, PlaygroundIngressSpec):
                 continue
             wrap = None if self.forwarding is None else functools.partial(self.forwarding.ingress_handler, answered_by_owner)
-            await self._listen(self.ingress.server(wrap), spec.host, spec.port + self.port_offset)
+            await self._listen(self.ingress.server(wrap), spec.host, spec.port + self.port_offset, *_INGRESS)
             log.info("playground ingress %s listening on http://%s:%d", spec.id, spec.host, spec.port + self.port_offset)
         for spec in self.module.egresses:
             if not isinstance(spec, PlaygroundEgressSpec):
                 continue
-            await self._listen(self.egress.server(), spec.host, spec.port)
+            await self._listen(self.egress.server(), spec.host, spec.port, *_EGRESS)
             log.info("playground egress %s listening on http://%s:%d (topics: %s)", spec.id, spec.host, spec.port, ", ".join(spec.topics))
         if self.admin is not None:
-            runner, _ = await serve_admin(self.admin.app(), self.admin_host, self.admin_port)
+            try:
+                runner, _ = await serve_admin(self.admin.app(), self.admin_host, self.admin_port)
+            except OSError as e:
+                raise PortUnavailable(*_ADMIN, self.admin_host, self.admin_port, e) from None
             self._runners.append(runner)
             log.info("admin API listening on http://%s:%d%s", self.admin_host, self.admin_port,
                      " (bearer token required)" if self.admin_token else "")
         self._sweeper = asyncio.get_running_loop().create_task(self._sweep_loop())
 
-    async def _listen(self, server: HttpServer, host: str, port: int) -> None:
-        await server.start(host, port)
+    async def _listen(self, server: HttpServer, host: str, port: int, component: str, setting: str) -> None:
+        try:
+            await server.start(host, port)
+        except OSError as e:
+            raise PortUnavailable(component, setting, host, port, e) from None
         self._servers.append(server)
+
+    def check_ports(self) -> None:
+        """Raises PortUnavailable for the first listener whose port is taken, before anything starts: the
+        first thing a user sees is what to change, not a recovery log and a clean stop."""
+        listeners = [(*_INGRESS, s.host, s.port + self.port_offset) for s in self.module.ingresses
+                     if isinstance(s, PlaygroundIngressSpec)]
+        listeners += [(*_EGRESS, s.host, s.port) for s in self.module.egresses if isinstance(s, PlaygroundEgressSpec)]
+        if self.admin is not None:
+            listeners.append((*_ADMIN, self.admin_host, self.admin_port))
+        for component, setting, host, port in listeners:
+            with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+                probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as the servers bind
+                try:
+                    probe.bind((host, port))
+                except OSError as e:
+                    raise PortUnavailable(component, setting, host, port, e) from None
 
     async def _sweep_loop(self, every: float = 60.0) -> None:
         while True:
@@ -320,6 +359,7 @@ class Application:
     async def run_until_signalled(self) -> None:
         """Runs until SIGINT or SIGTERM, then stops cleanly (a kill -9 is fine too: nothing is lost)."""
         stop = stop_signal()
+        self.check_ports()
         try:
             await self.start()
             signalled = asyncio.ensure_future(stop.wait())
