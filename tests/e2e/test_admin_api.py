@@ -52,6 +52,11 @@ def test_functions_addresses_delayed_messages_and_openapi(tmp_path):
         assert status == 200 and document["openapi"].startswith("3.")
         served = {"/health", "/metrics", "/functions", "/parked", "/dead-letters", "/state/{namespace}/{type}/{id}"}
         assert served <= set(document["paths"])
+
+        status, index = admin(runtime, "GET", "/")  # opening the API's address: a map, not a bare 404
+        assert status == 200 and index["openapi"] == "/openapi.json"
+        assert {"method": "GET", "path": "/parked", "summary": document["paths"]["/parked"]["get"]["summary"]} in index["routes"]
+        assert {r["path"] for r in index["routes"]} == set(document["paths"])
     finally:
         runtime.stop()
 

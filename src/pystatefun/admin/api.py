@@ -98,6 +98,7 @@ class AdminApi:
         if self.peers is not None:
             middlewares.append(self.peers.middleware("admin", lambda request: True))
         app = web.Application(middlewares=middlewares)
+        app.router.add_get("/", self.index)
         app.router.add_get("/health", self.health)
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
@@ -140,6 +141,14 @@ class AdminApi:
             if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
                 return _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to --admin-token)")
         return await handler(request)
+
+    async def index(self, request: web.Request) -> web.Response:
+        """What a user who opens the API's address finds: its routes, from the OpenAPI document (so the
+        two cannot drift), and where the full description is."""
+        routes = [{"method": method.upper(), "path": path, "summary": operation.get("summary", "")}
+                  for path, operations in OPENAPI["paths"].items()
+                  for method, operation in operations.items() if isinstance(operation, dict)]
+        return web.json_response({"name": "pystatefun admin API", "openapi": "/openapi.json", "routes": routes})
 
     async def openapi(self, request: web.Request) -> web.Response:
         return web.json_response(OPENAPI)
