@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -11,15 +12,16 @@ from pathlib import Path
 import pytest
 
 from .conftest import EXAMPLES
-from .processes import Runtime, request, wait_for_port
+from .processes import Runtime, free_port, request, wait_for_port
 
 GREETER = EXAMPLES / "greeter"
 
 
 def run_cli(*args: str, cwd: Path | None = None, timeout: float = 30) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "pystatefun.cli", "run", *args], capture_output=True, text=True, timeout=timeout, cwd=cwd
-    )
+    # free ports, never the examples' 8090 and 8091: the README's greeter may be running on this machine
+    ports = {"INGRESS_PORT": str(free_port()), "EGRESS_PORT": str(free_port())}
+    return subprocess.run([sys.executable, "-m", "pystatefun.cli", "run", *args], capture_output=True, text=True,
+                          timeout=timeout, cwd=cwd, env={**os.environ, **ports})
 
 
 def assert_clean_error(result: subprocess.CompletedProcess, *fragments: str) -> None:
@@ -76,7 +78,7 @@ def test_refuses_a_data_dir_in_use_by_another_process(tmp_path):
 def test_refuses_a_different_partition_count_for_an_existing_data_dir(tmp_path):
     runtime = Runtime(GREETER / "module.yaml", tmp_path / "data").start()
     runtime.stop()
-    result = run_cli(str(GREETER / "module.yaml"), "--data-dir", str(tmp_path / "data"), "--partitions", "3")
+    result = run_cli(str(GREETER / "module.yaml"), "--data-dir", str(tmp_path / "data"), "--partitions", "3", "--admin-port", "0")
     assert_clean_error(result, "created with 8 partitions, not 3", "--partitions 8")
 
 
@@ -112,7 +114,7 @@ def test_a_port_in_use_is_a_clear_error(tmp_path):
         taken.listen()
         port = taken.getsockname()[1]
         result = run_cli(str(GREETER / "module.yaml"), "--data-dir", str(tmp_path / "data"), "--admin-port", str(port))
-    assert_clean_error(result, "cannot start", str(port))
+    assert_clean_error(result, f"cannot start: the admin API cannot listen on 127.0.0.1:{port}", "--admin-port")
 
 
 def test_a_missing_module_file_is_a_usage_error(tmp_path):
