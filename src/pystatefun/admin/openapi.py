@@ -33,10 +33,13 @@ OPENAPI: dict[str, typing.Any] = {
                        "cross-site or same-site, is refused with 403.",
     },
     "paths": {
+        "/": {"get": {"summary": "An index of these routes and where this document is", "responses": {
+            "200": _json("name, openapi (the path of this document), routes (method, path, summary)")}}},
         "/health": {"get": {"summary": "Whether the runtime processes", "responses": {
-            "200": _json("running: status, pid, uptime_seconds, partitions, epochs_committed, parked_addresses; "
-                         "with Kafka ingresses or egresses also kafka_ingresses (records, bad_records, "
-                         "stopped_partitions) and kafka_egresses (delivery_semantic, forwarded)"),
+            "200": _json("running: status (ok, or unavailable with a reason while the disk is full), pid, "
+                         "uptime_seconds, partitions, epochs_committed, parked_addresses, failing_endpoints (remote "
+                         "endpoints whose calls fail now); with Kafka ingresses or egresses also kafka_ingresses "
+                         "(records, bad_records, stopped_partitions) and kafka_egresses (delivery_semantic, forwarded)"),
             "503": _json("stopping")}}},
         "/metrics": {"get": {"summary": "Prometheus metrics; function_type labels name the first 200 function types, the rest are summed under other", "responses": {
             "200": {"description": "text exposition format", "content": {"text/plain": {}}}}}},
