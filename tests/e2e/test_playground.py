@@ -59,6 +59,21 @@ def test_idempotency_key_makes_a_resubmission_a_no_op(runtime):
     assert [r["count"] for r in drain(runtime)] == [2]
 
 
+def test_an_idempotency_key_reused_for_another_request_is_refused(runtime):
+    """As Stripe's API does: a key names one request; another body, address or type under it is a client
+    bug, answered 422 and not applied, while the first request's retries keep their answer."""
+    drain(runtime)
+    assert runtime.send("/crash/counter/reuse", STRING, body("first"), key="key-r").status == 202
+    for path, typename, value in (("/crash/counter/reuse", STRING, body("other")),
+                                  ("/crash/counter/elsewhere", STRING, body("first")),
+                                  ("/crash/echo/reuse", STRING, body("first"))):
+        refused = runtime.send(path, typename, value, key="key-r")
+        assert refused.status == 422, refused.body
+        assert b"'key-r' was used for another request" in refused.body
+    assert runtime.send("/crash/counter/reuse", STRING, body("first"), key="key-r").status == 202
+    assert [r["message"] for r in drain(runtime)] == ["first"]
+
+
 def test_wrong_requests_get_a_status_and_a_reason(runtime):
     no_type = request(runtime.ingress_port, "PUT", "/crash/counter/a", body("x"), {"Content-Type": "application/json"})
     assert no_type.status == 415 and b"application/vnd.<namespace>/<name>" in no_type.body

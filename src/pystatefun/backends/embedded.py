@@ -66,7 +66,7 @@ CREATE TABLE IF NOT EXISTS source_offsets (
     PRIMARY KEY (source, topic, partition)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,
-    content_type TEXT NOT NULL);
+    content_type TEXT NOT NULL, request TEXT NOT NULL DEFAULT '');
 CREATE TABLE IF NOT EXISTS dead_letters (
     seq INTEGER PRIMARY KEY AUTOINCREMENT, target_type TEXT NOT NULL, target_id TEXT NOT NULL,
     caller_type TEXT, caller_id TEXT, value BLOB NOT NULL, reason TEXT NOT NULL, at_ms INTEGER NOT NULL);
@@ -231,6 +231,10 @@ class SQLiteStore:
             self.db.execute(f"PRAGMA synchronous={synchronous}")
             self.db.executescript(_SCHEMA)
             self.partitions = self._check_meta(partitions)
+            # data dirs made before idempotency records kept their request's digest get the column (its
+            # empty default: such records are answered to any retry, as they were)
+            if "request" not in {row[1] for row in self.db.execute("PRAGMA table_info(idempotency)")}:
+                self.db.execute("ALTER TABLE idempotency ADD COLUMN request TEXT NOT NULL DEFAULT ''")
             # egress records are numbered here, not by SQLite, so that a committed epoch's records carry
             # their seq (the playground egress deletes a record by it once read); AUTOINCREMENT's high-water
             # mark keeps numbers from before this scheme unique
@@ -391,7 +395,8 @@ class SQLiteStore:
 
     @_serialized
     def idempotency(self, key: str, now_ms: int) -> IdempotencyRecord | None:
-        row = self.db.execute("SELECT * FROM idempotency WHERE key = ? AND expires_ms > ?", (key, now_ms)).fetchone()
+        row = self.db.execute("SELECT key, expires_ms, status, body, content_type, request FROM idempotency "
+                              "WHERE key = ? AND expires_ms > ?", (key, now_ms)).fetchone()
         return None if row is None else IdempotencyRecord(*row)
 
     # -- outside epochs: idempotent metadata, and the egress table's readers ---------------------------
@@ -545,8 +550,9 @@ class SQLiteStore:
             db.executemany("DELETE FROM egress WHERE seq = ?", [(s,) for s in epoch.egress_read])
         if epoch.idempotency:
             db.executemany(
-                "INSERT OR REPLACE INTO idempotency VALUES (?, ?, ?, ?, ?)",
-                [(r.key, r.expires_ms, r.status, r.body, r.content_type) for r in epoch.idempotency],
+                "INSERT OR REPLACE INTO idempotency (key, expires_ms, status, body, content_type, request) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                [(r.key, r.expires_ms, r.status, r.body, r.content_type, r.request) for r in epoch.idempotency],
             )
         if epoch.dead_letters:
             rows = []

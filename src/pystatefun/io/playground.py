@@ -21,6 +21,7 @@ waiting takes its record in the epoch that makes it (PlaygroundEgress).
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import collections
 import itertools
 import json
@@ -67,7 +68,8 @@ class PlaygroundIngress:
         self.runtime = runtime
         self.store = store
         self.idempotency_ttl_ms = idempotency_ttl_ms
-        self._pending: dict[str, Epoch] = {}  # idempotency keys accepted in epochs not yet committed
+        # idempotency keys accepted in epochs not yet committed: the epoch, and the request's digest
+        self._pending: dict[str, tuple[Epoch, str]] = {}
         self._waiting: dict[str, list[asyncio.Future]] = {}  # reply id -> requests waiting for it
         self._replying: dict[str, Epoch] = {}  # reply ids answered in epochs not yet committed
         self.responses: collections.Counter[int] = collections.Counter()  # answers by HTTP status
@@ -126,7 +128,7 @@ class PlaygroundIngress:
         reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
         waiter = None if reply_id is None else self._wait_for(reply_id)
         try:
-            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id)
+            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id, key)
             if isinstance(accepted, Response):
                 return accepted
             if waiter is None:
@@ -149,13 +151,14 @@ class PlaygroundIngress:
         return None if reason is None else text(404, reason)
 
     async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
-                       reply_id: str | None) -> Response | Epoch | None:
+                       reply_id: str | None, key: str | None) -> Response | Epoch | None:
         """Sends the message: the epoch that carries it (its commit makes the message durable). Or the
         answer to give instead: a refusal, or for a retry of a keyed request, the first request's answer
         -- unless that was a 202 and this request waits for the reply (None: the message is committed
         already, and this request waits for the reply like the first)."""
+        digest = "" if full_key is None else _request_digest(target, value_type, body)
         for admitted in (False, True):  # look again after admit: a concurrent retry may have got in
-            earlier = None if full_key is None else await self._answered(full_key)
+            earlier = None if full_key is None else await self._answered(full_key, digest, key)
             if earlier is not None:
                 return None if earlier.status == 202 and reply_id is not None else earlier
             if not admitted and not await self.runtime.admit(target):
@@ -165,21 +168,35 @@ class PlaygroundIngress:
         epoch = self.runtime.epoch
         if full_key is not None:
             epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b"",
-                                                       partition=self.runtime.partition_of(target.id)))
-            self._pending[full_key] = epoch
+                                                       request=digest, partition=self.runtime.partition_of(target.id)))
+            self._pending[full_key] = (epoch, digest)
             epoch.on_commit(lambda: self._pending.pop(full_key, None))
         return epoch
 
-    async def _answered(self, key: str) -> Response | None:
-        """The answer already given to a request with this idempotency key, if there was one."""
-        pending = self._pending.get(key)
+    async def _answered(self, full_key: str, digest: str, key: str | None) -> Response | None:
+        """The answer already given to a request with this idempotency key, if there was one; a 422 if
+        the key was used for another request (another target, content type or body)."""
+        pending = self._pending.get(full_key)
         if pending is not None:
-            await pending.committed()
+            epoch, first = pending
+            if first != digest:
+                return _reused_key(key)
+            await epoch.committed()
             return Response(202)
-        stored = self.store.idempotency(key, self.runtime.now_ms())
+        stored = self.store.idempotency(full_key, self.runtime.now_ms())
         if stored is None:
             return None
+        if stored.request and stored.request != digest:
+            return _reused_key(key)
         return _stored_answer(stored)
+
+    def _request_of(self, full_key: str) -> str:
+        """The digest of the request an idempotency key is kept for (pending or committed), else ""."""
+        pending = self._pending.get(full_key)
+        if pending is not None:
+            return pending[1]
+        stored = self.store.idempotency(full_key, self.runtime.now_ms())
+        return "" if stored is None else stored.request
 
     # -- request/reply ------------------------------------------------------------------------------
 
@@ -239,7 +256,7 @@ class PlaygroundIngress:
             replier = envelope.caller.id if envelope.caller is not None else reply_id
             epoch.idempotency.append(IdempotencyRecord(
                 full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 200, value.value, f"{VND_PREFIX}{value.typename}",
-                partition=self.runtime.partition_of(replier),
+                request=self._request_of(full_key), partition=self.runtime.partition_of(replier),
             ))
         elif reply_id not in self._waiting:
             return "no request waits for this reply any more (it timed out, or the runtime restarted)"
@@ -310,6 +327,18 @@ def _builtin_refusal(value_type: str, body: bytes) -> Response | None:
                          "bytes are the protobuf encoding of its wrapper message, not text; send the protobuf "
                          f"encoding, or use pystatefun send ADDRESS --type {value_type} --json {example}")
     return None
+
+
+def _request_digest(target: SdkAddress, value_type: str, body: bytes) -> str:
+    """What makes two requests with one idempotency key the same request: target, type and body."""
+    digest = hashlib.sha256(f"{target.typename}\n{target.id}\n{value_type}\n".encode("utf-8"))
+    digest.update(body)
+    return digest.hexdigest()
+
+
+def _reused_key(key: str | None) -> Response:
+    return text(422, f"Idempotency-Key {key!r} was used for another request (another address, content type or "
+                     "body): a retry must repeat its request exactly; send a new request with a new key")
 
 
 def _stored_answer(record: IdempotencyRecord) -> Response:

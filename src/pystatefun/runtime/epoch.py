@@ -83,6 +83,9 @@ class IdempotencyRecord:
     status: int  # 202 accepted; 200 a reply (request/reply)
     body: bytes
     content_type: str = ""
+    # a digest of the request the key was first used for (target, content type, body): a retry must be
+    # the same request; empty in records kept before digests were
+    request: str = ""
     # where it is kept: the partition of the request's target, whose owner answers its retries (Kafka
     # backend); not stored with the record
     partition: int | None = None

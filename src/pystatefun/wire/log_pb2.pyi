@@ -42,16 +42,18 @@ class ParkedValue(_message.Message):
     def __init__(self, reason: _Optional[str] = ...) -> None: ...
 
 class IdempotencyValue(_message.Message):
-    __slots__ = ("expires_ms", "status", "body", "content_type")
+    __slots__ = ("expires_ms", "status", "body", "content_type", "request")
     EXPIRES_MS_FIELD_NUMBER: _ClassVar[int]
     STATUS_FIELD_NUMBER: _ClassVar[int]
     BODY_FIELD_NUMBER: _ClassVar[int]
     CONTENT_TYPE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_FIELD_NUMBER: _ClassVar[int]
     expires_ms: int
     status: int
     body: bytes
     content_type: str
-    def __init__(self, expires_ms: _Optional[int] = ..., status: _Optional[int] = ..., body: _Optional[bytes] = ..., content_type: _Optional[str] = ...) -> None: ...
+    request: str
+    def __init__(self, expires_ms: _Optional[int] = ..., status: _Optional[int] = ..., body: _Optional[bytes] = ..., content_type: _Optional[str] = ..., request: _Optional[str] = ...) -> None: ...
 
 class ProcessedOffsets(_message.Message):
     __slots__ = ("ranges",)

@@ -102,7 +102,7 @@ def idempotency_key(key: str) -> bytes:
 
 def encode_idempotency(record: IdempotencyRecord) -> bytes:
     return IdempotencyValue(expires_ms=record.expires_ms, status=record.status, body=record.body,
-                            content_type=record.content_type).SerializeToString()
+                            content_type=record.content_type, request=record.request).SerializeToString()
 
 
 PROCESSED_KEY = b"o"
@@ -171,4 +171,4 @@ class PartitionState:
             else:
                 stored = IdempotencyValue.FromString(value)
                 self.idempotency[names[0]] = IdempotencyRecord(names[0], stored.expires_ms, stored.status, stored.body,
-                                                               stored.content_type)
+                                                               stored.content_type, stored.request)
