@@ -59,8 +59,10 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     click.echo(f"serving {', '.join(functions.typenames()) or 'no functions'} on http://{host}:{port}", err=True)
     try:
         run_event_loop(serve_until_signalled(functions, host, port))
-    except OSError as e:  # a port in use, most often
-        raise click.ClickException(f"cannot serve: {e}") from None
+    except OSError as e:  # binding its port: the one OSError that reaches here
+        why = (os.strerror(e.errno) if e.errno else str(e)).lower()
+        raise click.ClickException(f"the function endpoint cannot listen on {host}:{port}: {why}; "
+                                   "change it with --port") from None
 
 
 @main.command()

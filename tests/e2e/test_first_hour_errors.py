@@ -93,6 +93,18 @@ def test_a_port_in_use_is_the_first_and_only_thing_said_naming_the_component_and
     assert result.stderr.splitlines()[1:] == [f"Error: cannot start: {said}"]  # after only "pystatefun running ..."
 
 
+def test_pystatefun_serve_on_a_port_in_use_says_which_and_what_to_change():
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        port = holder.getsockname()[1]
+        result = subprocess.run([sys.executable, "-m", "pystatefun.cli", "serve", "counter:functions", "--port", str(port)],
+                                cwd=COUNTER_APP.parent, capture_output=True, text=True, timeout=60)
+    assert result.returncode == 1
+    assert result.stderr.splitlines()[-1] == (f"Error: the function endpoint cannot listen on 127.0.0.1:{port}: "
+                                              "address already in use; change it with --port")
+
+
 def test_a_restart_says_how_many_messages_resume_and_how_many_addresses_are_parked(tmp_path):
     runtime = Runtime(COUNTER_APP, tmp_path / "data", args=("--log-level", "info")).start()
     try:
