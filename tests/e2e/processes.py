@@ -117,7 +117,7 @@ class Runtime:
             for port in (self.ingress_port, self.egress_port, self.admin_port):  # the admin API starts last
                 wait_for_port(port, self.process)
         except Exception as e:
-            kill(self.process)  # one that runs but never listened (a port its module does not open) must not outlive the test
+            kill(self.process)  # running but never listening: it must not outlive the test
             raise RuntimeError(f"{e}\n{self.log.read_text()[-3000:]}") from e
         return self
 
