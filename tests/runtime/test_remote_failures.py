@@ -1,6 +1,6 @@
 """A remote function that fails shows it at once: a WARNING when its endpoint starts failing and when it
-recovers, the endpoint's health in /functions and /health, a metric, and a function that raises parks
-its address after a few attempts instead of after the two-minute call budget."""
+recovers, the endpoint's health in /functions and /health, a metric; a function that raises is retried
+for the call budget as in StateFun, or parks after retry.function_error_max_attempts attempts when set."""
 
 from __future__ import annotations
 
@@ -56,8 +56,9 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
     async def scenario():
         fixed: list[bool] = []
         async with CountingServer(raising_functions(fixed)) as server:
-            # the call budget is StateFun's two minutes: parking must not wait for it
-            app = Application(load_module(module(tmp_path, server.port)), tmp_path / "data")
+            # the call budget is StateFun's two minutes: with the key set, parking does not wait for it
+            extra = "  retry:\n    function_error_max_attempts: 3\n"
+            app = Application(load_module(module(tmp_path, server.port, extra)), tmp_path / "data")
             await app.start()
             url = f"http://127.0.0.1:{server.port}/{{function.name}}"
             send(app, "a", 1)
@@ -81,6 +82,7 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
             assert len(warnings) == 1  # once when it starts failing, not once per attempt
             assert url.replace("{function.name}", "counter") in warnings[0] and "HTTP 500" in warnings[0]
             assert "retried with backoff for at most the call budget of 120 s" in warnings[0]
+            assert "or 3 attempts while the function raises" in warnings[0]
 
             fixed.append(True)  # the fix is deployed
             assert app.runtime.resume(mailbox.address)
@@ -109,6 +111,26 @@ def test_an_endpoint_that_is_unavailable_shows_failing_while_the_call_is_still_r
             await settle(app)
             assert count(app, "a") == 5 and not app.runtime.parked()
             assert app.describe_functions()[0]["health"]["status"] == "ok"
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_by_default_a_raising_function_is_retried_like_any_failure_as_in_statefun(tmp_path):
+    """A 500 may come from a proxy as well as from the function: by default it is retried until the call
+    budget, and a function that recovers meanwhile is applied once, without an operator."""
+    async def scenario():
+        fixed: list[bool] = []
+        async with CountingServer(raising_functions(fixed)) as server:
+            app = Application(load_module(module(tmp_path, server.port, "  retry:\n    max_backoff: 10ms\n")),
+                              tmp_path / "data")
+            await app.start()
+            send(app, "a", 4)
+            await until(lambda: server.requests > 1 + 10, "ten attempts and more")
+            assert not app.runtime.parked()
+            fixed.append(True)
+            await settle(app)
+            assert count(app, "a") == 4 and not app.runtime.parked()
             await app.stop()
 
     asyncio.run(scenario())

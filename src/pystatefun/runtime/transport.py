@@ -275,7 +275,8 @@ class HttpTransport:
         policy = self.settings.retry
         if not failure.retryable:
             return self._error(url, attempts, failure, f"failed (not retryable): {failure.reason}")
-        if failure.status == FUNCTION_ERROR_STATUS and attempts >= policy.function_error_max_attempts:
+        bound = policy.function_error_max_attempts
+        if failure.status == FUNCTION_ERROR_STATUS and bound is not None and attempts >= bound:
             return self._error(
                 url, attempts, failure,
                 f"failed after {_attempts(attempts)}: the function raised (HTTP 500), which is retried at most "
@@ -297,7 +298,7 @@ class HttpTransport:
         limits = [f"the call budget of {self._budget:g} s (transport call)"]
         if policy.max_attempts is not None:
             limits.append(f"{policy.max_attempts} attempts (retry max_attempts)")
-        if failure.status == FUNCTION_ERROR_STATUS:
+        if failure.status == FUNCTION_ERROR_STATUS and policy.function_error_max_attempts is not None:
             limits.append(f"{policy.function_error_max_attempts} attempts while the function raises "
                           "(retry function_error_max_attempts)")
         return f"retried with backoff for at most {' or '.join(limits)}, then its address parks"
