@@ -99,3 +99,14 @@ def test_a_waiting_request_whose_address_parks_is_answered_at_once_with_the_reas
     assert later.status == 500 and "crash/fragile/w is parked" in later.body.decode()
     parked = json.loads(request(app.admin_port, "GET", "/parked").body)
     assert parked == [{"address": "crash/fragile/w", "reason": parked[0]["reason"], "waiting_messages": 2}]
+
+
+def test_a_keyed_retry_of_a_request_held_at_a_parked_address_is_answered_at_once(app):
+    poison = StringType.serializer().serialize("poison")
+    first = app.send("/crash/fragile/k?wait=30", STRING, poison, key="poison-1")
+    assert first.status == 500 and "crash/fragile/k is parked" in first.body.decode()
+    retry = app.send("/crash/fragile/k?wait=30", STRING, poison, key="poison-1")  # not a 504 after 30 s
+    assert retry.status == 500, retry.body
+    assert "crash/fragile/k is parked" in retry.body.decode() and "cannot digest poison" in retry.body.decode()
+    parked = json.loads(request(app.admin_port, "GET", "/parked").body)
+    assert [p["waiting_messages"] for p in parked if p["address"] == "crash/fragile/k"] == [1]  # not sent twice

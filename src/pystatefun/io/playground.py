@@ -134,6 +134,10 @@ class PlaygroundIngress:
             if waiter is None:
                 await accepted.committed()
                 return Response(202)
+            if accepted is None:  # a keyed retry whose message is committed: is it held at a parked address?
+                reason = self.runtime.parked_holding(target, reply_id)
+                if reason is not None:
+                    self.parked(reply_id, f"{target.typename}/{target.id}", reason)
             return await self._reply_or_timeout(waiter, accepted, full_key, wait)
         finally:
             if waiter is not None:

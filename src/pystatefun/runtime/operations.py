@@ -13,6 +13,7 @@ import typing
 from pystatefun.runtime.epoch import Epoch, StoredValue, Timer
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.specs import StateSpec
+from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -51,6 +52,18 @@ class Operations:
         if mailbox.idle:
             mailbox.processor.mailboxes.pop(mailbox.key, None)
         return True
+
+    def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:
+        """Why ``target`` is parked, when the message of the request waiting on ``reply_id`` is among the
+        ones it holds in memory (a keyed retry of that request learns it at once); else None."""
+        mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
+        if mailbox is None or mailbox.parked is None:
+            return None
+        for envelope in mailbox.backlog:
+            caller = envelope.caller
+            if caller is not None and caller.typename == REPLY_TYPENAME and caller.id == reply_id:
+                return mailbox.parked
+        return None
 
     def cancel_timer(self, timer_id: int) -> Timer | None:
         """Cancels one pending delayed message by its id (from ``timers.pending_for``), durably with the
