@@ -140,7 +140,7 @@ class Application:
                 invoker.on_call = self.metrics.remote_call
         # built here so that an admin API exposed without a token is refused before anything starts
         self.admin = None if admin_port is None else AdminApi(
-            self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.kafka_status,
+            self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.health_status,
             self.forwarding, host=admin_host, port=admin_port)
         self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
         self._servers: list[HttpServer] = []  # the playground ingress's and egress's
@@ -232,7 +232,7 @@ class Application:
             bindings.append(entry)
         return bindings
 
-    def kafka_status(self) -> dict[str, typing.Any]:
+    def health_status(self) -> dict[str, typing.Any]:
         """The Kafka ingresses and egresses, and the remote endpoints that are failing, for /health."""
         status: dict[str, typing.Any] = {}
         failing = {health.endpoint: health.describe() for health in self.endpoint_health() if health.failing_since is not None}

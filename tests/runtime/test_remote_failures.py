@@ -75,7 +75,7 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
             health = binding["health"]
             assert health["status"] == "failing" and "HTTP 500" in health["last_error"]
             assert health["failing_since"] <= health["last_call_at"]
-            assert app.kafka_status()["failing_endpoints"][url]["status"] == "failing"
+            assert app.health_status()["failing_endpoints"][url]["status"] == "failing"
             assert metric(app, "pystatefun_endpoint_failing{") == f'pystatefun_endpoint_failing{{endpoint="{url}"}} 1.0'
             assert metric(app, "pystatefun_endpoint_failed_attempts_total{").endswith(" 3.0")
             warnings = [r.getMessage() for r in caplog.records if "is failing" in r.getMessage()]
@@ -89,7 +89,7 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
             await settle(app)
             assert count(app, "a") == 1
             assert app.describe_functions()[0]["health"]["status"] == "ok"
-            assert "failing_endpoints" not in app.kafka_status()
+            assert "failing_endpoints" not in app.health_status()
             assert metric(app, "pystatefun_endpoint_failing{").endswith(" 0.0")
             assert any("recovered" in r.getMessage() for r in caplog.records)
             await app.stop()
