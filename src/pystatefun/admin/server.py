@@ -2,30 +2,23 @@
 timeouts, so that the admin API stays reachable (for probes, Prometheus and an operator) while the
 data plane's listeners are saturated, and so that its clients cannot take the process's file
 descriptors. aiohttp has no connection cap of its own: the site below counts the connections its
-protocol factory hands out and answers those beyond the cap with a 503 at once."""
+protocol factory hands out and answers those beyond the cap as the data plane's listeners do (a 503 at
+once and a log line now and then: io/http_server.py ConnectionCap)."""
 
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 import typing
 
 from aiohttp import web
 
-log = logging.getLogger("pystatefun.admin")
+from pystatefun.io.http_server import ConnectionCap
 
 MAX_CONNECTIONS = 128
 KEEPALIVE_SECONDS = 15.0  # an idle keep-alive connection is closed after this
 MAX_LINE_BYTES = 8190  # request line and each header line (aiohttp's own defaults, stated here)
 MAX_FIELD_BYTES = 8190
 SHUTDOWN_SECONDS = 5.0
-FULL_LOG_EVERY_SECONDS = 60.0  # one log line per minute while connections are being refused
-
-_REFUSAL = (
-    b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nRetry-After: 1\r\n"
-    b"Connection: close\r\nContent-Length: %d\r\n\r\n%s"
-)
 
 
 class _Counted(asyncio.Protocol):
@@ -56,14 +49,13 @@ class _Counted(asyncio.Protocol):
 
 
 class _Refused(asyncio.Protocol):
-    """A connection beyond the cap: a 503 that says why, then closed."""
+    """A connection beyond the cap: refused by the site's ConnectionCap."""
 
-    def __init__(self, reason: bytes):
-        self.reason = reason
+    def __init__(self, cap: ConnectionCap):
+        self.cap = cap
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        typing.cast(asyncio.Transport, transport).write(_REFUSAL % (len(self.reason), self.reason))
-        transport.close()
+        self.cap.refuse(transport)
 
 
 class CappedSite(web.BaseSite):
@@ -77,8 +69,8 @@ class CappedSite(web.BaseSite):
         self._port = port
         self.max_connections = max_connections
         self.open = 0
-        self.refused = 0  # connections answered 503 because the cap was reached
-        self._logged_at = float("-inf")
+        self.cap = ConnectionCap("admin API", max_connections, f"the admin API has {max_connections} connections "
+                                 "open, the most it keeps: close idle ones, or retry")
 
     @property
     def name(self) -> str:
@@ -89,17 +81,15 @@ class CappedSite(web.BaseSite):
         server = typing.cast(web.Server, self._runner.server)
         loop = asyncio.get_running_loop()
         self._server = await loop.create_server(lambda: self._protocol(server), self._host, self._port)
+        self.cap.address = f"{self._host}:{self._port}"
+
+    async def stop(self) -> None:
+        self.cap.close()
+        await super().stop()
 
     def _protocol(self, server: web.Server) -> asyncio.Protocol:
         if self.open >= self.max_connections:
-            self.refused += 1
-            now = time.monotonic()
-            if now - self._logged_at >= FULL_LOG_EVERY_SECONDS:
-                self._logged_at = now
-                log.warning("admin API on %s: %d connections open, the most it keeps; refusing new ones with 503 "
-                            "(%d refused so far)", self.name, self.open, self.refused)
-            return _Refused(f"the admin API has {self.open} connections open, the most it keeps: close idle ones, "
-                            "or retry\n".encode())
+            return _Refused(self.cap)
         self.open += 1
         return _Counted(server(), self)
 

@@ -106,6 +106,42 @@ class BodyBudget:
 PROCESS_BODY_BUDGET = BodyBudget()  # the budget of every server that is not given one
 
 
+class ConnectionCap:
+    """A listener's cap on open connections: a connection past it gets a 503 that says why and is closed
+    at once, and the refusals are logged, the first after a quiet spell at once, then at most every
+    REFUSAL_REPORT_SECONDS. The HttpServer has one; so has the admin API's aiohttp listener
+    (admin/server.py), which counts its connections itself."""
+
+    def __init__(self, name: str, max_connections: int, reason: str):
+        self.name = name  # logged with the address it listens on
+        self.max_connections = max_connections
+        self.address = ""
+        self._answer = _encode(text(503, reason, **{"Retry-After": "1"}), close=True)
+        self._refused = 0  # connections refused since the last log line about them
+        self._report: asyncio.TimerHandle | None = None
+
+    def refuse(self, transport: asyncio.BaseTransport) -> None:
+        typing.cast(asyncio.Transport, transport).write(self._answer)
+        transport.close()
+        self._refused += 1
+        if self._report is None:
+            self._log_refusals()
+
+    def close(self) -> None:
+        if self._report is not None:
+            self._report.cancel()
+            self._report = None
+
+    def _log_refusals(self) -> None:
+        self._report = None
+        if self._refused:
+            log.warning("%s on %s refused %d connection(s): it has %d open, its limit (max_connections); "
+                        "the next report in %g s at the earliest", self.name, self.address, self._refused,
+                        self.max_connections, REFUSAL_REPORT_SECONDS)
+            self._refused = 0
+            self._report = asyncio.get_running_loop().call_later(REFUSAL_REPORT_SECONDS, self._log_refusals)
+
+
 class HttpServer:
     """Serves ``handler`` on a TCP address until :meth:`close`.
 
@@ -150,25 +186,21 @@ class HttpServer:
         self.loop: asyncio.AbstractEventLoop | None = None
         self._server: asyncio.Server | None = None
         self._connections: set[_Connection] = set()
-        self._refused = 0  # connections refused at the cap since the last log line about them
-        self._refusal_report: asyncio.TimerHandle | None = None
-        self._full = _encode(text(503, f"the server is at its limit of {max_connections} open connections: "
-                                       "retry later", **{"Retry-After": "1"}), close=True)
+        self.cap = ConnectionCap(name, max_connections,
+                                 f"the server is at its limit of {max_connections} open connections: retry later")
 
     async def start(self, host: str, port: int) -> None:
         self.loop = asyncio.get_running_loop()
         self._server = await self.loop.create_server(lambda: _Connection(self), host, port)
         bound = self._server.sockets[0].getsockname()
-        self.address = f"{bound[0]}:{bound[1]}"
+        self.address = self.cap.address = f"{bound[0]}:{bound[1]}"
 
     async def close(self) -> None:
         """Stops accepting, lets requests in progress finish (for a while), then closes every connection."""
         if self._server is None:
             return
         self._server.close()
-        if self._refusal_report is not None:
-            self._refusal_report.cancel()
-            self._refusal_report = None
+        self.cap.close()
         for connection in list(self._connections):
             connection.close_when_idle()
         busy = [c.worker for c in self._connections if c.worker is not None]
@@ -178,23 +210,6 @@ class HttpServer:
             connection.abort()
         await self._server.wait_closed()
         self._server = None
-
-    def _refuse_connection(self, transport: asyncio.Transport) -> None:
-        """Past the cap: a short 503 and the connection closed at once, and a log line now and then."""
-        transport.write(self._full)
-        transport.close()
-        self._refused += 1
-        if self._refusal_report is None:  # the first refusal after a quiet spell is logged at once
-            self._report_refusals()
-
-    def _report_refusals(self) -> None:
-        self._refusal_report = None
-        if self._refused:
-            log.warning("%s on %s refused %d connection(s): it has %d open, its limit (max_connections); "
-                        "the next report in %g s at the earliest", self.name, self.address, self._refused,
-                        self.max_connections, REFUSAL_REPORT_SECONDS)
-            self._refused = 0
-            self._refusal_report = self.loop.call_later(REFUSAL_REPORT_SECONDS, self._report_refusals)
 
 
 _REASONS = {s.value: s.phrase for s in HTTPStatus}
@@ -245,7 +260,7 @@ class _Connection(asyncio.Protocol):
         self.transport = typing.cast(asyncio.Transport, transport)
         if len(self.server._connections) >= self.server.max_connections:
             self.closing = True
-            self.server._refuse_connection(self.transport)
+            self.server.cap.refuse(self.transport)
             return
         self.server._connections.add(self)
         self._watch()
