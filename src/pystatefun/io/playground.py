@@ -194,12 +194,12 @@ class PlaygroundIngress:
             return _reused_key(key)
         return _stored_answer(stored)
 
-    def _request_of(self, full_key: str) -> str:
-        """The digest of the request an idempotency key is kept for (pending or committed), else ""."""
+    def _request_of(self, full_key: str, stored: IdempotencyRecord | None) -> str:
+        """The digest of the request an idempotency key is kept for: in an epoch still committing, else in
+        ``stored`` (the key's committed record, which the caller has read), else ""."""
         pending = self._pending.get(full_key)
         if pending is not None:
             return pending[1]
-        stored = self.store.idempotency(full_key, self.runtime.now_ms())
         return "" if stored is None else stored.request
 
     # -- request/reply ------------------------------------------------------------------------------
@@ -260,7 +260,7 @@ class PlaygroundIngress:
             replier = envelope.caller.id if envelope.caller is not None else reply_id
             epoch.idempotency.append(IdempotencyRecord(
                 full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 200, value.value, f"{VND_PREFIX}{value.typename}",
-                request=self._request_of(full_key), partition=self.runtime.partition_of(replier),
+                request=self._request_of(full_key, stored), partition=self.runtime.partition_of(replier),
             ))
         elif reply_id not in self._waiting:
             return "no request waits for this reply any more (it timed out, or the runtime restarted)"

@@ -178,7 +178,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         self.health = health or EndpointHealth(url_for("{function.name}"))
         # function types the endpoint answered 404 for -> (monotonic time until which they are refused, its
         # answer); oldest first. A namespace binding (com.example/*) takes any type name, so without this
-        # every made-up name would reach the endpoint and park a new address
+        # every message to a made-up name would cost a call to the endpoint
         self.unregistered: dict[str, tuple[float, str]] = {}
         self.clock: typing.Callable[[], float] = time.monotonic
 
