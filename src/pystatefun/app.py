@@ -29,7 +29,7 @@ from pystatefun.config import (
     PlaygroundIngress as PlaygroundIngressSpec,
 )
 from pystatefun.event_loop import stop_signal
-from pystatefun.io.http_server import HttpServer
+from pystatefun.io.http_server import HttpServer, PortUnavailable
 from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.health import EndpointHealth
@@ -59,14 +59,6 @@ def _kafka_io(module: Module) -> types.ModuleType:
 _INGRESS = ("playground ingress", "change its port in module.yaml (INGRESS_PORT in the examples)")
 _EGRESS = ("playground egress", "change its port in module.yaml (EGRESS_PORT in the examples)")
 _ADMIN = ("admin API", "change it with --admin-port (0 turns the admin API off)")
-
-
-class PortUnavailable(OSError):
-    """A listener cannot bind its port (most often: another process has it)."""
-
-    def __init__(self, component: str, setting: str, host: str, port: int, error: OSError):
-        why = (error.strerror or str(error)).lower()
-        super().__init__(f"the {component} cannot listen on {host}:{port}: {why}; {setting}")
 
 
 class UnsupportedComponentError(RuntimeError):

@@ -60,9 +60,10 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     try:
         run_event_loop(serve_until_signalled(functions, host, port))
     except OSError as e:  # binding its port: the one OSError that reaches here
-        why = (os.strerror(e.errno) if e.errno else str(e)).lower()
-        raise click.ClickException(f"the function endpoint cannot listen on {host}:{port}: {why}; "
-                                   "change it with --port") from None
+        from pystatefun.io.http_server import PortUnavailable
+
+        unavailable = PortUnavailable("function endpoint", "change it with --port", host, port, e)
+        raise click.ClickException(str(unavailable)) from None
 
 
 @main.command()

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import os
 import typing
 from dataclasses import dataclass, field
 from http import HTTPStatus
@@ -104,6 +105,17 @@ class BodyBudget:
 
 
 PROCESS_BODY_BUDGET = BodyBudget()  # the budget of every server that is not given one
+
+
+class PortUnavailable(OSError):
+    """A listener cannot bind its port (most often: another process has it): which listener, where, why,
+    and the setting that changes its port (``pystatefun run`` and ``pystatefun serve`` both say it so)."""
+
+    def __init__(self, component: str, setting: str, host: str, port: int, error: OSError):
+        # the errno's own words: an event loop's message may wrap them in its own ("error while attempting
+        # to bind on address ...")
+        why = (os.strerror(error.errno) if error.errno else str(error)).lower()
+        super().__init__(f"the {component} cannot listen on {host}:{port}: {why}; {setting}")
 
 
 class ConnectionCap:
