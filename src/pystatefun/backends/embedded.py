@@ -130,16 +130,16 @@ def _disk_full(error: BaseException) -> bool:
     return isinstance(error, OSError) and error.errno == errno.ENOSPC
 
 
-def _free_bytes(folder: Path) -> int:
-    """The free space of the disk ``folder`` is (or would be) on."""
+def _full(folder: Path) -> StoreFullError:
+    """The error for a full disk under ``folder``, with the free space of the disk it is (or would be) on."""
     existing = next((p for p in (folder, *folder.parents) if p.exists()), Path("/"))
-    return shutil.disk_usage(existing).free
+    return StoreFullError(folder, shutil.disk_usage(existing).free)
 
 
 def _os_fault(folder: Path, error: OSError) -> RuntimeError:
     """What an OSError met creating or taking the data dir means for the user, as one line."""
-    if error.errno == errno.ENOSPC:
-        return StoreFullError(folder, _free_bytes(folder))
+    if _disk_full(error):
+        return _full(folder)
     if error.errno == errno.EROFS:
         return DataDirError(f"data dir {folder} is on a read-only file system: remount it read-write, "
                             f"or give --data-dir a directory on a writable disk")
@@ -161,9 +161,9 @@ def _unwritable(path: Path, reason: str) -> DataDirError:
 
 def _database_fault(path: Path, error: sqlite3.Error) -> RuntimeError:
     """What SQLite's refusal to open or set up the database means for the user, as one line."""
+    if _disk_full(error):
+        return _full(path.parent)
     code = (getattr(error, "sqlite_errorcode", None) or 0) & 0xFF
-    if code == sqlite3.SQLITE_FULL:
-        return StoreFullError(path.parent, _free_bytes(path.parent))
     if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
         return DataDirError(f"{path} is not a pystatefun database or is damaged ({error}): restore the data dir "
                             f"from a backup, or move the file away to start with an empty store (its state and "
@@ -297,7 +297,7 @@ class SQLiteStore:
         if self.db.in_transaction:
             self.db.execute("ROLLBACK")
         if _disk_full(error):
-            raise StoreFullError(self.path.parent, _free_bytes(self.path.parent)) from error
+            raise _full(self.path.parent) from error
 
     # -- recovery -----------------------------------------------------------------------------------
 
