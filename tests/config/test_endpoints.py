@@ -102,10 +102,24 @@ def test_retry_defaults(files):
     retry = module.endpoints[0].retry
     assert retry == RetryPolicy()
     assert retry.max_attempts is None
-    assert retry.function_error_max_attempts is None  # as StateFun: a 500 is retried for the call budget
+    assert retry.function_error_max_attempts == 3  # a function that raises parks its address at once
     assert retry.initial_backoff == timedelta(milliseconds=10)
     assert retry.max_backoff == timedelta(seconds=5)
     assert retry.retryable_status[:2] == (408, 429) and set(range(500, 600)) <= set(retry.retryable_status)
+
+
+def test_function_error_max_attempts_null_means_no_limit_as_in_statefun(files):
+    module = files.load(
+        """
+        kind: io.statefun.endpoints.v2/http
+        spec:
+          functions: example/*
+          urlPathTemplate: http://functions:8000/
+          retry:
+            function_error_max_attempts: null
+        """
+    )
+    assert module.endpoints[0].retry.function_error_max_attempts is None
 
 
 def test_retry_is_validated(files):

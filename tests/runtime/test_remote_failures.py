@@ -1,6 +1,7 @@
 """A remote function that fails shows it at once: a WARNING when its endpoint starts failing and when it
-recovers, the endpoint's health in /functions and /health, a metric; a function that raises is retried
-for the call budget as in StateFun, or parks after retry.function_error_max_attempts attempts when set."""
+recovers, the endpoint's health in /functions and /health, a metric; a function that raises parks its
+address after retry.function_error_max_attempts (3) attempts answered 500, or is retried for the call
+budget as in StateFun when that is null."""
 
 from __future__ import annotations
 
@@ -56,9 +57,8 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
     async def scenario():
         fixed: list[bool] = []
         async with CountingServer(raising_functions(fixed)) as server:
-            # the call budget is StateFun's two minutes: with the key set, parking does not wait for it
-            extra = "  retry:\n    function_error_max_attempts: 3\n"
-            app = Application(load_module(module(tmp_path, server.port, extra)), tmp_path / "data")
+            # the call budget is StateFun's two minutes: by default, parking does not wait for it
+            app = Application(load_module(module(tmp_path, server.port)), tmp_path / "data")
             await app.start()
             url = f"http://127.0.0.1:{server.port}/{{function.name}}"
             send(app, "a", 1)
@@ -67,7 +67,7 @@ def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_show
             assert server.requests == negotiation + 3
 
             (mailbox,) = app.runtime.parked()
-            assert "failed after 3 attempts: the function raised (HTTP 500)" in mailbox.parked
+            assert "failed after 3 attempts, each answered HTTP 500: the function raised" in mailbox.parked
             assert "function_error_max_attempts" in mailbox.parked
             assert "its traceback is in the function server's log" in mailbox.parked
 
@@ -116,14 +116,15 @@ def test_an_endpoint_that_is_unavailable_shows_failing_while_the_call_is_still_r
     asyncio.run(scenario())
 
 
-def test_by_default_a_raising_function_is_retried_like_any_failure_as_in_statefun(tmp_path):
-    """A 500 may come from a proxy as well as from the function: by default it is retried until the call
-    budget, and a function that recovers meanwhile is applied once, without an operator."""
+def test_with_no_limit_a_raising_function_is_retried_like_any_failure_as_in_statefun(tmp_path):
+    """function_error_max_attempts: null (for a gateway that answers 500 for its own transient failures):
+    a 500 is retried until the call budget, and a function that recovers meanwhile is applied once,
+    without an operator."""
     async def scenario():
         fixed: list[bool] = []
         async with CountingServer(raising_functions(fixed)) as server:
-            app = Application(load_module(module(tmp_path, server.port, "  retry:\n    max_backoff: 10ms\n")),
-                              tmp_path / "data")
+            extra = "  retry:\n    function_error_max_attempts: null\n    max_backoff: 10ms\n"
+            app = Application(load_module(module(tmp_path, server.port, extra)), tmp_path / "data")
             await app.start()
             send(app, "a", 4)
             await until(lambda: server.requests > 1 + 10, "ten attempts and more")
@@ -145,6 +146,29 @@ def test_function_error_max_attempts_gives_a_raising_function_more_attempts(tmp_
             send(app, "a", 1)
             await until(lambda: app.runtime.parked(), "the address parks")
             assert server.requests == 1 + 5  # the negotiation, then five attempts
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
+def test_only_the_attempts_answered_500_count_towards_the_limit(tmp_path):
+    """A call that first meets a function server being restarted (503s here; refused connections and
+    timeouts alike) is not cut short by them: it parks at its third 500, not at its third attempt."""
+    async def scenario():
+        fixed = [True]
+        async with CountingServer(raising_functions(fixed)) as server:
+            app = Application(load_module(module(tmp_path, server.port, "  retry:\n    max_backoff: 10ms\n")),
+                              tmp_path / "data")
+            await app.start()
+            send(app, "a", 1)  # learns the state specs
+            await settle(app)
+            fixed.clear()  # a bad version of the function is deployed, and its server is restarting
+            server.fail_next, server.requests = 5, 0
+            send(app, "a", 1)
+            await until(lambda: app.runtime.parked(), "the address parks")
+            (mailbox,) = app.runtime.parked()
+            assert "failed after 8 attempts, 3 answered HTTP 500: the function raised" in mailbox.parked
+            assert server.requests == 5 + 3
             await app.stop()
 
     asyncio.run(scenario())

@@ -1,4 +1,4 @@
-"""Faults: the proxy between the runtime and the function server (500s and answers delayed past the
+"""Faults: the proxy between the runtime and the function server (503s and answers delayed past the
 endpoint's read timeout), and the schedule that kills processes at random moments."""
 
 from __future__ import annotations
@@ -19,13 +19,15 @@ from e2e.processes import free_port
 class FaultProxy:
     """An HTTP proxy on 127.0.0.1 in front of the function server (``target()`` gives its current port).
 
-    Of the calls, a fraction ``p500`` is answered with 500 (half of them without asking the function, half
-    after it answered, so the function did the work and the runtime must retry it), and a fraction
+    Of the calls, a fraction ``p503`` is answered with 503, as a gateway does when it fails for a moment
+    (half of them without asking the function, half after it answered, so the function did the work and
+    the runtime must retry it; not 500, which says the function raised and parks its address after
+    ``retry.function_error_max_attempts``), and a fraction
     ``pdelay`` is answered only after ``delay`` seconds (past the runtime's read timeout: it gives up and
     calls again). A function server that is down gives 502 (retried by the runtime as well)."""
 
-    def __init__(self, target: typing.Callable[[], int], p500: float, pdelay: float, delay: float, seed: int):
-        self.target, self.p500, self.pdelay, self.delay = target, p500, pdelay, delay
+    def __init__(self, target: typing.Callable[[], int], p503: float, pdelay: float, delay: float, seed: int):
+        self.target, self.p503, self.pdelay, self.delay = target, p503, pdelay, delay
         self.rng = random.Random(seed)
         self.port = free_port()
         self.counts: Counter = Counter()
@@ -51,9 +53,9 @@ class FaultProxy:
         body = await request.read()
         self.counts["calls"] += 1
         draw = self.rng.random()
-        if draw < self.p500 / 2:
-            self.counts["500"] += 1
-            return web.Response(status=500, text="fault proxy: injected 500")
+        if draw < self.p503 / 2:
+            self.counts["503"] += 1
+            return web.Response(status=503, text="fault proxy: injected 503")
         try:
             async with self._session.post(f"http://127.0.0.1:{self.target()}{request.path_qs}", data=body,
                                           headers={"Content-Type": request.headers.get("Content-Type", "")}) as r:
@@ -61,10 +63,10 @@ class FaultProxy:
         except (TimeoutError, aiohttp.ClientError) as e:
             self.counts["502"] += 1
             return web.Response(status=502, text=f"fault proxy: function server unreachable: {e!r}")
-        if draw < self.p500:
-            self.counts["500"] += 1
-            return web.Response(status=500, text="fault proxy: injected 500 after the function answered")
-        if draw < self.p500 + self.pdelay:
+        if draw < self.p503:
+            self.counts["503"] += 1
+            return web.Response(status=503, text="fault proxy: injected 503 after the function answered")
+        if draw < self.p503 + self.pdelay:
             self.counts["delays"] += 1
             await asyncio.sleep(self.delay)
         response = web.Response(status=status, body=payload)

@@ -52,7 +52,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--messages", type=int, default=5000, help="messageCount")
     p.add_argument("--kills", type=int, default=3, help="kill -9 of the runtime (embedded) or a random worker (kafka)")
     p.add_argument("--function-kills", type=int, help="kill -9 of the function server (remote forms; default --kills)")
-    p.add_argument("--proxy-500", type=float, default=0.02, help="fraction of remote calls answered 500")
+    p.add_argument("--proxy-503", type=float, default=0.02, help="fraction of remote calls answered 503 (a gateway failing)")
     p.add_argument("--proxy-delay", type=float, default=0.005,
                    help=f"fraction of remote calls answered after {PROXY_DELAY}s, past the read timeout")
     p.add_argument("--broker-restarts", type=int, default=0,
@@ -87,7 +87,7 @@ class Log:
 def repro_command(args: argparse.Namespace, seed: int) -> str:
     parts = ["scripts/smoke", "--backend", args.backend, "--function", args.function, "--ingress", args.ingress,
              "--instances", args.instances, "--messages", args.messages, "--kills", args.kills,
-             "--function-kills", args.function_kills, "--proxy-500", args.proxy_500, "--proxy-delay", args.proxy_delay,
+             "--function-kills", args.function_kills, "--proxy-503", args.proxy_503, "--proxy-delay", args.proxy_delay,
              "--broker-restarts", args.broker_restarts, "--seed", seed]
     if args.backend == "kafka":
         parts += ["--workers", args.workers, "--partitions", args.partitions]
@@ -160,7 +160,7 @@ class Smoke:
             self.server = FunctionServer(self.form, self.workdir / f"function-{a.function}.log")
             self.log(f"starting function server {a.function}: {' '.join(self.form.command(self.server.port))}")
             self.server.start()
-            self.proxy = FaultProxy(lambda: self.server.port, a.proxy_500, a.proxy_delay, PROXY_DELAY,
+            self.proxy = FaultProxy(lambda: self.server.port, a.proxy_503, a.proxy_delay, PROXY_DELAY,
                                     self.seed).start()
             function_url = f"http://127.0.0.1:{self.proxy.port}/statefun"
         module = self.workdir / "module.yaml"
@@ -234,7 +234,7 @@ class Smoke:
     def faults_line(self) -> str:
         proxy = self.proxy.counts if self.proxy else {}
         return (f"runtime_kills={self.counts['runtime_kills']} function_kills={self.counts['function_kills']} "
-                f"proxy_500={proxy.get('500', 0)} proxy_delays={proxy.get('delays', 0)} "
+                f"proxy_503={proxy.get('503', 0)} proxy_delays={proxy.get('delays', 0)} "
                 f"broker_restarts={self.counts['broker_restarts']}")
 
     def progress(self, phase: str) -> None:
@@ -401,7 +401,7 @@ class Smoke:
         a = self.args
         self.log(f"smoke run {self.run_id}: backend={a.backend} function={a.function} ingress={a.ingress} "
                  f"instances={a.instances} messages={a.messages} kills={a.kills} function_kills={a.function_kills} "
-                 f"proxy_500={a.proxy_500} proxy_delay={a.proxy_delay} broker_restarts={a.broker_restarts} "
+                 f"proxy_503={a.proxy_503} proxy_delay={a.proxy_delay} broker_restarts={a.broker_restarts} "
                  f"seed={self.seed}")
         failure = None
         try:

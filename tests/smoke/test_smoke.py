@@ -63,4 +63,4 @@ def test_every_other_form_without_faults(kafka_bootstrap, function):
     if unavailable:
         pytest.skip(unavailable)
     assert_pass(smoke(kafka_bootstrap, "--function", function, "--instances", "16", "--messages", "300",
-                      "--kills", "0", "--function-kills", "0", "--proxy-500", "0", "--proxy-delay", "0"))
+                      "--kills", "0", "--function-kills", "0", "--proxy-503", "0", "--proxy-delay", "0"))

@@ -227,7 +227,8 @@ def _retry(fields: Fields) -> RetryPolicy:
     """The pystatefun ``retry`` extension of an endpoint."""
     defaults = RetryPolicy()
     max_attempts = fields.optional("max_attempts", integer(1, MAX_RETRY_ATTEMPTS), None)
-    function_error_max_attempts = fields.optional(
+    # null: no limit of its own, so a call whose function raises is retried for the call budget (StateFun)
+    function_error_max_attempts = None if fields.given_null("function_error_max_attempts") else fields.optional(
         "function_error_max_attempts", integer(1, MAX_RETRY_ATTEMPTS), defaults.function_error_max_attempts)
     initial = fields.optional("initial_backoff", duration(MAX_TIMEOUT), defaults.initial_backoff)
     maximum = fields.optional("max_backoff", duration(MAX_TIMEOUT), defaults.max_backoff)

@@ -92,12 +92,12 @@ class RetryPolicy:
     Connection errors and ``retryable_status`` responses are retried with exponential backoff from
     ``initial_backoff`` up to ``max_backoff``, within the transport's ``call`` budget, at most
     ``max_attempts`` attempts in all (``None``: until the budget is spent); a call whose function raised
-    (HTTP 500) at most ``function_error_max_attempts`` attempts when it is set (see runtime/retry.py for why
-    it is not by default).
+    (answered HTTP 500) ``function_error_max_attempts`` times fails then (``None``: it does not; see
+    runtime/retry.py for why 3 is the default).
     """
 
     max_attempts: int | None = None
-    function_error_max_attempts: int | None = None
+    function_error_max_attempts: int | None = 3
     initial_backoff: timedelta = timedelta(milliseconds=10)
     max_backoff: timedelta = timedelta(seconds=5)
     retryable_status: tuple[int, ...] = (408, 429, *range(500, 600))

@@ -110,6 +110,11 @@ class Fields:
         """Whether ``key`` is given (``null`` counts as not given, as in ``get``)."""
         return self.get(key) is not None
 
+    def given_null(self, key: str) -> bool:
+        """Whether ``key`` is given as an explicit ``null``, for the keys where null means "no limit"."""
+        self._ask(key)
+        return key in self._data and self._data[key] is None
+
     def get(self, key: str) -> Node | None:
         """The node of ``key``, or ``None`` if absent (an explicit ``null`` counts as absent)."""
         self._ask(key)

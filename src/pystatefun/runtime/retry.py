@@ -6,15 +6,18 @@ both: connection errors, timeouts and the statuses in ``retryable_status`` are r
 exponential backoff inside the call budget; anything else fails at once so that a deterministic error
 reaches the operator in milliseconds instead of after the whole budget.
 
-HTTP 500 is what a function server answers when the function raised (every StateFun SDK does, ours with
-a body saying "the function raised <Type>"), but also what a proxy or gateway in front of it may answer
-for a moment, and the two cannot be told apart on the wire. So, as StateFun does, a 500 is retried like
-every other failure until the call budget is spent (the runtime says at the first failed attempt that
-the endpoint is failing, so the wait is no longer silent). ``function_error_max_attempts`` (None by
-default) parks the address after that many attempts when the last one was answered 500: with 3, a
-function that raises on every call parks within a second. The smoke test under faults, whose proxy
-injects 500s at random, parked a dozen addresses in ten minutes with 3, which is why it is not the
-default.
+HTTP 500 is what a function server answers when the function raised: every StateFun SDK does (ours with
+a body saying "the function raised <Type>"), while the network and the proxies and gateways in front of a
+function server fail differently (a refused or reset connection, a timeout, 502, 503, 504). StateFun
+retries a 500 like every other failure until the call budget (two minutes) is spent, and then fails the
+whole job; a function that raises on every call (a bug, a state it cannot read) thus stalls its address
+for two minutes without a word. pystatefun instead ends a call after ``function_error_max_attempts``
+attempts answered 500 (3 by default: the 10 ms and 20 ms backoffs in between give a function that failed
+by chance two more tries) and parks the address with the function's error, where an operator sees it
+and resumes it after the fix; network failures are still retried for the call budget. Only the 500s
+count, so a call that also met a restarting server (502s, timeouts) is not cut short by them. ``None``
+(``null`` in module.yaml) restores StateFun's behaviour, for a gateway that answers 500 for its own
+transient failures.
 """
 
 from __future__ import annotations
@@ -35,12 +38,12 @@ class RetryPolicy:
     """How a failed attempt is retried; the call budget (``TransportSettings.call``) bounds it all.
 
     ``max_attempts`` counts every attempt including the first (None: as many as the budget allows);
-    ``function_error_max_attempts`` bounds them when the last attempt was answered HTTP 500 (None: it
-    does not).
+    ``function_error_max_attempts`` ends the call at its that-many-th attempt answered HTTP 500 (None: the
+    500s are retried like any other failure).
     """
 
     max_attempts: int | None = None
-    function_error_max_attempts: int | None = None
+    function_error_max_attempts: int | None = 3
     initial_backoff: timedelta = timedelta(milliseconds=10)
     max_backoff: timedelta = timedelta(seconds=5)
     retryable_status: frozenset[int] = field(default=DEFAULT_RETRYABLE_STATUS)

@@ -40,6 +40,7 @@ import httptools
 
 from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.retry import DEFAULT_RETRYABLE_STATUS, FUNCTION_ERROR_STATUS, Backoff, RetryPolicy
+from pystatefun.wording import plural
 
 __all__ = [
     "DEFAULT_RETRYABLE_STATUS",
@@ -246,7 +247,7 @@ class HttpTransport:
         deadline = started + self._budget
         policy = self.settings.retry
         backoff: Backoff | None = None
-        attempts = 0
+        attempts = raised = 0
         while True:
             attempts += 1
             attempt_start = loop.time()
@@ -258,7 +259,8 @@ class HttpTransport:
                     self.health.succeeded(url)
                 return outcome
             failure = outcome
-            error = self._final(url, attempts, failure, loop.time() - started, deadline - loop.time())
+            raised += failure.status == FUNCTION_ERROR_STATUS
+            error = self._final(url, attempts, raised, failure, loop.time() - started, deadline - loop.time())
             if self.health is not None and failure.status != 404:  # a 404 is an answer: the endpoint is up
                 self.health.failed(url, failure.reason, None if error is not None else self._retrying(failure))
             if error is not None:
@@ -270,23 +272,26 @@ class HttpTransport:
             if deadline - loop.time() <= 0:  # the event loop overslept the last few milliseconds
                 raise self._spent(url, attempts, failure, loop.time() - started)
 
-    def _final(self, url: str, attempts: int, failure: _Failure, elapsed: float, remaining: float) -> RemoteCallError | None:
-        """The error that ends the call after this failed attempt, or None: it is tried again."""
+    def _final(self, url: str, attempts: int, raised: int, failure: _Failure, elapsed: float,
+               remaining: float) -> RemoteCallError | None:
+        """The error that ends the call after this failed attempt (the ``raised``-th answered HTTP 500 so
+        far), or None: it is tried again."""
         policy = self.settings.retry
         if not failure.retryable:
             return self._error(url, attempts, failure, f"failed (not retryable): {failure.reason}")
         bound = policy.function_error_max_attempts
-        if failure.status == FUNCTION_ERROR_STATUS and bound is not None and attempts >= bound:
+        if failure.status == FUNCTION_ERROR_STATUS and bound is not None and raised >= bound:
             return self._error(
                 url, attempts, failure,
-                f"failed after {_attempts(attempts)}: the function raised (HTTP 500), which is retried at most "
-                f"{policy.function_error_max_attempts} times (retry function_error_max_attempts); "
+                f"failed after {plural(attempts, 'attempt')}, {'each' if raised == attempts else raised} answered "
+                f"HTTP 500: the function raised, and a call whose function raises is tried at most {bound} times "
+                "(retry function_error_max_attempts); "
                 f"last attempt: {failure.reason}",
             )
         if policy.max_attempts is not None and attempts >= policy.max_attempts:
             return self._error(
                 url, attempts, failure,
-                f"failed after {_attempts(attempts)} (retry max_attempts) in {elapsed:.3f} s; last attempt: {failure.reason}",
+                f"failed after {plural(attempts, 'attempt')} (retry max_attempts) in {elapsed:.3f} s; last attempt: {failure.reason}",
             )
         if remaining < MIN_ATTEMPT_SECONDS:
             return self._spent(url, attempts, failure, elapsed)
@@ -423,7 +428,7 @@ class HttpTransport:
     def _spent(self, url: str, attempts: int, failure: _Failure, elapsed: float) -> RemoteCallError:
         return self._error(
             url, attempts, failure,
-            f"failed after {_attempts(attempts)} in {elapsed:.3f} s, the call budget of {self._budget:g} s spent; "
+            f"failed after {plural(attempts, 'attempt')} in {elapsed:.3f} s, the call budget of {self._budget:g} s spent; "
             f"last attempt: {failure.reason}",
         )
 
@@ -754,10 +759,6 @@ def _charset(declared: str | None) -> str:
         except LookupError:
             pass
     return "utf-8"
-
-
-def _attempts(n: int) -> str:
-    return "1 attempt" if n == 1 else f"{n} attempts"
 
 
 def _status_text(status: int) -> str:
