@@ -7,6 +7,7 @@ open epoch and is durable with its commit.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import typing
 
@@ -55,11 +56,13 @@ class Operations:
 
     def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:
         """Why ``target`` is parked, when the message of the request waiting on ``reply_id`` is among the
-        ones it holds in memory (a keyed retry of that request learns it at once); else None."""
+        ones it holds in memory, in its backlog or its overflow (a keyed retry of that request learns it at
+        once); else None. Messages spilled to disk are not searched: a scan of a long backlog on disk per
+        retried request would let retries stall the loop."""
         mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
         if mailbox is None or mailbox.parked is None:
             return None
-        for envelope in mailbox.backlog:
+        for envelope in itertools.chain(mailbox.backlog, mailbox.overflow):
             caller = envelope.caller
             if caller is not None and caller.typename == REPLY_TYPENAME and caller.id == reply_id:
                 return mailbox.parked
