@@ -2,14 +2,17 @@
 
 results.json is a list of measured runs, one object each: ``bench`` (the script in bench/), ``date``,
 ``system`` (what ran: pystatefun in some shape, or a peer), ``metric`` (what was measured, with its unit),
-``value``, and an optional ``note``. Add the runs a bench script printed, then run
+``value``, and an optional ``note``. A bench script run with ``--record`` (and ``--note TEXT`` if the run
+needs one) appends the numbers it printed, dated today, and redraws its charts with ``draw`` (through
+bench/results.py). To redraw them all:
 
     .venv/bin/python bench/charts.py
 
 For every bench it writes ``docs/benchmarks/<bench>.svg``: the runs of its latest date, one panel per
 metric, one bar per system (the mean of its runs, a line from the lowest to the highest). A bench measured
 on more than one date also gets ``<bench>-history.svg``: per metric and system, the mean of each date.
-The SVGs carry no timestamp and fixed ids, so drawing the same data again changes no file.
+The SVGs carry no timestamp and fixed ids, so drawing the same data again changes no file. With
+$PYSTATEFUN_BENCH_RESULTS set, the runs come from that file and the charts go next to it.
 """
 
 import collections
@@ -22,15 +25,16 @@ import matplotlib
 matplotlib.use("svg")
 import matplotlib.pyplot as plt  # noqa: E402  (the backend is chosen first)
 
+from results import results_path  # noqa: E402  (bench/results.py)
+
 HERE = pathlib.Path(__file__).resolve().parent
-RESULTS = HERE.parent / "docs" / "benchmarks" / "results.json"
 plt.rcParams["svg.hashsalt"] = "pystatefun-benchmarks"
 plt.rcParams["font.size"] = 9
 
 
-def load() -> dict[str, list[dict]]:
+def load(results: pathlib.Path) -> dict[str, list[dict]]:
     runs_by_bench = collections.defaultdict(list)
-    for run in json.loads(RESULTS.read_text()):
+    for run in json.loads(results.read_text(encoding="utf-8")):
         runs_by_bench[run["bench"]].append(run)
     return runs_by_bench
 
@@ -95,12 +99,20 @@ def history_chart(bench: str, runs: list[dict], out: pathlib.Path) -> pathlib.Pa
     return path
 
 
+def draw(results: pathlib.Path, benches: list[str] | None = None) -> list[pathlib.Path]:
+    """Draws the charts of ``benches`` (all by default) from the runs in ``results``, next to it; returns
+    the files written."""
+    written = []
+    for bench, runs in sorted(load(results).items()):
+        if benches is None or bench in benches:
+            written += [path for path in (latest_chart(bench, runs, results.parent),
+                                          history_chart(bench, runs, results.parent)) if path is not None]
+    return written
+
+
 def main() -> None:
-    out = RESULTS.parent
-    for bench, runs in sorted(load().items()):
-        for path in (latest_chart(bench, runs, out), history_chart(bench, runs, out)):
-            if path is not None:
-                print(path.relative_to(HERE.parent))
+    for path in draw(results_path()):
+        print(path.relative_to(HERE.parent) if path.is_relative_to(HERE.parent) else path)
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ The load is wrk (C, keep-alive, ``apt-get install wrk``): one thread, 32 connect
 ``/bench/counter/k`` like an ingress message. The server's CPU time is read from /proc/<pid>/stat before
 and after each measured run, so the client's CPU does not count. Rounds alternate the servers, so noise
 from other work on the machine spreads over all of them. Run: ``.venv/bin/python bench/http_servers.py``
-(about 70 s with the defaults).
+(about 70 s with the defaults); with ``--record`` every round's requests/s and CPU per request (the ranges
+printed go from the lowest to the highest of them) are appended to docs/benchmarks/results.json and the
+charts redrawn (bench/results.py).
 """
 
 from __future__ import annotations
@@ -38,12 +40,16 @@ import tempfile
 import time
 from pathlib import Path
 
+import results as bench_results  # bench/results.py: --record
+
 MAX_BODY_BYTES = 32 * 1024 * 1024
 MAX_HEAD_BYTES = 64 * 1024
 KEEP_ALIVE_SECONDS = 30
 MAX_CONNECTIONS = 1024
 ANSWER = b"accepted\n"
 SERVERS = ("ours", "aiohttp", "uvicorn-h11", "uvicorn-httptools")
+SYSTEMS = {"ours": "ours, hardened", "aiohttp": "aiohttp", "uvicorn-h11": "uvicorn + h11",  # names in results.json
+           "uvicorn-httptools": "uvicorn + httptools"}
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 WRK_SCRIPT = """wrk.method = "PUT"
 wrk.path = "/bench/counter/k"
@@ -182,6 +188,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2, help="runs of each server, alternating (default 2)")
     parser.add_argument("--connections", type=int, default=32, help="wrk's keep-alive connections (default 32)")
     parser.add_argument("--only", nargs="+", choices=SERVERS, default=list(SERVERS), help="servers to measure")
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     if args.serve:
         serve(args.serve, args.port)
@@ -206,6 +213,11 @@ def main() -> None:
         ratio = f"{costs[0] / ours:.2f}x" if ours else "-"
         print(f"{name:<19} {rates[0]:>8,.0f}-{rates[-1]:<8,.0f} {costs[0]:>7.1f}-{costs[-1]:<8.1f} "
               f"{share:>9.0%} {ratio:>20}")
+    if args.record:  # every round, rounded as printed; results.json lists the CPU panel first
+        bench_results.record("http_servers", [
+            *((SYSTEMS[name], "CPU µs per request", round(r[1], 1)) for name, runs in results.items() for r in runs),
+            *((SYSTEMS[name], "requests/s", round(r[0])) for name, runs in results.items() for r in runs),
+        ], args.note)
 
 
 if __name__ == "__main__":

@@ -9,7 +9,8 @@
       with 8 concurrent clients.
 
 The clients run in this process (aiohttp on uvloop), the runtime in another, on the same machine.
-Run: ``.venv/bin/python bench/ingress_latency.py``.
+Run: ``.venv/bin/python bench/ingress_latency.py``; with ``--record`` the p50s of (a) are appended to
+docs/benchmarks/results.json and the charts redrawn (bench/results.py).
 """
 
 from __future__ import annotations
@@ -32,6 +33,8 @@ import aiohttp
 import uvloop
 
 from pystatefun import StringType
+
+import results as bench_results  # bench/results.py: --record
 
 HERE = Path(__file__).parent
 STRING = "application/vnd.io.statefun.types/string"
@@ -143,6 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rate", type=int, default=1000)
     parser.add_argument("--seconds", type=float, default=10.0)
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         process, ingress, egress, admin = start_runtime(Path(tmp))
@@ -166,6 +170,11 @@ def main() -> None:
     for clients, r in replies:
         print(f"(b) request/reply, {clients} client{'s' if clients > 1 else ''}: {r['rate']:,.0f} requests/s, "
               f"p50 {r['p50'] * ms:.2f} ms, p99 {r['p99'] * ms:.2f} ms")
+    if args.record:  # the numbers printed that results.json has kept, under its names
+        systems = {"echo": "pystatefun, no state", "tally": "pystatefun, a state write per message"}
+        bench_results.record("ingress_latency", [
+            (systems[function], f"p50 ms, ingress to egress at {args.rate:,} messages/s", round(flow["p50"] * ms, 2))
+            for function, flow, _ in flows], args.note)
 
 
 if __name__ == "__main__":

@@ -20,7 +20,9 @@ compiles as it goes): on 2 cores the latency in its first minutes under load is 
 for pystatefun and Quix Streams alike. So the first latency flow runs in 10 s windows until the p50s
 of the last three are within 15% of each other (at most 5 minutes), and only then is measured; the
 windows are printed. Quix Streams is installed from PyPI into ~/.cache/pystatefun-bench/quix-venv on
-first use. Run: ``.venv/bin/python bench/kafka_backend.py``.
+first use. Run: ``.venv/bin/python bench/kafka_backend.py``; with ``--record`` the steady records/s and
+the p50s with the default commit interval are appended to docs/benchmarks/results.json and the charts
+redrawn (bench/results.py).
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
+
+import results as bench_results  # bench/results.py: --record
 
 HERE = Path(__file__).parent
 ROOT = HERE.parent
@@ -315,6 +319,7 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=100_000)
     parser.add_argument("--latency-seconds", type=float, default=10)
     parser.add_argument("--skip-quix", action="store_true")
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     cluster = None
     bootstrap = os.environ.get(BOOTSTRAP_ENV)
@@ -353,6 +358,15 @@ def main() -> None:
             print(f"  {workers} workers, --commit-interval {interval:>5}: kill -9 of 1 of 2 workers until all keys are "
                   f"processed again: {recovered:.1f} s   (target <= 10 s)")
     print("  target per worker: >= 20,000 records/s")
+    if args.record:  # the numbers printed that results.json has kept, under its names
+        runs = [("pystatefun, 1 worker", "records/s", round(one[0])), ("pystatefun, 2 workers", "records/s", round(two[0]))]
+        if quix is not None:
+            runs.append(("Quix Streams", "records/s", round(quix[0])))
+        for workers in (1, 2):
+            p50 = latencies[(workers, "100ms")][0]
+            runs.append((f"pystatefun, {workers} worker{'s' if workers > 1 else ''}",
+                         "p50 ms, produce to count at 1,000 records/s", round(p50, 1)))
+        bench_results.record("kafka_backend", runs, args.note)
 
 
 if __name__ == "__main__":

@@ -10,7 +10,9 @@ and answers with the new value.
 
 Both systems commit durably before answering. Counters are checked afterwards against the number of
 answered requests. Restate and its SDK are installed into ~/.cache/pystatefun-bench on first use (npm,
-PyPI); wrk comes from Debian (apt-get install wrk). Run: ``.venv/bin/python bench/keyed_counter.py``.
+PyPI); wrk comes from Debian (apt-get install wrk). Run: ``.venv/bin/python bench/keyed_counter.py``;
+with ``--record`` the requests/s printed are appended to docs/benchmarks/results.json and the charts
+redrawn (bench/results.py), unless a counter check failed.
 """
 
 from __future__ import annotations
@@ -29,6 +31,8 @@ import time
 import urllib.request
 from pathlib import Path
 
+import results as bench_results  # bench/results.py: --record
+
 HERE = Path(__file__).parent
 CACHE = Path.home() / ".cache" / "pystatefun-bench"
 RESTATE_VERSION = "1.7.12"
@@ -37,6 +41,8 @@ RESTATE_VENV = CACHE / "restate-venv"
 RESTATE_PORTS = {"ingress": 8080, "admin": 9070, "node": 5122}  # Restate's defaults
 KEYS = 100
 CONNECTIONS = 32
+SYSTEMS = {"restate": "Restate 1.7", "pystatefun remote": "pystatefun remote",  # names in results.json
+           "pystatefun embedded": "pystatefun embedded"}
 
 
 def free_port() -> int:
@@ -193,6 +199,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--skip-restate", action="store_true")
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     processes = Processes()
     rows = {}
@@ -206,14 +213,22 @@ def main() -> None:
     print(f"keyed counter, {KEYS} keys, {CONNECTIONS} connections (wrk), durable, all on this machine")
     print(f"{'system':20} {'requests/s':>11} {'p50 ms':>8} {'p99 ms':>8} {'vs Restate':>10}  counters")
     restate = rows.get("restate")
+    runs, all_exact = [], True  # for --record: the requests/s printed, named as in results.json
     for name, r in rows.items():
         ratio = f"{r['rps'] / restate['rps']:9.1f}x" if restate and name != "restate" else ""
         # wrk stops in the middle of at most one request per connection; those may still have counted
         exact = r["completed"] <= r["total"] <= r["completed"] + CONNECTIONS and not r["errors"]
         check = f"{r['total']:,} for {r['completed']:,} answered" + ("" if exact else "  MISMATCH")
         print(f"{name:20} {r['rps']:11,.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:>10}  {check}")
+        runs.append((SYSTEMS[name], "requests/s", round(r["rps"])))
+        all_exact = all_exact and exact
     if restate:
         print("target: pystatefun remote >= 10x Restate's requests/s")
+    if args.record:
+        if all_exact:
+            bench_results.record("keyed_counter", runs, args.note)
+        else:
+            print("not recorded: a counter did not match its answered requests", file=sys.stderr)
 
 
 if __name__ == "__main__":

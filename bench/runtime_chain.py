@@ -14,7 +14,8 @@ happened.
 
 Each run goes through a real module.yaml, a fresh SQLite data dir with synchronous=FULL commits, and
 checks afterwards that the counters add up to exactly the number of messages. Then a profile of (a)
-shows where the time goes. Run: ``.venv/bin/python bench/runtime_chain.py``.
+shows where the time goes. Run: ``.venv/bin/python bench/runtime_chain.py``; with ``--record`` the
+messages/s printed are appended to docs/benchmarks/results.json and the charts redrawn (bench/results.py).
 """
 
 from __future__ import annotations
@@ -37,6 +38,8 @@ from pystatefun.event_loop import run_event_loop
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.sdk.messages import to_typed_value
+
+import results as bench_results  # bench/results.py: --record
 
 HERE = Path(__file__).parent
 TARGETS = {"embedded": 50_000, "remote": 20_000}
@@ -125,6 +128,7 @@ def main() -> None:
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--remote-messages", type=int, default=100_000)
     parser.add_argument("--no-profile", action="store_true")
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
@@ -149,14 +153,18 @@ def main() -> None:
         print("CPU us/msg: CPU time per message of the runtime process and of the function server process")
         print(f"{'run':9} {'chains':>6} {'ring':>5} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msgs/call':>9} "
               f"{'CPU us/msg':>17}  target")
+        runs = []  # for --record: the messages/s printed, named as in results.json
         for kind, chains, ring, messages, seconds, batch, cpu, server_cpu in rows:
             rate = messages / seconds
             verdict = "met" if rate >= TARGETS[kind] else "missed"
             cpu_text = f"{1e6 * cpu / messages:5.1f} + {1e6 * server_cpu / messages:5.1f}"
             print(f"{kind:9} {chains:6} {ring:5} {messages:9,} {seconds:8.2f} {rate:9,.0f} {batch:9.2f} "
                   f"{cpu_text:>17}  >= {TARGETS[kind]:,} {verdict}")
+            runs.append(("pystatefun", f"messages/s, {kind}, {chains:,} chains over {ring:,} addresses", round(rate)))
         if not args.no_profile:
             profile(folder, args.messages // 2, *SHAPES[0])
+    if args.record:
+        bench_results.record("runtime_chain", runs, args.note)
 
 
 def profile(folder: Path, messages: int, chains: int, ring: int) -> None:

@@ -15,7 +15,9 @@ aiohttp handler and ``pystatefun serve`` take (a synchronous function stays on t
 blocks it: serving/threads.py).
 This is a report: it exits 0 whatever the numbers.
 
-Run:  .venv/bin/python bench/sdk_handler.py [--seconds 2] [--rounds 3]
+Run:  .venv/bin/python bench/sdk_handler.py [--seconds 2] [--rounds 3] [--record [--note TEXT]]
+(``--record``: bench/results.py appends the inv/s printed for ours and for the served path, and the
+ratios, to docs/benchmarks/results.json and redraws the charts.)
 
 The same file is the worker: ``--worker pystatefun|statefun`` (stdlib imports only at the top, so it
 also runs under the official venv, whose protobuf 3.20 cannot load our generated code).
@@ -35,6 +37,8 @@ import subprocess
 import sys
 import tempfile
 import time
+
+import results as bench_results  # bench/results.py: --record (standard library only, as this file needs)
 
 ROOT = pathlib.Path(__file__).resolve().parent.parent
 BATCH_SIZES = (1, 100)
@@ -184,6 +188,7 @@ def main() -> None:
     parser.add_argument("--worker", choices=("pystatefun", "statefun"), help=argparse.SUPPRESS)
     parser.add_argument("--request", help=argparse.SUPPRESS)
     parser.add_argument("--modes", default="async", help=argparse.SUPPRESS)
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     if args.worker:
         return worker(args.worker, args.request, args.modes.split(","), args.seconds)
@@ -226,16 +231,24 @@ def main() -> None:
     print(f"  ours:     pystatefun, {runtime['ours']}")
     print(f"  official: apache-flink-statefun 3.3.0, {runtime['official']}\n")
     print(f"{'batch':>5}  {'ours inv/s':>11}  {'official inv/s':>14}  {'ratio':>6}  {'target':>6}        per-round ratios")
+    handler_runs, ratio_runs = [], []  # for --record: the numbers printed, named as in results.json
     for b in BATCH_SIZES:
         ours, official = statistics.median(results[b]["ours"]), statistics.median(results[b]["official"])
         ratio = ours / official
         status = "met" if ratio >= TARGETS[b] else "MISSED"
         per_round = " ".join(f"{o / f:.1f}x" for o, f in zip(results[b]["ours"], results[b]["official"]))
         print(f"{b:>5}  {ours:>11,.0f}  {official:>14,.0f}  {ratio:>5.1f}x  >= {TARGETS[b]:g}x  {status:<6}  {per_round}")
+        handler_runs.append(("pystatefun handler", f"invocations/s, batches of {b}", round(ours)))
+        ratio_runs.append(("pystatefun handler", f"× the official SDK's handler, same run, batches of {b}", round(ratio, 1)))
     sync = ", ".join(f"batch {b}: {statistics.median(results[b]['ours_sync']):,.0f} inv/s" for b in BATCH_SIZES)
     print(f"\nours handle_sync (secondary): {sync}")
-    served = ", ".join(f"batch {b}: {statistics.median(results[b]['ours_served']):,.0f} inv/s" for b in BATCH_SIZES)
+    served_rates = {b: statistics.median(results[b]["ours_served"]) for b in BATCH_SIZES}
+    served = ", ".join(f"batch {b}: {served_rates[b]:,.0f} inv/s" for b in BATCH_SIZES)
     print(f"ours serving.http.invoke (secondary; the served path): {served}")
+    if args.record:
+        served_runs = [("pystatefun served path", f"invocations/s, batches of {b}", round(served_rates[b]))
+                       for b in BATCH_SIZES]
+        bench_results.record("sdk_handler", handler_runs + served_runs + ratio_runs, args.note)
 
 
 if __name__ == "__main__":
