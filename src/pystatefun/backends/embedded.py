@@ -35,6 +35,7 @@ from pystatefun.sdk.address import SdkAddress
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
+DATABASE_NAME = "pystatefun.db"  # in the data dir
 SCHEMA_VERSION = "2"  # 2: idempotency records keep the content type of a reply
 
 _SCHEMA = """
@@ -207,13 +208,13 @@ def _serialized(method: typing.Callable) -> typing.Callable:
 
 
 class SQLiteStore:
-    """The log and the stores of one application, in ``<data_dir>/pystatefun.db``."""
+    """The log and the stores of one application, in ``<data_dir>/pystatefun.db`` (DATABASE_NAME)."""
 
     def __init__(self, data_dir: Path | str, partitions: int, synchronous: str = "FULL"):
         """Opens (or creates) the store in ``data_dir``. A data dir that cannot be created, written or read
         raises DataDirError (StoreFullError for a full disk) with a one-line message saying what to do."""
         folder = Path(data_dir)
-        self.path = folder / "pystatefun.db"
+        self.path = folder / DATABASE_NAME
         try:
             folder.mkdir(parents=True, exist_ok=True)
             self._lock = _lock_data_dir(folder)

@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import concurrent.futures
+import contextlib
 import logging
 import time
 import typing
@@ -396,19 +397,28 @@ class KafkaEgress:
             producer.init_transactions(60)
             if self._progress is None:
                 self._progress = Consumer({**config, "group.id": self.transactional_id, "enable.auto.commit": False})
-            (marker,) = self._progress.committed([TopicPartition(PROGRESS_TOPIC, 0)], timeout=30)
-            if marker.offset > 0:
-                self.store.drop_egress(self.id, marker.offset - 1)
+            self._forget_delivered()
         elif self.semantic == "at-least-once":
             producer = Producer({**config, "enable.idempotence": True})
         else:
             producer = Producer({**config, "acks": "0"})
         self._producer = producer
 
+    def _forget_delivered(self) -> None:
+        """Drops the records that committed transactions delivered, by the progress group's offset."""
+        (marker,) = self._progress.committed([TopicPartition(PROGRESS_TOPIC, 0)], timeout=30)
+        if marker.offset > 0:
+            self.store.drop_egress(self.id, marker.offset - 1)
+
     def _close(self) -> None:
         if self._producer is not None:
             self._producer.flush(10)
         if self._progress is not None:
+            # a batch whose transaction committed after stop() cancelled the forward loop (it runs on in
+            # this thread) is forgotten now, so that the data dir holds exactly the undelivered records:
+            # a savepoint taken after a stop must not hold a record that Kafka has already
+            with contextlib.suppress(KafkaException):  # Kafka away: the next start forgets them instead
+                self._forget_delivered()
             self._progress.close()
 
     async def _forward_loop(self) -> None:
