@@ -54,16 +54,32 @@ def _remote_failure(url: str, action: str, error: Exception) -> SavepointError:
                           f"credentials in the AWS_* environment variables)")
 
 
-@contextlib.contextmanager
-def writing(url: str) -> typing.Iterator[Path]:
-    """A local file to write the savepoint of ``url`` into; it is published at ``url`` when the block ends
-    without an error, and removed otherwise. Refuses a ``url`` that exists already."""
+def check_new(url: str) -> None:
+    """Refuses, before any work, a ``url`` that a savepoint cannot be written to: one that exists already,
+    or a local path whose directory does not exist. (A stop-with-savepoint asks before it stops.)"""
     local = _local(url)
     if local is not None:
         if local.exists():
             raise SavepointError(f"{local} exists already: give the savepoint a new path (a savepoint is never overwritten)")
         if not local.parent.is_dir():
             raise SavepointError(f"cannot write {local}: directory {local.parent} does not exist")
+        return
+    filesystem = _filesystem(url)
+    try:
+        exists = filesystem.exists(url)
+    except Exception as error:  # the storage library's own errors: botocore's, aiohttp's, ...
+        raise _remote_failure(url, "reach", error) from error
+    if exists:
+        raise SavepointError(f"{url} exists already: give the savepoint a new path (a savepoint is never overwritten)")
+
+
+@contextlib.contextmanager
+def writing(url: str) -> typing.Iterator[Path]:
+    """A local file to write the savepoint of ``url`` into; it is published at ``url`` when the block ends
+    without an error, and removed otherwise. Refuses a ``url`` that exists already."""
+    check_new(url)
+    local = _local(url)
+    if local is not None:
         partial = local.parent / f".{local.name}.partial"
         partial.unlink(missing_ok=True)  # left by a writer that was killed
         try:
@@ -78,12 +94,6 @@ def writing(url: str) -> typing.Iterator[Path]:
             partial.unlink(missing_ok=True)
         return
     filesystem = _filesystem(url)
-    try:
-        exists = filesystem.exists(url)
-    except Exception as error:  # the storage library's own errors: botocore's, aiohttp's, ...
-        raise _remote_failure(url, "reach", error) from error
-    if exists:
-        raise SavepointError(f"{url} exists already: give the savepoint a new path (a savepoint is never overwritten)")
     with tempfile.TemporaryDirectory(prefix="pystatefun-savepoint-") as folder:
         path = Path(folder) / "savepoint.db"
         yield path
