@@ -409,5 +409,10 @@ def init(name: str, directory: str | None) -> None:
                f"  cd {folder} && pystatefun run module.yaml   (then see README.md)")
 
 
+from pystatefun.cli_savepoint import savepoint  # noqa: E402 (the group lives in its own module)
+
+main.add_command(savepoint)
+
+
 if __name__ == "__main__":
     sys.exit(main())

@@ -351,6 +351,32 @@ class SavepointReader:
         return [StateRow(*row) for row in self._db.execute(
             "SELECT * FROM state WHERE typename = ? AND id = ? ORDER BY rowid", (typename, id))]
 
+    def states_by_address(self) -> typing.Iterator[tuple[str, str, list[StateRow]]]:
+        """Every address's state values, one address at a time: ``(typename, id, rows)`` in (typename, id)
+        order (the ``state_address`` index gives that order without sorting, so memory holds one address)."""
+        current: tuple[str, str] | None = None
+        rows: list[StateRow] = []
+        try:
+            for row in self._db.execute("SELECT * FROM state ORDER BY typename, id, rowid"):
+                state = StateRow(*row)
+                if (state.typename, state.id) != current:
+                    if current is not None:
+                        yield current[0], current[1], rows
+                    current, rows = (state.typename, state.id), []
+                rows.append(state)
+        except sqlite3.DatabaseError as error:
+            raise SavepointError(f"{self.name} is damaged: reading table state failed ({error})") from error
+        if current is not None:
+            yield current[0], current[1], rows
+
+    def ids(self, typename: str, after: str = "", limit: int = 100) -> list[str]:
+        """A page of the ids of ``typename`` with state, in order: the first ``limit`` after ``after``."""
+        try:
+            return [id for (id,) in self._db.execute(
+                "SELECT DISTINCT id FROM state WHERE typename = ? AND id > ? ORDER BY id LIMIT ?", (typename, after, limit))]
+        except sqlite3.DatabaseError as error:
+            raise SavepointError(f"{self.name} is damaged: reading table state failed ({error})") from error
+
     def counts_by_type(self) -> dict[str, dict[str, int]]:
         """Per function type: addresses with state, state values, pending messages, delayed messages, parked."""
         result: dict[str, dict[str, int]] = {}
