@@ -12,6 +12,12 @@ SQLite needs a local file, so a savepoint is always written to a local file firs
 
 S3 settings come from the usual AWS environment (``AWS_ACCESS_KEY_ID``, ``AWS_SECRET_ACCESS_KEY``,
 ``AWS_DEFAULT_REGION``, ``AWS_ENDPOINT_URL`` for an S3-compatible server such as MinIO or moto).
+s3fs reads them through botocore, which honours ``AWS_ENDPOINT_URL`` (and ``AWS_ENDPOINT_URL_S3``, for
+S3 alone) since botocore 1.31, as every AWS SDK does (tests/savepoints/test_s3.py checks it against
+moto's server). fsspec's own configuration works as well, for settings only fsspec knows:
+``FSSPEC_S3_ENDPOINT_URL=http://host:9000``, or ``FSSPEC_S3='{"endpoint_url": ..., "key": ...}'``
+(any argument of ``s3fs.S3FileSystem``). Overwriting is refused by asking whether the object exists
+first: two writers racing for one new URL can both pass that check, so give each savepoint its own name.
 """
 
 from __future__ import annotations
@@ -117,8 +123,9 @@ def reading(url: str) -> typing.Iterator[Path]:
         path = Path(folder) / "savepoint.db"
         try:
             filesystem.get_file(url, str(path))
-        except FileNotFoundError:
-            raise SavepointError(f"no savepoint at {url}: the object does not exist") from None
+        except FileNotFoundError as error:
+            missing = "bucket" if "bucket" in str(error).lower() else "object"  # s3fs says which
+            raise SavepointError(f"no savepoint at {url}: the {missing} does not exist") from None
         except Exception as error:
             raise _remote_failure(url, "download", error) from error
         yield path
