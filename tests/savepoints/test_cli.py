@@ -322,3 +322,35 @@ def test_the_command_runs_as_a_program(tmp_path, savepoint):
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["manifest"]["application"] == "shop"
+
+
+def test_an_address_gets_all_its_states_even_when_they_were_written_apart(tmp_path, user_module):
+    """Rows of one address need not be consecutive in the file: the transform still sees them together."""
+    from pystatefun.savepoints.format import StateRow
+
+    path = tmp_path / "apart.db"
+    build.write(path, [StateRow(build.COUNTER, "a", "x", build.int_state(1), None),
+                       StateRow(build.COUNTER, "b", "x", build.int_state(2), None),
+                       StateRow(build.CART, "a", "x", build.int_state(3), None),
+                       StateRow(build.COUNTER, "a", "y", build.int_state(4), None)])
+    seen = tmp_path / "seen.txt"
+    module = user_module("def record(address, states):\n"
+                         f"    with open({str(seen)!r}, 'a') as f:\n"
+                         "        f.write(f'{address.typename}/{address.id}:{sorted(states)}\\n')\n"
+                         "    return states\n")
+    ok("transform", str(path), str(tmp_path / "out.db"), "--with", f"{module}:record")
+    assert seen.read_text().splitlines() == ["example/cart/a:['x']", "example/counter/a:['x', 'y']",
+                                             "example/counter/b:['x']"]
+
+
+def test_values_of_two_types_under_one_state_are_warned_about(tmp_path, savepoint, user_module):
+    module = user_module("from pystatefun.savepoints.transform import SavedState\n"
+                         "def some(address, states):\n"
+                         "    if address.id == 'c1':\n"
+                         "        states['count'] = SavedState.of('ten', 'io.statefun.types/string')\n"
+                         "    return states\n")
+    code, out, err = cli("transform", str(savepoint), str(tmp_path / "out.db"), "--with", f"{module}:some")
+    assert code == 0 and "1 changed" in out
+    assert "warning: left out the registered spec of state 'count' of example/counter (type io.statefun.types/int)" in err
+    assert ("warning: state 'count' of example/counter has values of 2 types now (io.statefun.types/int, "
+            "io.statefun.types/string): a function reads one type only") in err

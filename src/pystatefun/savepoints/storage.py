@@ -124,7 +124,8 @@ def reading(url: str) -> typing.Iterator[Path]:
         try:
             filesystem.get_file(url, str(path))
         except FileNotFoundError as error:
-            missing = "bucket" if "bucket" in str(error).lower() else "object"  # s3fs says which
+            text = str(error).lower()  # s3fs keeps S3's words: "The specified bucket does not exist", NoSuchBucket
+            missing = "bucket" if "specified bucket" in text or "nosuchbucket" in text else "object"
             raise SavepointError(f"no savepoint at {url}: the {missing} does not exist") from None
         except Exception as error:
             raise _remote_failure(url, "download", error) from error

@@ -198,32 +198,37 @@ def transform(reader: SavepointReader, writer: SavepointWriter, function: Transf
             addresses = sum(counts["addresses"] for counts in reader.counts_by_type().values())
         except sqlite3.DatabaseError as error:
             raise SavepointError(f"{reader.name} is damaged: reading table state failed ({error})") from error
-    rows = sum(n for table, n in reader.manifest.counts.items() if table != "state")
+    other_rows = sum(n for table, n in reader.manifest.counts.items() if table != "state")
     # (function type, state name) -> the typenames its values have after the transform; a handful per type
     types: dict[tuple[str, str], set[str]] = {}
-    for typename, id, rows in reader.states_by_address():
+    for typename, id, state_rows in reader.states_by_address():
         result.addresses += 1
         address = _address(typename, id)
-        before: dict[str, tuple[SavedState, StateRow]] = {}
-        for row in rows:
+        before: dict[str, SavedState] = {}
+        for row in state_rows:
             try:
                 typed = decode_value(row.value)
             except Exception as e:  # protobuf's DecodeError
                 raise SavepointError(f"{reader.name} is damaged: state {row.name!r} of {_named(address)} is not a "
                                      f"TypedValue ({e})") from None
-            before[row.name] = (SavedState(typed.typename, typed.value, row.expire_at), row)
-        after = _call(function, address, {name: state for name, (state, _) in before.items()})
-        if not after:
-            result.dropped += 1
-        if {name: state for name, (state, _) in before.items()} != after:
-            result.changed += 1
+            before[row.name] = SavedState(typed.typename, typed.value, row.expire_at)
+        after = _call(function, address, dict(before))  # a copy: the function may change it in place
+        changed = len(after) != len(before)
+        for row in state_rows:
+            name = row.name
+            state = after.get(name)
+            if state is not None and state == before[name]:
+                writer.write((row,))  # unchanged: its bytes as they were
         for name, state in after.items():
-            types.setdefault((typename, name), set()).add(state.typename)
-            kept = before.get(name)
-            if kept is not None and kept[0] == state:
-                writer.write((kept[1],))  # unchanged: its bytes as they were
-            else:
+            seen = types.get((typename, name))
+            if seen is None:
+                seen = types[(typename, name)] = set()
+            seen.add(state.typename)
+            if before.get(name) != state:
+                changed = True
                 writer.write((StateRow(typename, id, name, _typed(state).SerializeToString(), state.expire_at),))
+        result.changed += changed
+        result.dropped += not after
         if progress is not None and result.addresses % _PROGRESS_EVERY == 0:
             progress("transforming", result.addresses, addresses)
     if progress is not None:
@@ -235,13 +240,13 @@ def transform(reader: SavepointReader, writer: SavepointWriter, function: Transf
         for row in reader.rows(table):
             copied += 1
             if progress is not None and copied % 10_000 == 0:
-                progress("copying", copied, rows)
+                progress("copying", copied, other_rows)
             if isinstance(row, SpecRow) and any(t != row.type_typename for t in types.get((row.typename, row.name), ())):
                 result.dropped_specs.append(row)
                 continue
             writer.write((row,))
     if progress is not None:
-        progress("copying", copied, rows)
+        progress("copying", copied, other_rows)
     result.mixed_types = {key: sorted(names) for key, names in sorted(types.items()) if len(names) > 1}
     return result
 
