@@ -354,3 +354,11 @@ def test_values_of_two_types_under_one_state_are_warned_about(tmp_path, savepoin
     assert "warning: left out the registered spec of state 'count' of example/counter (type io.statefun.types/int)" in err
     assert ("warning: state 'count' of example/counter has values of 2 types now (io.statefun.types/int, "
             "io.statefun.types/string): a function reads one type only") in err
+
+
+def test_long_reads_show_a_progress_bar_on_a_terminal(savepoint, tmp_path, user_module, monkeypatch):
+    monkeypatch.setenv("FORCE_COLOR", "1")  # rich takes stderr for a terminal
+    assert "verifying" in cli("inspect", str(savepoint), "--verify")[2]
+    module = user_module("def same(address, states):\n    return states\n")
+    err = cli("transform", str(savepoint), str(tmp_path / "out.db"), "--with", f"{module}:same")[2]
+    assert "verifying" in err and "transforming" in err and "copying" in err
