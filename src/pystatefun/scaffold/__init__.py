@@ -1,7 +1,7 @@
 """``pystatefun init NAME``: a new project that runs and passes its own tests at once.
 
 The files are the templates in ``template/`` with ``{{name}}`` (the project's name, also the namespace of
-its function types) and ``{{version}}`` (this pystatefun, pinned in the Dockerfile) filled in.
+its function types) and ``{{version}}`` (this pystatefun, pinned in requirements.txt) filled in.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ FILES = {
     "test_functions.py.tmpl": "test_functions.py",
     "module.yaml.tmpl": "module.yaml",
     "module-remote.yaml.tmpl": "module-remote.yaml",
+    "requirements.txt.tmpl": "requirements.txt",
     "Dockerfile.tmpl": "Dockerfile",
     "README.md.tmpl": "README.md",
     "gitignore.tmpl": ".gitignore",
