@@ -46,6 +46,10 @@ def encode_dead_letter(letter: DeadLetter) -> tuple[bytes, list[tuple[str, bytes
         "target": f"{letter.target_type}/{letter.target_id}" if letter.target_id else letter.target_type,
         "caller": f"{letter.caller.typename}/{letter.caller.id}" if letter.caller else None,
         "typename": letter.value.typename, "reason": letter.reason, "at_ms": letter.at_ms,
+        # the parts, as "target" and "caller" cannot tell a namespace's or an id's "/" apart (savepoints)
+        "target_type": letter.target_type, "target_id": letter.target_id,
+        "caller_type": letter.caller.typename if letter.caller else None,
+        "caller_id": letter.caller.id if letter.caller else None,
     }).encode()
     return value, [(DEAD_LETTER_VALUE_HEADER, letter.value.SerializeToString())]
 

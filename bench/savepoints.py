@@ -1,0 +1,187 @@
+"""Savepoints of large applications: the time and peak memory to restore a savepoint of N addresses (about
+100 bytes of state each) and to take it back, and the size of the savepoint file.
+
+  create    the savepoint written directly with SavepointWriter (N addresses, one state value each, plus
+            a few messages, timers and parked addresses), the way any backend's take writes it;
+  kafka     restored into a new application on the Kafka backend (one transaction), then taken back
+            from it (stop-with-savepoint: the changelog deduplicated through a temporary SQLite file);
+            the taken savepoint must hold the same rows.
+
+Each step runs in a process of its own (spawned), so its peak RSS (``ru_maxrss``) is its own: with
+several sizes (``--addresses 100000,1000000``) it shows whether memory grows with the number of
+addresses. Targets (issue 21): >= 50,000 addresses/s each way, memory that does not grow with N.
+
+The broker is the one in PYSTATEFUN_KAFKA_BOOTSTRAP, else one started here (tests/support/kafka.py).
+Run: ``.venv/bin/python bench/savepoints.py``; ``--record`` appends the addresses/s and peak MiB of the
+largest size to docs/benchmarks/results.json (bench/results.py).
+"""
+
+from __future__ import annotations
+
+import argparse
+import multiprocessing
+import os
+import random
+import resource
+import sys
+import tempfile
+import time
+import typing
+import uuid
+from pathlib import Path
+
+import results as bench_results  # bench/results.py: --record
+
+HERE = Path(__file__).parent
+ROOT = HERE.parent
+sys.path.insert(0, str(ROOT))
+
+STATE_BYTES = 100
+TYPENAME = "bench/account"
+
+
+def make_savepoint(path: Path, addresses: int, state_bytes: int = STATE_BYTES, seed: int = 1,
+                   extras: int = 1000, partitions: int = 8) -> dict[str, int]:
+    """A savepoint at ``path`` of ``addresses`` addresses of ``TYPENAME`` with one state value of
+    ``state_bytes`` random bytes each, and ``extras`` each of pending messages, timers and parked
+    addresses; returns its row counts."""
+    from pystatefun.savepoints.format import MessageRow, ParkedRow, SavepointWriter, StateRow, TimerRow
+    from pystatefun.wire.request_reply_pb2 import TypedValue
+
+    rng = random.Random(seed)
+    writer = SavepointWriter(path)
+    batch = []
+    for n in range(addresses):
+        # a new message each time: one message set again and again keeps every value in its arena
+        blob = TypedValue(typename="bench/blob", has_value=True, value=rng.randbytes(state_bytes))
+        batch.append(StateRow(TYPENAME, f"account-{n}", "balance", blob.SerializeToString(), None))
+        if len(batch) == 10_000:
+            writer.write(batch)
+            batch = []
+    writer.write(batch)
+    message = TypedValue(typename="bench/deposit", has_value=True, value=b"42").SerializeToString()
+    due = int(time.time() * 1000) + 3_600_000
+    writer.write(MessageRow(TYPENAME, f"account-{n}", None, None, message) for n in range(extras))
+    writer.write(TimerRow(due + n, TYPENAME, f"account-{n}", TYPENAME, f"account-{n + 1}", f"token-{n}", message)
+                 for n in range(extras))
+    writer.write(ParkedRow(TYPENAME, f"account-{n}", "bench: parked") for n in range(0, addresses, max(1, addresses // extras)))
+    manifest = writer.finish(application="bench", source_backend="embedded", partitions=partitions, mode="offline",
+                             created_ms=int(time.time() * 1000))
+    return manifest.counts
+
+
+def _peak_rss_mib() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+
+
+def _child(queue: typing.Any, function: typing.Callable[..., typing.Any], args: tuple) -> None:
+    sys.path.insert(0, str(ROOT / "src"))
+    started = time.perf_counter()
+    try:
+        result = function(*args)
+    except BaseException as e:  # noqa: BLE001 - reported to the parent
+        queue.put(("error", repr(e), 0.0, 0.0))
+        raise
+    queue.put(("ok", result, time.perf_counter() - started, _peak_rss_mib()))
+
+
+def measured(function: typing.Callable[..., typing.Any], *args: typing.Any) -> tuple[typing.Any, float, float]:
+    """``function(*args)`` in a spawned process: (its result, seconds, that process's peak RSS in MiB).
+    ``function`` must be importable (a module-level function)."""
+    context = multiprocessing.get_context("spawn")
+    queue = context.Queue()
+    process = context.Process(target=_child, args=(queue, function, args))
+    process.start()
+    status, result, seconds, peak = queue.get()
+    process.join()
+    if status != "ok":
+        raise RuntimeError(f"{function.__name__} failed: {result}")
+    return result, seconds, peak
+
+
+def kafka_restore(savepoint: str, bootstrap: str, app: str, partitions: int) -> dict[str, int]:
+    from pystatefun.config.model import Module
+    from pystatefun.savepoints import kafka
+
+    return kafka.restore(savepoint, bootstrap, app, partitions, Module(path=Path("bench.yaml"))).counts
+
+
+def kafka_take(savepoint: str, bootstrap: str, app: str) -> dict[str, int]:
+    from pystatefun.savepoints import kafka
+
+    return kafka.take(savepoint, bootstrap, app).counts
+
+
+def same_rows(a: str, b: str, tables: typing.Iterable[str] = ("state", "messages", "parked")) -> bool:
+    """Whether two savepoints hold the same rows of ``tables`` (in any order; timers get new ids)."""
+    import sqlite3
+
+    for table in tables:
+        query = f"SELECT * FROM {table} ORDER BY 1, 2, 3"
+        with sqlite3.connect(a) as x, sqlite3.connect(b) as y:
+            if x.execute(query).fetchall() != y.execute(query).fetchall():
+                return False
+    return True
+
+
+def kafka_round_trip(bootstrap: str, folder: Path, addresses: int, partitions: int) -> dict[str, float]:
+    """Creates, restores into Kafka and takes back a savepoint of ``addresses`` addresses; prints and
+    returns the numbers."""
+    created = folder / f"created-{addresses}.savepoint"
+    taken = folder / f"taken-{addresses}.savepoint"
+    counts, seconds, peak = measured(make_savepoint, created, addresses)
+    print(f"  {addresses:>10,} addresses: created in {seconds:6.1f} s ({addresses / seconds:,.0f}/s, peak RSS "
+          f"{peak:,.0f} MiB), {created.stat().st_size / 2**20:,.0f} MiB, {sum(counts.values()):,} rows", flush=True)
+    app = f"bench-savepoints-{uuid.uuid4().hex[:8]}"
+    _, restore_s, restore_peak = measured(kafka_restore, str(created), bootstrap, app, partitions)
+    print(f"  {addresses:>10,} addresses: restored into Kafka ({partitions} partitions) in {restore_s:6.1f} s = "
+          f"{addresses / restore_s:,.0f} addresses/s, peak RSS {restore_peak:,.0f} MiB", flush=True)
+    _, take_s, take_peak = measured(kafka_take, str(taken), bootstrap, app)
+    print(f"  {addresses:>10,} addresses: taken from Kafka in {take_s:6.1f} s = {addresses / take_s:,.0f} addresses/s, "
+          f"peak RSS {take_peak:,.0f} MiB, {taken.stat().st_size / 2**20:,.0f} MiB", flush=True)
+    if not same_rows(str(created), str(taken)):
+        raise AssertionError("the savepoint taken back differs from the one restored")
+    created.unlink()
+    taken.unlink()
+    return {"restore_per_s": addresses / restore_s, "restore_mib": restore_peak,
+            "take_per_s": addresses / take_s, "take_mib": take_peak}
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--addresses", default="1000000", help="comma-separated sizes (default 1000000)")
+    parser.add_argument("--partitions", type=int, default=8, help="of the Kafka application restored into")
+    parser.add_argument("--dir", help="where the savepoint files go (default: a temporary directory)")
+    bench_results.add_record_arguments(parser)
+    args = parser.parse_args()
+    sizes = [int(size) for size in args.addresses.split(",")]
+    from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster
+
+    cluster = None
+    bootstrap = os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        cluster = KafkaCluster(nodes=1)
+        cluster.start()
+        bootstrap = cluster.bootstrap_servers
+    print(f"savepoints: {STATE_BYTES} bytes of state per address; broker and processes on this machine")
+    numbers = {}
+    try:
+        with tempfile.TemporaryDirectory(prefix="bench-savepoints-", dir=args.dir) as folder:
+            for size in sizes:
+                numbers[size] = kafka_round_trip(bootstrap, Path(folder), size, args.partitions)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print("  target: >= 50,000 addresses/s each way; peak RSS that does not grow with the number of addresses")
+    if args.record:
+        largest = numbers[max(numbers)]
+        bench_results.record("savepoints", [
+            ("Kafka backend, restore", "addresses/s", round(largest["restore_per_s"])),
+            ("Kafka backend, take", "addresses/s", round(largest["take_per_s"])),
+            ("Kafka backend, restore", "peak RSS MiB", round(largest["restore_mib"])),
+            ("Kafka backend, take", "peak RSS MiB", round(largest["take_mib"])),
+        ], args.note)
+
+
+if __name__ == "__main__":
+    main()
