@@ -36,6 +36,9 @@ from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
+from pystatefun.savepoints import embedded as embedded_savepoints
+from pystatefun.savepoints import storage as savepoint_storage
+from pystatefun.savepoints.format import SavepointError
 from pystatefun.sdk.functions import StatefulFunctions
 from pystatefun.wording import plural
 
@@ -133,10 +136,14 @@ class Application:
         # built here so that an admin API exposed without a token is refused before anything starts
         self.admin = None if admin_port is None else AdminApi(
             self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.health_status,
-            self.forwarding, host=admin_host, port=admin_port)
+            self.forwarding, host=admin_host, port=admin_port, savepoints=None if kafka is not None else self.savepoint)
         self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
         self._servers: list[HttpServer] = []  # the playground ingress's and egress's
         self._sweeper: asyncio.Task | None = None
+        self._savepoint_running = False
+        # a stop-with-savepoint: (where, the answer of the request that asked); stop() takes it
+        self._final_savepoint: tuple[str, asyncio.Future] | None = None
+        self.stop_requested = asyncio.Event()
 
     # -- wiring -----------------------------------------------------------------------------------------
 
@@ -326,6 +333,40 @@ class Application:
             await asyncio.sleep(every)
             self.store.sweep(self.runtime.now_ms())
 
+    async def savepoint(self, url: str, stop: bool = False) -> dict[str, typing.Any]:
+        """Takes a savepoint at ``url`` (embedded backend) and returns its manifest. Online, the application
+        goes on; with ``stop``, it stops first (no more input, the last epoch committed, the Kafka egresses
+        drained), the savepoint is taken, and the application stays stopped: the cut to move from."""
+        if self._savepoint_running or self._final_savepoint is not None:
+            raise SavepointError("a savepoint is being taken already: wait for it to finish")
+        self._savepoint_running = True
+        try:
+            await asyncio.to_thread(savepoint_storage.check_new, url)  # before stopping anything
+            if stop:
+                answer = asyncio.get_running_loop().create_future()
+                self._final_savepoint = (url, answer)
+                self.stop_requested.set()
+                return await answer
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url)
+            log.info("savepoint taken at %s: %s, %s", url, plural(manifest.counts["state"], "state value"),
+                     plural(manifest.counts["messages"], "message"))
+            return manifest.describe()
+        finally:
+            self._savepoint_running = False
+
+    async def _take_final_savepoint(self) -> None:
+        """The savepoint of a stop-with-savepoint, once nothing changes any more."""
+        url, answer = self._final_savepoint
+        try:
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url, "stop")
+        except Exception as error:  # the request that asked gets it; the application is stopped either way
+            log.error("stop-with-savepoint: the savepoint at %s failed: %s", url, error)
+            answer.set_exception(error)
+            return
+        log.info("stopped with a savepoint at %s: %s, %s; restore it with pystatefun run --from-savepoint %s", url,
+                 plural(manifest.counts["state"], "state value"), plural(manifest.counts["messages"], "message"), url)
+        answer.set_result(manifest.describe())
+
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
@@ -333,8 +374,11 @@ class Application:
             await ingress.stop()
         for server in self._servers:
             await server.close()
-        for runner in self._runners:
-            await runner.cleanup()
+        # the admin API stops listening now; a stop-with-savepoint request still gets its answer once the
+        # savepoint below is taken, so its connection is waited for at the end
+        closing_admin = [asyncio.ensure_future(runner.cleanup()) for runner in self._runners]
+        if self._final_savepoint is None:
+            await asyncio.gather(*closing_admin)
         if self.forwarding is not None:
             await self.forwarding.close()
         if self.kafka is not None:
@@ -343,6 +387,9 @@ class Application:
         if self.kafka is None:
             for egress in self.kafka_egresses:
                 await egress.stop()
+        if self._final_savepoint is not None:
+            await self._take_final_savepoint()
+            await asyncio.gather(*closing_admin)
         for transport in self._transports:
             await transport.close()
         self.store.close()
@@ -355,8 +402,10 @@ class Application:
         try:
             await self.start()
             signalled = asyncio.ensure_future(stop.wait())
-            await asyncio.wait([signalled, self.runtime.failed], return_when=asyncio.FIRST_COMPLETED)
+            requested = asyncio.ensure_future(self.stop_requested.wait())  # a stop-with-savepoint
+            await asyncio.wait([signalled, requested, self.runtime.failed], return_when=asyncio.FIRST_COMPLETED)
             signalled.cancel()
+            requested.cancel()
         finally:
             await self.stop()
         if self.runtime.failed.done():

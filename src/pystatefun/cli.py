@@ -7,6 +7,7 @@ import json
 import os
 import sys
 import typing
+from pathlib import Path
 
 import click
 
@@ -99,6 +100,10 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
 @click.option("--advertise-host", help="Kafka backend: the host name or address the other workers reach this "
               "worker's HTTP ingress and admin API at, to hand it requests for the addresses it owns (default: the "
               "address they listen on; this machine's host name when that is 0.0.0.0).")
+@click.option("--from-savepoint", metavar="PATH",
+              help="Start a new application from this savepoint (a path or a file:// or s3:// URL): into a new "
+              "--data-dir, or a new Kafka --app, with --partitions of your choice (default: the savepoint's). Run "
+              "again with the same option after a restart, it continues the restored application.")
 @click.option(
     "--commit-interval",
     default="100ms",
@@ -140,8 +145,9 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
     help="json: one JSON object per line, with the address and invocation in every line about one.",
 )
 def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, bootstrap_servers: str | None,
-        app_name: str | None, workers: int, worker_id: str | None, advertise_host: str | None, commit_interval: str, admin_port: int,
-        admin_host: str, admin_token: str | None, log_level: str, log_format: str) -> None:
+        app_name: str | None, workers: int, worker_id: str | None, advertise_host: str | None, from_savepoint: str | None,
+        commit_interval: str, admin_port: int, admin_host: str, admin_token: str | None, log_level: str,
+        log_format: str) -> None:
     """Run the application of MODULE.yaml: on the embedded backend (the default) one process, durable and
     exactly-once; on the Kafka backend one or more workers of a distributed application."""
     from pystatefun.app import Application, RuntimeFailure
@@ -162,12 +168,18 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
             raise click.ClickException(str(e)) from None
         if not bootstrap_servers or not app_name:
             raise click.UsageError("the Kafka backend needs --bootstrap-servers HOST:PORT and --app NAME")
+        if from_savepoint and os.environ.get("PYSTATEFUN_WORKER_INDEX") is None:
+            # once, before any worker starts (with --workers N the workers run without the option)
+            partitions = _restore_savepoint(from_savepoint, module_yaml, data_dir, partitions, backend,
+                                            bootstrap_servers, app_name)
         if workers > 1:
             from pystatefun.workers import supervise
 
-            raise SystemExit(supervise(workers, sys.argv[1:]))
+            raise SystemExit(supervise(workers, _without_option(sys.argv[1:], "--from-savepoint")))
     elif workers > 1 or bootstrap_servers or app_name or advertise_host:
         raise click.UsageError("--workers, --bootstrap-servers, --app and --advertise-host are options of --backend kafka")
+    elif from_savepoint:
+        partitions = _restore_savepoint(from_savepoint, module_yaml, data_dir, partitions, backend, None, None)
     try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
@@ -198,6 +210,65 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         raise click.ClickException(str(e)) from None
     except kafka_errors() as e:
         raise _kafka_error(e) from None
+
+
+def _restore_savepoint(url: str, module_yaml: str, data_dir: str, partitions: int | None, backend: str,
+                       bootstrap_servers: str | None, app_name: str | None) -> int | None:
+    """Restores ``url`` into the new application that ``run`` is to start; gives its partition count."""
+    from pystatefun.cli_savepoint import progress_display
+    from pystatefun.savepoints.format import SavepointError
+
+    with progress_display() as show:
+        def progress(what: str, done: int) -> None:
+            show(what, done, None)
+
+        return _restore(url, module_yaml, data_dir, partitions, backend, bootstrap_servers, app_name, progress)
+
+
+def _restore(url: str, module_yaml: str, data_dir: str, partitions: int | None, backend: str,
+             bootstrap_servers: str | None, app_name: str | None, progress: typing.Callable[[str, int], None]) -> int | None:
+    from pystatefun.savepoints.format import SavepointError
+
+    try:
+        if backend == "kafka":
+            from pystatefun.config import ModuleConfigError, load_module
+            from pystatefun.savepoints import kafka as kafka_savepoints
+
+            try:
+                module = load_module(module_yaml)
+            except ModuleConfigError as e:
+                raise click.ClickException(str(e)) from None
+            manifest = kafka_savepoints.restore(url, bootstrap_servers, app_name, partitions, module,
+                                                progress=progress)
+            target = f"application {app_name}"
+        else:
+            from pystatefun.savepoints import embedded as embedded_savepoints
+
+            if embedded_savepoints.restored_from(Path(data_dir)) == url:
+                click.echo(f"{data_dir} was restored from {url} already: continuing it", err=True)
+                return partitions
+            manifest = embedded_savepoints.restore(url, Path(data_dir), partitions, progress=progress)
+            target = f"data dir {data_dir}"
+    except SavepointError as e:
+        raise click.ClickException(str(e)) from None
+    counts = manifest.counts
+    click.echo(f"restored {url} ({manifest.source_backend} application {manifest.application}, taken "
+               f"{manifest.created_at}) into {target}: {counts['state']} state values, {counts['messages']} messages, "
+               f"{counts['timers']} delayed messages, {counts['parked']} parked addresses", err=True)
+    return partitions or manifest.partitions
+
+
+def _without_option(argv: list[str], option: str) -> list[str]:
+    """``argv`` without ``option`` and its value (either ``--option VALUE`` or ``--option=VALUE``)."""
+    kept, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == option:
+            skip = True
+        elif not arg.startswith(option + "="):
+            kept.append(arg)
+    return kept
 
 
 def _kafka_error(error: Exception) -> click.ClickException:

@@ -56,6 +56,78 @@ def _opened(path: str) -> typing.Iterator[SavepointReader]:
 
 @savepoint.command()
 @click.argument("path")
+@click.option("--admin", metavar="URL", help="Embedded backend, running: the admin API of the runtime (e.g. "
+              "http://127.0.0.1:8081); PATH is then as the runtime's machine sees it.")
+@click.option("--stop", is_flag=True, help="With --admin: stop the application and take the savepoint at its last "
+              "commit (the cut to move or upgrade from); without it the application goes on.")
+@click.option("--token", envvar="PYSTATEFUN_ADMIN_TOKEN", help="With --admin: the admin API's bearer token (or "
+              "$PYSTATEFUN_ADMIN_TOKEN).")
+@click.option("--data-dir", type=click.Path(file_okay=False), help="Embedded backend, stopped: the data dir.")
+@click.option("--backend", type=click.Choice(["embedded", "kafka"]), default="embedded", show_default=True)
+@click.option("--bootstrap-servers", envvar="PYSTATEFUN_BOOTSTRAP_SERVERS",
+              help="Kafka backend: the cluster (or $PYSTATEFUN_BOOTSTRAP_SERVERS).")
+@click.option("--app", "app_name", envvar="PYSTATEFUN_APP", help="Kafka backend: the application's name.")
+@click.option("--module", "module_yaml", type=click.Path(exists=True, dir_okay=False),
+              help="Kafka backend: the application's module.yaml, for the positions of its Kafka ingresses.")
+def create(path: str, admin: str | None, stop: bool, token: str | None, data_dir: str | None, backend: str,
+           bootstrap_servers: str | None, app_name: str | None, module_yaml: str | None) -> None:
+    """Take a savepoint at PATH: of a running embedded application (--admin URL, online or --stop), of a
+    stopped one (--data-dir DIR), or of a Kafka application whose workers are stopped (--backend kafka
+    --bootstrap-servers HOST:PORT --app NAME [--module MODULE.yaml])."""
+    from pathlib import Path
+
+    from pystatefun.savepoints.format import SavepointError
+
+    chosen = [name for name, given in (("--admin", admin), ("--data-dir", data_dir),
+                                       ("--backend kafka", backend == "kafka")) if given]
+    if len(chosen) != 1:
+        raise click.UsageError("give one of --admin URL (running), --data-dir DIR (stopped) or --backend kafka")
+    if stop and not admin:
+        raise click.UsageError("--stop stops a running application: it goes with --admin URL")
+    try:
+        if admin:
+            from pystatefun.client import ApiError, RuntimeClient, Unreachable
+
+            try:
+                manifest = RuntimeClient(admin=admin, token=token).savepoint(path, stop)
+            except (ApiError, Unreachable) as e:
+                raise click.ClickException(str(e)) from None
+            _created(path, manifest)
+            return
+        with progress_display() as show:
+            if data_dir:
+                from pystatefun.savepoints import embedded
+
+                taken = embedded.take_offline(Path(data_dir), path, lambda what, done: show(what, done, None))
+            else:
+                if not bootstrap_servers or not app_name:
+                    raise click.UsageError("--backend kafka needs --bootstrap-servers HOST:PORT and --app NAME")
+                from pystatefun.backends.kafka.client import require_kafka_client
+                from pystatefun.config import ModuleConfigError, load_module
+                from pystatefun.savepoints import kafka
+
+                try:
+                    require_kafka_client("savepoint create --backend kafka")
+                    module = load_module(module_yaml) if module_yaml else None
+                except (RuntimeError, ModuleConfigError) as e:
+                    raise click.ClickException(str(e)) from None
+                taken = kafka.take(path, bootstrap_servers, app_name, module,
+                                   progress=lambda what, done: show(what, done, None))
+    except SavepointError as e:
+        raise click.ClickException(str(e)) from None
+    _created(path, taken.describe())
+
+
+def _created(path: str, manifest: dict[str, typing.Any]) -> None:
+    counts = manifest["counts"]
+    click.echo(f"savepoint {path}: {manifest['mode']}, {manifest['source_backend']} application "
+               f"{manifest['application']} ({manifest['partitions']} partitions), {counts['state']} state values, "
+               f"{counts['messages']} messages, {counts['timers']} delayed messages, {counts['parked']} parked; "
+               f"restore it with: pystatefun run MODULE.yaml --from-savepoint {path}")
+
+
+@savepoint.command()
+@click.argument("path")
 @click.option("--verify", is_flag=True, help="Read every row and check the manifest's checksum.")
 @click.option("--list", "list_type", metavar="TYPE", help="List the ids of function TYPE (namespace/name) that have state.")
 @click.option("--after", default="", help="With --list: only ids after this one, in order.")
@@ -75,7 +147,7 @@ def inspect(path: str, verify: bool, list_type: str | None, after: str, limit: i
     with _opened(path) as reader:
         verified = None
         if verify:
-            with _progress() as show:
+            with progress_display() as show:
                 total = sum(reader.manifest.counts.values())
                 reader.verify(lambda done: show("verifying", done, total))
             verified = sum(reader.manifest.counts.values())
@@ -170,7 +242,7 @@ def transform(source: str, target: str, reference: str) -> None:
     if not callable(function):
         raise click.ClickException(f"{reference} is {type(function).__name__}, not a function: give the function "
                                    f"that takes (address, states) and returns the new states")
-    with _one_line(source), _progress() as show:
+    with _one_line(source), progress_display() as show:
         result = transform_savepoint(source, target, function, progress=show)
     output = SavepointOutput()
     output.message(f"wrote {target}: {result.addresses:,} addresses with state, {result.changed:,} changed, "
@@ -185,19 +257,19 @@ def transform(source: str, target: str, reference: str) -> None:
 
 
 @contextlib.contextmanager
-def _progress() -> typing.Iterator[typing.Callable[[str, int, int], None]]:
+def progress_display() -> typing.Iterator[typing.Callable[[str, int, int | None], None]]:
     """``show(what, done, total)``: a progress bar on a terminal (stderr), else a line every 5 s on stderr
-    (a long run in a log), nothing for a short one."""
+    (a long run in a log), nothing for a short one. ``total`` None: not known in advance."""
     from rich.console import Console
 
     console = Console(stderr=True)
     if not console.is_terminal:
         last = [time.monotonic()]
 
-        def line(what: str, done: int, total: int) -> None:
+        def line(what: str, done: int, total: int | None) -> None:
             if time.monotonic() - last[0] >= 5:
                 last[0] = time.monotonic()
-                click.echo(f"  {what}: {done:,} of {total:,}", err=True)
+                click.echo(f"  {what}: {done:,}" + ("" if total is None else f" of {total:,}"), err=True)
 
         yield line
         return
@@ -207,7 +279,7 @@ def _progress() -> typing.Iterator[typing.Callable[[str, int, int], None]]:
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=console, transient=True) as bar:
 
-        def show(what: str, done: int, total: int) -> None:
+        def show(what: str, done: int, total: int | None) -> None:
             task = tasks.get(what)
             if task is None:
                 task = tasks[what] = bar.add_task(what, total=total)

@@ -88,12 +88,17 @@ class RuntimeClient:
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
         return self._json("GET", f"/dead-letters?after={after}&limit={limit}")
 
-    def _json(self, method: str, path: str, body: typing.Any = None) -> typing.Any:
+    def savepoint(self, path: str, stop: bool = False, timeout: float = 3600) -> dict[str, typing.Any]:
+        """Takes a savepoint at ``path`` (as the runtime's machine sees it, or a URL) and gives its manifest."""
+        return self._json("POST", "/savepoints", {"path": path, "stop": stop}, timeout=timeout, ok=(201,))
+
+    def _json(self, method: str, path: str, body: typing.Any = None, *, timeout: float | None = None,
+              ok: tuple[int, ...] = (200,)) -> typing.Any:
         data = b"" if body is None else json.dumps(body).encode()
         headers = {"Content-Type": "application/json"} if body else {}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        answer = self._request(self.admin, method, path, data, headers)
+        answer = self._request(self.admin, method, path, data, headers, timeout=timeout, ok=ok)
         return json.loads(answer.body)
 
     # -- HTTP ---------------------------------------------------------------------------------------

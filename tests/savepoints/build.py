@@ -73,6 +73,6 @@ def write(path: Path, made: list | None = None, **manifest: object) -> Manifest:
     writer = SavepointWriter(path)
     writer.write(rows() if made is None else made)
     options = dict(application="shop", source_backend="embedded", partitions=8, mode="online",
-                   created_ms=CREATED_MS, egress_progress={"example/out": {"delivered": 3}})
+                   created_ms=CREATED_MS)
     options.update(manifest)
     return writer.finish(**options)

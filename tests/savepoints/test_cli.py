@@ -73,7 +73,6 @@ def test_inspect_json(savepoint):
     shown = json.loads(ok("inspect", str(savepoint), "--json", "--verify"))
     assert shown["manifest"]["application"] == "shop"
     assert shown["manifest"]["counts"]["state"] == 10
-    assert shown["manifest"]["egress_progress"] == {"example/out": {"delivered": 3}}
     assert shown["counts_by_type"]["example/counter"] == {"addresses": 5, "values": 6, "messages": 2, "delayed": 1, "parked": 0}
     assert shown["verified_rows"] == 21
     assert "verified_rows" not in json.loads(ok("inspect", str(savepoint), "--json"))
@@ -238,7 +237,7 @@ def test_transform_renames_changes_types_and_drops(tmp_path, savepoint, user_mod
                                        SpecRow(build.CART, "items", "example/Cart", 0, 0)]
     with SavepointReader(out) as reader, SavepointReader(savepoint) as source:
         reader.verify()
-        kept = ("application", "source_backend", "partitions", "mode", "created_ms", "created_at", "egress_progress")
+        kept = ("application", "source_backend", "partitions", "mode", "created_ms", "created_at")
         assert {k: getattr(reader.manifest, k) for k in kept} == {k: getattr(source.manifest, k) for k in kept}
         assert reader.manifest.checksum != source.manifest.checksum
         assert reader.manifest.counts["state"] == 9 and reader.manifest.counts["function_specs"] == 2

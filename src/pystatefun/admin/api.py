@@ -17,6 +17,7 @@ from pystatefun.admin.openapi import OPENAPI
 from pystatefun.admin.values import StateValueError, describe, encode
 from pystatefun.runtime.envelope import address
 from pystatefun.runtime.processor import Runtime
+from pystatefun.savepoints.format import SavepointError
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 MAX_PAGE = 1000
@@ -71,7 +72,8 @@ class AdminApi:
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
                  functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
                  io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None, *,
-                 host: str = "127.0.0.1", port: int):
+                 host: str = "127.0.0.1", port: int,
+                 savepoints: typing.Callable[[str, bool], typing.Awaitable[dict[str, typing.Any]]] | None = None):
         """``host`` and ``port``: where the API is served. Bound beyond loopback it must have a ``token``
         (AdminExposedError otherwise); on loopback it answers only requests whose Host names loopback
         and this port, which is what keeps a web page (DNS rebinding) away from it."""
@@ -91,6 +93,8 @@ class AdminApi:
         self.io_status = io_status  # the ingresses' and egresses' own health (Kafka), merged into /health
         # on the Kafka backend: per-address routes go to the address's owner, listings cover every worker
         self.peers = peers
+        # takes a savepoint (path, stop) and gives its manifest; None on the Kafka backend
+        self.savepoints = savepoints
         self.started = time.time()
 
     def app(self) -> web.Application:
@@ -110,6 +114,7 @@ class AdminApi:
         app.router.add_get("/parked", self.parked)
         app.router.add_post("/parked/{namespace}/{type}/{id}/{action}", self.resume)
         app.router.add_get("/dead-letters", self.dead_letters)
+        app.router.add_post("/savepoints", self.savepoint)
         return app
 
     @web.middleware
@@ -328,6 +333,27 @@ class AdminApi:
             return limit
         # not on the event loop: the Kafka backend reads them from a topic
         return web.json_response(await asyncio.to_thread(self.store.dead_letters, after, limit))
+
+
+    async def savepoint(self, request: web.Request) -> web.Response:
+        if self.savepoints is None:
+            return _error(409, "the Kafka backend takes savepoints with its workers stopped: stop them (SIGTERM), then "
+                               "pystatefun savepoint create --backend kafka --bootstrap-servers HOST:PORT --app NAME PATH")
+        try:
+            body = await request.json()
+        except ValueError:
+            body = None
+        if not isinstance(body, dict) or not isinstance(body.get("path"), str) or not body["path"]:
+            return _error(400, 'give the savepoint\'s path or URL as JSON: {"path": "/backups/shop-1.savepoint", '
+                               '"stop": false}')
+        stop = body.get("stop", False)
+        if not isinstance(stop, bool):
+            return _error(400, f"stop must be true or false, got {stop!r}")
+        try:
+            manifest = await self.savepoints(body["path"], stop)
+        except SavepointError as e:
+            return _error(409, str(e))
+        return web.json_response(manifest, status=201)
 
 
 def _origin_host(origin: str) -> str:

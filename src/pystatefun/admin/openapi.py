@@ -87,6 +87,17 @@ OPENAPI: dict[str, typing.Any] = {
             "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "default": 0}}, *_PAGE],
             "responses": {"200": _json("seq, target, caller, typename, value_base64, reason, at_ms",
                                        {"type": "array", "items": {"type": "object"}}), "400": _ERROR}}},
+        "/savepoints": {"post": {
+            "summary": "Takes a savepoint of the application (embedded backend): online, or with stop the last one "
+                       "before it stops, the cut to move or upgrade from (docs/savepoints.md)",
+            "requestBody": {"required": True, "content": {"application/json": {"schema": {
+                "type": "object", "required": ["path"], "properties": {
+                    "path": {"type": "string", "description": "a local path of the runtime's machine, file://, or s3://"},
+                    "stop": {"type": "boolean", "default": False,
+                             "description": "stop the application and take the savepoint at its last commit"}}}}}},
+            "responses": {"201": _json("the savepoint's manifest: format_version, application, source_backend, "
+                                       "partitions, created_at, mode, counts, checksum"),
+                          "400": _ERROR, "409": _ERROR}}},
     },
     "components": {"schemas": {
         "Error": {"type": "object", "properties": {"error": {"type": "string"}}, "required": ["error"]},

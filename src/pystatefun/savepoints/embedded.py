@@ -145,9 +145,24 @@ def take_online(store: SQLiteStore, url: str, mode: str = "online", progress: Pr
     return _take(store.path, url, store.path.parent.resolve().name, mode, progress, snapshot_taken)
 
 
-def restore(url: str, data_dir: Path, partitions: int, progress: Progress | None = None) -> Manifest:
-    """Restores the savepoint at ``url`` into the new data dir ``data_dir`` with ``partitions`` partitions.
-    Refused when the data dir already holds an application."""
+def restored_from(data_dir: Path) -> str | None:
+    """The savepoint URL a data dir was restored from (None: not restored, or no application there)."""
+    database = data_dir / DATABASE_NAME
+    if not database.is_file():
+        return None
+    db = _read_only(database)
+    try:
+        return _meta(db).get("restored_from_url")
+    except sqlite3.Error:
+        return None
+    finally:
+        db.close()
+
+
+def restore(url: str, data_dir: Path, partitions: int | None = None, progress: Progress | None = None) -> Manifest:
+    """Restores the savepoint at ``url`` into the new data dir ``data_dir`` with ``partitions`` partitions
+    (None: as many as the application it was taken from). Refused when the data dir already holds an
+    application."""
     database = data_dir / DATABASE_NAME
     if database.exists():
         raise SavepointError(f"{data_dir} already holds an application: restore into a new --data-dir (or move "
@@ -156,6 +171,7 @@ def restore(url: str, data_dir: Path, partitions: int, progress: Progress | None
         reader = SavepointReader(path, url)
         try:
             reader.verify(None if progress is None else lambda n: progress("verified", n))
+            partitions = partitions or reader.manifest.partitions
             building = data_dir.parent / f".{data_dir.name}.restoring"
             shutil.rmtree(building, ignore_errors=True)  # left by a restore that was killed
             store = SQLiteStore(building, partitions)
@@ -219,6 +235,9 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
     insert("egress", "INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)",
            ((seq, r.egress_id, r.topic, r.payload) for seq, r in enumerate(rows("egress"), 1)))
     manifest = reader.manifest
-    db.execute("INSERT INTO meta VALUES ('restored_from', ?)",
-               (f"{reader.name} ({manifest.source_backend} {manifest.application}, {manifest.created_at})",))
+    db.executemany("INSERT INTO meta VALUES (?, ?)", [
+        ("restored_from_url", reader.name),
+        ("restored_from", f"{reader.name} ({manifest.source_backend} application {manifest.application}, "
+                          f"taken {manifest.created_at})"),
+    ])
     db.execute("COMMIT")

@@ -164,8 +164,6 @@ class Manifest:
     mode: str  # "online" (the application kept running), "offline" (stopped), "stop" (stop-with-savepoint)
     counts: dict[str, int]  # rows per table
     checksum: str  # "sha256:<hex>" over every table's rows, in TABLES order
-    # per egress, what the source knew about records it may already have delivered (see docs/savepoints.md)
-    egress_progress: dict[str, dict[str, typing.Any]] = dataclasses.field(default_factory=dict)
 
     def describe(self) -> dict[str, typing.Any]:
         return dataclasses.asdict(self)
@@ -239,7 +237,7 @@ class SavepointWriter:
         rows.clear()
 
     def finish(self, *, application: str, source_backend: str, partitions: int, mode: str,
-               created_ms: int, egress_progress: dict[str, dict[str, typing.Any]] | None = None) -> Manifest:
+               created_ms: int) -> Manifest:
         """Writes what is pending, the indexes and the manifest, and makes the file durable."""
         import datetime
 
@@ -253,7 +251,6 @@ class SavepointWriter:
             created_at=datetime.datetime.fromtimestamp(created_ms / 1000, datetime.timezone.utc).isoformat(timespec="milliseconds"),
             created_ms=created_ms, mode=mode, counts=dict(self.counts),
             checksum=_checksum({table: hasher.digest() for table, hasher in self._hashers.items()}),
-            egress_progress=egress_progress or {},
         )
         values = {"format": FORMAT, **manifest.describe()}
         self._db.executemany("INSERT INTO manifest VALUES (?, ?)", [(k, json.dumps(v)) for k, v in values.items()])

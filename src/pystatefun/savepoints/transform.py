@@ -175,7 +175,7 @@ def transform_savepoint(source: str, target: str, function: TransformFunction,
                 result = transform(reader, writer, function, progress)
                 written = writer.finish(application=manifest.application, source_backend=manifest.source_backend,
                                         partitions=manifest.partitions, mode=manifest.mode,
-                                        created_ms=manifest.created_ms, egress_progress=manifest.egress_progress)
+                                        created_ms=manifest.created_ms)
             except (sqlite3.Error, OSError) as error:  # the reader's own errors are SavepointErrors: the writer's
                 writer.abort()
                 raise SavepointError(f"cannot write {target}: {error} (is its disk full?)") from error
