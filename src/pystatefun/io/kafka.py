@@ -49,6 +49,7 @@ from google.protobuf.message import DecodeError
 
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
+from pystatefun.io.playground import EGRESS_RECORD_TYPENAME, decode_egress_record
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch
 from pystatefun.runtime.processor import Runtime
@@ -343,9 +344,16 @@ class KafkaEgress:
     # -- the runtime side -------------------------------------------------------------------------------
 
     def record(self, egress_typename: str, value: TypedValue) -> EgressRecord:
+        if value.typename == EGRESS_RECORD_TYPENAME:
+            # a playground record ({topic, payload}): functions written for the playground egress write to
+            # Kafka unchanged when the module gives a Kafka egress the playground egress's id
+            topic, data = decode_egress_record(value)
+            record = KafkaProducerRecord(topic=topic, value_bytes=data)
+            return EgressRecord(self.id, topic, record.SerializeToString(), kafka=record)
         if value.typename != KAFKA_PRODUCER_RECORD_TYPENAME:
             raise ValueError(f"the Kafka egress {self.id} takes {KAFKA_PRODUCER_RECORD_TYPENAME} values "
-                             f"(kafka_egress_message(...) in the SDKs), got {value.typename!r}")
+                             f"(kafka_egress_message(...) in the SDKs) or {EGRESS_RECORD_TYPENAME} values (JSON "
+                             f"{{'topic', 'payload'}}), got {value.typename!r}")
         try:
             record = KafkaProducerRecord.FromString(value.value)
         except DecodeError as e:

@@ -353,6 +353,20 @@ class EgressStore(typing.Protocol):
     def unread_egress(self, egress_id: str, topic: str, after_seq: int, limit: int) -> list[tuple[int, bytes]]: ...
 
 
+def decode_egress_record(value: TypedValue) -> tuple[str, bytes]:
+    """The topic and the payload's bytes of an ``io.statefun.playground/EgressRecord`` (JSON ``{topic,
+    payload}``; a payload that is not a string is written as JSON)."""
+    try:
+        record = json.loads(value.value)
+        topic, payload = record["topic"], record["payload"]
+    except (ValueError, KeyError, TypeError) as e:
+        raise ValueError(f"an EgressRecord must be JSON {{'topic': ..., 'payload': ...}}: {e}") from None
+    if not isinstance(topic, str) or not topic:
+        raise ValueError(f"an EgressRecord's topic must be a non-empty string, got {topic!r}")
+    data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
+    return topic, data.encode("utf-8")
+
+
 class PlaygroundEgress:
     """The HTTP egress: named topics of records, each read once.
 
@@ -387,15 +401,10 @@ class PlaygroundEgress:
                 f"the playground egress takes {EGRESS_RECORD_TYPENAME} values (JSON {{'topic', 'payload'}}), "
                 f"got {value.typename!r}"
             )
-        try:
-            record = json.loads(value.value)
-            topic, payload = record["topic"], record["payload"]
-        except (ValueError, KeyError, TypeError) as e:
-            raise ValueError(f"an EgressRecord must be JSON {{'topic': ..., 'payload': ...}}: {e}") from None
+        topic, data = decode_egress_record(value)
         if topic not in self.topics:
             raise ValueError(f"unknown egress topic {topic!r}; the module defines {sorted(self.topics)}")
-        data = payload if isinstance(payload, str) else json.dumps(payload, ensure_ascii=False)
-        return EgressRecord(EGRESS_ID, topic, data.encode("utf-8"))
+        return EgressRecord(EGRESS_ID, topic, data)
 
     def _hand_over(self, epoch: Epoch) -> None:
         """``epoch`` closes for its commit: its records go to the readers waiting for them, in order. Every

@@ -20,7 +20,7 @@ returns unchanged keeps its bytes as they were.
 
 Everything else in the savepoint is copied as it is: messages, delayed messages, parked addresses, dead
 letters, idempotency records, ingress positions and egress records; the manifest keeps the source's
-application, backend, partition count, mode, time and egress progress, with new counts and checksum.
+application, backend, partition count, mode and time, with new counts and checksum.
 
 **Registered state specs.** A remote function's state specs (name and type, as it registered them) are in
 the savepoint too, so that a restored application does not negotiate them again. A spec whose type no
