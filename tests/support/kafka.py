@@ -549,6 +549,46 @@ def _status(args: argparse.Namespace, out: TextIO) -> int:
     return 0 if all(node.running() for node in cluster.nodes) else 1
 
 
+def _topic(args: argparse.Namespace) -> int:
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    cluster = KafkaCluster.attach(args.dir)
+    admin = AdminClient({"bootstrap.servers": cluster.bootstrap_servers})
+    replication = min(3, len(cluster.nodes))
+    for future in admin.create_topics([NewTopic(args.name, args.partitions, replication)]).values():
+        future.result(30)
+    print(f"created topic {args.name}: {args.partitions} partition(s), replication {replication}", file=sys.stderr)
+    return 0
+
+
+def _read(args: argparse.Namespace, out: TextIO) -> int:
+    """Prints every committed record of a topic, one value per line (as text), from the beginning to the
+    end as it is now."""
+    from confluent_kafka import Consumer, TopicPartition
+
+    cluster = KafkaCluster.attach(args.dir)
+    consumer = Consumer({"bootstrap.servers": cluster.bootstrap_servers, "group.id": "scripts-kafka-read",
+                         "isolation.level": "read_committed", "enable.auto.commit": False})
+    try:
+        metadata = consumer.list_topics(args.name, timeout=30).topics[args.name]
+        if metadata.error is not None:
+            raise KafkaError(f"topic {args.name}: {metadata.error.str()}")
+        ends = {p: consumer.get_watermark_offsets(TopicPartition(args.name, p), timeout=30)[1] for p in metadata.partitions}
+        consumer.assign([TopicPartition(args.name, p, 0) for p in ends])
+        remaining = {p for p, end in ends.items() if end > 0}
+        while remaining:
+            record = consumer.poll(10)
+            if record is None:
+                break  # the last stable offset is below the end: an open transaction
+            if record.error() is None:
+                print(record.value().decode(errors="replace"), file=out)
+                if record.offset() + 1 >= ends[record.partition()]:
+                    remaining.discard(record.partition())
+    finally:
+        consumer.close()
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m tests.support.kafka", description=__doc__.split("\n")[0])
     commands = parser.add_subparsers(dest="command", required=True)
@@ -557,7 +597,12 @@ def main(argv: list[str] | None = None) -> int:
     stop = commands.add_parser("stop", help="stop the cluster started from --dir and delete its data")
     stop.add_argument("--keep", action="store_true", help="keep the data and logs")
     status = commands.add_parser("status", help="print its nodes; exit 1 unless all run")
-    for command in (start, stop, status):
+    topic = commands.add_parser("topic", help="create a topic on the cluster")
+    topic.add_argument("name")
+    topic.add_argument("--partitions", type=int, default=1)
+    read = commands.add_parser("read", help="print the committed records of a topic, one value per line")
+    read.add_argument("name")
+    for command in (start, stop, status, topic, read):
         command.add_argument("--dir", default=str(_default_dir()), help="its data, logs and state file "
                              "(default: %(default)s)")
     args = parser.parse_args(argv)
@@ -566,6 +611,10 @@ def main(argv: list[str] | None = None) -> int:
             return _start(args, sys.stdout)
         if args.command == "stop":
             return _stop(args)
+        if args.command == "topic":
+            return _topic(args)
+        if args.command == "read":
+            return _read(args, sys.stdout)
         return _status(args, sys.stdout)
     except KafkaError as e:
         print(f"error: {e}", file=sys.stderr)
