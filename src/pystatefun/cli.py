@@ -79,7 +79,8 @@ def serve(reference: str, host: str, port: int, log_level: str) -> None:
 @click.option(
     "--partitions",
     type=click.IntRange(1, 4096),
-    help="Partitions of a new application (fixed once it exists); default 8, or what its data dir or topics have.",
+    help="Partitions of a new application (a savepoint moves it to another count); default 8, or what its data "
+    "dir or topics have (or the savepoint of --from-savepoint).",
 )
 @click.option(
     "--backend",

@@ -273,7 +273,8 @@ class SQLiteStore:
         if stored != partitions:
             raise DataDirError(
                 f"{self.path} was created with {stored} partitions, not {partitions}: addresses map to partitions "
-                f"by hash, so the count is fixed for an application. Run with --partitions {stored}."
+                f"by hash, so the count is fixed for an application. Run with --partitions {stored} (or move it to "
+                f"another count with a savepoint: docs/savepoints.md)."
             )
         return stored
 

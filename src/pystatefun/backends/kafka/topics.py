@@ -45,7 +45,7 @@ def prepare_topics(admin: AdminClient, app: str, partitions: int | None, replica
             raise TopicMismatchError(
                 f"topic {name} has {count} partitions, but the application runs {partitions}: addresses map to "
                 f"partitions by hash, so the count is fixed for an application. Run with --partitions {count}, "
-                f"or use a new --app name."
+                f"or move it to a new --app name with another count through a savepoint (docs/savepoints.md)."
             )
     if f"{app}.state" in existing:
         _check_compacted(admin, f"{app}.state", timeout)
