@@ -31,14 +31,23 @@ messages or after the position. After reading, ``take`` checks that nothing move
 end offsets, committed offsets) and refuses the savepoint otherwise: a worker started during the read
 would have made it a mix of two cuts.
 
+The changelog is read a partition at a time into a temporary SQLite file beside the savepoint (the last
+value of each key; a compacted topic keeps older values until its cleaner passes), then written out;
+idempotency records are kept once across partitions (a restore put one in every partition). Memory
+stays bounded whatever the size of the application.
+
 Not in a Kafka savepoint: egress records (on this backend they are in their topics with each epoch's
 transaction already, nothing waits to be forwarded) and registered function specs (this backend keeps
 none: remote functions negotiate them again).
 
 **Restoring** writes everything in one Kafka transaction (producer ``pystatefun-<app>-restore``), with
 the ingress positions committed for the ingresses' groups in the same transaction, so the new
-application appears all at once or not at all. Addresses go to ``partition_of(id, partitions)``, the
-runtime's hash: state values and parked addresses to their address's changelog partition, timers to
+application appears all at once or not at all; it returns once the transaction is readable (the broker
+writes its markers after the commit returns). One transaction may last as long as the brokers'
+``transaction.max.timeout.ms`` (15 minutes by default; ``transaction.timeout.ms`` in ``properties``
+chooses less): a savepoint too large to restore in that time fails and leaves nothing behind.
+
+Addresses go to ``partition_of(id, partitions)``, the runtime's hash: state values and parked addresses to their address's changelog partition, timers to
 the changelog partition of their sender (which owns the cancellation token), with new unique ids
 (1, 2, ...: a worker numbers its own from its start time in nanoseconds, far above), messages to their
 target's partition of ``<app>.messages`` in savepoint order (so each address gets its messages in the
@@ -69,7 +78,7 @@ from pathlib import Path
 
 from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.cluster import parse_client_id
-from pystatefun.backends.kafka.reading import PartitionReader
+from pystatefun.io.kafka import consume_batch
 from pystatefun.backends.kafka.topics import TopicMismatchError, Topics, prepare_topics
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
@@ -96,7 +105,6 @@ from pystatefun.wire.request_reply_pb2 import Address, TypedValue
 
 if typing.TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, Producer
-    from confluent_kafka.admin import AdminClient
 
 Progress = typing.Callable[[str, int], None]
 
@@ -109,8 +117,8 @@ STALLED_READ_SECONDS = 60
 READ_BATCH = 10_000
 PROGRESS_EVERY = 10_000
 # consumers reading a partition through: larger fetches than a worker's (throughput, not latency)
-_READ_SETTINGS = {"max.partition.fetch.bytes": 8 * 1024 * 1024, "fetch.max.bytes": 16 * 1024 * 1024,
-                  "queued.max.messages.kbytes": 32 * 1024}
+_READ_SETTINGS = {"max.partition.fetch.bytes": 4 * 1024 * 1024, "fetch.max.bytes": 8 * 1024 * 1024,
+                  "queued.max.messages.kbytes": 16 * 1024, "queued.min.messages": 20_000}
 # the restore's producer: large batches; the transaction may last as long as the broker allows
 _WRITE_SETTINGS = {"linger.ms": 20, "compression.type": "lz4", "queue.buffering.max.messages": 100_000,
                    "queue.buffering.max.kbytes": 64 * 1024, "batch.num.messages": 100_000}
@@ -142,7 +150,8 @@ class _Cluster:
 
         self.bootstrap = bootstrap
         self.config = _client_config(bootstrap, properties)
-        self.admin: AdminClient = AdminClient(self.config)
+        self.admin = AdminClient(self.config)
+        self._reader: Consumer | None = None  # see read
 
     def partition_counts(self) -> dict[str, int]:
         """Every topic of the cluster with its partition count."""
@@ -180,10 +189,20 @@ class _Cluster:
         """The committed offsets of ``group`` on the partitions of ``topic`` (those that have one)."""
         from confluent_kafka import TopicPartition
 
+        from confluent_kafka import KafkaError, KafkaException
+
         consumer = self.consumer(group)
         try:
             found = consumer.committed([TopicPartition(topic, p) for p in range(partitions)],
                                        timeout=OPEN_TRANSACTION_WAIT_SECONDS)
+        except KafkaException as e:
+            if e.args[0].code() != KafkaError._TIMED_OUT:
+                raise
+            raise SavepointError(
+                f"the committed offsets of group {group} on {topic} were held back for {OPEN_TRANSACTION_WAIT_SECONDS} s: "
+                f"a transaction with offsets of them is still open, and it is not a worker's (theirs abort within 20 s "
+                f"after a kill -9). Find and abort it (docs/kafka.md, 'A transaction the workers cannot fence'), then "
+                f"try again") from None
         finally:
             consumer.close()
         return {tp.partition: tp.offset for tp in found if tp.offset >= 0}
@@ -224,21 +243,42 @@ class _Cluster:
             uncommitted.close()
 
     def read(self, topic: str, partition: int, start: int, end: int) -> typing.Iterator[Message]:
-        """The committed records of ``topic``/``partition`` from ``start`` up to ``end``, in offset order."""
+        """The committed records of ``topic``/``partition`` from ``start`` up to ``end``, in offset order
+        (read_committed: the position also moves past transaction markers and aborted records, which are
+        never delivered). One consumer reads every partition in turn: a consumer per partition would
+        start threads each time, and the C library's allocator keeps memory per thread it saw."""
+        from confluent_kafka import KafkaException, TopicPartition
+
         if start >= end:
             return
-        with PartitionReader({**self.config, **_READ_SETTINGS}, "pystatefun-savepoint", topic, partition) as reader:
+        if self._reader is None:
+            self._reader = self.consumer("pystatefun-savepoint")
+        reader = self._reader
+        reader.assign([TopicPartition(topic, partition, start)])
+        try:
             position, moved = start, time.monotonic()
-            for batch in reader.batches(start, end, max_records=READ_BATCH):
-                for record in batch:
-                    if record.offset() < end:
-                        yield record
-                if reader.position != position:
-                    position, moved = reader.position, time.monotonic()
+            while position < end:
+                for record in consume_batch(reader, READ_BATCH, 0.2):
+                    error = record.error()
+                    if error is None:
+                        if record.offset() < end:
+                            yield record
+                    elif error.fatal():
+                        raise KafkaException(error)
+                now = reader.position([TopicPartition(topic, partition)])[0].offset
+                if now > position:
+                    position, moved = now, time.monotonic()
                 elif time.monotonic() - moved > STALLED_READ_SECONDS:
                     raise SavepointError(f"reading {topic}/{partition} stopped at offset {position} of {end} for "
                                          f"{STALLED_READ_SECONDS} s (an open transaction holds it back, or the broker "
                                          f"does not answer); try again")
+        finally:
+            reader.unassign()
+
+    def close(self) -> None:
+        if self._reader is not None:
+            self._reader.close()
+            self._reader = None
 
 
 def _varint(n: int) -> bytes:
@@ -307,7 +347,7 @@ class _Changelog:
         self.db.execute("PRAGMA locking_mode=EXCLUSIVE")
         self.db.execute("PRAGMA journal_mode=OFF")
         self.db.execute("PRAGMA synchronous=OFF")
-        self.db.execute("PRAGMA cache_size=-65536")  # 64 MiB
+        self.db.execute("PRAGMA cache_size=-16384")  # 16 MiB: what the take's memory peaks with
         self.db.execute("CREATE TABLE records (key BLOB PRIMARY KEY, value BLOB) WITHOUT ROWID")
         self.db.execute("CREATE TABLE timers (id INTEGER PRIMARY KEY, value BLOB)")  # in id order
         # kept across partitions: a restore writes each record to every partition (see the docstring)
@@ -477,8 +517,8 @@ def take(url: str, bootstrap: str, app: str, module: Module | None = None, prope
     from confluent_kafka import KafkaException
 
     try:
-        with storage.writing(url) as path:
-            cluster = _Cluster(bootstrap, properties)
+        with storage.writing(url) as path, contextlib.ExitStack() as stack:
+            cluster = stack.enter_context(contextlib.closing(_Cluster(bootstrap, properties)))
             counts = cluster.partition_counts()
             topics = Topics(app, counts.get(f"{app}.messages", 0))
             if topics.messages not in counts or topics.state not in counts:
@@ -508,7 +548,7 @@ def take(url: str, bootstrap: str, app: str, module: Module | None = None, prope
                 writer.abort()
                 raise
     except KafkaException as e:
-        raise SavepointError(f"Kafka at {bootstrap}: {e.args[0].str() if e.args else e}") from None
+        raise SavepointError(f"Kafka at {bootstrap}: {_describe(e)}") from None
 
 
 def _export(cluster: _Cluster, topics: Topics, partitions: int, snapshot: _Snapshot, writer: SavepointWriter,
@@ -671,16 +711,27 @@ def restore(url: str, bootstrap: str, app: str, partitions: int | None, module: 
     (None: as many as the application it was taken from); ``module`` is the application's module (its
     Kafka ingresses' groups get the positions, its Kafka egresses the egress records). Refused when
     ``app`` holds data. Start the workers after it returned."""
-    from confluent_kafka import KafkaException, Producer
-
     with storage.reading(url) as path, SavepointReader(path, url) as reader:
         reader.verify(None if progress is None else lambda n: progress("verified", n))
         partitions = partitions or reader.manifest.partitions
         plan = _plan(reader, module)
-        cluster = _Cluster(bootstrap, properties)
+        return _restore(reader, url, bootstrap, app, partitions, module, plan, properties, progress)
+
+
+def _restore(reader: SavepointReader, url: str, bootstrap: str, app: str, partitions: int, module: Module, plan: _Plan,
+             properties: typing.Mapping[str, str] | None, progress: Progress | None) -> Manifest:
+    from confluent_kafka import KafkaException, Producer
+
+    with contextlib.closing(_Cluster(bootstrap, properties)) as cluster:
         try:
             _refuse_existing(cluster, app, plan.groups.values())
             counts = cluster.partition_counts()
+            for row in reader.rows("ingress_positions"):
+                if counts.get(row.topic, 0) <= row.partition:
+                    raise SavepointError(
+                        f"{reader.name} has a position of Kafka ingress {row.ingress} in partition {row.partition} of topic "
+                        f"{row.topic}, which does not exist on {bootstrap}: create the topic with the partitions it had "
+                        f"(the positions are offsets in them) and restore again")
             missing = sorted(plan.egress_topics - set(counts))
             if missing:
                 raise SavepointError(f"{reader.name} holds egress records for topic(s) {', '.join(missing)}, which do "
@@ -714,11 +765,20 @@ def restore(url: str, bootstrap: str, app: str, partitions: int | None, module: 
                     producer.abort_transaction(REQUEST_TIMEOUT_SECONDS)
                 raise
         except KafkaException as e:
-            error = e.args[0] if e.args else None
-            detail = error.str() if error is not None and hasattr(error, "str") else str(e)
-            raise SavepointError(f"restoring into {app} on {bootstrap} failed, nothing of it is visible: {detail}. "
+            raise SavepointError(f"restoring into {app} on {bootstrap} failed, nothing of it is visible: {_describe(e)}. "
                                  f"Restore again (it takes over where this one left nothing)") from None
+        try:
+            _visible(cluster, topics)
+        except KafkaException as e:
+            raise SavepointError(f"the restore into {app} committed, but whether it is readable yet could not be "
+                                 f"checked ({_describe(e)}): wait a moment before starting the workers") from None
         return reader.manifest
+
+
+def _describe(error: Exception) -> str:
+    """A Kafka client's exception in a line."""
+    detail = error.args[0] if error.args else None
+    return detail.str() if detail is not None and hasattr(detail, "str") else str(error)
 
 
 def _import(reader: SavepointReader, out: _Output, topics: Topics, module: Module, progress: Progress | None) -> None:
@@ -771,6 +831,20 @@ def _import(reader: SavepointReader, out: _Output, topics: Topics, module: Modul
         out.send(record.topic, record.value_bytes, record.key.encode() if record.key else None)
 
 
+def _visible(cluster: _Cluster, topics: Topics) -> None:
+    """Waits until the committed transaction is visible to read_committed readers: the broker writes its
+    commit markers after the commit returned, and a worker started before that would see none of it
+    (its changelog restore reads up to the last stable offset)."""
+    deadline = time.monotonic() + OPEN_TRANSACTION_WAIT_SECONDS
+    for topic, partitions in ((topics.state, topics.partitions), (topics.messages, topics.partitions),
+                              (topics.dead_letters, 1)):
+        while any(stable < end for _, stable, end in cluster.ends(topic, partitions).values()):
+            if time.monotonic() > deadline:
+                raise SavepointError(f"the restore into {topics.app} committed, but {topic} is not readable yet after "
+                                     f"{OPEN_TRANSACTION_WAIT_SECONDS} s: wait before starting the workers")
+            time.sleep(0.05)
+
+
 def _send_offsets(cluster: _Cluster, producer: Producer, group: str, offsets: list[tuple[str, int, int, str | None]]) -> None:
     """Commits ``offsets`` (topic, partition, offset, metadata) for ``group`` with the transaction."""
     from confluent_kafka import TopicPartition
@@ -800,11 +874,12 @@ def restored_from(bootstrap: str, app: str, properties: typing.Mapping[str, str]
     from confluent_kafka import KafkaException
 
     try:
-        for _, _, _, metadata in _Cluster(bootstrap, properties).group_offsets(restored_group(app)):
-            if metadata:
-                return json.loads(metadata).get("url")
+        with contextlib.closing(_Cluster(bootstrap, properties)) as cluster:
+            for _, _, _, metadata in cluster.group_offsets(restored_group(app)):
+                if metadata:
+                    return json.loads(metadata).get("url")
     except KafkaException as e:
-        raise SavepointError(f"Kafka at {bootstrap}: {e.args[0].str() if e.args else e}") from None
+        raise SavepointError(f"Kafka at {bootstrap}: {_describe(e)}") from None
     except ValueError:
         return None
     return None
