@@ -25,7 +25,8 @@ Command line (the brokers keep running after `start` returns; `stop` may run in 
     python -m tests.support.kafka stop [--dir D] [--keep]
 
 Environment: PYSTATEFUN_KAFKA_HOME overrides the cache directory of the jars
-(default ~/.cache/pystatefun/kafka-<KAFKA_VERSION>); JAVA_HOME picks the Java to run (else `java` on PATH).
+(default ~/.cache/pystatefun/kafka-<KAFKA_VERSION>); PYSTATEFUN_KAFKA_DIR is the command line's default --dir
+(else ~/.cache/pystatefun/kafka-run); JAVA_HOME picks the Java to run (else `java` on PATH).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ LOG4J_VERSION = "2.25.5"
 
 CACHE_ROOT = Path.home() / ".cache" / "pystatefun"
 BOOTSTRAP_ENV = "PYSTATEFUN_KAFKA_BOOTSTRAP"
+DIR_ENV = "PYSTATEFUN_KAFKA_DIR"
 STATE_FILE = "cluster.json"
 
 # Kafka's build declares slf4j-api 1.7 with log4j-core as the backend, but the binding between the two
@@ -506,7 +508,10 @@ class KafkaCluster:
 # --- command line ----------------------------------------------------------------------------------------
 
 def _default_dir() -> Path:
-    return CACHE_ROOT / "kafka-run"
+    """Where the command line keeps a cluster's data and state file: $PYSTATEFUN_KAFKA_DIR, else the cache
+    (so that `topic` and `read` can be pointed at a cluster started with another --dir)."""
+    override = os.environ.get(DIR_ENV)
+    return Path(override) if override else CACHE_ROOT / "kafka-run"
 
 
 def _start(args: argparse.Namespace, out: TextIO) -> int:
@@ -575,15 +580,20 @@ def _read(args: argparse.Namespace, out: TextIO) -> int:
             raise KafkaError(f"topic {args.name}: {metadata.error.str()}")
         ends = {p: consumer.get_watermark_offsets(TopicPartition(args.name, p), timeout=30)[1] for p in metadata.partitions}
         consumer.assign([TopicPartition(args.name, p, 0) for p in ends])
-        remaining = {p for p, end in ends.items() if end > 0}
+        # Done when the position reaches the end: not when the last record is read, since a transactional
+        # topic ends with a commit marker, which the position passes without a record.
+        remaining = [TopicPartition(args.name, p) for p, end in ends.items() if end > 0]
+        positions, moved = None, time.monotonic()
         while remaining:
-            record = consumer.poll(10)
-            if record is None:
-                break  # the last stable offset is below the end: an open transaction
-            if record.error() is None:
+            record = consumer.poll(0.2)
+            if record is not None and record.error() is None:
                 print(record.value().decode(errors="replace"), file=out)
-                if record.offset() + 1 >= ends[record.partition()]:
-                    remaining.discard(record.partition())
+            now = [(tp.partition, tp.offset) for tp in consumer.position(remaining)]
+            if now != positions:
+                positions, moved = now, time.monotonic()
+            elif time.monotonic() - moved > 10:
+                break  # not moving (the ends are read_committed's, so this is not expected)
+            remaining = [TopicPartition(args.name, p) for p, offset in now if offset < ends[p]]
     finally:
         consumer.close()
     return 0
