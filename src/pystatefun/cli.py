@@ -177,7 +177,9 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
             from pystatefun.workers import supervise
 
             raise SystemExit(supervise(workers, _without_option(sys.argv[1:], "--from-savepoint")))
-    elif workers > 1 or bootstrap_servers or app_name or advertise_host:
+    elif workers > 1 or advertise_host or _on_command_line("bootstrap_servers", "app_name"):
+        # $PYSTATEFUN_BOOTSTRAP_SERVERS and $PYSTATEFUN_APP may be set for other reasons (a module's Kafka
+        # egress reads the former): only the options given on the command line are refused here
         raise click.UsageError("--workers, --bootstrap-servers, --app and --advertise-host are options of --backend kafka")
     elif from_savepoint:
         partitions = _restore_savepoint(from_savepoint, module_yaml, data_dir, partitions, backend, None, None)
@@ -257,6 +259,14 @@ def _restore(url: str, module_yaml: str, data_dir: str, partitions: int | None, 
                f"{manifest.created_at}) into {target}: {counts['state']} state values, {counts['messages']} messages, "
                f"{counts['timers']} delayed messages, {counts['parked']} parked addresses", err=True)
     return partitions or manifest.partitions
+
+
+def _on_command_line(*names: str) -> bool:
+    """Whether any of the current command's parameters ``names`` was given on the command line."""
+    from click.core import ParameterSource
+
+    ctx = click.get_current_context()
+    return any(ctx.get_parameter_source(name) == ParameterSource.COMMANDLINE for name in names)
 
 
 def _without_option(argv: list[str], option: str) -> list[str]:

@@ -20,6 +20,8 @@ from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.savepoints.format import SavepointReader
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
+import pytest
+
 from .processes import Runtime, request
 from .test_crash import drain
 
@@ -28,24 +30,40 @@ KEYS = 8
 MESSAGES = 300
 
 
+@pytest.fixture
+def runtimes():
+    """Every runtime a test makes, killed at its end whatever happened (one that stopped is left alone)."""
+    made: list[Runtime] = []
+
+    def make(*args, **kwargs) -> Runtime:
+        made.append(Runtime(*args, **kwargs))
+        return made[-1]
+
+    yield make
+    for runtime in made:
+        runtime.kill()
+
+
 def savepoint(runtime: Runtime, path: Path | str, stop: bool = False):
     return request(runtime.admin_port, "POST", "/savepoints", json.dumps({"path": str(path), "stop": stop}).encode(),
                    {"Content-Type": "application/json"}, timeout=120)
 
 
-def test_stop_with_savepoint_moves_an_application_under_load_exactly_once(tmp_path):
-    old = Runtime(APP / "module.yaml", tmp_path / "old", args=("--log-level", "info")).start()
-    new = Runtime(APP / "module.yaml", tmp_path / "new", args=("--log-level", "warning", "--from-savepoint",
+def test_stop_with_savepoint_moves_an_application_under_load_exactly_once(tmp_path, runtimes):
+    old = runtimes(APP / "module.yaml", tmp_path / "old", args=("--log-level", "info")).start()
+    new = runtimes(APP / "module.yaml", tmp_path / "new", args=("--log-level", "warning", "--from-savepoint",
                                                                 str(tmp_path / "move.savepoint"), "--partitions", "3"))
     current = [old]
     accepted: dict[str, str] = {}
     lock = threading.Lock()
 
+    deadline = time.monotonic() + 180  # a failed test must not leave its clients resubmitting forever
+
     def client(worker: int) -> None:
         for n in range(worker, MESSAGES, 4):
             message_id, key = f"m{n}", f"k{n % KEYS}"
             body = StringType.serializer().serialize(message_id)
-            while True:  # resubmit with the same idempotency key until accepted, by the old or the new one
+            while time.monotonic() < deadline:  # resubmit with the same key until accepted, by the old or the new one
                 try:
                     reply = current[0].send(f"/crash/counter/{key}", "io.statefun.types/string", body,
                                             key=message_id, timeout=5)
@@ -57,10 +75,10 @@ def test_stop_with_savepoint_moves_an_application_under_load_exactly_once(tmp_pa
                     pass
                 time.sleep(0.01)
 
-    threads = [threading.Thread(target=client, args=(w,)) for w in range(4)]
+    threads = [threading.Thread(target=client, args=(w,), daemon=True) for w in range(4)]
     for thread in threads:
         thread.start()
-    while len(accepted) < MESSAGES // 3:
+    while len(accepted) < MESSAGES // 3 and time.monotonic() < deadline:
         time.sleep(0.01)
     # records read from the old application before it stops; the rest move with the savepoint
     early = {topic: [json.loads(old.take(topic).body) for _ in range(5)] for topic in ("counts", "totals")}
@@ -94,8 +112,8 @@ def test_stop_with_savepoint_moves_an_application_under_load_exactly_once(tmp_pa
     assert sorted(r["total"] for r in records["totals"]) == list(range(1, MESSAGES + 1))
 
 
-def test_an_online_savepoint_restores_field_by_field_into_another_partition_count(tmp_path):
-    runtime = Runtime(APP / "module.yaml", tmp_path / "data").start()
+def test_an_online_savepoint_restores_field_by_field_into_another_partition_count(tmp_path, runtimes):
+    runtime = runtimes(APP / "module.yaml", tmp_path / "data").start()
     for n in range(40):
         assert runtime.send(f"/crash/counter/k{n % 5}", "io.statefun.types/string",
                             StringType.serializer().serialize(f"m{n}"), key=f"m{n}").status == 202
@@ -114,7 +132,7 @@ def test_an_online_savepoint_restores_field_by_field_into_another_partition_coun
     assert idempotency == {f"io.statefun.playground/ingress:m{n}" for n in range(40)}
     assert saved[("crash/total", "all", "total")] is not None
 
-    restored = Runtime(APP / "module.yaml", tmp_path / "restored",
+    restored = runtimes(APP / "module.yaml", tmp_path / "restored",
                        args=("--log-level", "warning", "--from-savepoint", str(tmp_path / "online.savepoint"),
                              "--partitions", "5"))
     # before it starts: the restored data dir holds exactly the savepoint's state, each address at its
@@ -149,7 +167,7 @@ def test_an_online_savepoint_restores_field_by_field_into_another_partition_coun
     restored.stop()
 
 
-def test_a_savepoint_killed_midway_never_appears_and_refusals_say_what_to_do(tmp_path):
+def test_a_savepoint_killed_midway_never_appears_and_refusals_say_what_to_do(tmp_path, runtimes):
     # an application with enough state that a savepoint takes a while
     store = SQLiteStore(tmp_path / "data", 8)
     value = TypedValue(typename="io.statefun.types/int", has_value=True, value=b"\x08\x01").SerializeToString()
@@ -158,7 +176,7 @@ def test_a_savepoint_killed_midway_never_appears_and_refusals_say_what_to_do(tmp
                          ((f"crash/counter", f"k{n}", "count", n % 8, value + bytes(100)) for n in range(300_000)))
     store.db.execute("COMMIT")
     store.close()
-    runtime = Runtime(APP / "module.yaml", tmp_path / "data").start()
+    runtime = runtimes(APP / "module.yaml", tmp_path / "data").start()
     target = tmp_path / "big.savepoint"
     asking = threading.Thread(target=lambda: _swallow(lambda: savepoint(runtime, target)))
     asking.start()
