@@ -10,10 +10,10 @@ state: in WAL mode it does not stop the runtime from committing meanwhile, which
 savepoint possible (``take_online``), and from a stopped data dir (``take_offline``) it is the last one.
 
 Restoring writes the rows into a new database of the chosen partition count, each address at
-``partition_of(id, partitions)``, the same hash the runtime uses; messages keep their order (the inbox's
-sequence numbers are given in savepoint order), timers and egress records get new numbers. The database
-is built beside the data dir and moved into it only when complete, so an interrupted restore leaves no
-half-restored application behind.
+``partition_of(id, partitions)``, the same hash the runtime uses (a timer at its sender's, as the runtime
+keeps it); messages keep their order (the inbox's sequence numbers are given in savepoint order), timers
+and egress records get new numbers. The database is built beside the data dir and moved into it only
+when complete, so an interrupted restore leaves no half-restored application behind.
 """
 
 from __future__ import annotations
@@ -222,9 +222,12 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
     insert("messages", "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)",
            ((seq, partition_of(r.target_id, partitions), r.target_type, r.target_id, r.caller_type, r.caller_id, r.value)
             for seq, r in enumerate(rows("messages"), 1)))
+    # a timer lives in its sender's partition, which owns its cancellation token (runtime/effects.py); one
+    # without a sender in its target's
     insert("timers", "INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-           ((timer_id, partition_of(r.target_id, partitions), r.due_ms, r.target_type, r.target_id, r.caller_type,
-             r.caller_id, r.token, r.value) for timer_id, r in enumerate(rows("timers"), 1)))
+           ((timer_id, partition_of((r.caller_id or "") if r.caller_type is not None else r.target_id, partitions),
+             r.due_ms, r.target_type, r.target_id, r.caller_type, r.caller_id, r.token, r.value)
+            for timer_id, r in enumerate(rows("timers"), 1)))
     insert("parked", "INSERT INTO parked VALUES (?, ?, ?)", rows("parked"))
     insert("dead_letters", "INSERT INTO dead_letters (target_type, target_id, caller_type, caller_id, value, reason, at_ms) "
            "VALUES (?, ?, ?, ?, ?, ?, ?)", rows("dead_letters"))
