@@ -16,13 +16,14 @@ from confluent_kafka import Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from e2e.processes import free_port, request, wait_for_port
-from kafka.harness import Worker, create_topics, produce, unique, wait_until
+from kafka.harness import Worker, create_topics, produce, read_all, unique, wait_until
 from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.topics import prepare_topics
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.savepoints import kafka as kafka_savepoints
-from pystatefun.savepoints.format import TABLES, SavepointError, SavepointReader
+from pystatefun.savepoints.format import TABLES, EgressRow, SavepointError, SavepointReader, SavepointWriter
+from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 SOURCE_PARTITIONS = 3
@@ -416,3 +417,50 @@ def test_a_restore_killed_midway_is_completed_by_the_next(source, savepoint, tmp
 def test_take_of_an_application_that_does_not_exist_is_refused(source, tmp_path):
     with pytest.raises(SavepointError, match="there is no application sp-nothing-here on"):
         kafka_savepoints.take(str(tmp_path / "x.savepoint"), source.bootstrap, "sp-nothing-here")
+
+
+EGRESS_MODULE = """\
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: sp/out
+  address: BOOTSTRAP
+  deliverySemantic:
+    type: exactly-once
+    transactionTimeout: 1min
+---
+kind: io.statefun.playground.v1/egress
+spec:
+  port: 1
+  topics: [greetings]
+"""
+
+
+def _egress_savepoint(path: Path, rows: list[EgressRow]) -> Path:
+    writer = SavepointWriter(path)
+    writer.write(rows)
+    writer.finish(application="embedded-app", source_backend="embedded", partitions=8, mode="offline",
+                  created_ms=int(time.time() * 1000))
+    return path
+
+
+def test_egress_records_of_an_embedded_savepoint_go_to_their_topics(kafka_bootstrap, tmp_path):
+    """Kafka egress records an embedded application committed and had not forwarded yet are produced to
+    their topics with the restore's transaction; a playground egress's cannot be restored here."""
+    out = unique("sp-out")
+    create_topics(kafka_bootstrap, out, partitions=1)
+    path = tmp_path / "module.yaml"
+    path.write_text(EGRESS_MODULE.replace("BOOTSTRAP", kafka_bootstrap))
+    module = load_module(path)
+    records_ = [KafkaProducerRecord(topic=out, key="k1", value_bytes=b"first"), KafkaProducerRecord(topic=out, value_bytes=b"second")]
+    savepoint = _egress_savepoint(tmp_path / "egress.savepoint",
+                                  [EgressRow("sp/out", out, record.SerializeToString()) for record in records_])
+    kafka_savepoints.restore(str(savepoint), kafka_bootstrap, unique("sp-f"), 2, module)
+    assert [(r.key(), r.value()) for r in read_all(kafka_bootstrap, out, 2)] == [(b"k1", b"first"), (None, b"second")]
+
+    playground = _egress_savepoint(tmp_path / "playground.savepoint",
+                                   [EgressRow("io.statefun.playground/egress", "greetings", b"hello")])
+    with pytest.raises(SavepointError, match="egress io.statefun.playground/egress, which the Kafka backend does not have"):
+        kafka_savepoints.restore(str(playground), kafka_bootstrap, unique("sp-g"), 2, module)
+    path.write_text(EGRESS_MODULE.replace("BOOTSTRAP", kafka_bootstrap).replace("sp/out", "sp/other"))
+    with pytest.raises(SavepointError, match="egress sp/out, which .* does not define"):
+        kafka_savepoints.restore(str(savepoint), kafka_bootstrap, unique("sp-h"), 2, load_module(path))

@@ -116,9 +116,12 @@ OPEN_TRANSACTION_WAIT_SECONDS = 60
 STALLED_READ_SECONDS = 60
 READ_BATCH = 10_000
 PROGRESS_EVERY = 10_000
-# consumers reading a partition through: larger fetches than a worker's (throughput, not latency)
+# the consumer reading partitions through: large fetches; a small buffer (librdkafka keeps 100,000
+# records by default: its memory, not ours), topped up at once instead of after its default second of
+# backoff; and no long poll at the end of a partition (the next partition's first fetch waits for it)
 _READ_SETTINGS = {"max.partition.fetch.bytes": 4 * 1024 * 1024, "fetch.max.bytes": 8 * 1024 * 1024,
-                  "queued.max.messages.kbytes": 16 * 1024, "queued.min.messages": 20_000}
+                  "queued.max.messages.kbytes": 16 * 1024, "fetch.wait.max.ms": 10,
+                  "queued.min.messages": 20_000, "fetch.queue.backoff.ms": 5}
 # the restore's producer: large batches; the transaction may last as long as the broker allows
 _WRITE_SETTINGS = {"linger.ms": 20, "compression.type": "lz4", "queue.buffering.max.messages": 100_000,
                    "queue.buffering.max.kbytes": 64 * 1024, "batch.num.messages": 100_000}
