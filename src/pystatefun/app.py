@@ -347,7 +347,8 @@ class Application:
                 self._final_savepoint = (url, answer)
                 self.stop_requested.set()
                 return await answer
-            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url)
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url,
+                                               embedded_savepoints.egress_kinds(self.module))
             log.info("savepoint taken at %s: %s, %s", url, plural(manifest.counts["state"], "state value"),
                      plural(manifest.counts["messages"], "message"))
             return manifest.describe()
@@ -358,7 +359,8 @@ class Application:
         """The savepoint of a stop-with-savepoint, once nothing changes any more."""
         url, answer = self._final_savepoint
         try:
-            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url, "stop")
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url,
+                                               embedded_savepoints.egress_kinds(self.module), "stop")
         except Exception as error:  # the request that asked gets it; the application is stopped either way
             log.error("stop-with-savepoint: the savepoint at %s failed: %s", url, error)
             answer.set_exception(error)

@@ -230,28 +230,32 @@ def _restore_savepoint(url: str, module_yaml: str, data_dir: str, partitions: in
 
 def _restore(url: str, module_yaml: str, data_dir: str, partitions: int | None, backend: str,
              bootstrap_servers: str | None, app_name: str | None, progress: typing.Callable[[str, int], None]) -> int | None:
+    from pystatefun.config import ModuleConfigError, load_module
     from pystatefun.savepoints.format import SavepointError
 
     try:
+        module = load_module(module_yaml)
+    except ModuleConfigError as e:
+        raise click.ClickException(str(e)) from None
+    try:
         if backend == "kafka":
-            from pystatefun.config import ModuleConfigError, load_module
-            from pystatefun.savepoints import kafka as kafka_savepoints
+            from pystatefun.savepoints import kafka as restoring
 
-            try:
-                module = load_module(module_yaml)
-            except ModuleConfigError as e:
-                raise click.ClickException(str(e)) from None
-            manifest = kafka_savepoints.restore(url, bootstrap_servers, app_name, partitions, module,
-                                                progress=progress)
             target = f"application {app_name}"
+            done = restoring.restored_from(bootstrap_servers, app_name) == url
         else:
-            from pystatefun.savepoints import embedded as embedded_savepoints
+            from pystatefun.savepoints import embedded as restoring
 
-            if embedded_savepoints.restored_from(Path(data_dir)) == url:
-                click.echo(f"{data_dir} was restored from {url} already: continuing it", err=True)
-                return partitions
-            manifest = embedded_savepoints.restore(url, Path(data_dir), partitions, progress=progress)
             target = f"data dir {data_dir}"
+            done = restoring.restored_from(Path(data_dir)) == url
+        if done:  # a restart with the same command line: the restored application goes on
+            click.echo(f"{target} was restored from {url} already: continuing it", err=True)
+            return partitions
+        if backend == "kafka":
+            manifest = restoring.restore(url, bootstrap_servers, app_name, partitions, module, progress=progress)
+        else:
+            manifest = restoring.restore(url, Path(data_dir), partitions, progress=progress,
+                                         kinds=restoring.egress_kinds(module))
     except SavepointError as e:
         raise click.ClickException(str(e)) from None
     counts = manifest.counts

@@ -68,7 +68,8 @@ def _opened(path: str) -> typing.Iterator[SavepointReader]:
               help="Kafka backend: the cluster (or $PYSTATEFUN_BOOTSTRAP_SERVERS).")
 @click.option("--app", "app_name", envvar="PYSTATEFUN_APP", help="Kafka backend: the application's name.")
 @click.option("--module", "module_yaml", type=click.Path(exists=True, dir_okay=False),
-              help="Kafka backend: the application's module.yaml, for the positions of its Kafka ingresses.")
+              help="The application's module.yaml: on the Kafka backend for the positions of its Kafka ingresses; "
+              "with --data-dir for what its egresses keep (needed when a Kafka egress has the playground egress's id).")
 def create(path: str, admin: str | None, stop: bool, token: str | None, data_dir: str | None, backend: str,
            bootstrap_servers: str | None, app_name: str | None, module_yaml: str | None) -> None:
     """Take a savepoint at PATH: of a running embedded application (--admin URL, online or --stop), of a
@@ -98,24 +99,32 @@ def create(path: str, admin: str | None, stop: bool, token: str | None, data_dir
             if data_dir:
                 from pystatefun.savepoints import embedded
 
-                taken = embedded.take_offline(Path(data_dir), path, lambda what, done: show(what, done, None))
+                kinds = embedded.egress_kinds(_module(module_yaml)) if module_yaml else None
+                taken = embedded.take_offline(Path(data_dir), path, lambda what, done: show(what, done, None), kinds)
             else:
                 if not bootstrap_servers or not app_name:
                     raise click.UsageError("--backend kafka needs --bootstrap-servers HOST:PORT and --app NAME")
                 from pystatefun.backends.kafka.client import require_kafka_client
-                from pystatefun.config import ModuleConfigError, load_module
                 from pystatefun.savepoints import kafka
 
                 try:
                     require_kafka_client("savepoint create --backend kafka")
-                    module = load_module(module_yaml) if module_yaml else None
-                except (RuntimeError, ModuleConfigError) as e:
+                except RuntimeError as e:
                     raise click.ClickException(str(e)) from None
-                taken = kafka.take(path, bootstrap_servers, app_name, module,
+                taken = kafka.take(path, bootstrap_servers, app_name, _module(module_yaml) if module_yaml else None,
                                    progress=lambda what, done: show(what, done, None))
     except SavepointError as e:
         raise click.ClickException(str(e)) from None
     _created(path, taken.describe())
+
+
+def _module(module_yaml: str) -> typing.Any:
+    from pystatefun.config import ModuleConfigError, load_module
+
+    try:
+        return load_module(module_yaml)
+    except ModuleConfigError as e:
+        raise click.ClickException(str(e)) from None
 
 
 def _created(path: str, manifest: dict[str, typing.Any]) -> None:

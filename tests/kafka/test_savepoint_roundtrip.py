@@ -249,7 +249,7 @@ def generate(seed: int, ingress_topics: dict[str, str]) -> Application:
     for n in range(rng.randint(20, 60)):
         topic = rng.choice(egress_topics)
         record = KafkaProducerRecord(topic=topic, key=rng.choice(("", f"k{n}", "ключ")), value_bytes=rng.randbytes(rng.randint(0, 200)))
-        tables["egress"].append(EgressRow("rt/out", topic, record.SerializeToString()))
+        tables["egress"].append(EgressRow("rt/out", topic, record.SerializeToString(), "kafka"))
     return Application(tables, topics, egress_topics)
 
 

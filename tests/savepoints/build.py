@@ -19,6 +19,7 @@ from pystatefun.savepoints.format import (
     TimerRow,
 )
 from pystatefun.sdk.types import IntType, StringType
+from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 COUNTER = "example/counter"
@@ -64,7 +65,7 @@ def rows(counters: int = 5, carts: int = 3) -> list:
         SpecRow(COUNTER, "seen", StringType.typename, 0, 60_000),
         SpecRow(CART, "items", "example/Cart", 0, 0),
         PositionRow("example/in", "input", 0, 42),
-        EgressRow("example/out", "output", b"record-1"),
+        EgressRow("example/out", "output", KafkaProducerRecord(topic="output", value_bytes=b"record-1").SerializeToString(), "kafka"),
     ]
     return made
 

@@ -27,10 +27,14 @@ import typing
 from pathlib import Path
 
 from pystatefun.backends.embedded import DATABASE_NAME, DataDirError, SQLiteStore
+from pystatefun.config import KafkaEgress, Module, PlaygroundEgress
+from pystatefun.io.playground import EGRESS_ID as PLAYGROUND_EGRESS_ID
 from pystatefun.runtime.envelope import partition_of
 from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
     DeadLetterRow,
+    KAFKA_EGRESS,
+    PLAYGROUND_EGRESS,
     EgressRow,
     IdempotencyRow,
     Manifest,
@@ -60,18 +64,35 @@ _EXPORTS: tuple[tuple[type, str], ...] = (
                      "WHERE expires_ms > :now ORDER BY key"),
     (SpecRow, "SELECT typename, name, type_typename, mode, ttl_ms FROM function_specs ORDER BY typename, name"),
     (PositionRow, "SELECT source, topic, partition, next_offset FROM source_offsets ORDER BY source, topic, partition"),
-    (EgressRow, "SELECT egress_id, topic, payload FROM egress ORDER BY seq"),
+    (EgressRow, "SELECT egress_id, topic, payload FROM egress ORDER BY seq"),  # and the kind: see _export
 )
 
 
-def _export(db: sqlite3.Connection, writer: SavepointWriter, progress: Progress | None) -> None:
+def egress_kinds(module: Module) -> dict[str, str]:
+    """What each egress of ``module`` keeps in the data dir: Kafka records, or playground records."""
+    return {spec.id: KAFKA_EGRESS if isinstance(spec, KafkaEgress) else PLAYGROUND_EGRESS
+            for spec in module.egresses if isinstance(spec, (KafkaEgress, PlaygroundEgress))}
+
+
+def _kinds(kinds: typing.Mapping[str, str] | None) -> typing.Callable[[str], str]:
+    """The kind of an egress's records: as the module says when it is known, else by the id (the playground
+    egress's own id, or a Kafka egress: a Kafka egress given the playground's id needs the module)."""
+    known = dict(kinds or {})
+    return lambda egress_id: known.get(egress_id) or (PLAYGROUND_EGRESS if egress_id == PLAYGROUND_EGRESS_ID else KAFKA_EGRESS)
+
+
+def _export(db: sqlite3.Connection, writer: SavepointWriter, progress: Progress | None,
+            kind_of: typing.Callable[[str], str]) -> None:
     """Copies every table inside one read transaction of ``db`` (the caller began it)."""
     now = int(time.time() * 1000)
     for row_class, query in _EXPORTS:
         cursor = db.execute(query, {"now": now}) if ":now" in query else db.execute(query)
         done = 0
         while batch := cursor.fetchmany(10_000):
-            writer.write(row_class(*row) for row in batch)
+            if row_class is EgressRow:
+                writer.write(EgressRow(egress_id, topic, payload, kind_of(egress_id)) for egress_id, topic, payload in batch)
+            else:
+                writer.write(row_class(*row) for row in batch)
             done += len(batch)
             if progress is not None:
                 progress(row_class.__name__, done)
@@ -86,17 +107,15 @@ def _meta(db: sqlite3.Connection) -> dict[str, str]:
 
 
 def _take(database: Path, url: str, application: str, mode: str, progress: Progress | None,
-          before_export: typing.Callable[[], None] | None = None) -> Manifest:
+          kinds: typing.Mapping[str, str] | None) -> Manifest:
     db = _read_only(database)
     try:
         db.execute("BEGIN")  # one snapshot for every table; the runtime goes on committing in the WAL
         partitions = int(_meta(db)["partitions"])  # the first read fixes the snapshot
-        if before_export is not None:
-            before_export()
         with storage.writing(url) as path:
             writer = SavepointWriter(path)
             try:
-                _export(db, writer, progress)
+                _export(db, writer, progress, _kinds(kinds))
                 return writer.finish(application=application, source_backend="embedded", partitions=partitions,
                                      mode=mode, created_ms=int(time.time() * 1000))
             except BaseException:
@@ -108,9 +127,11 @@ def _take(database: Path, url: str, application: str, mode: str, progress: Progr
         db.close()
 
 
-def take_offline(data_dir: Path, url: str, progress: Progress | None = None) -> Manifest:
+def take_offline(data_dir: Path, url: str, progress: Progress | None = None,
+                 kinds: typing.Mapping[str, str] | None = None) -> Manifest:
     """A savepoint of a stopped application's data dir. Refused while a runtime uses the data dir: take an
-    online one from its admin API instead (``take_online``), or stop it first."""
+    online one from its admin API instead (``take_online``), or stop it first. ``kinds``: what its egresses
+    keep (``egress_kinds(module)``), when known."""
     database = data_dir / DATABASE_NAME
     if not database.is_file():
         raise SavepointError(f"{data_dir} holds no pystatefun application (no {DATABASE_NAME}): give the data dir "
@@ -122,7 +143,7 @@ def take_offline(data_dir: Path, url: str, progress: Progress | None = None) -> 
         raise SavepointError(f"{error}; or take an online savepoint from its admin API: pystatefun savepoint "
                              f"create --admin URL PATH") from None
     try:
-        return _take(database, url, data_dir.resolve().name, "offline", progress)
+        return _take(database, url, data_dir.resolve().name, "offline", progress, kinds)
     finally:
         store.close()
 
@@ -137,12 +158,12 @@ def _stored_partitions(database: Path) -> int:
         db.close()
 
 
-def take_online(store: SQLiteStore, url: str, mode: str = "online", progress: Progress | None = None,
-                snapshot_taken: typing.Callable[[], None] | None = None) -> Manifest:
+def take_online(store: SQLiteStore, url: str, kinds: typing.Mapping[str, str], mode: str = "online",
+                progress: Progress | None = None) -> Manifest:
     """A savepoint of a running application (in a thread: it reads the whole database). The read snapshot
-    is the last committed epoch when it begins; ``snapshot_taken`` is called once it holds, so a caller
-    may let the runtime go on (stop-with-savepoint stops it before, and then nothing changes)."""
-    return _take(store.path, url, store.path.parent.resolve().name, mode, progress, snapshot_taken)
+    is the last committed epoch when it begins; the runtime goes on meanwhile (stop-with-savepoint stops
+    it before, and then nothing changes)."""
+    return _take(store.path, url, store.path.parent.resolve().name, mode, progress, kinds)
 
 
 def restored_from(data_dir: Path) -> str | None:
@@ -159,10 +180,12 @@ def restored_from(data_dir: Path) -> str | None:
         db.close()
 
 
-def restore(url: str, data_dir: Path, partitions: int | None = None, progress: Progress | None = None) -> Manifest:
+def restore(url: str, data_dir: Path, partitions: int | None = None, progress: Progress | None = None,
+            kinds: typing.Mapping[str, str] | None = None) -> Manifest:
     """Restores the savepoint at ``url`` into the new data dir ``data_dir`` with ``partitions`` partitions
     (None: as many as the application it was taken from). Refused when the data dir already holds an
-    application."""
+    application. ``kinds``: what the new application's egresses keep (``egress_kinds(module)``); an egress
+    record of the other kind is converted (a playground egress gets a Kafka record's value)."""
     database = data_dir / DATABASE_NAME
     if database.exists():
         raise SavepointError(f"{data_dir} already holds an application: restore into a new --data-dir (or move "
@@ -176,7 +199,7 @@ def restore(url: str, data_dir: Path, partitions: int | None = None, progress: P
             shutil.rmtree(building, ignore_errors=True)  # left by a restore that was killed
             store = SQLiteStore(building, partitions)
             try:
-                _import(store, reader, partitions, progress)
+                _import(store, reader, partitions, progress, _kinds(kinds))
                 store.db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             finally:
                 store.close()
@@ -193,7 +216,8 @@ def restore(url: str, data_dir: Path, partitions: int | None = None, progress: P
             reader.close()
 
 
-def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progress: Progress | None) -> None:
+def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progress: Progress | None,
+            kind_of: typing.Callable[[str], str]) -> None:
     db = store.db
 
     def insert(table: str, statement: str, rows: typing.Iterable[tuple]) -> None:
@@ -236,7 +260,7 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
     insert("function_specs", "INSERT INTO function_specs VALUES (?, ?, ?, ?, ?)", rows("function_specs"))
     insert("ingress_positions", "INSERT INTO source_offsets VALUES (?, ?, ?, ?)", rows("ingress_positions"))
     insert("egress", "INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)",
-           ((seq, r.egress_id, r.topic, r.payload) for seq, r in enumerate(rows("egress"), 1)))
+           ((seq, r.egress_id, r.topic, r.payload_as(kind_of(r.egress_id))) for seq, r in enumerate(rows("egress"), 1)))
     manifest = reader.manifest
     db.executemany("INSERT INTO meta VALUES (?, ?)", [
         ("restored_from_url", reader.name),

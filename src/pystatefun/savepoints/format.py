@@ -26,7 +26,10 @@ import struct
 import typing
 from pathlib import Path
 
+from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+
 FORMAT = "pystatefun-savepoint"
+KAFKA_EGRESS, PLAYGROUND_EGRESS = "kafka", "playground"  # EgressRow.kind
 FORMAT_VERSION = 1
 BATCH_ROWS = 10_000
 
@@ -116,11 +119,24 @@ class PositionRow(typing.NamedTuple):
 
 
 class EgressRow(typing.NamedTuple):
-    """An egress record committed and not forwarded (Kafka) or not read (playground) yet, in order."""
+    """An egress record committed and not forwarded (Kafka) or not read (playground) yet, in order.
+
+    ``kind`` says what ``payload`` is: ``"kafka"``, a serialized KafkaProducerRecord (key, value, topic);
+    ``"playground"``, the record's bytes as the playground egress serves them. A record moves between
+    the two (an application whose egress of that id is of the other kind) with ``payload_as``."""
 
     egress_id: str
     topic: str
     payload: bytes
+    kind: str
+
+    def payload_as(self, kind: str) -> bytes:
+        """The payload as an egress of ``kind`` keeps it (a Kafka record without a key, or its value)."""
+        if kind == self.kind:
+            return self.payload
+        if kind == KAFKA_EGRESS:
+            return KafkaProducerRecord(topic=self.topic, value_bytes=self.payload).SerializeToString()
+        return KafkaProducerRecord.FromString(self.payload).value_bytes
 
 
 Row = StateRow | MessageRow | TimerRow | ParkedRow | DeadLetterRow | IdempotencyRow | SpecRow | PositionRow | EgressRow
@@ -140,7 +156,7 @@ _TABLES: dict[str, tuple[type, str]] = {
                                 "mode INTEGER NOT NULL, ttl_ms INTEGER NOT NULL"),
     "ingress_positions": (PositionRow, "ingress TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, "
                                        "next_offset INTEGER NOT NULL"),
-    "egress": (EgressRow, "egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL"),
+    "egress": (EgressRow, "egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, kind TEXT NOT NULL"),
 }
 TABLES: tuple[str, ...] = tuple(_TABLES)
 _TABLE_OF: dict[type, str] = {row_class: table for table, (row_class, _) in _TABLES.items()}
