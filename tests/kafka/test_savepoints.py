@@ -30,7 +30,9 @@ SOURCE_PARTITIONS = 3
 TARGET_PARTITIONS = 5
 KEYS = [f"k{n}" for n in range(10)]
 SCHEDULERS = [f"s{n}" for n in range(4)]
-DELAY_MS = 40_000
+# the delayed messages that fire (after the restore, once the new workers run, or at once if that took
+# longer) and those that are cancelled in the restored application before they are due
+DELAYS_MS = {"fire": 30_000, "cancel": 600_000}
 INGRESS_KEY = "io.statefun.playground/ingress:once"
 
 FUNCTIONS = '''
@@ -48,10 +50,10 @@ def counter(context, message):
 
 @functions.bind("sp/scheduler")
 def scheduler(context, message):
-    command, token = message.raw_value().decode().split(":")
+    command, token, *delay = message.raw_value().decode().split(":")
     if command == "schedule":  # the same tokens for every scheduler: a token is scoped to its sender
-        context.send_after(timedelta(milliseconds=%d), message_builder("sp/counter", f"{token}-{context.address.id}",
-                           int_value=1), cancellation_token=token)
+        context.send_after(timedelta(milliseconds=int(delay[0])), message_builder("sp/counter",
+                           f"{token}-{context.address.id}", int_value=1), cancellation_token=token)
     elif command == "cancel":
         context.cancel_delayed_message(token)
     else:  # no function has that type: a dead letter
@@ -63,7 +65,7 @@ def fails(context, message):
     if message.raw_value() == b"fail":
         raise RuntimeError("told to fail")
     context.storage.count = (context.storage.count or 0) + 1
-''' % DELAY_MS
+'''
 
 MODULE = """\
 kind: pystatefun.v1/embedded
@@ -172,7 +174,7 @@ def source(tmp_path_factory, kafka_bootstrap):
         app.start()
         for id in SCHEDULERS:
             for token in ("fire", "cancel"):
-                assert app.send("sp/scheduler", id, f"schedule:{token}".encode()).status == 202
+                assert app.send("sp/scheduler", id, f"schedule:{token}:{DELAYS_MS[token]}".encode()).status == 202
         source.scheduled_at = time.time()
         assert app.send("sp/fails", "p1", b"fail").status == 202
         wait_until(lambda: [p["address"] for p in app.json("/parked")] == ["sp/fails/p1"], "p1 is parked")
@@ -276,7 +278,7 @@ def test_the_savepoint_holds_each_kind_once(source, savepoint):
     timers = _rows(savepoint, "timers")
     assert sorted((t[1], t[2], t[3], t[4], t[5]) for t in timers) == sorted(
         ("sp/counter", f"{token}-{id}", "sp/scheduler", id, token) for id in SCHEDULERS for token in ("fire", "cancel"))
-    assert all(abs(t[0] - (source.scheduled_at * 1000 + DELAY_MS)) < 15_000 for t in timers)
+    assert all(abs(t[0] - (source.scheduled_at * 1000 + DELAYS_MS[t[5]])) < 15_000 for t in timers)
     (parked,) = _rows(savepoint, "parked")
     assert parked[:2] == ("sp/fails", "p1") and "told to fail" in parked[2]
     (letter,) = _rows(savepoint, "dead_letters")
@@ -336,15 +338,17 @@ def test_the_restored_application_goes_on_where_the_source_stopped(source, savep
         assert parked["waiting_messages"] == 3
         assert app.admin("POST", "/parked/sp/fails/p1/skip").status == 200
         wait_until(lambda: app.count("sp/fails", "p1") == 2, "p1's waiting messages ran")
-        # delayed messages: the same due times and tokens, cancelled by token from their sender
+        # delayed messages: pending with their due times and tokens, cancelled by token from their sender
+        due = {(t[4], t[5]): t[0] for t in _rows(savepoint, "timers")}
         for id in SCHEDULERS:
-            pending = app.json(f"/delayed/sp/scheduler/{id}")
-            assert sorted(p["cancellation_token"] for p in pending) == ["cancel", "fire"]
+            pending = {p["cancellation_token"]: p for p in app.json(f"/delayed/sp/scheduler/{id}")}
+            assert pending["cancel"]["due_at_ms"] == due[(id, "cancel")]
+            assert pending["cancel"]["target"] == f"sp/counter/cancel-{id}"
             assert app.send("sp/scheduler", id, b"cancel:cancel").status == 202
-            wait_until(lambda id=id: [p["cancellation_token"] for p in app.json(f"/delayed/sp/scheduler/{id}")] == ["fire"],
+            wait_until(lambda id=id: "cancel" not in {p["cancellation_token"] for p in app.json(f"/delayed/sp/scheduler/{id}")},
                        f"{id}'s cancel is cancelled")
         wait_until(lambda: all(app.count("sp/counter", f"fire-{id}") == 1 for id in SCHEDULERS),
-                   "the delayed messages fire", timeout=DELAY_MS / 1000 + 60)
+                   "the delayed messages fire", timeout=DELAYS_MS["fire"] / 1000 + 60)
         # the idempotency record: a retry is not applied again (a message after it is)
         assert app.send("sp/counter", "idem", b"tick", key="once", worker=1).status == 202
         assert app.send("sp/counter", "idem", b"tick").status == 202
@@ -453,12 +457,15 @@ def test_egress_records_of_an_embedded_savepoint_go_to_their_topics(kafka_bootst
     module = load_module(path)
     records_ = [KafkaProducerRecord(topic=out, key="k1", value_bytes=b"first"), KafkaProducerRecord(topic=out, value_bytes=b"second")]
     savepoint = _egress_savepoint(tmp_path / "egress.savepoint",
-                                  [EgressRow("sp/out", out, record.SerializeToString()) for record in records_])
+                                  [EgressRow("sp/out", out, record.SerializeToString(), "kafka") for record in records_]
+                                  + [EgressRow("sp/out", out, b"third", "playground")])
     kafka_savepoints.restore(str(savepoint), kafka_bootstrap, unique("sp-f"), 2, module)
-    assert [(r.key(), r.value()) for r in read_all(kafka_bootstrap, out, 2)] == [(b"k1", b"first"), (None, b"second")]
+    # a playground record (from an embedded application whose egress sp/out was a playground one) has no key
+    assert [(r.key(), r.value()) for r in read_all(kafka_bootstrap, out, 3)] == [(b"k1", b"first"), (None, b"second"),
+                                                                              (None, b"third")]
 
     playground = _egress_savepoint(tmp_path / "playground.savepoint",
-                                   [EgressRow("io.statefun.playground/egress", "greetings", b"hello")])
+                                   [EgressRow("io.statefun.playground/egress", "greetings", b"hello", "playground")])
     with pytest.raises(SavepointError, match="egress io.statefun.playground/egress, which the Kafka backend does not have"):
         kafka_savepoints.restore(str(playground), kafka_bootstrap, unique("sp-g"), 2, module)
     path.write_text(EGRESS_MODULE.replace("BOOTSTRAP", kafka_bootstrap).replace("sp/out", "sp/other"))

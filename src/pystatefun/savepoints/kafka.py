@@ -52,8 +52,9 @@ the changelog partition of their sender (which owns the cancellation token), wit
 (1, 2, ...: a worker numbers its own from its start time in nanoseconds, far above), messages to their
 target's partition of ``<app>.messages`` in savepoint order (so each address gets its messages in the
 order it had them), dead letters to ``<app>.dead-letters``, egress records (from an embedded savepoint:
-Kafka egress records committed but not forwarded yet) to their topics, before anything the new
-application writes. A savepoint does not know the address an idempotency record belongs to, and the
+records committed but not forwarded or read yet) to their topics as the module's Kafka egress of their
+id (a playground egress's record becomes a Kafka record of its topic, without a key; an egress of the
+id that is not a Kafka egress is refused), before anything the new application writes. A savepoint does not know the address an idempotency record belongs to, and the
 Kafka backend keeps each in the changelog of its address's partition, so every record is written to every
 partition (``partitions`` copies; they are small and expire with the idempotency-key TTL).
 
@@ -80,6 +81,7 @@ from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.cluster import parse_client_id
 from pystatefun.io.kafka import consume_batch
 from pystatefun.backends.kafka.topics import TopicMismatchError, Topics, prepare_topics
+from pystatefun.backends.kafka.worker import retrying
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
 from pystatefun.config.model import Module
@@ -87,6 +89,7 @@ from pystatefun.runtime.envelope import address, partition_of
 from pystatefun.runtime.epoch import DeadLetter
 from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
+    KAFKA_EGRESS,
     DeadLetterRow,
     IdempotencyRow,
     Manifest,
@@ -233,12 +236,16 @@ class _Cluster:
         committed = self.consumer(f"pystatefun-savepoint-{topic}")
         uncommitted = Consumer({**self.config, "group.id": f"pystatefun-savepoint-{topic}",
                                 "isolation.level": "read_uncommitted"})
+        # a topic just created may not have its partitions' leaders yet: asked again while that lasts
+        deadline = time.monotonic() + OPEN_TRANSACTION_WAIT_SECONDS
         try:
             result = {}
             for p in range(partitions):
                 tp = TopicPartition(topic, p)
-                low, stable = committed.get_watermark_offsets(tp, timeout=REQUEST_TIMEOUT_SECONDS, cached=False)
-                _, end = uncommitted.get_watermark_offsets(tp, timeout=REQUEST_TIMEOUT_SECONDS, cached=False)
+                low, stable = retrying(f"watermarks of {topic}/{p}", deadline, lambda: committed.get_watermark_offsets(
+                    tp, timeout=REQUEST_TIMEOUT_SECONDS, cached=False))
+                _, end = retrying(f"watermarks of {topic}/{p}", deadline, lambda: uncommitted.get_watermark_offsets(
+                    tp, timeout=REQUEST_TIMEOUT_SECONDS, cached=False))
                 result[p] = (low, stable, end)
             return result
         finally:
@@ -635,7 +642,7 @@ def _plan(reader: SavepointReader, module: Module) -> _Plan:
     for row in reader.rows("egress"):
         if row.egress_id not in checked:
             spec = egresses.get(row.egress_id)
-            if not isinstance(spec, KafkaEgressSpec):
+            if not isinstance(spec, KafkaEgressSpec):  # a record goes to the module's egress of its id
                 what = "which the Kafka backend does not have (only Kafka egresses)" if spec is not None else \
                     f"which {module.path} does not define"
                 raise SavepointError(
@@ -829,8 +836,8 @@ def _import(reader: SavepointReader, out: _Output, topics: Topics, module: Modul
         value, headers = records.encode_dead_letter(DeadLetter(row.target_type, row.target_id, caller,
                                                                TypedValue.FromString(row.value), row.reason, row.at_ms))
         out.send(topics.dead_letters, value, None, 0, headers)
-    for row in each("egress"):
-        record = KafkaProducerRecord.FromString(row.payload)
+    for row in each("egress"):  # a playground record becomes a Kafka record of its topic (EgressRow.payload_as)
+        record = KafkaProducerRecord.FromString(row.payload_as(KAFKA_EGRESS))
         out.send(record.topic, record.value_bytes, record.key.encode() if record.key else None)
 
 
