@@ -193,9 +193,7 @@ class _Cluster:
 
     def committed(self, group: str, topic: str, partitions: int) -> dict[int, int]:
         """The committed offsets of ``group`` on the partitions of ``topic`` (those that have one)."""
-        from confluent_kafka import TopicPartition
-
-        from confluent_kafka import KafkaError, KafkaException
+        from confluent_kafka import KafkaError, KafkaException, TopicPartition
 
         consumer = self.consumer(group)
         try:
@@ -305,8 +303,10 @@ def _varint(n: int) -> bytes:
 def _encode_state(value: bytes, expire_at: int | None) -> bytes:
     """A ``StateValue`` around a serialized TypedValue, without parsing it (the hot path of a restore):
     field 1 (the TypedValue, length-delimited), then field 2 (varint) unless it is 0."""
+    if expire_at is not None and expire_at < 0:  # not a time: as protobuf writes it (ten bytes)
+        return StateValue(value=TypedValue.FromString(value), expire_at_ms=expire_at).SerializeToString()
     encoded = b"\x0a" + _varint(len(value)) + value
-    return encoded + b"\x10" + _varint(expire_at) if expire_at and expire_at > 0 else encoded
+    return encoded + b"\x10" + _varint(expire_at) if expire_at else encoded
 
 
 def _decode_state(data: bytes) -> tuple[bytes, int | None]:
@@ -387,7 +387,9 @@ class _Changelog:
 
         return list(ProcessedOffsets.FromString(row[0]).ranges)
 
-    def rows(self, now_ms: int) -> typing.Iterator[StateRow | TimerRow | ParkedRow | IdempotencyRow]:
+    def rows(self, now_ms: int) -> typing.Iterator[StateRow | TimerRow | ParkedRow]:
+        """The partition's state values, parked addresses and timers; its live idempotency records go to
+        the table that ``idempotency`` reads once every partition is in."""
         for key, value in self.db.execute("SELECT key, value FROM records WHERE value IS NOT NULL ORDER BY key"):
             if key == records.PROCESSED_KEY:
                 continue
