@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import logging
 import os
 import shlex
 import sqlite3
@@ -30,6 +31,15 @@ def savepoint() -> None:
     Inspect one, or transform its state (rename a state, change its type) on the way to a restore with
     `pystatefun run MODULE.yaml --from-savepoint PATH`.
     """
+    # what a long command waits for (a consumer group's members to leave) shows on stderr; the storage
+    # libraries' own INFO lines do not
+    logger = logging.getLogger("pystatefun.savepoints")
+    if not logger.handlers:
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+        logger.propagate = False
 
 
 @contextlib.contextmanager

@@ -69,6 +69,7 @@ same transaction) so that ``restored_from`` tells a restarted ``run --from-savep
 from __future__ import annotations
 
 import bisect
+import logging
 import contextlib
 import json
 import sqlite3
@@ -130,6 +131,8 @@ _WRITE_SETTINGS = {"linger.ms": 20, "compression.type": "lz4", "queue.buffering.
                    "queue.buffering.max.kbytes": 64 * 1024, "batch.num.messages": 100_000}
 DEFAULT_TRANSACTION_MAX_TIMEOUT_MS = 900_000  # the brokers' default transaction.max.timeout.ms
 COMMIT_TIMEOUT_SECONDS = 600
+
+log = logging.getLogger("pystatefun.savepoints")
 
 
 def _client_config(bootstrap: str, properties: typing.Mapping[str, str] | None) -> dict[str, typing.Any]:
@@ -513,8 +516,29 @@ def _moved(before: _Snapshot, after: _Snapshot) -> bool:
     return (ends(before), before.committed, before.positions) != (ends(after), after.committed, after.positions)
 
 
+# how long a group's members that stopped without leaving it may take to be gone: the workers' session
+# timeout (6 s) after a worker stopped in the middle of a rebalance, a Kafka consumer's default (45 s) for
+# an embedded pystatefun's static ingress member
+WORKERS_GONE_SECONDS = 10.0
+INGRESS_MEMBERS_GONE_SECONDS = 50.0
+
+
+def _members_after_waiting(cluster: _Cluster, group: str, seconds: float) -> list[str]:
+    """The members of ``group`` still there after up to ``seconds`` of waiting for them to go: a consumer
+    that stopped without a LeaveGroup (a static member, or one stopped while the group was rebalancing)
+    stays listed until its session times out."""
+    deadline = time.monotonic() + seconds
+    members = cluster.members(group)
+    if members:
+        log.info("waiting up to %.0f s for %s to leave consumer group %s", seconds, ", ".join(members), group)
+    while members and time.monotonic() < deadline:
+        time.sleep(0.5)
+        members = cluster.members(group)
+    return members
+
+
 def _refuse_running(cluster: _Cluster, app: str) -> None:
-    running = cluster.members(app)
+    running = _members_after_waiting(cluster, app, WORKERS_GONE_SECONDS)
     if running:
         raise SavepointError(
             f"worker(s) {', '.join(running)} of {app} still run: stop them (SIGTERM lets each commit its last epoch) "
@@ -667,12 +691,11 @@ def _refuse_existing(cluster: _Cluster, app: str, groups: typing.Iterable[str]) 
                              f"a new --app name, or delete the old application first (its topics {app}.messages, "
                              f"{app}.state, {app}.dead-letters and kafka-consumer-groups.sh --delete --group {app})")
     for group in sorted(set(groups)):
-        members = cluster.members(group)
+        members = _members_after_waiting(cluster, group, INGRESS_MEMBERS_GONE_SECONDS)
         if members:
             raise SavepointError(
                 f"consumer group {group} of a Kafka ingress has members ({', '.join(members)}): stop what reads with "
-                f"it and restore again (a stopped embedded pystatefun's member stays until the group's session "
-                f"timeout, 45 s by default, has passed)")
+                f"it and restore again (waited {INGRESS_MEMBERS_GONE_SECONDS:.0f} s for them to leave)")
 
 
 def _holds_data(cluster: _Cluster, topic: str, partitions: int) -> bool:
