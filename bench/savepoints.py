@@ -3,6 +3,8 @@
 
   create    the savepoint written directly with SavepointWriter (N addresses, one state value each, plus
             a few messages, timers and parked addresses), the way any backend's take writes it;
+  embedded  restored into a new data dir (8 partitions), then taken back from it (offline); the taken
+            savepoint must hold the same rows;
   kafka     restored into a new application on the Kafka backend (one transaction), then taken back
             from it (stop-with-savepoint: the changelog deduplicated through a temporary SQLite file);
             the taken savepoint must hold the same rows.
@@ -120,6 +122,18 @@ def kafka_take(savepoint: str, bootstrap: str, app: str) -> dict[str, int]:
     return kafka.take(savepoint, bootstrap, app).counts
 
 
+def embedded_restore(savepoint: str, data_dir: str, partitions: int) -> dict[str, int]:
+    from pystatefun.savepoints import embedded
+
+    return embedded.restore(savepoint, Path(data_dir), partitions).counts
+
+
+def embedded_take(savepoint: str, data_dir: str) -> dict[str, int]:
+    from pystatefun.savepoints import embedded
+
+    return embedded.take_offline(Path(data_dir), savepoint).counts
+
+
 def same_rows(a: str, b: str, tables: typing.Iterable[str] = ("state", "messages", "parked")) -> bool:
     """Whether two savepoints hold the same rows of ``tables`` (in any order; timers get new ids)."""
     import itertools
@@ -135,25 +149,34 @@ def same_rows(a: str, b: str, tables: typing.Iterable[str] = ("state", "messages
     return True
 
 
-def kafka_round_trip(bootstrap: str, folder: Path, addresses: int, partitions: int) -> dict[str, float]:
-    """Creates, restores into Kafka and takes back a savepoint of ``addresses`` addresses; prints and
-    returns the numbers."""
+def round_trip(backend: str, bootstrap: str | None, folder: Path, addresses: int, partitions: int) -> dict[str, float]:
+    """Creates, restores into ``backend`` and takes back a savepoint of ``addresses`` addresses; prints
+    and returns the numbers."""
     created = folder / f"created-{addresses}.savepoint"
     taken = folder / f"taken-{addresses}.savepoint"
     counts, seconds, peak = measured(make_savepoint, created, addresses)
     print(f"  {addresses:>10,} addresses: created in {seconds:6.1f} s ({addresses / seconds:,.0f}/s, peak RSS "
           f"{peak:,.0f} MiB), {created.stat().st_size / 2**20:,.0f} MiB, {sum(counts.values()):,} rows", flush=True)
-    app = f"bench-savepoints-{uuid.uuid4().hex[:8]}"
-    _, restore_s, restore_peak = measured(kafka_restore, str(created), bootstrap, app, partitions)
-    print(f"  {addresses:>10,} addresses: restored into Kafka ({partitions} partitions) in {restore_s:6.1f} s = "
+    if backend == "kafka":
+        app = f"bench-savepoints-{uuid.uuid4().hex[:8]}"
+        restore, take = (kafka_restore, (str(created), bootstrap, app, partitions)), (kafka_take, (str(taken), bootstrap, app))
+    else:
+        data_dir = str(folder / f"data-{addresses}")
+        restore, take = (embedded_restore, (str(created), data_dir, partitions)), (embedded_take, (str(taken), data_dir))
+    _, restore_s, restore_peak = measured(restore[0], *restore[1])
+    print(f"  {addresses:>10,} addresses: restored into {backend} ({partitions} partitions) in {restore_s:6.1f} s = "
           f"{addresses / restore_s:,.0f} addresses/s, peak RSS {restore_peak:,.0f} MiB", flush=True)
-    _, take_s, take_peak = measured(kafka_take, str(taken), bootstrap, app)
-    print(f"  {addresses:>10,} addresses: taken from Kafka in {take_s:6.1f} s = {addresses / take_s:,.0f} addresses/s, "
-          f"peak RSS {take_peak:,.0f} MiB, {taken.stat().st_size / 2**20:,.0f} MiB", flush=True)
+    _, take_s, take_peak = measured(take[0], *take[1])
+    print(f"  {addresses:>10,} addresses: taken from {backend} in {take_s:6.1f} s = {addresses / take_s:,.0f} "
+          f"addresses/s, peak RSS {take_peak:,.0f} MiB, {taken.stat().st_size / 2**20:,.0f} MiB", flush=True)
     if not same_rows(str(created), str(taken)):
         raise AssertionError("the savepoint taken back differs from the one restored")
     created.unlink()
     taken.unlink()
+    if backend == "embedded":
+        import shutil
+
+        shutil.rmtree(folder / f"data-{addresses}")
     return {"restore_per_s": addresses / restore_s, "restore_mib": restore_peak,
             "take_per_s": addresses / take_s, "take_mib": take_peak}
 
@@ -161,37 +184,44 @@ def kafka_round_trip(bootstrap: str, folder: Path, addresses: int, partitions: i
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--addresses", default="1000000", help="comma-separated sizes (default 1000000)")
-    parser.add_argument("--partitions", type=int, default=8, help="of the Kafka application restored into")
+    parser.add_argument("--partitions", type=int, default=8, help="of the application restored into")
+    parser.add_argument("--backends", default="embedded,kafka", help="comma-separated (default embedded,kafka)")
     parser.add_argument("--dir", help="where the savepoint files go (default: a temporary directory)")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     sizes = [int(size) for size in args.addresses.split(",")]
+    backends = args.backends.split(",")
     from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster
 
     cluster = None
     bootstrap = os.environ.get(BOOTSTRAP_ENV)
-    if not bootstrap:
+    if not bootstrap and "kafka" in backends:
         cluster = KafkaCluster(nodes=1)
         cluster.start()
         bootstrap = cluster.bootstrap_servers
     print(f"savepoints: {STATE_BYTES} bytes of state per address; broker and processes on this machine")
-    numbers = {}
+    numbers: dict[str, dict[int, dict[str, float]]] = {}
     try:
         with tempfile.TemporaryDirectory(prefix="bench-savepoints-", dir=args.dir) as folder:
-            for size in sizes:
-                numbers[size] = kafka_round_trip(bootstrap, Path(folder), size, args.partitions)
+            for backend in backends:
+                print(f"{backend} backend:")
+                for size in sizes:
+                    numbers.setdefault(backend, {})[size] = round_trip(backend, bootstrap, Path(folder), size,
+                                                                       args.partitions)
     finally:
         if cluster is not None:
             cluster.stop()
     print("  target: >= 50,000 addresses/s each way; peak RSS that does not grow with the number of addresses")
     if args.record:
-        largest = numbers[max(numbers)]
-        bench_results.record("savepoints", [
-            ("Kafka backend, restore", "addresses/s", round(largest["restore_per_s"])),
-            ("Kafka backend, take", "addresses/s", round(largest["take_per_s"])),
-            ("Kafka backend, restore", "peak RSS MiB", round(largest["restore_mib"])),
-            ("Kafka backend, take", "peak RSS MiB", round(largest["take_mib"])),
-        ], args.note)
+        runs = []
+        for backend, by_size in numbers.items():
+            largest = by_size[max(by_size)]
+            name = {"kafka": "Kafka backend", "embedded": "embedded backend"}[backend]
+            runs += [(f"{name}, restore", "addresses/s", round(largest["restore_per_s"])),
+                     (f"{name}, take", "addresses/s", round(largest["take_per_s"])),
+                     (f"{name}, restore", "peak RSS MiB", round(largest["restore_mib"])),
+                     (f"{name}, take", "peak RSS MiB", round(largest["take_mib"]))]
+        bench_results.record("savepoints", runs, args.note)
 
 
 if __name__ == "__main__":
