@@ -305,37 +305,14 @@ def _varint(n: int) -> bytes:
 
 def _encode_state(value: bytes, expire_at: int | None) -> bytes:
     """A ``StateValue`` around a serialized TypedValue, without parsing it (the hot path of a restore):
-    field 1 (the TypedValue, length-delimited), then field 2 (varint) unless it is 0."""
+    field 1 (the TypedValue, length-delimited), then field 2 (varint) unless it is 0. Written by hand for
+    speed: 0.37 µs a value against 1.59 µs for protobuf's parse and serialize (upb, 100-byte values),
+    about 1.2 s of a million-address restore's 8 s (docs/savepoints.md); the same bytes as protobuf's
+    (tests/savepoints/test_kafka_encoding.py)."""
     if expire_at is not None and expire_at < 0:  # not a time: as protobuf writes it (ten bytes)
         return StateValue(value=TypedValue.FromString(value), expire_at_ms=expire_at).SerializeToString()
     encoded = b"\x0a" + _varint(len(value)) + value
     return encoded + b"\x10" + _varint(expire_at) if expire_at else encoded
-
-
-def _decode_state(data: bytes) -> tuple[bytes, int | None]:
-    """(serialized TypedValue, expire_at or None) of a ``StateValue`` as ``_encode_state`` and protobuf
-    write it; anything else goes through protobuf."""
-    if data[:1] == b"\x0a":
-        length, i, shift = 0, 1, 0
-        while i < len(data) and data[i] & 0x80:
-            length |= (data[i] & 0x7F) << shift
-            i, shift = i + 1, shift + 7
-        if i < len(data):
-            length |= data[i] << shift
-            end = i + 1 + length
-            if end == len(data):
-                return data[i + 1:end], None
-            if data[end:end + 1] == b"\x10":
-                expire_at, j, shift = 0, end + 1, 0
-                while j < len(data) and data[j] & 0x80:
-                    expire_at |= (data[j] & 0x7F) << shift
-                    j, shift = j + 1, shift + 7
-                if j == len(data) - 1:
-                    expire_at |= data[j] << shift
-                    if expire_at < 1 << 63:  # else a negative int64: protobuf's reading
-                        return data[i + 1:end], expire_at or None
-    stored = StateValue.FromString(data)
-    return stored.value.SerializeToString(), stored.expire_at_ms or None
 
 
 def _typename(a: Address) -> str:
@@ -398,7 +375,8 @@ class _Changelog:
                 continue
             kind, *names = key.decode().split(records.SEP)
             if kind == "s":
-                typed, expire_at = _decode_state(value)
+                stored = StateValue.FromString(value)
+                typed, expire_at = stored.value.SerializeToString(), stored.expire_at_ms or None
                 yield StateRow(names[0], names[1], names[2], typed, expire_at)
             elif kind == "p":
                 yield ParkedRow(names[0], names[1], ParkedValue.FromString(value).reason)
