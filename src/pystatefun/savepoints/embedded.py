@@ -35,12 +35,14 @@ from pystatefun.savepoints.format import (
     DeadLetterRow,
     KAFKA_EGRESS,
     PLAYGROUND_EGRESS,
+    BATCH_ROWS,
     EgressRow,
     IdempotencyRow,
     Manifest,
     MessageRow,
     ParkedRow,
     PositionRow,
+    Progress,
     SavepointError,
     SavepointReader,
     SavepointWriter,
@@ -48,8 +50,6 @@ from pystatefun.savepoints.format import (
     StateRow,
     TimerRow,
 )
-
-Progress = typing.Callable[[str, int], None]
 
 # what each savepoint table is read from, in an order that keeps each kind's order
 _EXPORTS: tuple[tuple[type, str], ...] = (
@@ -88,7 +88,7 @@ def _export(db: sqlite3.Connection, writer: SavepointWriter, progress: Progress 
     for row_class, query in _EXPORTS:
         cursor = db.execute(query, {"now": now}) if ":now" in query else db.execute(query)
         done = 0
-        while batch := cursor.fetchmany(10_000):
+        while batch := cursor.fetchmany(BATCH_ROWS):
             if row_class is EgressRow:
                 writer.write(EgressRow(egress_id, topic, payload, kind_of(egress_id)) for egress_id, topic, payload in batch)
             else:
@@ -225,7 +225,7 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
         done = 0
         for row in rows:
             batch.append(row)
-            if len(batch) == 10_000:
+            if len(batch) == BATCH_ROWS:
                 db.executemany(statement, batch)
                 done += len(batch)
                 batch.clear()

@@ -32,6 +32,7 @@ FORMAT = "pystatefun-savepoint"
 KAFKA_EGRESS, PLAYGROUND_EGRESS = "kafka", "playground"  # EgressRow.kind
 FORMAT_VERSION = 1
 BATCH_ROWS = 10_000
+Progress = typing.Callable[[str, int], None]  # (what is being read or written, rows of it so far): a progress bar
 
 
 class SavepointError(RuntimeError):

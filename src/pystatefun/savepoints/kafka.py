@@ -97,6 +97,7 @@ from pystatefun.savepoints.format import (
     MessageRow,
     ParkedRow,
     PositionRow,
+    Progress,
     SavepointError,
     SavepointReader,
     SavepointWriter,
@@ -109,8 +110,6 @@ from pystatefun.wire.request_reply_pb2 import Address, TypedValue
 
 if typing.TYPE_CHECKING:
     from confluent_kafka import Consumer, Message, Producer
-
-Progress = typing.Callable[[str, int], None]
 
 REQUEST_TIMEOUT_SECONDS = 30  # one lookup (members, offsets, topics)
 # How long a partition may hold read_committed readers back (an open transaction: of a worker that died,
