@@ -471,3 +471,23 @@ def test_egress_records_of_an_embedded_savepoint_go_to_their_topics(kafka_bootst
     path.write_text(EGRESS_MODULE.replace("BOOTSTRAP", kafka_bootstrap).replace("sp/out", "sp/other"))
     with pytest.raises(SavepointError, match="egress sp/out, which .* does not define"):
         kafka_savepoints.restore(str(savepoint), kafka_bootstrap, unique("sp-h"), 2, load_module(path))
+
+
+def test_a_restore_into_a_broker_that_just_started_waits_for_its_group_coordinator(tmp_path):
+    """A broker that just started answers group lookups with COORDINATOR_LOAD_IN_PROGRESS and
+    NOT_COORDINATOR for a moment; the restore's first step (is the application running?) asks again
+    instead of failing with 'ConsumerGroupDescribe: '."""
+    from pystatefun.config.model import Module
+    from pystatefun.savepoints.format import StateRow
+    from support.kafka import KafkaCluster
+
+    value = TypedValue(typename="io.statefun.types/int", has_value=True, value=b"\x08\x07").SerializeToString()
+    writer = SavepointWriter(tmp_path / "fresh.savepoint")
+    writer.write([StateRow("sp/counter", "k1", "count", value, None)])
+    writer.finish(application="embedded-app", source_backend="embedded", partitions=8, mode="offline",
+                  created_ms=int(time.time() * 1000))
+    with KafkaCluster(nodes=1, workdir=tmp_path / "kafka") as cluster:
+        kafka_savepoints.restore(str(tmp_path / "fresh.savepoint"), cluster.bootstrap_servers, "fresh", 2,
+                                 Module(path=tmp_path / "module.yaml"))
+        kafka_savepoints.take(str(tmp_path / "again.savepoint"), cluster.bootstrap_servers, "fresh")
+    assert _rows(tmp_path / "again.savepoint", "state") == _rows(tmp_path / "fresh.savepoint", "state")

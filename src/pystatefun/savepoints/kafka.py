@@ -172,9 +172,12 @@ class _Cluster:
         client id and host."""
         from confluent_kafka import KafkaError, KafkaException
 
-        future = self.admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_SECONDS)[group]
-        try:
-            description = future.result(REQUEST_TIMEOUT_SECONDS)
+        def describe() -> typing.Any:
+            future = self.admin.describe_consumer_groups([group], request_timeout=REQUEST_TIMEOUT_SECONDS)[group]
+            return future.result(REQUEST_TIMEOUT_SECONDS)
+
+        try:  # a broker just started answers COORDINATOR_LOAD_IN_PROGRESS for a while: asked again
+            description = retrying(f"members of group {group}", time.monotonic() + REQUEST_TIMEOUT_SECONDS, describe)
         except KafkaException as e:
             if e.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return []
@@ -217,10 +220,13 @@ class _Cluster:
         """Every committed offset of ``group``: (topic, partition, offset, metadata)."""
         from confluent_kafka import ConsumerGroupTopicPartitions, KafkaError, KafkaException
 
-        future = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
-                                                        request_timeout=REQUEST_TIMEOUT_SECONDS)[group]
+        def list_offsets() -> typing.Any:
+            future = self.admin.list_consumer_group_offsets([ConsumerGroupTopicPartitions(group)],
+                                                            request_timeout=REQUEST_TIMEOUT_SECONDS)[group]
+            return future.result(REQUEST_TIMEOUT_SECONDS)
+
         try:
-            result = future.result(REQUEST_TIMEOUT_SECONDS)
+            result = retrying(f"offsets of group {group}", time.monotonic() + REQUEST_TIMEOUT_SECONDS, list_offsets)
         except KafkaException as e:
             if e.args[0].code() == KafkaError.GROUP_ID_NOT_FOUND:
                 return []

@@ -60,7 +60,8 @@ TRANSACTION_TIMEOUT_MS = 10_000
 # transaction.abort.timed.out.transaction.cleanup.interval.ms, 10 s by default).
 ASSIGN_TIMEOUT_SECONDS = 60
 TRANSIENT_ERRORS = frozenset({KafkaError._TIMED_OUT, KafkaError.NOT_LEADER_FOR_PARTITION, KafkaError.LEADER_NOT_AVAILABLE,
-                              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS})
+                              KafkaError.UNKNOWN_TOPIC_OR_PART, KafkaError._TRANSPORT, KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+                              KafkaError.COORDINATOR_NOT_AVAILABLE, KafkaError.NOT_COORDINATOR})
 ASK_AGAIN_SECONDS = 0.5
 # how long a committed-offsets lookup or a restore is held back before the workers that left the group are
 # fenced (see _committed)
