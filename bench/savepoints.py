@@ -120,6 +120,44 @@ def kafka_restore(savepoint: str, bootstrap: str, app: str, partitions: int) -> 
     return kafka.restore(savepoint, bootstrap, app, partitions, Module(path=Path("bench.yaml"))).counts
 
 
+def bare_produce(bootstrap: str, topic: str, first: int, count: int, partitions: int) -> float:
+    """The ceiling of a Kafka restore: ``count`` records shaped like a restore's state records (the same
+    keys, values of the same size) produced in one transaction with the restore's producer settings, in
+    a loop that does nothing else (no savepoint file, no checksum, no encoding). Returns the seconds."""
+    from confluent_kafka import Producer
+
+    from pystatefun.savepoints.kafka import _WRITE_SETTINGS
+
+    value = random.Random(first).randbytes(STATE_BYTES + 10)
+    keys = [f"s\x00{TYPENAME}\x00account-{n}\x00balance".encode() for n in range(first, first + count)]
+    producer = Producer({"bootstrap.servers": bootstrap, **_WRITE_SETTINGS, "transactional.id": f"{topic}-{first}"})
+    producer.init_transactions(60)
+    started = time.perf_counter()
+    producer.begin_transaction()
+    for n, key in enumerate(keys):
+        while True:
+            try:
+                producer.produce(topic, value, key, n % partitions)
+                break
+            except BufferError:
+                producer.poll(0.05)
+    producer.commit_transaction(120)
+    return time.perf_counter() - started
+
+
+def produce_ceiling(bootstrap: str, records: int, partitions: int, processes: int) -> float:
+    """Records/s of ``processes`` bare_produce loops at once, ``records`` in all, into a new topic."""
+    from confluent_kafka.admin import AdminClient, NewTopic
+
+    topic = f"bench-ceiling-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})  # kept: a client dropped at once fails its requests
+    admin.create_topics([NewTopic(topic, partitions, 1)])[topic].result(60)
+    share = records // processes
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        seconds = pool.starmap(bare_produce, [(bootstrap, topic, n * share, share, partitions) for n in range(processes)])
+    return share * processes / max(seconds)
+
+
 def kafka_take(savepoint: str, bootstrap: str, app: str) -> dict[str, int]:
     from pystatefun.savepoints import kafka
 
@@ -171,6 +209,11 @@ def round_trip(backend: str, bootstrap: str | None, folder: Path, addresses: int
     print(f"  {addresses:>10,} addresses: restored into {backend} ({partitions} partitions) in {restore_s:6.1f} s = "
           f"{addresses / restore_s:,.0f} addresses/s, peak RSS {restore_peak:,.0f} MiB, CPU {measured.cpu:.1f} s "
           f"({measured.cpu / restore_s:.0%} of a core)", flush=True)
+    if backend == "kafka":  # what the broker takes from a Python client that does nothing but produce
+        for processes in (1, 2):
+            ceiling = produce_ceiling(bootstrap, addresses, partitions, processes)
+            print(f"  {addresses:>10,} records: a bare produce loop in {processes} process(es) reaches {ceiling:,.0f} "
+                  f"records/s; the restore is {addresses / restore_s / ceiling:.0%} of it", flush=True)
     _, take_s, take_peak = measured(take[0], *take[1])
     print(f"  {addresses:>10,} addresses: taken from {backend} in {take_s:6.1f} s = {addresses / take_s:,.0f} "
           f"addresses/s, peak RSS {take_peak:,.0f} MiB, CPU {measured.cpu:.1f} s ({measured.cpu / take_s:.0%} of a "
