@@ -3,6 +3,7 @@ OpenAPI document, the bearer token; and JSON logs."""
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -104,6 +105,17 @@ def test_a_bearer_token_guards_everything_but_health_and_metrics(tmp_path):
         assert admin(runtime, "GET", "/parked", token="wrong")[0] == 401
         assert admin(runtime, "GET", "/parked", token="s3cret") == (200, [])
         assert admin(runtime, "GET", "/state/crash/counter/a")[0] == 401
+        # a browser: the console asks for the token as a Basic password, which then travels in a header
+        console = request(runtime.admin_port, "GET", "/ui/")
+        assert console.status == 401 and console.headers["WWW-Authenticate"].startswith("Basic ")
+        assert request(runtime.admin_port, "GET", "/ui/static/app.js").status == 401
+        basic = {"Authorization": "Basic " + base64.b64encode(b"anyone:s3cret").decode()}
+        assert request(runtime.admin_port, "GET", "/ui/", b"", basic).status == 200
+        assert request(runtime.admin_port, "GET", "/parked", b"", basic).status == 200
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"anyone:wrong").decode()}
+        assert request(runtime.admin_port, "GET", "/parked", b"", wrong).status == 401
+        assert request(runtime.admin_port, "GET", "/parked", b"", {"Authorization": "Basic %%%"}).status == 401
+        assert "WWW-Authenticate" not in request(runtime.admin_port, "GET", "/parked").headers  # the API: no prompt
         # Prometheus scrapes without the token: the metrics show no state and change nothing
         scraped = request(runtime.admin_port, "GET", "/metrics")
         assert scraped.status == 200 and b"pystatefun_epochs_committed" in scraped.body

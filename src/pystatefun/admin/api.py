@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import hmac
 import ipaddress
 import os
@@ -13,6 +14,8 @@ from urllib.parse import quote, urlsplit
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
+from pystatefun.admin import console
+from pystatefun.admin.console import CONSOLE_ROOT
 from pystatefun.admin.openapi import OPENAPI
 from pystatefun.admin.values import StateValueError, describe, encode
 from pystatefun.runtime.envelope import address
@@ -115,6 +118,7 @@ class AdminApi:
         app.router.add_post("/parked/{namespace}/{type}/{id}/{action}", self.resume)
         app.router.add_get("/dead-letters", self.dead_letters)
         app.router.add_post("/savepoints", self.savepoint)
+        console.add_routes(app)
         return app
 
     @web.middleware
@@ -140,12 +144,29 @@ class AdminApi:
 
     @web.middleware
     async def _authorize(self, request: web.Request, handler: typing.Callable) -> web.StreamResponse:
-        """With a token, every route but the public ones needs ``Authorization: Bearer <token>``."""
+        """With a token, every route but the public ones needs ``Authorization: Bearer <token>``, or, from
+        a browser, HTTP Basic with the token as the password (any user name): the browser asks for it
+        once (the console's 401 says ``WWW-Authenticate: Basic``) and sends it in that header with every
+        request of the console's origin, so the token is never in a cookie or a URL."""
         if self.token is not None and request.path not in PUBLIC_ROUTES:
-            given = request.headers.get("Authorization", "")
-            if not hmac.compare_digest(given.encode(), f"Bearer {self.token}".encode()):
-                return _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to --admin-token)")
+            if not self._token_given(request.headers.get("Authorization", "")):
+                response = _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to "
+                                       "--admin-token); in a browser, the token as the password")
+                if request.path == CONSOLE_ROOT or request.path.startswith(CONSOLE_ROOT + "/"):
+                    response.headers["WWW-Authenticate"] = 'Basic realm="pystatefun admin", charset="UTF-8"'
+                return response
         return await handler(request)
+
+    def _token_given(self, authorization: str) -> bool:
+        scheme, _, credentials = authorization.partition(" ")
+        if scheme.lower() == "basic":
+            try:
+                credentials = base64.b64decode(credentials, validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        elif scheme.lower() != "bearer":
+            return False
+        return hmac.compare_digest(credentials.encode(), self.token.encode())
 
     async def index(self, request: web.Request) -> web.Response:
         """What a user who opens the API's address finds: its routes, from the OpenAPI document (so the
