@@ -30,7 +30,7 @@ from pystatefun.config import (
 )
 from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import HttpServer, PortUnavailable
-from pystatefun.io.playground import EGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
+from pystatefun.io.playground import EGRESS_ID, INGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.invokers import EmbeddedInvoker, RemoteInvoker
@@ -122,6 +122,7 @@ class Application:
             kafka.attach(self.runtime, self.kafka_ingresses)  # refuses ingress topics that do not exist
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
+        self.runtime.flows.replies_to = INGRESS_ID  # the flows of replies end at the ingress that asked
         # on the Kafka backend any worker takes any request: what only the owner can answer goes there
         self.forwarding = None if kafka is None else kafka.forwarding(self.runtime)
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
@@ -136,7 +137,7 @@ class Application:
         # built here so that an admin API exposed without a token is refused before anything starts
         self.admin = None if admin_port is None else AdminApi(
             self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.health_status,
-            self.forwarding, host=admin_host, port=admin_port, savepoints=None if kafka is not None else self.savepoint)
+            self.forwarding, host=admin_host, port=admin_port, ingress=self.ingress, savepoints=None if kafka is not None else self.savepoint)
         self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
         self._servers: list[HttpServer] = []  # the playground ingress's and egress's
         self._sweeper: asyncio.Task | None = None

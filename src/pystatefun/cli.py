@@ -464,17 +464,35 @@ def resume(address: str, skip: bool) -> None:
     _output().message(f"resumed {address}" + (", its failed message skipped to the dead letters" if skip else ""))
 
 
-@main.command(name="dead-letters")
+@main.group(name="dead-letters", invoke_without_command=True)
 @click.option("--after", default=0, show_default=True, help="Only dead letters after this sequence number.")
 @click.option("--limit", default=100, show_default=True, type=click.IntRange(1, 1000))
 @_operation("admin")
 def dead_letters(after: int, limit: int) -> None:
-    """List dead letters: messages no function or egress could take, and skipped messages, with the reason."""
-    page = _client(click.get_current_context()).dead_letters(after, limit)
+    """List dead letters: messages no function or egress could take, and skipped messages, with the reason.
+    `pystatefun dead-letters replay SEQ` sends one again once its cause is fixed."""
+    ctx = click.get_current_context()
+    if ctx.invoked_subcommand is not None:
+        return  # the subcommand does the work, with options of its own
+    page = _client(ctx).dead_letters(after, limit)
     output = _output()
     output.dead_letters(page)
     if len(page) == limit:
         output.more(f"--after {page[-1]['seq']}")
+
+
+@dead_letters.command(name="replay")
+@click.argument("seq", type=click.IntRange(1))
+@_operation("admin")
+def replay_dead_letter(seq: int) -> None:
+    """Send dead letter SEQ again to its target, once its cause is fixed. It is delivered once however
+    often it is replayed: a second replay says it was replayed already."""
+    answer = _client(click.get_current_context()).replay_dead_letter(seq)
+    if answer["replayed"]:
+        _output().message(f"replayed dead letter {seq} to {answer['target']}")
+    else:
+        _output().message(f"dead letter {seq} was replayed to {answer['target']} already: it is delivered once, "
+                          "not again")
 
 
 @main.command()

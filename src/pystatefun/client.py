@@ -88,6 +88,11 @@ class RuntimeClient:
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
         return self._json("GET", f"/dead-letters?after={after}&limit={limit}")
 
+    def replay_dead_letter(self, seq: int) -> dict[str, typing.Any]:
+        """Sends dead letter ``seq`` again to its target: ``{"seq", "target", "replayed"}``, ``replayed``
+        False (and ``already_replayed``) when it was replayed before, for it is delivered once."""
+        return self._json("POST", f"/dead-letters/{seq}/replay", ok=(200, 202))
+
     def savepoint(self, path: str, stop: bool = False, timeout: float = 3600) -> dict[str, typing.Any]:
         """Takes a savepoint at ``path`` (as the runtime's machine sees it, or a URL) and gives its manifest."""
         return self._json("POST", "/savepoints", {"path": path, "stop": stop}, timeout=timeout, ok=(201,))

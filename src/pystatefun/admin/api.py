@@ -18,7 +18,9 @@ from pystatefun.admin import console
 from pystatefun.admin.console import CONSOLE_ROOT
 from pystatefun.admin.openapi import OPENAPI
 from pystatefun.admin.values import StateValueError, describe, encode
+from pystatefun.io.http_server import Response
 from pystatefun.runtime.envelope import address
+from pystatefun.runtime.epoch import DeadLetter
 from pystatefun.runtime.processor import Runtime
 from pystatefun.savepoints.format import SavepointError
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -58,9 +60,24 @@ class Peers(typing.Protocol):
 
     async def gather(self, request: web.Request) -> list[typing.Any]: ...
 
+    async def to_owner_of(self, id: str, request: web.Request,
+                          here: typing.Callable[[], typing.Awaitable[web.StreamResponse]]) -> web.StreamResponse: ...
+
+
+class Ingress(typing.Protocol):
+    """How messages from outside are taken (io/playground.py PlaygroundIngress): the admin API's
+    ``POST /messages`` and dead-letter replays go through it, so they are accepted as the ingress accepts."""
+
+    async def send(self, function_type: str, id: str, content_type: str, body: bytes, wait_for: str | None,
+                   key: str | None) -> Response: ...
+
+    async def replay(self, seq: int, letter: DeadLetter) -> Response | bool: ...
+
 
 class AdminStore(typing.Protocol):
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]: ...
+
+    def dead_letter(self, seq: int) -> DeadLetter | None: ...
 
     def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]: ...
 
@@ -75,7 +92,7 @@ class AdminApi:
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
                  functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
                  io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None, *,
-                 host: str = "127.0.0.1", port: int,
+                 host: str = "127.0.0.1", port: int, ingress: Ingress,
                  savepoints: typing.Callable[[str, bool], typing.Awaitable[dict[str, typing.Any]]] | None = None):
         """``host`` and ``port``: where the API is served. Bound beyond loopback it must have a ``token``
         (AdminExposedError otherwise); on loopback it answers only requests whose Host names loopback
@@ -98,6 +115,7 @@ class AdminApi:
         self.peers = peers
         # takes a savepoint (path, stop) and gives its manifest; None on the Kafka backend
         self.savepoints = savepoints
+        self.ingress = ingress  # takes the messages sent through the API (POST /messages, dead-letter replays)
         self.started = time.time()
 
     def app(self) -> web.Application:
@@ -117,6 +135,8 @@ class AdminApi:
         app.router.add_get("/parked", self.parked)
         app.router.add_post("/parked/{namespace}/{type}/{id}/{action}", self.resume)
         app.router.add_get("/dead-letters", self.dead_letters)
+        app.router.add_post("/dead-letters/{seq}/replay", self.replay_dead_letter)
+        app.router.add_post("/messages/{namespace}/{type}/{id}", self.send_message)
         app.router.add_post("/savepoints", self.savepoint)
         console.add_routes(app)
         return app
@@ -355,6 +375,52 @@ class AdminApi:
         # not on the event loop: the Kafka backend reads them from a topic
         return web.json_response(await asyncio.to_thread(self.store.dead_letters, after, limit))
 
+    async def replay_dead_letter(self, request: web.Request) -> web.Response:
+        """Sends a dead letter again to its target (once its cause is fixed), exactly once however often
+        it is asked: the ingress takes it as a keyed message whose key is the dead letter's (see
+        PlaygroundIngress.replay). On the Kafka backend the target's owner takes it, where the key is kept."""
+        try:
+            seq = int(request.match_info["seq"])
+        except ValueError:
+            return _error(400, f"a dead letter's seq is a number, not {request.match_info['seq']!r}: take it from "
+                               "GET /dead-letters")
+        # not on the event loop: the Kafka backend reads it from a topic
+        letter = await asyncio.to_thread(self.store.dead_letter, seq)
+        if letter is None:
+            return _error(404, f"there is no dead letter {seq}: GET /dead-letters lists them")
+        if not letter.target_id:
+            return _error(409, f"dead letter {seq} is a record for egress {letter.target_type}, not a message to an "
+                               "address: only messages are replayed")
+
+        async def replay() -> web.Response:
+            outcome = await self.ingress.replay(seq, letter)
+            if isinstance(outcome, Response):
+                return _answer(outcome)
+            answer = {"seq": seq, "target": f"{letter.target_type}/{letter.target_id}", "replayed": outcome}
+            if not outcome:
+                answer["already_replayed"] = True
+            return web.json_response(answer, status=202 if outcome else 200)
+
+        if self.peers is not None:
+            return await self.peers.to_owner_of(letter.target_id, request, replay)
+        return await replay()
+
+    async def send_message(self, request: web.Request) -> web.Response:
+        """A message to the address, taken by the ingress's own acceptance (PlaygroundIngress.send): the
+        same Content-Type and body, ``?wait`` and ``Idempotency-Key``, checks and guarantees. Answered
+        in JSON: accepted (202), the reply decoded as state is (200), or the ingress's refusal."""
+        typename = f"{request.match_info['namespace']}/{request.match_info['type']}"
+        answer = await self.ingress.send(typename, request.match_info["id"], request.headers.get("Content-Type", ""),
+                                         await request.read(), request.query.get("wait"),
+                                         request.headers.get("Idempotency-Key"))
+        target = f"{typename}/{request.match_info['id']}"
+        if answer.status == 202:
+            return web.json_response({"address": target, "accepted": True}, status=202)
+        if answer.status == 200:
+            reply_type = answer.headers.get("Content-Type", "").removeprefix("application/vnd.")
+            return web.json_response({"address": target, "reply": describe(reply_type, answer.body)})
+        return _answer(answer)
+
 
     async def savepoint(self, request: web.Request) -> web.Response:
         if self.savepoints is None:
@@ -375,6 +441,15 @@ class AdminApi:
         except SavepointError as e:
             return _error(409, str(e))
         return web.json_response(manifest, status=201)
+
+
+def _answer(refusal: Response) -> web.Response:
+    """The ingress's answer to a message it did not take, as the admin API answers: its status and
+    Retry-After, its plain-text reason as ``{"error": ...}``."""
+    response = _error(refusal.status, refusal.body.decode("utf-8", errors="replace").strip())
+    if "Retry-After" in refusal.headers:
+        response.headers["Retry-After"] = refusal.headers["Retry-After"]
+    return response
 
 
 def _origin_host(origin: str) -> str:

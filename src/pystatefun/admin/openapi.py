@@ -87,6 +87,45 @@ OPENAPI: dict[str, typing.Any] = {
             "parameters": [{"name": "after", "in": "query", "schema": {"type": "integer", "default": 0}}, *_PAGE],
             "responses": {"200": _json("seq, target, caller, typename, value_base64, reason, at_ms",
                                        {"type": "array", "items": {"type": "object"}}), "400": _ERROR}}},
+        "/dead-letters/{seq}/replay": {"post": {
+            "summary": "Send a dead letter again to its target (with its caller), once its cause is fixed: exactly "
+                       "once however often it is asked, also concurrently (kept as an idempotency record of its own "
+                       "that never expires); the message is durable when answered",
+            "parameters": [{"name": "seq", "in": "path", "required": True, "schema": {"type": "integer"},
+                            "description": "the dead letter's seq, from GET /dead-letters"}],
+            "responses": {
+                "202": _json("sent: seq, target, replayed (true)", {"$ref": "#/components/schemas/Replay"}),
+                "200": _json("replayed before, so not sent again: seq, target, replayed (false), already_replayed "
+                             "(true)", {"$ref": "#/components/schemas/Replay"}),
+                "400": _ERROR,
+                "404": {**_ERROR, "description": "no dead letter has this seq, or its target's function type is not "
+                                                 "bound (its cause is not fixed): as {\"error\": \"...\"}"},
+                "409": {**_ERROR, "description": "a record for an egress, not a message: as {\"error\": \"...\"}"},
+                "507": {**_ERROR, "description": "the runtime cannot store messages now (a full disk); Retry-After"}}}},
+        "/messages/{namespace}/{type}/{id}": {"post": {
+            "summary": "Send a message to an address, taken exactly as the HTTP ingress takes it (the same checks, "
+                       "Idempotency-Key and ?wait request/reply); accepted once durable",
+            "parameters": [*_ADDRESS,
+                           {"name": "wait", "in": "query", "schema": {"type": "number", "exclusiveMinimum": 0,
+                                                                      "maximum": 300},
+                            "description": "seconds to wait for the function's reply"},
+                           {"name": "Idempotency-Key", "in": "header", "schema": {"type": "string"},
+                            "description": "the ingress's key: a retry with it is not applied again"},
+                           {"name": "Content-Type", "in": "header", "required": True,
+                            "schema": {"type": "string", "pattern": "^application/vnd\\..+/.+"},
+                            "description": "application/vnd.<namespace>/<name>: the message's type"}],
+            "requestBody": {"required": True, "content": {"application/vnd.{namespace}/{name}": {
+                "schema": {"type": "string", "format": "binary",
+                           "description": "the message's bytes, as the ingress takes them (for a built-in type, "
+                                          "the protobuf encoding of its wrapper)"}}}},
+            "responses": {
+                "202": _json("accepted: address, accepted (true)"),
+                "200": _json("with ?wait, the function's reply: address, reply (typename, value_base64, value when "
+                             "the bytes decode)"),
+                "400": _ERROR, "404": _ERROR, "415": _ERROR,
+                "500": {**_ERROR, "description": "with ?wait: the message was accepted but its address is parked"},
+                "504": {**_ERROR, "description": "with ?wait: no reply in time; the message was accepted"},
+                "507": {**_ERROR, "description": "the runtime cannot store messages now (a full disk); Retry-After"}}}},
         "/savepoints": {"post": {
             "summary": "Takes a savepoint of the application (embedded backend): online, or with stop the last one "
                        "before it stops, the cut to move or upgrade from (docs/savepoints.md)",
@@ -110,5 +149,9 @@ OPENAPI: dict[str, typing.Any] = {
             "state": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateValue"}}}},
         "StateInput": {"type": "object", "description": "exactly one of value (built-in and JSON types) or value_base64",
                        "properties": {"value": {}, "value_base64": {"type": "string"}}},
+        "Replay": {"type": "object", "required": ["seq", "target", "replayed"], "properties": {
+            "seq": {"type": "integer"}, "target": {"type": "string", "description": "namespace/type/id"},
+            "replayed": {"type": "boolean", "description": "sent now (false: it had been replayed already)"},
+            "already_replayed": {"type": "boolean"}}},
     }},
 }

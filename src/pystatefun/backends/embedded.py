@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue, StoreFullError, Timer
+from pystatefun.runtime.epoch import DeadLetter, Epoch, IdempotencyRecord, StoredValue, StoreFullError, Timer
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.runtime.specs import StateSpec
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -349,6 +349,10 @@ class SQLiteStore:
         return specs
 
     @_serialized
+    def dead_letter_count(self) -> int:
+        return self.db.execute("SELECT COUNT(*) FROM dead_letters").fetchone()[0]
+
+    @_serialized
     def dead_letters(self, after: int = 0, limit: int = 100) -> list[dict[str, typing.Any]]:
         """Dead letters after sequence number ``after``, oldest first, as plain data for the admin API."""
         rows = self.db.execute(
@@ -365,6 +369,17 @@ class SQLiteStore:
                 "reason": reason, "at_ms": at_ms,
             })
         return letters
+
+    @_serialized
+    def dead_letter(self, seq: int) -> DeadLetter | None:
+        """Dead letter ``seq`` as the runtime made it (a replay sends it again), None when there is none."""
+        row = self.db.execute("SELECT target_type, target_id, caller_type, caller_id, value, reason, at_ms "
+                              "FROM dead_letters WHERE seq = ?", (seq,)).fetchone()
+        if row is None:
+            return None
+        target_type, target_id, caller_type, caller_id, value, reason, at_ms = row
+        return DeadLetter(target_type, target_id, _caller(caller_type, caller_id), TypedValue.FromString(value),
+                          reason, at_ms)
 
     @_serialized
     def addresses(self, typename: str, after: str = "", limit: int = 100) -> list[str]:

@@ -11,6 +11,9 @@ key gets the same answer. New messages are refused with 507 (and Retry-After) wh
 store them (Runtime.unavailable: a full disk), and with 404 for a function type whose endpoint answered
 lately that it has no such function (RemoteInvoker.refusal).
 
+The same acceptance serves the admin API: its ``POST /messages/...`` (the console's "send a message")
+and its dead-letter replay, a keyed message whose key never expires (``PlaygroundIngress.replay``).
+
 Egress (``io.statefun.playground.v1/egress``): functions send ``io.statefun.playground/EgressRecord``
 JSON values ``{"topic": ..., "payload": ...}``; ``GET /{topic}`` pops the oldest record (200) or answers
 404 when there is none, ``?wait=SECONDS`` waiting for one. Records are written in the epoch commit, and
@@ -33,7 +36,7 @@ from google.protobuf.message import DecodeError
 
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response, text
 from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.epoch import EgressRecord, Epoch, IdempotencyRecord
+from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, IdempotencyRecord
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress, parse_typename
@@ -53,6 +56,10 @@ MAX_WAIT_SECONDS = 60.0
 MAX_BUFFERED_RECORDS = 10_000  # committed egress records per topic kept in memory for readers
 MAX_REPLY_WAIT_SECONDS = 300.0
 UNAVAILABLE_RETRY_AFTER_SECONDS = 5  # the Retry-After of a 507 while the runtime cannot store messages
+# the idempotency keys of replayed dead letters ("<this>:<seq>"), apart from the ingress's own keys; their
+# records never expire, so a dead letter is delivered once however long after its first replay it is asked again
+REPLAYED_DEAD_LETTER = "pystatefun/dead-letter-replay"
+NEVER_EXPIRES_MS = 2**63 - 1  # the largest time a store keeps (SQLite INTEGER, protobuf int64)
 
 
 class IdempotencyStore(typing.Protocol):
@@ -96,8 +103,16 @@ class PlaygroundIngress:
         if request.method not in ("PUT", "POST"):
             return text(405, f"{request.method} is not supported: send messages with PUT or POST", Allow="PUT, POST")
         namespace, name, id = request.segments
-        function_type = f"{namespace}/{name}"
-        content_type = request.headers.get("Content-Type", "").split(";", 1)[0].strip()
+        return await self.send(f"{namespace}/{name}", id, request.headers.get("Content-Type", ""), request.body,
+                               request.query.get("wait"), request.headers.get("Idempotency-Key"))
+
+    async def send(self, function_type: str, id: str, content_type: str, body: bytes, wait_for: str | None,
+                   key: str | None) -> Response:
+        """Takes one message from outside as this ingress takes it (see the module docstring): the
+        ``Content-Type`` header, the body, the ``?wait`` query value and the ``Idempotency-Key`` header
+        as sent. The admin API's ``POST /messages/...`` hands its requests here too, so a message sent
+        from the console is checked, made durable and answered exactly as one sent to the ingress."""
+        content_type = content_type.split(";", 1)[0].strip()
         if not content_type.startswith(VND_PREFIX):
             return text(
                 415,
@@ -109,7 +124,7 @@ class PlaygroundIngress:
             parse_typename(value_type)
         except ValueError as e:
             return text(415, f"the Content-Type does not name a message type: {e}")
-        invalid = _builtin_refusal(value_type, request.body)
+        invalid = _builtin_refusal(value_type, body)
         if invalid is not None:
             return invalid
         try:
@@ -119,16 +134,18 @@ class PlaygroundIngress:
         refused = self._refusal(function_type)
         if refused is not None:
             return refused
-        wait = _reply_wait(request.query.get("wait"))
+        wait = _reply_wait(wait_for)
         if isinstance(wait, Response):
             return wait
-        key = request.headers.get("Idempotency-Key")
         full_key = None if key is None else f"{INGRESS_ID}:{key}"
         # a waiting request's reply address: derived from its key, so that a retry waits for the same reply
         reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
+        caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
         waiter = None if reply_id is None else self._wait_for(reply_id)
+        value = TypedValue(typename=value_type, has_value=True, value=body)
         try:
-            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id, key)
+            accepted = await self._deliver(target, value, full_key, key, caller,
+                                           self.runtime.now_ms() + self.idempotency_ttl_ms, waits=waiter is not None)
             if isinstance(accepted, Response):
                 return accepted
             if waiter is None:
@@ -154,25 +171,46 @@ class PlaygroundIngress:
         reason = None if invoker is None else invoker.refusal(function_type)
         return None if reason is None else text(404, reason)
 
-    async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
-                       reply_id: str | None, key: str | None) -> Response | Epoch | None:
+    async def replay(self, seq: int, letter: DeadLetter) -> Response | bool:
+        """Sends dead letter ``seq`` again to its target (with its caller), as a keyed ingress message
+        whose key is the dead letter's and never expires, so that it is delivered once however often,
+        and however concurrently, it is replayed. True once the message is committed; False when it was
+        replayed before (that replay is committed by the time this returns); else the refusal, as the
+        ingress would answer it (its function type is still not there, the disk is full)."""
+        target = address(letter.target_type, letter.target_id)
+        refused = self._refusal(letter.target_type)
+        if refused is not None:
+            return refused
+        accepted = await self._deliver(target, letter.value, f"{REPLAYED_DEAD_LETTER}:{seq}", None, letter.caller,
+                                       NEVER_EXPIRES_MS)
+        if isinstance(accepted, Response):
+            if accepted.status == 422:  # the key's record is of another message: the seqs were renumbered
+                return text(409, f"a replay of another message is recorded as dead letter {seq}'s (a savepoint "
+                                 "restore renumbered the dead letters): send this one with POST /messages instead")
+            return False if accepted.status == 202 else accepted
+        await accepted.committed()
+        return True
+
+    async def _deliver(self, target: SdkAddress, value: TypedValue, full_key: str | None, key: str | None,
+                       caller: SdkAddress | None, expires_ms: int, waits: bool = False) -> Response | Epoch | None:
         """Sends the message: the epoch that carries it (its commit makes the message durable). Or the
         answer to give instead: a refusal, or for a retry of a keyed request, the first request's answer
-        -- unless that was a 202 and this request waits for the reply (None: the message is committed
-        already, and this request waits for the reply like the first)."""
-        digest = "" if full_key is None else _request_digest(target, value_type, body)
+        -- unless that was a 202 and this request ``waits`` for the reply (None: the message is committed
+        already, and this request waits for the reply like the first). A keyed request's record is kept
+        until ``expires_ms``."""
+        digest = "" if full_key is None else _request_digest(target, value.typename, value.value)
         for admitted in (False, True):  # look again after admit: a concurrent retry may have got in
             earlier = None if full_key is None else await self._answered(full_key, digest, key)
             if earlier is not None:
-                return None if earlier.status == 202 and reply_id is not None else earlier
+                return None if earlier.status == 202 and waits else earlier
             if not admitted and not await self.runtime.admit(target):
                 return text(404, f"no function type {target.typename!r} is bound in the module")
-        caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
-        self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
+        self.runtime.route(Envelope(target, caller, value))
+        self.runtime.flows.from_ingress(INGRESS_ID, target.typename)
         epoch = self.runtime.epoch
         if full_key is not None:
-            epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b"",
-                                                       request=digest, partition=self.runtime.partition_of(target.id)))
+            epoch.idempotency.append(IdempotencyRecord(full_key, expires_ms, 202, b"", request=digest,
+                                                       partition=self.runtime.partition_of(target.id)))
             self._pending[full_key] = (epoch, digest)
             epoch.on_commit(lambda: self._pending.pop(full_key, None))
         return epoch

@@ -422,25 +422,12 @@ def _message_row(data: bytes) -> MessageRow:
                       None if caller is None else caller.id, message.value.SerializeToString())
 
 
-def _split_address(text: str | None) -> tuple[str | None, str | None]:
-    """``namespace/name/id`` as a dead letter's JSON wrote it before it named the parts: the namespace
-    is taken to have no ``/`` (an id may have some)."""
-    if not text:
-        return None, None
-    parts = text.split("/", 2)
-    return "/".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
-
-
 def _dead_letter_row(value: bytes, headers: list[tuple[str, bytes]] | None) -> DeadLetterRow:
-    letter = json.loads(value)
-    message = next((v for k, v in headers or () if k == records.DEAD_LETTER_VALUE_HEADER), b"")
-    if "target_type" in letter:
-        target_type, target_id = letter["target_type"], letter["target_id"]
-        caller_type, caller_id = letter.get("caller_type"), letter.get("caller_id")
-    else:
-        target_type, target_id = _split_address(letter["target"])
-        caller_type, caller_id = _split_address(letter["caller"])
-    return DeadLetterRow(target_type, target_id or "", caller_type, caller_id, message, letter["reason"], letter["at_ms"])
+    letter = records.dead_letter_of(value, headers)
+    caller = letter.caller
+    return DeadLetterRow(letter.target_type, letter.target_id, None if caller is None else caller.typename,
+                         None if caller is None else caller.id, letter.value.SerializeToString(), letter.reason,
+                         letter.at_ms)
 
 
 def _kafka_ingresses(module: Module | None) -> list[KafkaIngressSpec]:

@@ -4,8 +4,10 @@ Most ingress messages need no owner: a worker routes a message for a partition i
 ``<app>.messages``. Three things do need the owner's process: a request that waits for its reply (the
 function answers on the worker that runs it), a request with an ``Idempotency-Key`` (the key's record is
 kept with the address's partition), and the admin API's per-address routes (state, delayed messages,
-resume/skip). For these a middleware sends the request on to the owner's server (found in the group,
-``cluster.GroupView``) and relays its answer, so any worker can be asked. A forwarded request that lands
+resume/skip, messages sent and dead letters replayed through it). For these a middleware (for a dead
+letter, whose target is known once it is read, the route itself) sends the request on to the owner's
+server (found in the group, ``cluster.GroupView``) and relays its answer, so any worker can be asked.
+A forwarded request that lands
 on a worker that is not the owner any more is refused with 503 and a ``Pystatefun-Not-Owner`` header:
 it was not applied, so it is tried again with a fresh view of the group, until the partition has an owner
 again or OWNER_WAIT_SECONDS pass (a rebalance in progress).
@@ -77,12 +79,20 @@ class Forwarding:
             id = request.match_info.get("id")
             if id is None or not needs_owner(request):
                 return await handler(request)
-            outgoing = _Outgoing(request.method, request.raw_path, request.headers, request.query.get("wait"), request.read)
-            answer = await self._to_owner(self.runtime.partition_of(id), server, lambda: handler(request), outgoing)
-            if isinstance(answer, Response):
-                return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
-            return answer
+            return await self.to_owner_of(id, request, lambda: handler(request), server)
         return to_owner
+
+    async def to_owner_of(self, id: str, request: web.Request,
+                          here: typing.Callable[[], typing.Awaitable[web.StreamResponse]],
+                          server: Server = "admin") -> web.StreamResponse:
+        """``request``, which is about an address with this ``id``: answered by ``here`` on the worker that
+        owns the id's partition, else sent on to that worker (its ``server``) and its answer relayed. For a
+        route whose address is found only while it is handled (a dead letter's target)."""
+        outgoing = _Outgoing(request.method, request.raw_path, request.headers, request.query.get("wait"), request.read)
+        answer = await self._to_owner(self.runtime.partition_of(id), server, here, outgoing)
+        if isinstance(answer, Response):
+            return web.Response(status=answer.status, body=answer.body, headers=answer.headers)
+        return answer
 
     def ingress_handler(self, needs_owner: typing.Callable[[Request], bool], handler: Handler) -> Handler:
         """The same for the playground ingress (io/http_server.py), whose paths are ``/{namespace}/{type}/{id}``."""

@@ -62,6 +62,29 @@ def decode_dead_letter(offset: int, value: bytes, headers: list[tuple[str, bytes
             "value_base64": base64.b64encode(message.value).decode(), "reason": letter["reason"], "at_ms": letter["at_ms"]}
 
 
+def dead_letter_of(value: bytes, headers: list[tuple[str, bytes]] | None) -> DeadLetter:
+    """A dead-letter record as the runtime made it (a replay sends it again; a savepoint keeps it)."""
+    letter = json.loads(value)
+    message = next((TypedValue.FromString(v) for k, v in headers or () if k == DEAD_LETTER_VALUE_HEADER), TypedValue())
+    if "target_type" in letter:
+        target_type, target_id = letter["target_type"], letter["target_id"]
+        caller_type, caller_id = letter.get("caller_type"), letter.get("caller_id")
+    else:
+        target_type, target_id = _split_address(letter["target"])
+        caller_type, caller_id = _split_address(letter["caller"])
+    caller = None if caller_type is None else address(caller_type, caller_id or "")
+    return DeadLetter(target_type, target_id or "", caller, message, letter["reason"], letter["at_ms"])
+
+
+def _split_address(text: str | None) -> tuple[str | None, str | None]:
+    """``namespace/name/id`` as a dead letter's JSON wrote it before it named the parts: the namespace
+    is taken to have no ``/`` (an id may have some)."""
+    if not text:
+        return None, None
+    parts = text.split("/", 2)
+    return "/".join(parts[:2]), (parts[2] if len(parts) > 2 else "")
+
+
 def _envelope(message: LogMessage) -> Envelope:
     caller = None
     if message.HasField("caller"):

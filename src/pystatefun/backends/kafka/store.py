@@ -37,7 +37,7 @@ from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
-from pystatefun.runtime.epoch import Epoch, IdempotencyRecord, StoredValue
+from pystatefun.runtime.epoch import DeadLetter, Epoch, IdempotencyRecord, StoredValue
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.specs import StateSpec
 
@@ -127,6 +127,9 @@ class KafkaStore:
         self._processed: dict[int, set[int]] = {}
         self._processed_written: dict[int, bool] = {}  # whether the changelog's last value has entries
         self._specs: dict[str, dict[str, StateSpec]] = {}
+        # the dead letters counted so far: (first offset then, offset counted up to, count); see dead_letter_count
+        self._dead_letters_counted = (0, 0, 0)
+        self._counting_dead_letters = threading.Lock()
         # set by the consumer thread when the group gave our partitions to others: nothing may commit
         self.lost = False
         # the error of a commit that failed: every later one is refused, for the positions and the state
@@ -227,6 +230,36 @@ class KafkaStore:
                 if len(letters) >= limit:
                     break
         return letters[:limit]
+
+    def dead_letter(self, seq: int) -> DeadLetter | None:
+        """Dead letter ``seq`` (the record at offset seq - 1 of ``<app>.dead-letters``) as the runtime made
+        it, None when there is none (a replay sends it again); read from the topic, by any worker."""
+        with PartitionReader(self._client_config, f"{self.topics.app}-admin", self.topics.dead_letters, 0) as reader:
+            low, high = reader.watermarks(timeout=DEAD_LETTERS_TIMEOUT_SECONDS)
+            deadline = time.monotonic() + DEAD_LETTERS_TIMEOUT_SECONDS
+            if not low < seq <= high:
+                return None
+            for batch in reader.batches(seq - 1, seq, deadline, max_records=1):
+                for record in batch:
+                    if record.offset() == seq - 1:
+                        return records.dead_letter_of(record.value(), record.headers())
+        return None  # a transaction marker or an aborted record: no dead letter has this seq
+
+    def dead_letter_count(self) -> int:
+        """How many dead letters ``<app>.dead-letters`` holds (a blocking call, for a thread). Read through
+        once, then only the records added since the last call; from the start again if retention dropped
+        records. Transaction markers take offsets too, so the offsets alone do not tell."""
+        with self._counting_dead_letters, PartitionReader(self._client_config, f"{self.topics.app}-admin",
+                                                          self.topics.dead_letters, 0) as reader:
+            low, high = reader.watermarks(timeout=DEAD_LETTERS_TIMEOUT_SECONDS)
+            first, counted_to, count = self._dead_letters_counted
+            if low > first:
+                first, counted_to, count = low, low, 0
+            deadline = time.monotonic() + DEAD_LETTERS_TIMEOUT_SECONDS
+            for batch in reader.batches(counted_to, high, deadline):
+                count += len(batch)
+            self._dead_letters_counted = (first, max(counted_to, reader.position), count)
+            return count
 
     def counts(self) -> dict[str, typing.Any]:
         # dead letters: None, as counting them would mean reading <app>.dead-letters from the event loop
