@@ -16,38 +16,16 @@ from prometheus_client import CollectorRegistry, Histogram
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from pystatefun.runtime.cardinality import MAX_FUNCTION_TYPE_LABELS, FunctionTypeLabels
 from pystatefun.runtime.health import EndpointHealth
 from pystatefun.runtime.processor import Runtime
 
-# function types with a label value of their own; the rest share the value OTHER, so that a namespace
-# binding that takes any type name cannot grow the series without bound
-MAX_FUNCTION_TYPE_LABELS = 200
-OTHER = "other"  # never a function type's name (those have a '/')
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 120.0)
 SIZE_BUCKETS = (1, 10, 100, 1_000, 10_000, 100_000, 1_000_000)
 
 
 class CountsStore(typing.Protocol):
     def counts(self) -> dict[str, typing.Any]: ...
-
-
-class FunctionTypeLabels:
-    """The ``function_type`` label value of each function type: its name for the first ``cap`` types seen
-    (kept for good, so a series never changes its name), ``other`` for any type after them."""
-
-    def __init__(self, cap: int = MAX_FUNCTION_TYPE_LABELS):
-        if cap < 1:
-            raise ValueError(f"the function type label cap must be at least 1, got {cap}")
-        self.cap = cap
-        self._named: set[str] = set()
-
-    def __call__(self, function_type: str) -> str:
-        if function_type in self._named:
-            return function_type
-        if len(self._named) < self.cap:
-            self._named.add(function_type)
-            return function_type
-        return OTHER
 
 
 class Metrics:

@@ -156,7 +156,25 @@ class KafkaIngress:
             "stopped_partitions": {f"{topic}/{partition}": why for (topic, partition), why in self.stopped.items()},
         }
 
+    async def lag(self) -> list[dict[str, typing.Any]]:
+        """For the admin API's overview: per topic partition this ingress reads now, the records after its
+        position, as the consumer's last fetch saw the end of the partition (one it has read nothing
+        of yet has no position, and is left out). Asked in the consumer's thread, as everything else."""
+        if self._consumer is None:
+            return []
+        return await asyncio.get_running_loop().run_in_executor(self._thread, self._lag)
+
     # -- the consumer thread ----------------------------------------------------------------------------
+
+    def _lag(self) -> list[dict[str, typing.Any]]:
+        consumer = self._consumer
+        lag = []
+        for tp in consumer.position(consumer.assignment()):
+            _, high = consumer.get_watermark_offsets(tp, cached=True)
+            if tp.offset >= 0 and high >= 0:
+                lag.append({"ingress": self.spec.id, "topic": tp.topic, "partition": tp.partition,
+                            "lag": max(0, high - tp.offset)})
+        return lag
 
     def _subscribe(self) -> Consumer:
         config = {
@@ -253,6 +271,7 @@ class KafkaIngress:
             if not runtime.owns(target):
                 self.elsewhere += 1
             runtime.route(Envelope(target, None, value))
+            runtime.flows.from_ingress(self.spec.id, target.typename)
         self.records += 1
         self._advance(topic, partition, offset)
 

@@ -95,8 +95,10 @@ class Committing:
 
     def _after_commit(self, epoch: Epoch, started: float) -> None:
         if not epoch.empty:
+            seconds = time.perf_counter() - started
             if self.on_commit is not None:
-                self.on_commit(time.perf_counter() - started, epoch.size())
+                self.on_commit(seconds, epoch.size())
+            self.recent_commits.add(seconds)
             self.commits += 1
             if epoch.overflowing and self.spill:
                 self._spill_overflow(epoch)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import time
 import typing
 
 from pystatefun.runtime.envelope import Envelope
@@ -27,10 +28,14 @@ class Invoker(typing.Protocol):
     def is_async(self, typename: str) -> bool: ...
 
 
-class FunctionStats:
-    """Counters of one function type, plain ints on the hot path; the metrics read them when scraped."""
+RECENT_BATCHES = 1024  # batches per function type whose durations are kept (the admin API's latency)
 
-    __slots__ = ("messages_in", "batches", "out_local", "out_remote", "out_egress")
+
+class FunctionStats:
+    """Counters of one function type, plain ints on the hot path; the metrics and the admin API read them."""
+
+    __slots__ = ("messages_in", "batches", "out_local", "out_remote", "out_egress", "failures", "largest_batch",
+                 "latencies")
 
     def __init__(self) -> None:
         self.messages_in = 0
@@ -38,6 +43,18 @@ class FunctionStats:
         self.out_local = 0  # to functions on partitions this process owns (all, on the embedded backend)
         self.out_remote = 0  # to functions on partitions owned elsewhere (the Kafka backend)
         self.out_egress = 0
+        self.failures = 0  # batches that failed and parked their address
+        self.largest_batch = 0
+        # seconds each of the last RECENT_BATCHES batches took, failed ones too
+        self.latencies: collections.deque[float] = collections.deque(maxlen=RECENT_BATCHES)
+
+    def ran(self, started: float, size: int, ok: bool) -> None:
+        """A batch of ``size`` messages that began at ``started`` (time.perf_counter()) ended."""
+        self.latencies.append(time.perf_counter() - started)
+        if size > self.largest_batch:
+            self.largest_batch = size
+        if not ok:
+            self.failures += 1
 
 
 class Mailbox:
@@ -48,7 +65,7 @@ class Mailbox:
     many messages other functions send it."""
 
     __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
-                 "invocation", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
+                 "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
 
     def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
                  stats: FunctionStats):
@@ -62,6 +79,7 @@ class Mailbox:
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None
         self.invocation = 0  # the number of the batch in flight (or last run), for the logs
+        self.started = 0.0  # when the batch in flight began (time.perf_counter())
         self.parked: str | None = None
         self.scheduled = False
         self.waiters: list[asyncio.Future] = []  # ingresses waiting for room in the backlog

@@ -28,6 +28,7 @@ from pystatefun.runtime.commits import Committing
 from pystatefun.runtime.effects import EffectApplication
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import EgressRecord, Epoch, StateKey, StoredValue, StoreFullError, Timer
+from pystatefun.runtime.flows import Flows, RecentCommits
 from pystatefun.runtime.mailbox import FunctionStats, Invoker, Mailbox, PartitionProcessor
 from pystatefun.runtime.operations import Operations
 from pystatefun.runtime.replies import ReplySink
@@ -122,6 +123,8 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.running = False
         self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
         self.stats: dict[str, FunctionStats] = {}  # per function type
+        self.flows = Flows()  # messages per sender -> target, for the function graph
+        self.recent_commits = RecentCommits()
         self._invocation = 0  # batches started by this process, numbering them for the logs
         # told the seconds and the record count of every commit (the metrics hook)
         self.on_commit: typing.Callable[[float, int], None] | None = None

@@ -63,6 +63,7 @@ class Scheduling:
             batch = [backlog.popleft() for _ in range(min(len(backlog), invoker.max_batch))]
             invocations = [(e.caller, e.value) for e in batch]
         mailbox.in_flight = batch
+        mailbox.started = time.perf_counter()
         self._invocation += 1
         mailbox.invocation = self._invocation
         stats = mailbox.stats
@@ -115,6 +116,7 @@ class Scheduling:
         except InvocationError as e:
             self._park(mailbox, str(e))
             return
+        mailbox.stats.ran(mailbox.started, len(mailbox.in_flight), True)
         self._finish(mailbox)
 
     def _undeliverable(self, mailbox: Mailbox, reason: str) -> None:
@@ -146,6 +148,7 @@ class Scheduling:
         log.error("parking %s/%s: %s", target.typename, target.id, reason,
                   extra={"address": f"{target.typename}/{target.id}", "invocation": mailbox.invocation})
         if mailbox.in_flight:
+            mailbox.stats.ran(mailbox.started, len(mailbox.in_flight), False)
             mailbox.backlog.extendleft(reversed(mailbox.in_flight))
         mailbox.in_flight = None
         mailbox.parked = reason
