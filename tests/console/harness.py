@@ -1,0 +1,139 @@
+"""What the console tests share: the shopping-cart example with the test functions of apps/ops.py, run by
+`pystatefun run` (or as Kafka workers), and a page of a real headless Chromium that collects every console
+error and uncaught exception of the pages it shows."""
+
+from __future__ import annotations
+
+import base64
+import json
+import shutil
+import time
+import typing
+from pathlib import Path
+
+from e2e.processes import Runtime, request
+
+ROOT = Path(__file__).resolve().parents[2]
+CART = ROOT / "examples" / "shopping-cart" / "shopping_cart.py"
+OPS = Path(__file__).parent / "apps" / "ops.py"
+SCREENSHOTS = ROOT / "docs" / "console"
+CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser builds come from a CDN this project cannot reach
+
+FUNCTIONS = """\
+kind: pystatefun.v1/embedded
+spec:
+  functions: com.example/*
+  module: shopping_cart:functions
+---
+kind: pystatefun.v1/embedded
+spec:
+  functions: ops/*
+  module: ops:functions
+"""
+PLAYGROUND = """\
+---
+kind: io.statefun.playground.v1/ingress
+spec:
+  port: ${INGRESS_PORT}
+---
+kind: io.statefun.playground.v1/egress
+spec:
+  port: ${EGRESS_PORT}
+  topics: [receipts, ops]
+"""
+
+
+def application(folder: Path, playground: bool = True) -> Path:
+    """The shopping cart and ops/* in ``folder``: its module.yaml."""
+    folder.mkdir(parents=True, exist_ok=True)
+    shutil.copy(CART, folder / CART.name)
+    shutil.copy(OPS, folder / OPS.name)
+    module = folder / "module.yaml"
+    module.write_text(FUNCTIONS + (PLAYGROUND if playground else ""))
+    return module
+
+
+def wait_until(condition: typing.Callable[[], typing.Any], what: str, timeout: float = 60.0) -> typing.Any:
+    """Waits for ``condition`` to be true and gives its value (a liveness bound for a loaded machine, not a
+    timing check)."""
+    deadline = time.monotonic() + timeout
+    while not (value := condition()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"not within {timeout:.0f}s: {what}")
+        time.sleep(0.2)
+    return value
+
+
+class App:
+    """A running application: its ingress, egress and admin API, over HTTP."""
+
+    def __init__(self, runtime: Runtime, token: str | None = None):
+        self.runtime = runtime
+        self.token = token
+        self.taken: dict[str, list[dict]] = {}
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.runtime.admin_port}/ui/"
+
+    def send(self, typename: str, id: str, message_type: str, body: typing.Any, wait: float | None = None):
+        path = f"/{typename}/{id}" + (f"?wait={wait}" if wait is not None else "")
+        data = body if isinstance(body, bytes) else json.dumps(body).encode()
+        reply = self.runtime.send(path, message_type, data)
+        assert reply.status in (200, 202), reply
+        return reply
+
+    def admin(self, method: str, path: str, body: typing.Any = None) -> tuple[int, typing.Any]:
+        headers = {"Content-Type": "application/json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
+        reply = request(self.runtime.admin_port, method, path, b"" if body is None else json.dumps(body).encode(), headers)
+        try:
+            return reply.status, json.loads(reply.body)
+        except ValueError:
+            return reply.status, reply.body.decode(errors="replace")
+
+    def egress(self, topic: str) -> list[dict]:
+        """Every record of ``topic`` taken so far (the playground egress hands each out once)."""
+        taken = self.taken.setdefault(topic, [])
+        while (reply := self.runtime.take(topic)).status == 200:
+            record = json.loads(reply.body)
+            taken.append(json.loads(record) if isinstance(record, str) else record)
+        return taken
+
+
+def shop_traffic(app: App, users: typing.Iterable[str] = ("alice", "bob")) -> None:
+    """Restocks socks, fills the users' carts and checks them out: every flow of the example."""
+    app.send("com.example/stock", "socks", "com.example/RestockItem", {"quantity": 100})
+    for user in users:
+        app.send("com.example/user-shopping-cart", user, "com.example/AddToCart", {"sku": "socks", "quantity": 2})
+    for user in users:
+        reply = app.send("com.example/user-shopping-cart", user, "com.example/Checkout", {}, wait=30)
+        assert json.loads(reply.body) == {"user": user, "items": {"socks": 2}}
+
+
+class Page:
+    """A browser page on the console of ``app``: ``errors`` holds every console error and uncaught
+    exception its pages caused."""
+
+    def __init__(self, context, app: App):
+        self.app = app
+        self.page = context.new_page()
+        self.errors: list[str] = []
+        self.page.on("console", lambda message: message.type == "error" and self.errors.append(
+            f"console: {message.text} ({message.location.get('url')})"))
+        self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
+        self.requests: list[str] = []
+        self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def open(self, route: str = "overview"):
+        self.page.goto(self.app.url + f"#/{route}")
+        return self.page
+
+    def screenshot(self, name: str) -> None:
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        self.page.screenshot(path=str(SCREENSHOTS / f"{name}.png"), full_page=True)
+
+
+def basic(token: str) -> dict[str, str]:
+    return {"Authorization": "Basic " + base64.b64encode(f"operator:{token}".encode()).decode()}
