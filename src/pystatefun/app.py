@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pystatefun.admin import AdminApi
 from pystatefun.admin.metrics import EndpointCollector, KafkaBackendCollector, KafkaCollector, Metrics
+from pystatefun.admin.observation import Deployment
 from pystatefun.admin.server import serve as serve_admin
 from pystatefun.backends.embedded import SQLiteStore
 from pystatefun.backends.kafka.client import require_kafka_client
@@ -137,7 +138,8 @@ class Application:
         # built here so that an admin API exposed without a token is refused before anything starts
         self.admin = None if admin_port is None else AdminApi(
             self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.health_status,
-            self.forwarding, host=admin_host, port=admin_port, ingress=self.ingress, savepoints=None if kafka is not None else self.savepoint)
+            self.forwarding, host=admin_host, port=admin_port, ingress=self.ingress, deployment=self._deployment(),
+            savepoints=None if kafka is not None else self.savepoint)
         self._runners: list[web.AppRunner] = []  # aiohttp's servers (the admin API)
         self._servers: list[HttpServer] = []  # the playground ingress's and egress's
         self._sweeper: asyncio.Task | None = None
@@ -193,6 +195,19 @@ class Application:
         self._transports.append(transport)
         return RemoteInvoker(spec.url_for, transport, _batch_size(spec.max_num_batch_requests), registered,
                              self.store.save_function_specs, health)
+
+    def _deployment(self) -> Deployment:
+        """What the admin API's overview and graph say of this process beyond what its runtime counts."""
+        kafka = self.kafka
+        module = self.module
+        return Deployment(
+            backend="embedded" if kafka is None else "kafka",
+            application=self.data_dir.resolve().name if kafka is None else kafka.app,
+            worker=socket.gethostname() if kafka is None else kafka.worker_id,
+            admin=f"http://{self.admin_host}:{self.admin_port}" if kafka is None else kafka.urls.admin,
+            ingresses=tuple(spec.id for spec in module.ingresses), egresses=tuple(spec.id for spec in module.egresses),
+            lag_sources=self.kafka_ingresses,
+        )
 
     def resolve(self, typename: str) -> typing.Any:
         """The invoker of a function type (None: no binding, so its messages become dead letters)."""

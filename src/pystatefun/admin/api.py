@@ -16,6 +16,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 
 from pystatefun.admin import console
 from pystatefun.admin.console import CONSOLE_ROOT
+from pystatefun.admin.observation import Deployment, Observation
 from pystatefun.admin.openapi import OPENAPI
 from pystatefun.admin.values import StateValueError, describe, encode
 from pystatefun.io.http_server import Response
@@ -60,6 +61,8 @@ class Peers(typing.Protocol):
 
     async def gather(self, request: web.Request) -> list[typing.Any]: ...
 
+    def asked_by_peer(self, request: web.Request) -> bool: ...
+
     async def to_owner_of(self, id: str, request: web.Request,
                           here: typing.Callable[[], typing.Awaitable[web.StreamResponse]]) -> web.StreamResponse: ...
 
@@ -92,7 +95,7 @@ class AdminApi:
     def __init__(self, runtime: Runtime, store: AdminStore, registry: CollectorRegistry,
                  functions: typing.Callable[[], list[dict[str, typing.Any]]], token: str | None = None,
                  io_status: typing.Callable[[], dict[str, typing.Any]] = dict, peers: Peers | None = None, *,
-                 host: str = "127.0.0.1", port: int, ingress: Ingress,
+                 host: str = "127.0.0.1", port: int, ingress: Ingress, deployment: Deployment,
                  savepoints: typing.Callable[[str, bool], typing.Awaitable[dict[str, typing.Any]]] | None = None):
         """``host`` and ``port``: where the API is served. Bound beyond loopback it must have a ``token``
         (AdminExposedError otherwise); on loopback it answers only requests whose Host names loopback
@@ -117,6 +120,8 @@ class AdminApi:
         self.savepoints = savepoints
         self.ingress = ingress  # takes the messages sent through the API (POST /messages, dead-letter replays)
         self.started = time.time()
+        # the console's overview, function graph and function details
+        self.observation = Observation(runtime, store, deployment, functions)
 
     def app(self) -> web.Application:
         middlewares = [self._same_origin, self._authorize]
@@ -128,6 +133,9 @@ class AdminApi:
         app.router.add_get("/metrics", self.metrics)
         app.router.add_get("/openapi.json", self.openapi)
         app.router.add_get("/functions", self.list_functions)
+        app.router.add_get("/functions/{namespace}/{type}", self.function)
+        app.router.add_get("/overview", self.overview)
+        app.router.add_get("/graph", self.graph)
         app.router.add_get("/addresses/{namespace}/{type}", self.addresses)
         app.router.add_route("*", "/state/{namespace}/{type}/{id}", self.state)
         app.router.add_get("/delayed/{namespace}/{type}/{id}", self.delayed)
@@ -201,6 +209,37 @@ class AdminApi:
 
     async def list_functions(self, request: web.Request) -> web.Response:
         return web.json_response(self.functions())
+
+    async def overview(self, request: web.Request) -> web.Response:
+        """Workers, partitions, epochs and commit latency, ingress and egress rates, lag, parked addresses
+        and dead letters (admin/observation.py); on the Kafka backend over every worker."""
+        observation = self.observation
+        parts = await self._with_workers(request, await observation.overview_part())
+        return parts if isinstance(parts, web.Response) else web.json_response(await observation.overview(parts))
+
+    async def graph(self, request: web.Request) -> web.Response:
+        """The function graph: function types, ingresses and egresses, and the message flows between them."""
+        parts = await self._with_workers(request, self.observation.graph_part())
+        return parts if isinstance(parts, web.Response) else web.json_response(self.observation.graph(parts))
+
+    async def function(self, request: web.Request) -> web.Response:
+        """One function type: its endpoint and health, calls, failures, latency, batch sizes, addresses."""
+        typename = f"{request.match_info['namespace']}/{request.match_info['type']}"
+        part = await self.observation.function_part(typename)
+        if part is None:
+            return _error(404, f"no function type {typename!r} is bound in the module (GET /functions lists them)")
+        parts = await self._with_workers(request, part)
+        return parts if isinstance(parts, web.Response) else web.json_response(self.observation.function(parts))
+
+    async def _with_workers(self, request: web.Request, part: typing.Any) -> list[typing.Any] | web.Response:
+        """This process's part and, on the Kafka backend, every other worker's; asked by another worker, the
+        answer is this worker's own part as it is (the asking worker merges)."""
+        if self.peers is None:
+            return [part]
+        if self.peers.asked_by_peer(request):
+            return web.json_response(part)
+        others = await self._peer_parts(request)
+        return others if isinstance(others, web.Response) else [part, *others]
 
     async def addresses(self, request: web.Request) -> web.Response:
         """The ids of a function type with committed state: ``?after=ID&limit=N`` pages through them."""

@@ -47,6 +47,21 @@ OPENAPI: dict[str, typing.Any] = {
                                           "health, and the types a remote endpoint answered 404 for (unregistered: "
                                           "seconds the ingress still refuses each)",
                                "responses": {"200": _json("the bindings", {"type": "array", "items": {"type": "object"}})}}},
+        "/functions/{namespace}/{type}": {"get": {
+            "summary": "One function type: its endpoint and health, calls, failures, latency, batch sizes and "
+                       "addresses (on Kafka over every worker)",
+            "parameters": _ADDRESS[:2],
+            "responses": {"200": _json("the function type", {"$ref": "#/components/schemas/FunctionType"}),
+                          "404": _ERROR, "502": _ERROR}}},
+        "/overview": {"get": {
+            "summary": "The application at a glance: workers and their partitions, epochs per second, commit latency, "
+                       "message, ingress and egress rates, Kafka ingress lag, parked addresses and dead letters; rates "
+                       "over the last 10 s (on Kafka summed over every worker)",
+            "responses": {"200": _json("the overview", {"$ref": "#/components/schemas/Overview"}), "502": _ERROR}}},
+        "/graph": {"get": {
+            "summary": "The function graph: function types, ingresses and egresses, and the message flows the runtime "
+                       "counted between them, with their rates over the last 10 s (on Kafka over every worker)",
+            "responses": {"200": _json("nodes and edges", {"$ref": "#/components/schemas/Graph"}), "502": _ERROR}}},
         "/addresses/{namespace}/{type}": {"get": {
             "summary": "Ids of a function type that have committed state, in order",
             "parameters": [*_ADDRESS[:2], {"name": "after", "in": "query", "schema": {"type": "string"}}, *_PAGE],
@@ -149,6 +164,50 @@ OPENAPI: dict[str, typing.Any] = {
             "state": {"type": "object", "additionalProperties": {"$ref": "#/components/schemas/StateValue"}}}},
         "StateInput": {"type": "object", "description": "exactly one of value (built-in and JSON types) or value_base64",
                        "properties": {"value": {}, "value_base64": {"type": "string"}}},
+        "FunctionType": {"type": "object", "properties": {
+            "typename": {"type": "string"},
+            "endpoint": {"type": "string", "description": "embedded, or the URL its calls go to"},
+            "health": {"type": "string", "description": "a remote endpoint's: ok, failing or unknown (not called yet); "
+                                                        "ok for an embedded function"},
+            "calls": {"type": "integer", "description": "batches run since the process started (summed over the workers)"},
+            "failures": {"type": "integer", "description": "batches that failed and parked their address"},
+            "error_rate": {"type": "number", "description": "failures / calls (0 without calls)"},
+            "latency_ms": {"$ref": "#/components/schemas/Percentiles",
+                           "description": "how long a batch took, over the last 1,024 batches of each worker"},
+            "batch_size": {"type": "object", "description": "mean (messages per call) and max, null without calls",
+                           "properties": {"mean": {"type": ["number", "null"]}, "max": {"type": ["integer", "null"]}}},
+            "addresses": {"type": ["integer", "null"],
+                          "description": "addresses with committed state; null beyond 10,000 (it is not counted further)"}}},
+        "Percentiles": {"type": "object", "description": "in milliseconds; null without samples", "properties": {
+            "p50": {"type": ["number", "null"]}, "p99": {"type": ["number", "null"]}}},
+        "Overview": {"type": "object", "properties": {
+            "backend": {"type": "string", "enum": ["embedded", "kafka"]},
+            "application": {"type": "string", "description": "the Kafka application, or the data dir's name"},
+            "uptime_s": {"type": "number", "description": "of the process that answers"},
+            "workers": {"type": "array", "description": "worker (id; the host name on the embedded backend), "
+                                                        "partitions (the ones it runs), admin (its admin API's URL)",
+                        "items": {"type": "object"}},
+            "partitions": {"type": "integer", "description": "the application's partitions"},
+            "epochs_per_s": {"type": "number", "description": "epochs committed (with anything in them)"},
+            "commit_latency_ms": {"$ref": "#/components/schemas/Percentiles",
+                                  "description": "over the commits of the last 10 s, of every worker"},
+            "messages_per_s": {"type": "number", "description": "messages sent to functions, from ingresses and functions"},
+            "ingress_per_s": {"type": "number", "description": "messages from ingresses"},
+            "egress_per_s": {"type": "number", "description": "records to egresses"},
+            "lag": {"type": "array", "description": "per Kafka ingress topic partition: ingress, topic, partition, lag "
+                                                    "(records after the read position)",
+                    "items": {"type": "object"}},
+            "parked": {"type": "integer", "description": "parked addresses"},
+            "dead_letters": {"type": "integer", "description": "dead letters kept"}}},
+        "Graph": {"type": "object", "properties": {
+            "nodes": {"type": "array", "description": "id (function:TYPE, ingress:ID or egress:ID), kind (function, "
+                                                      "ingress or egress), name; the module's ingresses, egresses and "
+                                                      "function types, and any other end of a flow",
+                      "items": {"type": "object"}},
+            "edges": {"type": "array", "description": "from and to (node ids), messages (since the process started, "
+                                                      "summed over the workers) and per_s (the last 10 s); the function "
+                                                      "types after the first 200 are counted as function:other",
+                      "items": {"type": "object"}}}},
         "Replay": {"type": "object", "required": ["seq", "target", "replayed"], "properties": {
             "seq": {"type": "integer"}, "target": {"type": "string", "description": "namespace/type/id"},
             "replayed": {"type": "boolean", "description": "sent now (false: it had been replayed already)"},

@@ -12,8 +12,9 @@ on a worker that is not the owner any more is refused with 503 and a ``Pystatefu
 it was not applied, so it is tried again with a fresh view of the group, until the partition has an owner
 again or OWNER_WAIT_SECONDS pass (a rebalance in progress).
 
-The admin API's listings (addresses of a function type, parked addresses) ask every worker for its own
-part (:meth:`Forwarding.gather`) and merge.
+The admin API's listings (addresses of a function type, parked addresses) and its views of the whole
+application (overview, function graph, a function type's calls) ask every worker for its own part
+(:meth:`Forwarding.gather`) and merge.
 """
 
 from __future__ import annotations
@@ -161,7 +162,7 @@ class Forwarding:
     async def gather(self, request: web.Request) -> list[typing.Any]:
         """The JSON answers of the other workers' admin APIs to this GET, each for the partitions it owns
         (nothing when this request came from another worker: it wants this worker's part only)."""
-        if FORWARDED_BY in request.headers:
+        if self.asked_by_peer(request):
             return []
         others = [m for m in await self.view.members() if m.worker_id != self.worker_id]
         missing = [m.worker_id for m in others if m.urls.admin is None]
@@ -182,6 +183,10 @@ class Forwarding:
                 raise PeerError(f"worker {member.worker_id} did not answer: {e}") from None
 
         return list(await asyncio.gather(*(part(m) for m in others)))
+
+    def asked_by_peer(self, request: web.Request) -> bool:
+        """Whether another worker sent this request (for its part of a listing, or as the owner)."""
+        return FORWARDED_BY in request.headers
 
     @property
     def session(self) -> aiohttp.ClientSession:

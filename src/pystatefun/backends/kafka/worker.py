@@ -114,6 +114,7 @@ class KafkaBackend:
         self.bootstrap_servers = bootstrap_servers
         self.app = app
         self.worker_id = worker_id
+        self.urls = urls
         self.properties = dict(properties or {})
         common = {**self.properties, "bootstrap.servers": bootstrap_servers}
         self._common = common
