@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pystatefun import StringType
+from pystatefun import IntType, StringType
 
 from .processes import Runtime, request
 
@@ -187,3 +187,19 @@ def test_a_replay_is_refused_while_its_target_type_is_missing_and_kept_when_its_
     assert admin(runtime, "POST", "/parked/crash/fragile/t/resume")[0] == 200
     assert [(r["key"], r["message"]) for r in drain(runtime, "fragile")] == [("t", "poison")]
     assert admin(runtime, "POST", f"/dead-letters/{seq}/replay")[1]["already_replayed"] is True
+
+
+def test_a_reply_nobody_waits_for_is_no_message_to_replay(runtime):
+    # crash/slow-answer answers a second after the request stopped waiting: its reply becomes a dead letter
+    status, answer = post_message(runtime, "crash/slow-answer/z?wait=0.5", "io.statefun.types/int",
+                                  IntType.serializer().serialize(1))
+    assert status == 504 and "no reply within 0.5 s" in answer["error"]
+    for _ in range(200):
+        letters = admin(runtime, "GET", "/dead-letters")[1]
+        if letters:
+            break
+        runtime.take("counts", wait=0.05)
+    (letter,) = letters
+    assert letter["target"].startswith("pystatefun/reply/") and letter["caller"] == "crash/slow-answer/z"
+    status, answer = admin(runtime, "POST", f"/dead-letters/{letter['seq']}/replay")
+    assert status == 409 and "a reply whose request was answered already or waits no more" in answer["error"]

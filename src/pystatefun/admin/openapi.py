@@ -115,7 +115,8 @@ OPENAPI: dict[str, typing.Any] = {
                 "400": _ERROR,
                 "404": {**_ERROR, "description": "no dead letter has this seq, or its target's function type is not "
                                                  "bound (its cause is not fixed): as {\"error\": \"...\"}"},
-                "409": {**_ERROR, "description": "a record for an egress, not a message: as {\"error\": \"...\"}"},
+                "409": {**_ERROR, "description": "a record for an egress or a reply nobody waits for, not a message to "
+                                                 "send again: as {\"error\": \"...\"}"},
                 "507": {**_ERROR, "description": "the runtime cannot store messages now (a full disk); Retry-After"}}}},
         "/messages/{namespace}/{type}/{id}": {"post": {
             "summary": "Send a message to an address, taken exactly as the HTTP ingress takes it (the same checks, "

@@ -177,6 +177,9 @@ class PlaygroundIngress:
         and however concurrently, it is replayed. True once the message is committed; False when it was
         replayed before (that replay is committed by the time this returns); else the refusal, as the
         ingress would answer it (its function type is still not there, the disk is full)."""
+        if letter.target_type == REPLY_TYPENAME:
+            return text(409, f"dead letter {seq} is a reply whose request was answered already or waits no more: "
+                             "there is nothing to send it to again")
         target = address(letter.target_type, letter.target_id)
         refused = self._refusal(letter.target_type)
         if refused is not None:
