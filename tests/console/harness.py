@@ -10,6 +10,7 @@ import shutil
 import time
 import typing
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from e2e.processes import Runtime, request
 
@@ -107,7 +108,9 @@ def shop_traffic(app: App, users: typing.Iterable[str] = ("alice", "bob")) -> No
     app.send("com.example/stock", "socks", "com.example/RestockItem", {"quantity": 100})
     for user in users:
         app.send("com.example/user-shopping-cart", user, "com.example/AddToCart", {"sku": "socks", "quantity": 2})
-    for user in users:
+    for user in users:  # the stock answers the cart in a message of its own: the checkout waits for it
+        wait_until(lambda: app.admin("GET", f"/state/com.example/user-shopping-cart/{user}")[1]["state"],
+                   f"{user}'s cart holds the socks")
         reply = app.send("com.example/user-shopping-cart", user, "com.example/Checkout", {}, wait=30)
         assert json.loads(reply.body) == {"user": user, "items": {"socks": 2}}
 
@@ -120,11 +123,25 @@ class Page:
         self.app = app
         self.page = context.new_page()
         self.errors: list[str] = []
-        self.page.on("console", lambda message: message.type == "error" and self.errors.append(
-            f"console: {message.text} ({message.location.get('url')})"))
+        self.refusals: set[tuple[int, str]] = set()
+        self.page.on("console", self._console)
         self.page.on("pageerror", lambda error: self.errors.append(f"uncaught: {error}"))
         self.requests: list[str] = []
         self.page.on("request", lambda r: self.requests.append(r.url))
+
+    def refused(self, status: int, path: str) -> None:
+        """A refusal the test asks for (``status`` from ``path``), which Chromium logs as a console error."""
+        self.refusals.add((status, path))
+
+    def _console(self, message) -> None:
+        if message.type != "error":
+            return
+        url = message.location.get("url", "")
+        for status, path in self.refusals:
+            if message.text.startswith(f"Failed to load resource: the server responded with a status of {status} ") \
+                    and urlsplit(url).path == path:
+                return
+        self.errors.append(f"console: {message.text} ({url})")
 
     def open(self, route: str = "overview"):
         self.page.goto(self.app.url + f"#/{route}")

@@ -76,14 +76,20 @@ async function address(section, type, id, specs, signal) {
   fill(section, h("h2", {}, `${type}/${id}`), h("h3", {}, "State"), states, h("h3", {}, "Delayed messages"), delayed,
     h("h3", {}, "Send a message"), sender(type, id));
 
-  const refreshStates = async () => fill(states, stateTable(type, path, specs, await get(`/state/${path}`, {signal}), refreshStates));
-  const refreshDelayed = async () => fill(delayed, delayedTable(path, await get(`/delayed/${path}`, {signal}), refreshDelayed));
+  // each action's outcome stays in place while the table under it is drawn again
+  const stateResult = outcome();
+  const delayedResult = outcome();
+  states.after(stateResult.element);
+  delayed.after(delayedResult.element);
+  const refreshStates = async () => fill(states, stateTable(type, path, specs, await get(`/state/${path}`, {signal}),
+    stateResult, refreshStates));
+  const refreshDelayed = async () => fill(delayed, delayedTable(path, await get(`/delayed/${path}`, {signal}),
+    delayedResult, refreshDelayed));
   await Promise.all([refreshStates(), refreshDelayed()]);
 }
 
-function stateTable(type, path, specs, current, refresh) {
+function stateTable(type, path, specs, current, result, refresh) {
   const names = [...new Set([...Object.keys(specs), ...Object.keys(current.state)])].sort();
-  const result = outcome();
   if (!names.length) return h("p", {class: "quiet"}, `${type} has no registered states.`);
   const rows = names.map((name) => {
     const value = current.state[name];
@@ -114,11 +120,9 @@ function stateTable(type, path, specs, current, refresh) {
     fill(actions, edit, remove);
     return row;
   });
-  return h("div", {},
-    h("table", {class: "states"},
-      h("thead", {}, h("tr", {}, ["Name", "Type", "Value", "Expires", ""].map((t) => h("th", {scope: "col"}, t)))),
-      h("tbody", {}, rows)),
-    result.element);
+  return h("table", {class: "states"},
+    h("thead", {}, h("tr", {}, ["Name", "Type", "Value", "Expires", ""].map((t) => h("th", {scope: "col"}, t)))),
+    h("tbody", {}, rows));
 }
 
 function editor(path, name, value, spec, result, refresh) {
@@ -159,11 +163,9 @@ function editor(path, name, value, spec, result, refresh) {
   return row;
 }
 
-function delayedTable(path, pending, refresh) {
-  const result = outcome();
+function delayedTable(path, pending, result, refresh) {
   if (!pending.length) return h("p", {class: "quiet"}, "No delayed message of this address is pending.");
-  return h("div", {},
-    h("table", {class: "delayed"},
+  return h("table", {class: "delayed"},
       h("thead", {}, h("tr", {}, ["Timer", "Due", "To", "Type", "Message", ""].map((t) => h("th", {scope: "col"}, t)))),
       h("tbody", {}, pending.map((timer) => h("tr", {},
         h("td", {class: "number"}, timer.timer_id),
@@ -174,12 +176,12 @@ function delayedTable(path, pending, refresh) {
         h("td", {}, h("button", {type: "button", class: "danger", onclick: async (event) => {
           try {
             await busy(event.target, () => api("DELETE", `/delayed/${path}/${timer.timer_id}`));
+            result.done(`Cancelled timer ${timer.timer_id}: its message will not be sent.`);
             await refresh();
           } catch (error) {
             result.error(error);
           }
-        }}, `Cancel timer ${timer.timer_id}`)))))),
-    result.element);
+        }}, `Cancel timer ${timer.timer_id}`))))));
 }
 
 function sender(type, id) {
@@ -197,9 +199,13 @@ function sender(type, id) {
     try {
       const reply = await busy(event.submitter, () => api("POST", `/messages/${addressPath(type, id)}${query}`,
         {body: body.value, contentType: contentType.value.trim()}));
-      result.done(`${reply.status} ${reply.status === 202 ? "accepted" : "answered"}`);
-      if (reply.data !== "" && reply.data !== null) {
-        fill(answer, h("p", {}, `Answer (${reply.contentType || "no content type"}):`), h("pre", {class: "reply"}, shown(reply.data)));
+      if (reply.data.reply === undefined) {
+        result.done(`Accepted: the message to ${reply.data.address} is durable and will be delivered.`);
+      } else {
+        const value = reply.data.reply;
+        result.done(`${reply.data.address} answered with a ${value.typename}:`);
+        fill(answer, h("pre", {class: "reply"},
+          "value" in value ? shown(value.value) : utf8(value.value_base64) ?? `${value.value_base64} (base64)`));
       }
     } catch (error) {
       result.error(error);

@@ -75,7 +75,9 @@ async function deadLetters(section, result, params, signal) {
   const replay = (letter) => async (event) => {
     try {
       const {data} = await busy(event.target, () => api("POST", `/dead-letters/${letter.seq}/replay`));
-      result.done(`Dead letter ${data.seq} sent again to ${data.target}.`);
+      result.done(data.replayed
+        ? `Dead letter ${data.seq} sent again to ${data.target}.`
+        : `Dead letter ${data.seq} was replayed before: nothing was sent again to ${data.target}.`);
     } catch (error) {
       result.error(error); // already replayed, or the target cannot take it: as the API says
     }

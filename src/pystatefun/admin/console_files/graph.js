@@ -9,8 +9,8 @@ import {href} from "./nav.js";
 
 export const TITLE = "Function graph";
 
-const SIZE = {width: 220, height: 44, layerGap: 110, rowGap: 36, margin: 48};
-const CHARACTERS = 28; // what fits in a node at the console's font size
+const SIZE = {width: 240, height: 44, layerGap: 100, rowGap: 30, margin: 48};
+const CHARACTERS = 32; // what fits in a node at the console's font size
 
 function clip(text) {
   return text.length > CHARACTERS ? `${text.slice(0, CHARACTERS - 1)}…` : text;
@@ -30,9 +30,10 @@ function drawing(graph, selected) {
       s("text", {x: node.x + SIZE.width / 2, y: node.y + (node.kind === "function" ? 27 : 19), class: "name"}, clip(node.name)),
       node.kind === "function" ? null
         : s("text", {x: node.x + SIZE.width / 2, y: node.y + 35, class: "kind"}, node.kind),
-      s("title", {}, `${node.kind} ${node.name}`),
+      s("title", {}, `${node.kind} ${node.name}${node.idle ? ": no messages seen yet" : ""}`),
     ];
-    const attributes = {class: `node ${node.kind}${node.name === selected ? " selected" : ""}`, "data-id": node.id};
+    const attributes = {class: `node ${node.kind}${node.idle ? " idle" : ""}${node.name === selected ? " selected" : ""}`,
+      "data-id": node.id};
     return node.kind === "function"
       ? s("a", {...attributes, href: functionLink(node.name), "aria-label": `function ${node.name}: details`}, shape)
       : s("g", attributes, shape);

@@ -1,11 +1,12 @@
 // A small layered layout for the function graph, drawn left to right: ingresses first, egresses last,
 // each function one layer after the furthest function that sends to it. Cycles (a cart asks the stock, the
 // stock answers the cart) are broken by a depth-first search from the ingresses: the edges it finds going
-// back are drawn as arcs under the nodes instead of pushing layers apart. Within a layer, nodes are
-// ordered by the mean position of their neighbours (the barycenter heuristic), which uncrosses most edges
-// of graphs of this size.
+// back are drawn as arcs under the nodes instead of pushing layers apart. An edge across several layers
+// passes through a virtual node in each (Sugiyama's method). Within a layer, nodes are ordered by the mean
+// position of their neighbours (the barycenter heuristic), which uncrosses most edges of graphs this size.
 
 const SWEEPS = 4;
+const ARC_STEP = 22; // how much deeper each arc of an edge going back runs than the one before
 
 /**
  * ``nodes`` [{id, kind, name}], ``edges`` [{from, to, ...}], ``size`` {width, height, layerGap, rowGap,
@@ -36,14 +37,17 @@ export function layout(nodes, edges, size) {
     }
     state.set(id, "done");
   };
-  for (const node of starts) if (!state.has(node.id)) visit(node.id);
+  // a node no flow reaches yet goes in a row of its own under the graph, out of the flows' way
+  const linked = new Set(kept.flatMap((edge) => [edge.from, edge.to]));
+  const idle = starts.filter((node) => !linked.has(node.id));
+  for (const node of starts) if (linked.has(node.id) && !state.has(node.id)) visit(node.id);
 
   // longest path over the forward edges, in an order where every sender comes first (Kahn's)
   const forward = kept.filter((edge) => edge.from !== edge.to && !back.has(`${edge.from}\n${edge.to}`));
-  const incoming = new Map(nodes.map((node) => [node.id, 0]));
+  const incoming = new Map(discovered.map((id) => [id, 0]));
   for (const edge of forward) incoming.set(edge.to, incoming.get(edge.to) + 1);
-  const first = ofKind("ingress").length ? 1 : 0;
-  const layer = new Map(nodes.map((node) => [node.id, node.kind === "ingress" ? 0 : first]));
+  const first = discovered.some((id) => byId.get(id).kind === "ingress") ? 1 : 0;
+  const layer = new Map(discovered.map((id) => [id, byId.get(id).kind === "ingress" ? 0 : first]));
   const ready = discovered.filter((id) => incoming.get(id) === 0);
   while (ready.length) {
     const id = ready.shift();
@@ -53,24 +57,40 @@ export function layout(nodes, edges, size) {
       if (incoming.get(edge.to) === 0) ready.push(edge.to);
     }
   }
-  const lastFunction = Math.max(first, ...nodes.filter((n) => n.kind === "function").map((n) => layer.get(n.id)));
-  for (const node of ofKind("egress")) layer.set(node.id, lastFunction + 1);
-  for (const node of ofKind("ingress")) layer.set(node.id, 0);
+  const functions = discovered.filter((id) => byId.get(id).kind === "function");
+  const lastFunction = Math.max(first, ...functions.map((id) => layer.get(id)));
+  for (const id of discovered) if (byId.get(id).kind === "egress") layer.set(id, lastFunction + 1);
+
+  // an edge across several layers gets a virtual node in each layer between, ordered and placed like the
+  // real ones, so that it passes between nodes instead of through them
+  const chains = new Map(); // edge -> the ids of its virtual nodes, in order
+  for (const edge of forward) {
+    const chain = [];
+    for (let l = layer.get(edge.from) + 1; l < layer.get(edge.to); l++) {
+      const id = `virtual ${layer.size}`;
+      layer.set(id, l);
+      chain.push(id);
+    }
+    if (chain.length) chains.set(edge, chain);
+  }
 
   const layers = [];
-  for (const id of discovered) (layers[layer.get(id)] ??= []).push(id);
+  for (const id of [...discovered, ...[...chains.values()].flat()]) (layers[layer.get(id)] ??= []).push(id);
   for (let i = 0; i < layers.length; i++) layers[i] ??= [];
 
-  const neighbours = new Map(nodes.map((node) => [node.id, {before: [], after: []}]));
-  for (const edge of kept) {
-    if (edge.from === edge.to) continue;
-    const [a, b] = layer.get(edge.from) <= layer.get(edge.to) ? [edge.from, edge.to] : [edge.to, edge.from];
+  const neighbours = new Map([...layer.keys()].map((id) => [id, {before: [], after: []}]));
+  const link = (x, y) => {
+    const [a, b] = layer.get(x) <= layer.get(y) ? [x, y] : [y, x];
     neighbours.get(b).before.push(a);
     neighbours.get(a).after.push(b);
+  };
+  for (const edge of kept) {
+    if (edge.from === edge.to) continue;
+    const path = [edge.from, ...(chains.get(edge) || []), edge.to];
+    for (let i = 1; i < path.length; i++) link(path[i - 1], path[i]);
   }
   const position = new Map();
-  const place = () => layers.forEach((ids) => ids.forEach((id, index) => position.set(id, index)));
-  place();
+  layers.forEach((ids) => ids.forEach((id, index) => position.set(id, index)));
   const reorder = (ids, side) => {
     const key = new Map(ids.map((id, index) => {
       const others = neighbours.get(id)[side];
@@ -90,7 +110,7 @@ export function layout(nodes, edges, size) {
   layers.forEach((ids, index) => {
     const offset = ((tallest - ids.length) * (height + rowGap)) / 2;
     ids.forEach((id, row) => placed.set(id, {
-      ...byId.get(id), layer: index, x: margin + index * (width + layerGap), y: margin + offset + row * (height + rowGap),
+      ...byId.get(id), id, layer: index, x: margin + index * (width + layerGap), y: margin + offset + row * (height + rowGap),
     }));
   });
   const bottom = margin + tallest * (height + rowGap) - rowGap;
@@ -105,24 +125,41 @@ export function layout(nodes, edges, size) {
       const path = `M ${x - 12} ${a.y} C ${x - 30} ${a.y - 40}, ${x + 30} ${a.y - 40}, ${x + 12} ${a.y}`;
       return {...edge, back: false, path, labelX: x, labelY: a.y - 34};
     }
-    if (b.layer > a.layer) {
-      const [x0, y0, x3, y3] = [a.x + width, a.y + height / 2, b.x, b.y + height / 2];
-      const bend = Math.max(30, (x3 - x0) / 2);
-      return {...edge, back: false, path: `M ${x0} ${y0} C ${x0 + bend} ${y0}, ${x3 - bend} ${y3}, ${x3} ${y3}`,
-        ...middle([x0, y0], [x0 + bend, y0], [x3 - bend, y3], [x3, y3])};
+    if (b.layer > a.layer) { // curves from slot to slot, straight through each virtual node's slot
+      const stops = (chains.get(edge) || []).map((id) => placed.get(id));
+      let [x, y] = [a.x + width, a.y + height / 2];
+      let path = `M ${x} ${y}`;
+      let label = null;
+      for (const next of [...stops, b]) {
+        const [x3, y3] = [next.x, next.y + height / 2];
+        const bend = Math.max(30, (x3 - x) / 2);
+        path += ` C ${x + bend} ${y}, ${x3 - bend} ${y3}, ${x3} ${y3}`;
+        label ??= middle([x, y], [x + bend, y], [x3 - bend, y3], [x3, y3]);
+        [x, y] = [x3 + width, y3];
+        if (next !== b) path += ` L ${x} ${y}`;
+      }
+      return {...edge, back: false, path, ...label};
     }
     depth += 1;
     const [x0, y0, x3, y3] = [a.x + width / 2 + 10, a.y + height, b.x + width / 2 - 10, b.y + height];
-    const low = bottom + 24 * depth;
+    // control points at ``low`` put the curve's lowest point at (y0 + y3) / 8 + 3/4 low: ARC_STEP per arc
+    const low = (bottom + ARC_STEP * depth - (y0 + y3) / 8) / 0.75;
     return {...edge, back: true, path: `M ${x0} ${y0} C ${x0} ${low}, ${x3} ${low}, ${x3} ${y3}`,
       ...middle([x0, y0], [x0, low], [x3, low], [x3, y3])};
   });
 
+  const columns = Math.max(3, layers.length);
+  const idleTop = linked.size ? bottom + ARC_STEP * depth + rowGap + ARC_STEP : margin;
+  idle.forEach((node, index) => placed.set(node.id, {
+    ...node, layer: null, idle: true, x: margin + (index % columns) * (width + layerGap),
+    y: idleTop + Math.floor(index / columns) * (height + rowGap),
+  }));
+  const rows = Math.ceil(idle.length / columns);
   return {
-    nodes: [...placed.values()],
+    nodes: [...placed.values()].filter((node) => byId.has(node.id)),
     edges: routed,
-    width: margin * 2 + layers.length * (width + layerGap) - layerGap,
-    height: bottom + margin + 24 * depth + (depth ? 16 : 0),
+    width: margin * 2 + Math.max(layers.length, Math.min(idle.length, columns)) * (width + layerGap) - layerGap,
+    height: (rows ? idleTop + rows * (height + rowGap) - rowGap : bottom + ARC_STEP * depth) + margin,
   };
 }
 
