@@ -31,11 +31,13 @@ spec:
   functions: ops/*
   module: ops:functions
 """
-PLAYGROUND = """\
+INGRESS = """\
 ---
 kind: io.statefun.playground.v1/ingress
 spec:
   port: ${INGRESS_PORT}
+"""
+EGRESS = """\
 ---
 kind: io.statefun.playground.v1/egress
 spec:
@@ -44,13 +46,14 @@ spec:
 """
 
 
-def application(folder: Path, playground: bool = True) -> Path:
-    """The shopping cart and ops/* in ``folder``: its module.yaml."""
+def application(folder: Path, egress: bool = True) -> Path:
+    """The shopping cart and ops/* in ``folder``, with the playground ingress and (``egress``) egress: its
+    module.yaml."""
     folder.mkdir(parents=True, exist_ok=True)
     shutil.copy(CART, folder / CART.name)
     shutil.copy(OPS, folder / OPS.name)
     module = folder / "module.yaml"
-    module.write_text(FUNCTIONS + (PLAYGROUND if playground else ""))
+    module.write_text(FUNCTIONS + INGRESS + (EGRESS if egress else ""))
     return module
 
 

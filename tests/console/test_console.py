@@ -175,11 +175,11 @@ def test_resume_skip_and_replay_in_the_page(page, app):
 
     seq = letters[0]["seq"]
     view.get_by_role("button", name="Refresh").click()
-    view.get_by_role("button", name=f"Replay {seq}", exact=True).click()
+    view.get_by_role("button", name=f"Replay dead letter {seq}", exact=True).click()
     expect(view.get_by_text(f"Dead letter {seq} sent again to ops/fragile/p2.")).to_be_visible()
     wait_until(lambda: {"key": "p2", "message": "poison"} in app.egress("ops"), "the replayed dead letter")
     page.screenshot("failures")
-    view.get_by_role("button", name=f"Replay {seq}", exact=True).click()  # exactly once, however often
+    view.get_by_role("button", name=f"Replay dead letter {seq}", exact=True).click()  # exactly once, however often
     expect(view.get_by_text(f"Dead letter {seq} was replayed before")).to_be_visible()
     send_text(app, "p2", "last")  # behind a second replay, had there been one
     wait_until(lambda: {"key": "p2", "message": "last"} in app.egress("ops"), "p2's last message")

@@ -4,7 +4,7 @@
 // (cancel one), and a message to send it, with or without waiting for its reply.
 
 import {addressPath, api, functionTypes, get, typePath} from "./api.js";
-import {busy, field, fill, h, outcome, shown, time, utf8} from "./dom.js";
+import {busy, bytes, field, fill, h, outcome, shown, time} from "./dom.js";
 import {go, href} from "./nav.js";
 
 export const TITLE = "Addresses";
@@ -172,7 +172,7 @@ function delayedTable(path, pending, result, refresh) {
         h("td", {}, time(timer.due_at_ms)),
         h("td", {}, timer.target),
         h("td", {}, timer.typename),
-        h("td", {}, h("pre", {}, "value" in timer ? shown(timer.value) : utf8(timer.value_base64) ?? `${timer.value_base64} (base64)`)),
+        h("td", {}, h("pre", {}, "value" in timer ? shown(timer.value) : bytes(timer.value_base64))),
         h("td", {}, h("button", {type: "button", class: "danger", onclick: async (event) => {
           try {
             await busy(event.target, () => api("DELETE", `/delayed/${path}/${timer.timer_id}`));
@@ -205,7 +205,7 @@ function sender(type, id) {
         const value = reply.data.reply;
         result.done(`${reply.data.address} answered with a ${value.typename}:`);
         fill(answer, h("pre", {class: "reply"},
-          "value" in value ? shown(value.value) : utf8(value.value_base64) ?? `${value.value_base64} (base64)`));
+          "value" in value ? shown(value.value) : bytes(value.value_base64)));
       }
     } catch (error) {
       result.error(error);

@@ -108,12 +108,17 @@ export function shown(value) {
   return typeof value === "string" ? value : JSON.stringify(value, null, 2);
 }
 
-/** A base64 value as text when it is UTF-8, else null. */
-export function utf8(base64) {
+/**
+ * Bytes the API gives in base64, as text when they are printable UTF-8; others (a protobuf, a built-in
+ * type's wrapper) as the base64 they are.
+ */
+export function bytes(base64) {
   try {
-    const bytes = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
-    return new TextDecoder("utf-8", {fatal: true}).decode(bytes);
+    const data = Uint8Array.from(atob(base64), (c) => c.charCodeAt(0));
+    const text = new TextDecoder("utf-8", {fatal: true}).decode(data);
+    if (!/[\u0000-\u0008\u000e-\u001f]/.test(text)) return text;
   } catch {
-    return null;
+    // not UTF-8
   }
+  return `${base64} (bytes, base64)`;
 }

@@ -4,7 +4,7 @@
 // with after and limit.
 
 import {addressPath, api, get} from "./api.js";
-import {busy, fill, h, integer, outcome, shown, time, utf8} from "./dom.js";
+import {busy, bytes, fill, h, integer, outcome, shown, time} from "./dom.js";
 import {go, href} from "./nav.js";
 
 export const TITLE = "Failures";
@@ -94,14 +94,13 @@ async function deadLetters(section, result, params, signal) {
           h("td", {}, h("div", {class: "quiet"}, letter.typename), h("pre", {}, messageText(letter))),
           h("td", {}, reason(letter.reason)),
           h("td", {}, time(letter.at_ms)),
-          h("td", {class: "actions"}, h("button", {type: "button", onclick: replay(letter)}, `Replay ${letter.seq}`))))))
+          h("td", {class: "actions"}, h("button", {type: "button", onclick: replay(letter)}, `Replay dead letter ${letter.seq}`))))))
       : h("p", {class: "quiet"}, after !== "0" ? "No dead letters after these." : "No dead letters."),
     pager("Next dead letters", params, "letters_after", letters.length === PAGE ? String(letters[letters.length - 1].seq) : null));
 }
 
 function messageText(letter) {
-  const text = utf8(letter.value_base64);
-  if (text === null) return `${letter.value_base64} (base64)`;
+  const text = bytes(letter.value_base64);
   try {
     return shown(JSON.parse(text));
   } catch {
