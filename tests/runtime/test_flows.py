@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from pystatefun.runtime.flows import Flow, Flows, RecentCommits
+from pystatefun.runtime.flows import FROM_INGRESS, SENT, TO_EGRESS, Flow, Flows, RecentCommits
 
 
 class Clock:
@@ -24,11 +24,13 @@ def test_totals_stay_and_rates_cover_only_the_last_window():
     clock = Clock()
     flows = Flows(window=10, clock=clock)
     for _ in range(30):
-        flows.from_ingress("io.statefun.playground/ingress", "shop/cart")
+        flows.count(FROM_INGRESS, "io.statefun.playground/ingress", "shop/cart")
+    flows.tick()  # their epoch's commit, in the same second
     clock.now += 1
     for _ in range(20):
-        flows.sent("shop/cart", "shop/stock")
-    flows.to_egress("shop/cart", "shop/receipts")
+        flows.count(SENT, "shop/cart", "shop/stock")
+    flows.count(TO_EGRESS, "shop/cart", "shop/receipts")
+    flows.tick()
     clock.now += 1  # two seconds since the start (at 1000): the rates are over those two
     edges = by_edge(flows)
     assert edges[("ingress:io.statefun.playground/ingress", "function:shop/cart")] == Flow(
@@ -51,11 +53,11 @@ def test_totals_stay_and_rates_cover_only_the_last_window():
 
 def test_function_types_beyond_the_cap_are_counted_as_other_ingresses_and_egresses_never():
     flows = Flows(max_function_types=2, clock=Clock())
-    flows.sent("a/one", "a/two")
+    flows.count(SENT, "a/one", "a/two")
     for n in range(100):  # made-up type names (a namespace binding takes any)
-        flows.sent("a/one", f"a/made-up-{n}")
-        flows.from_ingress(f"ingress-{n % 3}", f"a/made-up-{n}")
-    flows.to_egress("a/made-up-1", "receipts")
+        flows.count(SENT, "a/one", f"a/made-up-{n}")
+        flows.count(FROM_INGRESS, f"ingress-{n % 3}", f"a/made-up-{n}")
+    flows.count(TO_EGRESS, "a/made-up-1", "receipts")
     edges = by_edge(flows)
     assert set(edges) == {
         ("function:a/one", "function:a/two"), ("function:a/one", "function:other"),
@@ -67,7 +69,7 @@ def test_function_types_beyond_the_cap_are_counted_as_other_ingresses_and_egress
 
 def test_a_reply_is_a_flow_to_the_ingress_that_answers_and_none_without_one():
     flows = Flows(clock=Clock())
-    flows.sent("shop/cart", "pystatefun/reply")
+    flows.count(SENT, "shop/cart", "pystatefun/reply")
     assert flows.flows() == []
     flows.replies_to = "io.statefun.playground/ingress"
     assert [(flow.sender, flow.target) for flow in flows.flows()] == [
@@ -88,6 +90,18 @@ def test_the_commit_window_gives_the_rate_and_durations_of_its_commits():
         clock.now += 0.5
         commits.add(0.003)
     assert commits.within(10) == (4 / 1.5, [0.003] * 4)
+
+
+def test_counts_since_the_last_tick_are_in_the_second_of_the_next_tick_or_read():
+    clock = Clock()
+    flows = Flows(window=10, clock=clock)
+    flows.count(SENT, "a/one", "a/two")
+    clock.now += 5  # no commit meanwhile: the message counts in the second it is read in
+    flows.tick()
+    clock.now += 9.5
+    assert [flow.per_s for flow in flows.flows()] == [1 / 9.5]
+    clock.now += 1
+    assert [(flow.messages, flow.per_s) for flow in flows.flows()] == [(1, 0.0)]
 
 
 def test_a_window_shorter_than_a_second_is_refused():

@@ -52,6 +52,7 @@ from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
 from pystatefun.io.playground import EGRESS_RECORD_TYPENAME, decode_egress_record
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import EgressRecord, Epoch
+from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.egress import KAFKA_PRODUCER_RECORD_TYPENAME
@@ -271,7 +272,7 @@ class KafkaIngress:
             if not runtime.owns(target):
                 self.elsewhere += 1
             runtime.route(Envelope(target, None, value))
-            runtime.flows.from_ingress(self.spec.id, target.typename)
+            runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
         self.records += 1
         self._advance(topic, partition, offset)
 

@@ -37,6 +37,7 @@ from google.protobuf.message import DecodeError
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response, text
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.runtime.epoch import DeadLetter, EgressRecord, Epoch, IdempotencyRecord
+from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress, parse_typename
@@ -209,7 +210,7 @@ class PlaygroundIngress:
             if not admitted and not await self.runtime.admit(target):
                 return text(404, f"no function type {target.typename!r} is bound in the module")
         self.runtime.route(Envelope(target, caller, value))
-        self.runtime.flows.from_ingress(INGRESS_ID, target.typename)
+        self.runtime.flows.count(FROM_INGRESS, INGRESS_ID, target.typename)
         epoch = self.runtime.epoch
         if full_key is not None:
             epoch.idempotency.append(IdempotencyRecord(full_key, expires_ms, 202, b"", request=digest,

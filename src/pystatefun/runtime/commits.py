@@ -99,6 +99,7 @@ class Committing:
             if self.on_commit is not None:
                 self.on_commit(seconds, epoch.size())
             self.recent_commits.add(seconds)
+            self.flows.tick()
             self.commits += 1
             if epoch.overflowing and self.spill:
                 self._spill_overflow(epoch)

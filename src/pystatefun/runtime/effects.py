@@ -13,6 +13,7 @@ import typing
 
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, StateKey, StoredValue, Timer
+from pystatefun.runtime.flows import SENT, TO_EGRESS
 from pystatefun.runtime.invokers import Effects, InvocationError
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.specs import StateSpec
@@ -42,7 +43,7 @@ class EffectApplication:
         stats.out_egress += len(effects.egress)
         flows = self.flows
         for envelope in outgoing:
-            flows.sent(source.typename, envelope.target.typename)
+            flows.count(SENT, source.typename, envelope.target.typename)
             if self.owns(envelope.target):
                 stats.out_local += 1
             else:
@@ -55,7 +56,7 @@ class EffectApplication:
                 if cancelled is not None:
                     self._drop_timer(cancelled)
                 continue
-            flows.sent(source.typename, envelope.target.typename)
+            flows.count(SENT, source.typename, envelope.target.typename)
             # a timer lives in its sender's partition, which owns its cancellation token
             timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, envelope, token)
             self.timers.add(timer)
@@ -69,7 +70,7 @@ class EffectApplication:
                 continue
             try:
                 epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
-                flows.to_egress(source.typename, egress_message.typename)
+                flows.count(TO_EGRESS, source.typename, egress_message.typename)
             except ValueError as e:
                 self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
         self._write_state(mailbox, effects.mutations, now)

@@ -7,9 +7,11 @@ messages, delayed messages and egress records as its effects are applied (effect
 messages as it routes them (io/playground.py, io/kafka.py). Messages read back from the log (sent by
 another worker, or read again after a restart) are not counted again: whoever sent them counted them.
 
-The hot path is a clock read and a dict increment per message, into the counts of the current second;
-the seconds of the last WINDOW_SECONDS are kept apart and folded into the totals after that, so a rate
-is computed only when someone reads it. Function types are counted under their own name for the first
+The hot path is one call and a dict increment per message. The clock is not read per message: each
+commit (commits.py) and each read moves what was counted since into the counts of the second it is then
+(``tick``), so a message counts in the second its epoch committed, a fraction of a second late at most.
+The seconds of the last WINDOW_SECONDS are kept apart and folded into the totals after
+that, so a rate is computed only when someone reads it. Function types are counted under their own name for the first
 MAX_FUNCTION_TYPE_LABELS types, like the metrics (cardinality.py), so the flows stay bounded whatever
 type names a namespace binding takes.
 """
@@ -57,35 +59,42 @@ class Flows:
         self._label = FunctionTypeLabels(max_function_types)
         self._counted: dict[Edge, Edge] = {}  # a raw flow -> the flow it is counted under
         self._started = clock()
-        self._second = int(self._started)
-        self._current: dict[Edge, int] = {}  # this second's counts
+        self._current: dict[Edge, int] = {}  # the counts since the last tick
         self._recent: collections.deque[tuple[int, dict[Edge, int]]] = collections.deque()  # the window's seconds
         self._past: dict[Edge, int] = {}  # the counts of every second before the window
         # the ingress that answers requests waiting for a reply (io/playground.py): a function's message to
         # a reply address is a flow to it
         self.replies_to: str | None = None
 
-    def sent(self, sender: str, target: str) -> None:
-        """A message (or delayed message) from function type ``sender`` to function type ``target``."""
-        self._count((SENT, sender, target))
-
-    def from_ingress(self, ingress: str, target: str) -> None:
-        """A message from the ingress ``ingress`` to function type ``target``."""
-        self._count((FROM_INGRESS, ingress, target))
-
-    def to_egress(self, sender: str, egress: str) -> None:
-        """A record from function type ``sender`` to the egress ``egress``."""
-        self._count((TO_EGRESS, sender, egress))
-
-    def _count(self, edge: Edge) -> None:
-        second = int(self.clock())
-        if second != self._second:
-            self._turn(second)
+    def count(self, kind: int, sender: str, target: str) -> None:
+        """One message of a flow: SENT (a message or delayed message between function types), FROM_INGRESS
+        (``sender`` is the ingress id) or TO_EGRESS (an egress record; ``target`` is the egress id)."""
+        edge = (kind, sender, target)
         counted = self._counted.get(edge)
         if counted is None:
             counted = self._cap(edge)
         current = self._current
         current[counted] = current.get(counted, 0) + 1
+
+    def tick(self) -> int:
+        """Moves what was counted since the last tick into the second it is now (after each commit), and
+        the seconds that left the window into the totals; returns the second."""
+        second = int(self.clock())
+        recent = self._recent
+        if self._current:
+            if recent and recent[-1][0] == second:
+                counts = recent[-1][1]
+                for edge, count in self._current.items():
+                    counts[edge] = counts.get(edge, 0) + count
+                self._current.clear()
+            else:
+                recent.append((second, self._current))
+                self._current = {}
+        past = self._past
+        while recent and recent[0][0] <= second - self.window:
+            for edge, count in recent.popleft()[1].items():
+                past[edge] = past.get(edge, 0) + count
+        return second
 
     def _cap(self, edge: Edge) -> Edge:
         kind, sender, target = edge
@@ -95,26 +104,14 @@ class Flows:
             self._counted[edge] = counted
         return counted
 
-    def _turn(self, second: int) -> None:
-        """A new second began: the current counts join the window, and what left the window the totals."""
-        if self._current:
-            self._recent.append((self._second, self._current))
-            self._current = {}
-        self._second = second
-        past = self._past
-        while self._recent and self._recent[0][0] <= second - self.window:
-            for edge, count in self._recent.popleft()[1].items():
-                past[edge] = past.get(edge, 0) + count
-
     def flows(self) -> list[Flow]:
         """Every flow seen, with its messages since the start and its rate over the last WINDOW_SECONDS."""
+        second = self.tick()
         now = self.clock()
-        if int(now) != self._second:
-            self._turn(int(now))
         # the window: the seconds after second - window, this one included, but not before the start
-        covered = max(1.0, now - max(self._second - self.window + 1, self._started))
+        covered = max(1.0, now - max(second - self.window + 1, self._started))
         lately: dict[Edge, int] = {}
-        for _, counts in [*self._recent, (self._second, self._current)]:
+        for _, counts in self._recent:
             for edge, count in counts.items():
                 lately[edge] = lately.get(edge, 0) + count
         flows = []
