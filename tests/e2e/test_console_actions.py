@@ -117,12 +117,22 @@ def park_and_skip(runtime: Runtime, id: str) -> int:
     return seq
 
 
+def app_with(folder: Path, old: str, new: str) -> Path:
+    """The counter application in ``folder``, its module.yaml with ``old`` replaced by ``new``."""
+    folder.mkdir()
+    (folder / "counter.py").write_text((APP / "counter.py").read_text())
+    module = (APP / "module.yaml").read_text()
+    assert old in module
+    (folder / "module.yaml").write_text(module.replace(old, new))
+    return folder / "module.yaml"
+
+
 def cli(runtime: Runtime, *args: str) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "-m", "pystatefun.cli", *args, "--admin",
                            f"http://127.0.0.1:{runtime.admin_port}"], capture_output=True, text=True, timeout=60)
 
 
-def test_a_dead_letter_is_replayed_once_after_its_cause_is_fixed(runtime, fixed):
+def test_a_dead_letter_is_replayed_once_after_its_cause_is_fixed(tmp_path, runtime, fixed):
     one, other = park_and_skip(runtime, "r"), park_and_skip(runtime, "s")
     assert drain(runtime, "fragile") == []
     fixed.touch()  # the fix is deployed
@@ -144,13 +154,29 @@ def test_a_dead_letter_is_replayed_once_after_its_cause_is_fixed(runtime, fixed)
         ("r", "after"), ("r", "poison"), ("s", "after"), ("s", "poison")]
     assert [r["message"] for r in records if r["key"] == "r"] == ["poison", "after"]
 
-    runtime.kill()  # that it was replayed is durable: in the data dir with the message it sent
-    runtime.start()
-    replayed = cli(runtime, "dead-letters", "replay", str(one))
-    assert replayed.returncode == 0, replayed.stderr
-    assert replayed.stdout == f"dead letter {one} was replayed to crash/fragile/r already: it is delivered once, not again\n"
-    assert admin(runtime, "POST", f"/dead-letters/{other}/replay")[1]["already_replayed"] is True
-    assert drain(runtime, "fragile") == []
+    # that they were replayed is durable, in the data dir with the messages they sent, and does not expire
+    # as the ingress's keys do: restarted after a kill -9 where those last a millisecond, none is sent again
+    runtime.kill()
+    fixed.unlink()  # for one more dead letter
+    short_keys = Runtime(app_with(tmp_path / "app", "port: ${INGRESS_PORT}",
+                                  "port: ${INGRESS_PORT}\n  idempotency_key_ttl: 1ms"),
+                         runtime.data_dir, env={"FRAGILE_FIXED": str(fixed)}).start()
+    try:
+        third = park_and_skip(short_keys, "v")  # and one replayed there
+        fixed.touch()
+        assert admin(short_keys, "POST", f"/dead-letters/{third}/replay")[0] == 202
+        assert [(r["key"], r["message"]) for r in drain(short_keys, "fragile")] == [("v", "poison")]
+        short_keys.kill()
+        short_keys.start()
+        replayed = cli(short_keys, "dead-letters", "replay", str(one))
+        assert replayed.returncode == 0, replayed.stderr
+        assert replayed.stdout == (f"dead letter {one} was replayed to crash/fragile/r already: it is delivered "
+                                   "once, not again\n")
+        for seq in (other, third):
+            assert admin(short_keys, "POST", f"/dead-letters/{seq}/replay")[1]["already_replayed"] is True
+        assert drain(short_keys, "fragile") == []
+    finally:
+        short_keys.stop()
 
 
 def test_a_replay_is_refused_while_its_target_type_is_missing_and_kept_when_its_function_fails_again(
@@ -164,12 +190,9 @@ def test_a_replay_is_refused_while_its_target_type_is_missing_and_kept_when_its_
 
     # the same data dir under a module without crash/fragile: its dead letter's target type does not
     # exist, and the replay is refused as the ingress refuses such a message, without counting as done
-    (tmp_path / "app").mkdir()
-    (tmp_path / "app" / "counter.py").write_text((APP / "counter.py").read_text())
-    (tmp_path / "app" / "module.yaml").write_text((APP / "module.yaml").read_text().replace(
-        "functions: crash/*", "functions: crash/counter"))
+    module = app_with(tmp_path / "app", "functions: crash/*", "functions: crash/counter")
     runtime.stop()
-    narrow = Runtime(tmp_path / "app" / "module.yaml", runtime.data_dir, env={"FRAGILE_FIXED": str(fixed)}).start()
+    narrow = Runtime(module, runtime.data_dir, env={"FRAGILE_FIXED": str(fixed)}).start()
     try:
         assert admin(narrow, "POST", f"/dead-letters/{seq}/replay") == (
             404, {"error": "no function type 'crash/fragile' is bound in the module"})
