@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from e2e.processes import free_port, request
-from kafka.harness import APPS, KeyedRecords, Worker, create_topics, unique, wait_until
+from kafka.harness import APPS, KeyedRecords, Worker, create_topics, produce, unique, wait_until
 
 PARTITIONS = 4
 RECORDS = 200
@@ -146,3 +146,9 @@ def test_any_worker_answers_for_the_whole_application(app):
     for worker in (0, 1):  # one dead letter however many transactions (and their markers) the topic has
         overview = app.get(worker, "/overview")
         assert (overview["parked"], overview["dead_letters"]) == (0, 1)
+
+    # a record without a key stops its partition (badRecords: fail): what comes after it is its lag
+    produce(app.records.bootstrap, app.source, [(None, b"no key", 0), *[(b"k0", b"unread", 0)] * 5])
+    for worker in (0, 1):
+        wait_until(lambda: [entry["lag"] for entry in app.get(worker, "/overview")["lag"]] == [6, 0, 0, 0],
+                   f"worker {worker} shows the stopped partition's lag")

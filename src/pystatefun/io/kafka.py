@@ -38,13 +38,14 @@ from confluent_kafka import (
     OFFSET_END,
     OFFSET_STORED,
     Consumer,
+    IsolationLevel,
     KafkaError,
     KafkaException,
     Message,
     Producer,
     TopicPartition,
 )
-from confluent_kafka.admin import AdminClient, NewTopic
+from confluent_kafka.admin import AdminClient, NewTopic, OffsetSpec
 from google.protobuf.message import DecodeError
 
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
@@ -70,7 +71,8 @@ POLL_SECONDS = 0.05  # how long one poll of the consumer thread waits for record
 # A poll never waits to fill up, so at a low rate it changes nothing.
 MAX_POLL_RECORDS = 4000
 FORWARD_BATCH = 1000  # egress records per Kafka transaction (or acknowledged batch)
-RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)  # backoff of a forwarder while Kafka refuses or is away
+RETRY_SECONDS = (0.1, 0.5, 1.0, 2.0, 5.0)
+LAG_TIMEOUT_SECONDS = 10  # asking the brokers where the ingress's partitions end  # backoff of a forwarder while Kafka refuses or is away
 
 
 def consume_batch(consumer: Consumer, max_records: int, timeout: float) -> list[Message]:
@@ -120,12 +122,14 @@ class KafkaIngress:
         self.elsewhere = 0
         self.bad_records: collections.Counter[str] = collections.Counter()  # by what was done: skip, dead-letter, fail
         self.stopped: dict[tuple[str, int], str] = {}  # partitions stopped by a bad record (policy fail): why
+        self.stopped_at: dict[tuple[str, int], int] = {}  # and the offset of that record
         self._thread = concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix=f"kafka-ingress-{spec.id}")
         self._consumer: Consumer | None = None
         self._dead_letters: Producer | None = None
         self._task: asyncio.Task | None = None
         self._hooked: Epoch | None = None  # the epoch whose commit will also commit the group's offsets
         self._owns_consumer = True
+        self._offsets: AdminClient | None = None  # asks the brokers where the partitions end (see lag)
 
     def attach(self, consumer: Consumer, thread: concurrent.futures.ThreadPoolExecutor) -> None:
         """Reads through another consumer (a Kafka backend worker's, whose transactions commit the
@@ -158,24 +162,40 @@ class KafkaIngress:
         }
 
     async def lag(self) -> list[dict[str, typing.Any]]:
-        """For the admin API's overview: per topic partition this ingress reads now, the records after its
-        position, as the consumer's last fetch saw the end of the partition (one it has read nothing
-        of yet has no position, and is left out). Asked in the consumer's thread, as everything else."""
+        """For the admin API's overview: per topic partition this ingress reads now, the committed records
+        after its position (one it has read nothing of yet has no position, and is left out), or for a
+        partition stopped at a bad record, from that record on. The ends are asked of the brokers, not
+        taken from the consumer's last fetch: a stopped partition fetches nothing, and its lag is what
+        matters then. [] when the brokers do not answer."""
         if self._consumer is None:
             return []
-        return await asyncio.get_running_loop().run_in_executor(self._thread, self._lag)
+        positions = await asyncio.get_running_loop().run_in_executor(self._thread, self._positions)
+        if not positions:
+            return []
+        if self._offsets is None:
+            self._offsets = _admin(self.spec.address, self.spec.properties)
+        ends = self._offsets.list_offsets({TopicPartition(topic, partition): OffsetSpec.latest() for topic, partition in positions},
+                                          isolation_level=IsolationLevel.READ_COMMITTED, request_timeout=LAG_TIMEOUT_SECONDS)
+        lag = []
+        try:
+            for tp, future in ends.items():
+                end = (await asyncio.wrap_future(future)).offset
+                lag.append({"ingress": self.spec.id, "topic": tp.topic, "partition": tp.partition,
+                            "lag": max(0, end - positions[(tp.topic, tp.partition)])})
+        except KafkaException as e:
+            log.warning("kafka ingress %s: the brokers did not say where its partitions end: %s", self.spec.id, e)
+            return []
+        return lag
 
     # -- the consumer thread ----------------------------------------------------------------------------
 
-    def _lag(self) -> list[dict[str, typing.Any]]:
+    def _positions(self) -> dict[tuple[str, int], int]:
+        """The next offset to route of each partition read now that has one (the consumer's position is past
+        the records it fetched after a bad record stopped their partition)."""
         consumer = self._consumer
-        lag = []
-        for tp in consumer.position(consumer.assignment()):
-            _, high = consumer.get_watermark_offsets(tp, cached=True)
-            if tp.offset >= 0 and high >= 0:
-                lag.append({"ingress": self.spec.id, "topic": tp.topic, "partition": tp.partition,
-                            "lag": max(0, high - tp.offset)})
-        return lag
+        positions = {(tp.topic, tp.partition): tp.offset for tp in consumer.position(consumer.assignment())}
+        return {key: self.stopped_at.get(key, offset) for key, offset in positions.items()
+                if offset >= 0 or key in self.stopped_at}
 
     def _subscribe(self) -> Consumer:
         config = {
@@ -207,6 +227,7 @@ class KafkaIngress:
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         for tp in partitions:
             self.stopped.pop((tp.topic, tp.partition), None)
+            self.stopped_at.pop((tp.topic, tp.partition), None)
 
     def startup_offset(self, consumer: Consumer, tp: TopicPartition) -> int:
         """Where a partition starts when the data dir has no position for it (spec §3.4)."""
@@ -281,6 +302,7 @@ class KafkaIngress:
         where = f"{record.topic()}/{record.partition()}@{record.offset()}"
         if policy.type == "fail":
             self.stopped[(record.topic(), record.partition())] = f"{where}: {problem}"
+            self.stopped_at[(record.topic(), record.partition())] = record.offset()
             self.bad_records["fail"] += 1
             log.error("kafka ingress %s stopped reading %s/%d at offset %d: %s (badRecords: fail; use skip or "
                       "dead-letter-topic to go past such records)",
