@@ -37,3 +37,7 @@ def context(browser):
         yield context
     finally:
         context.close()
+
+
+# the Kafka tests' broker: the one CI started (PYSTATEFUN_KAFKA_BOOTSTRAP), else a node of the session's own
+from kafka.conftest import kafka_bootstrap  # noqa: E402, F401

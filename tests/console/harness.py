@@ -69,21 +69,25 @@ def wait_until(condition: typing.Callable[[], typing.Any], what: str, timeout: f
 
 
 class App:
-    """A running application: its ingress, egress and admin API, over HTTP."""
+    """A running application, over HTTP: an ingress, the egress (embedded backend) and an admin API."""
 
-    def __init__(self, runtime: Runtime, token: str | None = None):
-        self.runtime = runtime
+    def __init__(self, admin_port: int, ingress_port: int, egress_port: int | None = None, token: str | None = None):
+        self.admin_port, self.ingress_port, self.egress_port = admin_port, ingress_port, egress_port
         self.token = token
         self.taken: dict[str, list[dict]] = {}
 
+    @classmethod
+    def of(cls, runtime: Runtime, token: str | None = None) -> "App":
+        return cls(runtime.admin_port, runtime.ingress_port, runtime.egress_port, token)
+
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.runtime.admin_port}/ui/"
+        return f"http://127.0.0.1:{self.admin_port}/ui/"
 
     def send(self, typename: str, id: str, message_type: str, body: typing.Any, wait: float | None = None):
         path = f"/{typename}/{id}" + (f"?wait={wait}" if wait is not None else "")
         data = body if isinstance(body, bytes) else json.dumps(body).encode()
-        reply = self.runtime.send(path, message_type, data)
+        reply = request(self.ingress_port, "PUT", path, data, {"Content-Type": f"application/vnd.{message_type}"}, timeout=60)
         assert reply.status in (200, 202), reply
         return reply
 
@@ -91,7 +95,7 @@ class App:
         headers = {"Content-Type": "application/json"}
         if self.token:
             headers["Authorization"] = f"Bearer {self.token}"
-        reply = request(self.runtime.admin_port, method, path, b"" if body is None else json.dumps(body).encode(), headers)
+        reply = request(self.admin_port, method, path, b"" if body is None else json.dumps(body).encode(), headers, timeout=60)
         try:
             return reply.status, json.loads(reply.body)
         except ValueError:
@@ -100,9 +104,8 @@ class App:
     def egress(self, topic: str) -> list[dict]:
         """Every record of ``topic`` taken so far (the playground egress hands each out once)."""
         taken = self.taken.setdefault(topic, [])
-        while (reply := self.runtime.take(topic)).status == 200:
-            record = json.loads(reply.body)
-            taken.append(json.loads(record) if isinstance(record, str) else record)
+        while (reply := request(self.egress_port, "GET", f"/{topic}")).status == 200:
+            taken.append(json.loads(reply.body))
         return taken
 
 

@@ -26,7 +26,7 @@ def app(tmp_path_factory):
     fixed = folder / "fixed"
     runtime = Runtime(application(folder / "app"), folder / "data", env={"OPS_FIXED": str(fixed)}).start()
     try:
-        app = App(runtime)
+        app = App.of(runtime)
         app.fixed = fixed
         shop_traffic(app)
         yield app
@@ -203,6 +203,6 @@ def test_a_message_sent_from_the_page_is_answered(page, app):
     page.refused(415, f"/messages/{CART}/dave")
     view.get_by_label("Content-Type").fill("text/plain")
     view.get_by_role("button", name="Send to dave").click()
-    refused = request(app.runtime.admin_port, "POST", f"/messages/{CART}/dave", b"{}", {"Content-Type": "text/plain"})
+    refused = request(app.admin_port, "POST", f"/messages/{CART}/dave", b"{}", {"Content-Type": "text/plain"})
     assert refused.status == 415
     expect(view.locator("form.send .outcome.error")).to_have_text(json.loads(refused.body)["error"])

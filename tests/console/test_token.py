@@ -19,9 +19,9 @@ def test_the_console_and_its_api_answer_only_with_the_token(browser, tmp_path):
     runtime = Runtime(application(tmp_path / "app"), tmp_path / "data", env={"OPS_FIXED": str(tmp_path / "fixed")},
                       args=("--log-level", "warning", "--admin-token", TOKEN)).start()
     try:
-        app = App(runtime, token=TOKEN)
+        app = App.of(runtime, token=TOKEN)
         shop_traffic(app)
-        port = runtime.admin_port
+        port = app.admin_port
         routes = [("GET", path) for path in (
             "/ui", "/ui/", "/ui/static/app.js", "/ui/static/console.css", "/ui/static/no-such-file.js", "/overview",
             "/graph", "/functions", f"/functions/{STOCK}", f"/addresses/{STOCK}", f"/state/{STOCK}/socks",
