@@ -35,7 +35,7 @@ function render(view, o) {
     h("tbody", {}, o.workers.map((w) => h("tr", {},
       h("td", {}, w.worker),
       h("td", {}, w.partitions.length ? compact(w.partitions) : "none"),
-      h("td", {}, w.admin ?? "—")))));
+      h("td", {}, w.admin ? adminLink(w.admin) : "—")))));
   const lag = o.lag.length
     ? h("table", {},
       h("caption", {}, "Ingress lag (records not read yet)"),
@@ -45,6 +45,15 @@ function render(view, o) {
         h("td", {class: "number"}, integer(l.lag))))))
     : h("p", {class: "quiet"}, "No Kafka ingress: no lag to show.");
   fill(view, figures, workers, lag);
+}
+
+/** A worker's admin API as a link to its own console, or as the text given when that is no URL. */
+function adminLink(admin) {
+  try {
+    return h("a", {href: new URL("ui/", admin.endsWith("/") ? admin : `${admin}/`).href}, admin);
+  } catch {
+    return admin;
+  }
 }
 
 /** Partition numbers as ranges: 0-3, 6, 8-9. */
