@@ -121,7 +121,7 @@ class AdminApi:
         self.ingress = ingress  # takes the messages sent through the API (POST /messages, dead-letter replays)
         self.started = time.time()
         # the console's overview, function graph and function details
-        self.observation = Observation(runtime, store, deployment, functions)
+        self.observation = Observation(runtime, store, deployment, functions, self.started)
 
     def app(self) -> web.Application:
         middlewares = [self._same_origin, self._authorize]

@@ -55,7 +55,10 @@ def percentiles(samples: typing.Sequence[float]) -> dict[str, float | None]:
     if not samples:
         return {"p50": None, "p99": None}
     ordered = sorted(samples)
-    rank = lambda q: ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]  # noqa: E731
+
+    def rank(q: float) -> float:
+        return ordered[min(len(ordered) - 1, max(0, math.ceil(q * len(ordered)) - 1))]
+
     return {"p50": round(rank(0.50), 3), "p99": round(rank(0.99), 3)}
 
 
@@ -63,12 +66,13 @@ class Observation:
     """Builds this process's parts and merges them with the other workers' (see the module docstring)."""
 
     def __init__(self, runtime: Runtime, store: CountingStore, deployment: Deployment,
-                 functions: typing.Callable[[], list[dict[str, typing.Any]]]):
+                 functions: typing.Callable[[], list[dict[str, typing.Any]]], started: float):
+        """``started``: when this process started (time.time())."""
         self.runtime = runtime
         self.store = store
         self.deployment = deployment
         self.functions = functions
-        self.started = time.time()
+        self.started = started
 
     # -- GET /overview ------------------------------------------------------------------------------------
 
