@@ -316,7 +316,17 @@ def _operation(api: str) -> typing.Callable[[typing.Callable], typing.Callable]:
             from pystatefun.client import ApiError, Unreachable
 
             ctx = click.get_current_context()
-            ctx.obj = {name: kwargs.pop(name) for name in (api, "token") if name in kwargs}
+            # a group's subcommand (dead-letters replay) takes the URL and token given before its name
+            # when it is not given its own: its context starts with the group's
+            given_to_group = ctx.obj if isinstance(ctx.obj, dict) else {}
+            options = {}
+            for name in (api, "token"):
+                if name in kwargs:
+                    value = kwargs.pop(name)
+                    if ctx.get_parameter_source(name) is click.core.ParameterSource.DEFAULT:
+                        value = given_to_group.get(name, value)
+                    options[name] = value
+            ctx.obj = options
             try:
                 command(**kwargs)
             except (Unreachable, ApiError, ValueError) as e:

@@ -187,6 +187,11 @@ def test_a_replay_is_refused_while_its_target_type_is_missing_and_kept_when_its_
     assert admin(runtime, "POST", "/dead-letters/first/replay")[0] == 400
     missing = cli(runtime, "dead-letters", "replay", str(seq + 1))
     assert missing.returncode == 1 and f"there is no dead letter {seq + 1}" in missing.stderr
+    # the admin URL given to the group, before the subcommand's name, is the one used
+    before = subprocess.run([sys.executable, "-m", "pystatefun.cli", "dead-letters", "--admin",
+                             f"http://127.0.0.1:{runtime.admin_port}", "replay", str(seq + 1)],
+                            capture_output=True, text=True, timeout=60)
+    assert before.returncode == 1 and f"there is no dead letter {seq + 1}" in before.stderr, before.stderr
 
     # the same data dir under a module without crash/fragile: its dead letter's target type does not
     # exist, and the replay is refused as the ingress refuses such a message, without counting as done
