@@ -34,7 +34,8 @@ function drawing(graph, selected) {
     ];
     const attributes = {class: `node ${node.kind}${node.idle ? " idle" : ""}${node.name === selected ? " selected" : ""}`,
       "data-id": node.id};
-    return node.kind === "function"
+    // "function:other" sums the types past the first 200 the runtime names: it has no detail to show
+    return node.kind === "function" && node.name.includes("/")
       ? s("a", {...attributes, href: functionLink(node.name), "aria-label": `function ${node.name}: details`}, shape)
       : s("g", attributes, shape);
   });
@@ -61,7 +62,8 @@ function edgeTable(graph) {
   const cell = (id) => {
     const node = names.get(id);
     if (!node) return h("td", {}, id);
-    return h("td", {}, node.kind === "function" ? h("a", {href: functionLink(node.name)}, node.name) : `${node.kind} ${node.name}`);
+    return h("td", {}, node.kind === "function" && node.name.includes("/")
+      ? h("a", {href: functionLink(node.name)}, node.name) : `${node.kind} ${node.name}`);
   };
   const rows = [...graph.edges].sort((a, b) => b.per_s - a.per_s || b.messages - a.messages);
   return h("table", {class: "edges-table"},
@@ -110,7 +112,7 @@ export async function show(main, params, signal) {
     fill(table, edgeTable(graph));
     if (selected) fill(side, detail(selected, f));
     problem.hidden = true;
-    stamp.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${POLL_MS / 1000} s. Each flow: messages per second · messages in all.`;
+    stamp.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${POLL_MS / 1000} s. Each flow: messages per second over the last 10 s · messages since the process started.`;
   }, (error) => {
     problem.hidden = false;
     problem.textContent = error.message;
