@@ -4,21 +4,18 @@ reason when either is missing; .ci/run installs both."""
 from __future__ import annotations
 
 import os
-from pathlib import Path
 
 import pytest
 
-from .harness import CHROMIUM
+from .harness import CHROMIUM, SKIP_WITHOUT_PLAYWRIGHT
 
 
 @pytest.fixture(scope="session")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (the console tests drive a real browser)")
-    try:
-        from playwright.sync_api import expect, sync_playwright
-    except ImportError:
-        pytest.skip("the Python package playwright is not installed: pip install -e '.[dev]'")
+    sync_api = pytest.importorskip("playwright.sync_api", reason=SKIP_WITHOUT_PLAYWRIGHT)
+    expect, sync_playwright = sync_api.expect, sync_api.sync_playwright
     # the pages answer as fast as the admin API commits; on a loaded machine that takes a while
     expect.set_options(timeout=30_000)
     with sync_playwright() as playwright:

@@ -19,6 +19,7 @@ CART = ROOT / "examples" / "shopping-cart" / "shopping_cart.py"
 OPS = Path(__file__).parent / "apps" / "ops.py"
 SCREENSHOTS = ROOT / "docs" / "console"
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser builds come from a CDN this project cannot reach
+SKIP_WITHOUT_PLAYWRIGHT = "the Python package playwright is not installed: pip install -e '.[dev]'"
 
 FUNCTIONS = """\
 kind: pystatefun.v1/embedded

@@ -8,12 +8,13 @@ import json
 from urllib.parse import parse_qs, urlsplit
 
 import pytest
-from playwright.sync_api import expect
 
 from e2e.processes import Runtime, request
 from pystatefun import StringType
 
-from .harness import App, Page, application, shop_traffic, wait_until
+from .harness import SKIP_WITHOUT_PLAYWRIGHT, App, Page, application, shop_traffic, wait_until
+
+expect = pytest.importorskip("playwright.sync_api", reason=SKIP_WITHOUT_PLAYWRIGHT).expect
 
 CART = "com.example/user-shopping-cart"
 STOCK = "com.example/stock"

@@ -4,12 +4,14 @@ worker), every page loads without console errors, and a state edit made there is
 
 from __future__ import annotations
 
-from playwright.sync_api import expect
+import pytest
 
 from e2e.processes import free_port
 from kafka.harness import Worker, unique
 
-from .harness import App, Page, application, wait_until
+from .harness import SKIP_WITHOUT_PLAYWRIGHT, App, Page, application, wait_until
+
+expect = pytest.importorskip("playwright.sync_api", reason=SKIP_WITHOUT_PLAYWRIGHT).expect
 
 PARTITIONS = 4
 CART = "com.example/user-shopping-cart"

@@ -4,12 +4,13 @@ given to the browser as the Basic password (a header, never a cookie or URL), ev
 from __future__ import annotations
 
 import pytest
-from playwright.sync_api import Error as PlaywrightError
-from playwright.sync_api import expect
 
 from e2e.processes import Runtime, request
 
-from .harness import App, Page, application, basic, shop_traffic
+from .harness import SKIP_WITHOUT_PLAYWRIGHT, App, Page, application, basic, shop_traffic
+
+playwright = pytest.importorskip("playwright.sync_api", reason=SKIP_WITHOUT_PLAYWRIGHT)
+expect = playwright.expect
 
 TOKEN = "s3cret-console"
 STOCK = "com.example/stock"
@@ -40,7 +41,7 @@ def test_the_console_and_its_api_answer_only_with_the_token(browser, tmp_path):
             loaded = []
             anonymous = bare.new_page()
             anonymous.on("response", lambda response: loaded.append((response.url, response.status)))
-            with pytest.raises(PlaywrightError, match="ERR_INVALID_AUTH_CREDENTIALS"):  # asked, and no answer given
+            with pytest.raises(playwright.Error, match="ERR_INVALID_AUTH_CREDENTIALS"):  # asked, and no answer given
                 anonymous.goto(app.url)
             assert loaded and anonymous.locator("nav").count() == 0
             assert all(status == 401 for url, status in loaded), loaded
