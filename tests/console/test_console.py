@@ -67,13 +67,48 @@ def test_the_graph_shows_the_shopping_carts_flows(page, app):
     assert any(a.startswith("ingress:") and b == cart for a, b in flows)
     for source, target in flows:  # every flow the runtime counted is drawn, with its rate
         expect(view.locator(f'svg.graph .edge[data-from="{source}"][data-to="{target}"]')).to_contain_text("/s")
-    view.locator(f'svg.graph a.node[data-id="{stock}"]').click()
+    # from the keyboard: the focus stays on a node while the page polls and draws the graph again
+    view.locator(f'svg.graph a.node[data-id="{stock}"]').focus()
+    drawn = view.get_by_text("Updated").inner_text()
+    expect(view.get_by_text("Updated")).not_to_have_text(drawn)
+    assert view.evaluate("document.activeElement.dataset.id") == stock
+    view.keyboard.press("Enter")
     detail = view.locator("aside.detail")
     expect(detail.get_by_role("heading", name=STOCK)).to_be_visible()
     shown = app.admin("GET", f"/functions/{STOCK}")[1]
     expect(detail).to_contain_text(shown["endpoint"])
     expect(detail).to_contain_text("Error rate")
     page.screenshot("graph")
+
+
+LAYOUT = """async () => {
+  const {layout} = await import("./static/layout.js");
+  const node = (id, kind) => ({id, kind, name: id});
+  const edge = (from, to) => ({from, to, messages: 1, per_s: 1});
+  return layout(
+    [node("i", "ingress"), node("a", "function"), node("b", "function"), node("c", "function"),
+     node("d", "function"), node("e", "egress"), node("z", "function")],
+    [edge("i", "a"), edge("a", "b"), edge("b", "a"), edge("a", "c"), edge("c", "d"), edge("d", "e"),
+     edge("i", "d"), edge("b", "e"), edge("a", "a"), edge("a", "gone")],
+    {width: 100, height: 40, layerGap: 50, rowGap: 20, margin: 48});
+}"""
+
+
+def test_the_graph_layout_layers_the_flows_and_keeps_nodes_apart(page):
+    drawn = page.open("graph").evaluate(LAYOUT)
+    nodes = {node["id"]: node for node in drawn["nodes"]}
+    assert {id: node["layer"] for id, node in nodes.items()} == {"i": 0, "a": 1, "b": 2, "c": 2, "d": 3, "e": 4, "z": None}
+    edges = {(edge["from"], edge["to"]): edge for edge in drawn["edges"]}
+    assert ("a", "gone") not in edges  # a flow to a node not in the graph is left out
+    assert [pair for pair, edge in edges.items() if edge["back"]] == [("b", "a")]  # the cycle, broken once
+    # a flow across layers passes through a slot in each layer between: one curve per layer it crosses
+    assert edges[("i", "d")]["path"].count(" C ") == 3 and edges[("b", "e")]["path"].count(" C ") == 2
+    boxes = [(node["x"], node["y"], node["x"] + 100, node["y"] + 40) for node in nodes.values()]
+    for n, a in enumerate(boxes):
+        assert 0 <= a[0] and a[2] <= drawn["width"] and 0 <= a[1] and a[3] <= drawn["height"]
+        for b in boxes[n + 1:]:
+            assert a[2] <= b[0] or b[2] <= a[0] or a[3] <= b[1] or b[3] <= a[1], (a, b)  # apart
+    assert nodes["z"]["idle"] and nodes["z"]["y"] > max(n["y"] for id, n in nodes.items() if id != "z")
 
 
 def test_a_state_edit_is_checked_by_the_api_and_read_by_the_function(page, app):

@@ -35,6 +35,20 @@ export function fill(element, ...children) {
   return build(element, {}, children);
 }
 
+const FOCUSABLE = "a[href], button, input, select, textarea, summary, [tabindex]";
+
+/**
+ * ``fill`` for the live pages, which draw their view again at each poll: the keyboard focus stays on the
+ * control in the same place among the focusable ones (the view's shape rarely changes between polls), so
+ * a keyboard user on a graph node or a link is not sent back to the top every 2 seconds.
+ */
+export function refill(element, ...children) {
+  const index = [...element.querySelectorAll(FOCUSABLE)].indexOf(document.activeElement);
+  fill(element, ...children);
+  if (index >= 0) element.querySelectorAll(FOCUSABLE)[index]?.focus({preventScroll: true});
+  return element;
+}
+
 let labelled = 0;
 
 /** A labelled field: the label's ``for`` names the control's id, so screen readers and clicks find it. */

@@ -3,7 +3,7 @@
 // (GET /functions/{ns}/{type}), shown beside the graph.
 
 import {POLL_MS, get, poll, typePath} from "./api.js";
-import {fill, h, integer, ms, rate, s} from "./dom.js";
+import {h, integer, ms, rate, refill, s} from "./dom.js";
 import {layout} from "./layout.js";
 import {href} from "./nav.js";
 
@@ -108,9 +108,9 @@ export async function show(main, params, signal) {
       get("/graph", {signal}),
       selected ? get(`/functions/${typePath(selected)}`, {signal}) : null,
     ]);
-    fill(picture, graph.nodes.length ? drawing(graph, selected) : h("p", {class: "quiet"}, "No functions, ingresses or egresses."));
-    fill(table, edgeTable(graph));
-    if (selected) fill(side, detail(selected, f));
+    refill(picture, graph.nodes.length ? drawing(graph, selected) : h("p", {class: "quiet"}, "No functions, ingresses or egresses."));
+    refill(table, edgeTable(graph));
+    if (selected) refill(side, detail(selected, f));
     problem.hidden = true;
     stamp.textContent = `Updated ${new Date().toLocaleTimeString()}, every ${POLL_MS / 1000} s. Each flow: messages per second over the last 10 s · messages since the process started.`;
   }, (error) => {

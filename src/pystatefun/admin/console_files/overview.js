@@ -2,7 +2,7 @@
 // failure counts, from GET /overview every POLL_MS.
 
 import {POLL_MS, get, poll} from "./api.js";
-import {duration, fill, h, integer, ms, rate} from "./dom.js";
+import {duration, h, integer, ms, rate, refill} from "./dom.js";
 import {href} from "./nav.js";
 
 export const TITLE = "Overview";
@@ -44,7 +44,7 @@ function render(view, o) {
         h("td", {}, l.ingress), h("td", {}, l.topic), h("td", {class: "number"}, l.partition),
         h("td", {class: "number"}, integer(l.lag))))))
     : h("p", {class: "quiet"}, "No Kafka ingress: no lag to show.");
-  fill(view, figures, workers, lag);
+  refill(view, figures, workers, lag);
 }
 
 /** A worker's admin API as a link to its own console, or as the text given when that is no URL. */
