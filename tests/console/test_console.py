@@ -42,6 +42,20 @@ def page(context, app):
     assert page.errors == []
 
 
+def test_the_console_is_served_as_its_own_files_only(app):
+    index = request(app.admin_port, "GET", "/ui/")
+    assert index.status == 200 and index.headers["Content-Type"].startswith("text/html")
+    script = request(app.admin_port, "GET", "/ui/static/app.js")
+    assert script.status == 200 and script.headers["Content-Type"].startswith("text/javascript")
+    for reply in (index, script):  # revalidated after an upgrade; this origin only, never framed
+        assert reply.headers["Cache-Control"] == "no-cache"
+        assert "default-src 'self'" in reply.headers["Content-Security-Policy"]
+        assert "frame-ancestors 'none'" in reply.headers["Content-Security-Policy"]
+    for path in ("/ui/static/no-such.js", "/ui/static/..%2Fconsole.py", "/ui/static/%2e%2e/console.py"):
+        assert request(app.admin_port, "GET", path).status == 404, path
+    assert request(app.admin_port, "GET", "/ui").headers["Location"] == "/ui/"
+
+
 def test_every_page_loads_without_console_errors(page, app):
     view = page.open("overview")
     expect(view.get_by_text("Updated")).to_be_visible()
