@@ -38,3 +38,9 @@ def fragile(context, message):
     if text == "poison" and not os.path.exists(os.environ["OPS_FIXED"]):
         raise RuntimeError("cannot digest poison")
     emit(context, key=context.address.id, message=text)
+
+
+@functions.bind("ops/refuses")
+def refuses(context, message):
+    """Fails on every message: each address parks, and a skip turns its message into a dead letter."""
+    raise RuntimeError("refuses every message")

@@ -27,10 +27,13 @@ function reason(text) {
   return rest.length ? h("details", {}, h("summary", {}, first), h("pre", {}, rest.join("\n"))) : h("span", {}, first);
 }
 
-function pager(page, params, key, next) {
+/** First and next page of one listing, named after it: the page has two. ``next``: the next page's after. */
+function pager(listing, params, key, next) {
   return h("div", {class: "pager"},
-    h("button", {type: "button", disabled: !params.get(key), onclick: () => go("failures", without(params, key))}, "First page"),
-    h("button", {type: "button", disabled: next === null, onclick: () => go("failures", {...without(params, key), [key]: next})}, page));
+    h("button", {type: "button", disabled: !params.get(key), onclick: () => go("failures", without(params, key))},
+      `First page of ${listing}`),
+    h("button", {type: "button", disabled: next === null, onclick: () => go("failures", {...without(params, key), [key]: next})},
+      `Next page of ${listing}`));
 }
 
 function without(params, key) {
@@ -66,7 +69,7 @@ async function parked(section, result, params, signal) {
             h("button", {type: "button", onclick: act(entry, "resume")}, `Resume ${entry.address}`),
             h("button", {type: "button", class: "danger", onclick: act(entry, "skip")}, `Skip ${entry.address}`))))))
       : h("p", {class: "quiet"}, after ? "No parked address after these." : "No address is parked."),
-    pager("Next parked addresses", params, "parked_after", entries.length === PAGE ? entries[entries.length - 1].address : null));
+    pager("parked addresses", params, "parked_after", entries.length === PAGE ? entries[entries.length - 1].address : null));
 }
 
 async function deadLetters(section, result, params, signal) {
@@ -96,7 +99,7 @@ async function deadLetters(section, result, params, signal) {
           h("td", {}, time(letter.at_ms)),
           h("td", {class: "actions"}, h("button", {type: "button", onclick: replay(letter)}, `Replay dead letter ${letter.seq}`))))))
       : h("p", {class: "quiet"}, after !== "0" ? "No dead letters after these." : "No dead letters."),
-    pager("Next dead letters", params, "letters_after", letters.length === PAGE ? String(letters[letters.length - 1].seq) : null));
+    pager("dead letters", params, "letters_after", letters.length === PAGE ? String(letters[letters.length - 1].seq) : null));
 }
 
 function messageText(letter) {
