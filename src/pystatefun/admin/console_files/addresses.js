@@ -34,7 +34,7 @@ export async function show(main, params, signal) {
   }
 
   const listing = h("section", {class: "listing", "aria-labelledby": "listing-title"});
-  const opened = h("section", {class: "address", "aria-live": "polite"});
+  const opened = h("section", {class: "address"});
   main.append(h("div", {class: "columns"}, listing, opened));
   await Promise.all([
     list(listing, type, after, id, signal),
@@ -46,7 +46,7 @@ async function list(section, type, after, selected, signal) {
   const wanted = h("input", {type: "text", name: "id", autocomplete: "off", value: selected ?? "", required: true});
   const open = h("form", {class: "inline", onsubmit: (event) => {
     event.preventDefault();
-    go("addresses", {type, id: wanted.value});
+    go("addresses", {type, after, id: wanted.value});
   }}, field("Address id", wanted), h("button", {type: "submit"}, "Open"),
   h("button", {type: "button", onclick: () => {
     trail.afters.push(after);

@@ -99,7 +99,7 @@ export async function show(main, params, signal) {
   const stamp = h("p", {class: "quiet"}, "Loading…");
   const problem = h("p", {class: "outcome error", role: "alert", hidden: true});
   const picture = h("div", {class: "graph-frame"});
-  const side = h("aside", {class: "detail", "aria-live": "polite"},
+  const side = h("aside", {class: "detail", "aria-label": "Function detail"},
     selected ? "Loading…" : h("p", {class: "quiet"}, "Choose a function in the graph for its endpoint, health, latency, batch sizes and error rate."));
   const table = h("div", {});
   main.append(stamp, problem, h("div", {class: "graph-page"}, picture, side), table);
