@@ -115,7 +115,7 @@ def test_a_bearer_token_guards_everything_but_health_and_metrics(tmp_path):
         wrong = {"Authorization": "Basic " + base64.b64encode(b"anyone:wrong").decode()}
         assert request(runtime.admin_port, "GET", "/parked", b"", wrong).status == 401
         assert request(runtime.admin_port, "GET", "/parked", b"", {"Authorization": "Basic %%%"}).status == 401
-        assert "WWW-Authenticate" not in request(runtime.admin_port, "GET", "/parked").headers  # the API: no prompt
+        assert request(runtime.admin_port, "GET", "/parked").headers["WWW-Authenticate"].startswith("Bearer ")  # no prompt
         # Prometheus scrapes without the token: the metrics show no state and change nothing
         scraped = request(runtime.admin_port, "GET", "/metrics")
         assert scraped.status == 200 and b"pystatefun_epochs_committed" in scraped.body

@@ -33,6 +33,9 @@ def test_the_wheel_ships_its_license_notice_and_type_information(wheel):
     dist_info = next(name.split("/")[0] for name in names if name.endswith(".dist-info/METADATA"))
     assert f"{dist_info}/licenses/LICENSE" in names and f"{dist_info}/licenses/NOTICE" in names
     assert "pystatefun/scaffold/template/functions.py.tmpl" in names  # what `pystatefun init` writes
+    from pystatefun.admin.console import FILES  # the web console's files, served from the package (/ui)
+
+    assert {f"pystatefun/admin/console_files/{path.name}" for path in FILES.iterdir()} <= set(names)
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "Requires-Python: >=3.11" in metadata
     assert "Provides-Extra: kafka" in metadata

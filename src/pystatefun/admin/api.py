@@ -180,8 +180,11 @@ class AdminApi:
             if not self._token_given(request.headers.get("Authorization", "")):
                 response = _error(401, "this admin API needs 'Authorization: Bearer <token>' (the token given to "
                                        "--admin-token); in a browser, the token as the password")
-                if request.path == CONSOLE_ROOT or request.path.startswith(CONSOLE_ROOT + "/"):
-                    response.headers["WWW-Authenticate"] = 'Basic realm="pystatefun admin", charset="UTF-8"'
+                # a 401 names its scheme (RFC 9110): the console's pages ask a browser for Basic (it prompts
+                # once); the API's routes for Bearer, which no browser prompts for
+                console_page = request.path == CONSOLE_ROOT or request.path.startswith(CONSOLE_ROOT + "/")
+                response.headers["WWW-Authenticate"] = ('Basic realm="pystatefun admin", charset="UTF-8"' if console_page
+                                                        else 'Bearer realm="pystatefun admin"')
                 return response
         return await handler(request)
 
