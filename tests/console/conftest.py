@@ -10,7 +10,10 @@ import pytest
 from .harness import CHROMIUM, SKIP_WITHOUT_PLAYWRIGHT
 
 
-@pytest.fixture(scope="session")
+# package scope, not session: Playwright's sync API keeps an event loop running in the main thread while
+# it is open, and every later test that calls asyncio.run() would fail with "cannot be called from a
+# running event loop"; it is closed once the console's tests are done
+@pytest.fixture(scope="package")
 def browser():
     if not os.access(CHROMIUM, os.X_OK):
         pytest.skip(f"no Chromium at {CHROMIUM}: apt-get install chromium (the console tests drive a real browser)")
