@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import base64
 import json
+import os
 import shutil
+import tempfile
 import time
 import typing
 from pathlib import Path
@@ -17,7 +19,9 @@ from e2e.processes import Runtime, request
 ROOT = Path(__file__).resolve().parents[2]
 CART = ROOT / "examples" / "shopping-cart" / "shopping_cart.py"
 OPS = Path(__file__).parent / "apps" / "ops.py"
-SCREENSHOTS = ROOT / "docs" / "console"
+# where the pages' screenshots go: the docs' own folder only when asked (a test run must not change files
+# of the repository), else a folder of the temporary directory
+SCREENSHOTS = Path(os.environ.get("PYSTATEFUN_SCREENSHOTS") or Path(tempfile.gettempdir()) / "pystatefun-console")
 CHROMIUM = "/usr/bin/chromium"  # Debian's: Playwright's own browser builds come from a CDN this project cannot reach
 SKIP_WITHOUT_PLAYWRIGHT = "the Python package playwright is not installed: pip install -e '.[dev]'"
 
