@@ -90,6 +90,17 @@ class PlaygroundIngress:
         return HttpServer(counted, MAX_BODY_BYTES, name="playground ingress")
 
     async def handle(self, request: Request) -> Response:
+        tracing = self.runtime.tracing
+        if tracing is None:
+            return await self._handle(request, None)
+        path = request.raw_path.split("?", 1)[0]
+        with tracing.http_ingress(request.method, path, request.segments, request.headers, INGRESS_ID) as span:
+            response = await self._handle(request, tracing.traceparent(span))
+            tracing.http_answered(span, response.status)
+            return response
+
+    async def _handle(self, request: Request, trace: str | None) -> Response:
+        """A request; ``trace``: the traceparent its message carries (None: not traced)."""
         if len(request.segments) != 3 or not all(request.segments):
             return text(404, f"{request.raw_path.split('?', 1)[0]} is not a function address: "
                              "send to /<namespace>/<type>/<id>")
@@ -128,7 +139,7 @@ class PlaygroundIngress:
         reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
         waiter = None if reply_id is None else self._wait_for(reply_id)
         try:
-            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id, key)
+            accepted = await self._deliver(target, value_type, request.body, full_key, reply_id, key, trace)
             if isinstance(accepted, Response):
                 return accepted
             if waiter is None:
@@ -155,7 +166,7 @@ class PlaygroundIngress:
         return None if reason is None else text(404, reason)
 
     async def _deliver(self, target: SdkAddress, value_type: str, body: bytes, full_key: str | None,
-                       reply_id: str | None, key: str | None) -> Response | Epoch | None:
+                       reply_id: str | None, key: str | None, trace: str | None) -> Response | Epoch | None:
         """Sends the message: the epoch that carries it (its commit makes the message durable). Or the
         answer to give instead: a refusal, or for a retry of a keyed request, the first request's answer
         -- unless that was a 202 and this request waits for the reply (None: the message is committed
@@ -168,7 +179,7 @@ class PlaygroundIngress:
             if not admitted and not await self.runtime.admit(target):
                 return text(404, f"no function type {target.typename!r} is bound in the module")
         caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
-        self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body)))
+        self.runtime.route(Envelope(target, caller, TypedValue(typename=value_type, has_value=True, value=body), None, trace))
         epoch = self.runtime.epoch
         if full_key is not None:
             epoch.idempotency.append(IdempotencyRecord(full_key, self.runtime.now_ms() + self.idempotency_ttl_ms, 202, b"",
