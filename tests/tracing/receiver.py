@@ -21,7 +21,7 @@ class ReceivedSpan:
     name: str
     kind: int
     attributes: dict[str, typing.Any]
-    service: str
+    resource: dict[str, typing.Any]
 
 
 def _value(any_value: typing.Any) -> typing.Any:
@@ -74,7 +74,7 @@ class OtlpReceiver:
                 for span in scope_spans.spans:
                     received.append(ReceivedSpan(
                         span.trace_id.hex(), span.span_id.hex(), span.parent_span_id.hex(), span.name, span.kind,
-                        {a.key: _value(a.value) for a in span.attributes}, resource.get("service.name", ""),
+                        {a.key: _value(a.value) for a in span.attributes}, resource,
                     ))
         with self._lock:
             self.spans.extend(received)
