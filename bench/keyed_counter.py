@@ -162,7 +162,8 @@ def run_restate(seconds: float, processes: Processes) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_pystatefun(kind: str, seconds: float, processes: Processes) -> dict[str, float]:
+def run_pystatefun(kind: str, seconds: float, processes: Processes, env: dict[str, str] | None = None) -> dict[str, float]:
+    """One run of ``pystatefun run`` (its environment: ours with ``env``) under wrk's load."""
     folder = Path(tempfile.mkdtemp(prefix="pystatefun-"))
     try:
         ingress, egress, admin = free_port(), free_port(), free_port()
@@ -181,7 +182,8 @@ def run_pystatefun(kind: str, seconds: float, processes: Processes) -> dict[str,
             f"---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: {egress}\n  topics: [unused]\n"
         )
         runtime = processes.start([sys.executable, "-m", "pystatefun.cli", "run", str(folder / "module.yaml"),
-                                   "--data-dir", str(folder / "data"), "--admin-port", str(admin), "--log-level", "warning"])
+                                   "--data-dir", str(folder / "data"), "--admin-port", str(admin), "--log-level", "warning"],
+                                  env={**os.environ, **(env or {})})
         wait_for(ingress, runtime, "pystatefun run")
         result = wrk(ingress, seconds, "pystatefun")
         time.sleep(0.5)  # requests wrk gave up on at the end still complete
@@ -193,6 +195,12 @@ def run_pystatefun(kind: str, seconds: float, processes: Processes) -> dict[str,
     finally:
         processes.stop_all()
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def counted_exactly(run: dict[str, float]) -> bool:
+    """Whether the counters add up to the answered requests of a run, with no error answers."""
+    # wrk stops in the middle of at most one request per connection; those may still have counted
+    return run["completed"] <= run["total"] <= run["completed"] + CONNECTIONS and not run["errors"]
 
 
 def main() -> None:
@@ -216,8 +224,7 @@ def main() -> None:
     runs, all_exact = [], True  # for --record: the requests/s printed, named as in results.json
     for name, r in rows.items():
         ratio = f"{r['rps'] / restate['rps']:9.1f}x" if restate and name != "restate" else ""
-        # wrk stops in the middle of at most one request per connection; those may still have counted
-        exact = r["completed"] <= r["total"] <= r["completed"] + CONNECTIONS and not r["errors"]
+        exact = counted_exactly(r)
         check = f"{r['total']:,} for {r['completed']:,} answered" + ("" if exact else "  MISMATCH")
         print(f"{name:20} {r['rps']:11,.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:>10}  {check}")
         runs.append((SYSTEMS[name], "requests/s", round(r["rps"])))

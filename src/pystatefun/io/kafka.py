@@ -251,8 +251,7 @@ class KafkaIngress:
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
         trace = None
         if runtime.tracing is not None:
-            span = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
-            trace = runtime.tracing.traceparent(span)
+            trace = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
         for target in targets:
             if not runtime.owns(target):
                 self.elsewhere += 1

@@ -91,10 +91,11 @@ class PlaygroundIngress:
 
     async def handle(self, request: Request) -> Response:
         tracing = self.runtime.tracing
-        if tracing is None:
+        span = None if tracing is None else tracing.http_ingress(
+            request.method, request.raw_path.split("?", 1)[0], request.segments, request.headers, INGRESS_ID)
+        if span is None:  # tracing off, or this request is not sampled
             return await self._handle(request, None)
-        path = request.raw_path.split("?", 1)[0]
-        with tracing.http_ingress(request.method, path, request.segments, request.headers, INGRESS_ID) as span:
+        with tracing.current(span):
             response = await self._handle(request, tracing.traceparent(span))
             tracing.http_answered(span, response.status)
             return response

@@ -8,20 +8,22 @@ call, its egress records and the messages it sends are its children. A batch hol
 traces is the child of its first message's span and links the others.
 
 Only sampled spans travel: a message whose request was not sampled carries nothing, and its invocation
-makes no span (the parent-based samplers would not sample it either), so an unsampled request costs its
-ingress span and nothing after it.
+makes no span (the parent-based samplers would not sample it either). An unsampled request does not even
+get a span object: the ingress asks the sampler first (``_start``), so with 1% sampled, 99% of requests
+cost a trace id and a sampling decision, a few microseconds, and nothing after them.
 """
 
 from __future__ import annotations
 
-import contextlib
 import contextvars
 import logging
+import threading
 import typing
 
 from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.id_generator import IdGenerator
 from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -30,16 +32,42 @@ from pystatefun.sdk.address import SdkAddress
 from pystatefun.tracing import PARKED
 
 TRACEPARENT = "traceparent"
+_ROOT = otel_context.Context()  # a context without a span: what a root span starts from
 INSTRUMENTATION = "pystatefun"
 MAX_STATUS_CHARS = 1024  # of a parked batch's reason, in its span's status
 
 
-class Tracing:
-    """Makes the runtime's spans with ``provider``'s tracer (the global one when None)."""
+class _ChosenTraceIds(IdGenerator):
+    """The provider's id generator, except that the thread's next trace id can be chosen: the one whose
+    sampling decision an ingress took already (Tracing._start), so that its span gets that decision."""
 
-    def __init__(self, provider: TracerProvider | None = None):
+    def __init__(self, generator: IdGenerator):
+        self.generator = generator
+        self.chosen = threading.local()
+
+    def generate_span_id(self) -> int:
+        return self.generator.generate_span_id()
+
+    def generate_trace_id(self) -> int:
+        chosen = getattr(self.chosen, "trace_id", None)
+        if chosen is None:
+            return self.generator.generate_trace_id()
+        self.chosen.trace_id = None
+        return chosen
+
+    def is_trace_id_random(self) -> bool:
+        return self.generator.is_trace_id_random()
+
+
+class Tracing:
+    """Makes the runtime's spans with ``provider``'s tracer."""
+
+    def __init__(self, provider: TracerProvider):
         self.provider = provider
-        self.tracer = (provider or trace.get_tracer_provider()).get_tracer(INSTRUMENTATION)
+        self._ids = _ChosenTraceIds(provider.id_generator)
+        provider.id_generator = self._ids  # before get_tracer: a tracer keeps the generator it is given
+        self.tracer = provider.get_tracer(INSTRUMENTATION)
+        self._sampler = provider.sampler
         self._propagator = TraceContextTextMapPropagator()
 
     # -- the trace context -----------------------------------------------------------------------------
@@ -72,21 +100,37 @@ class Tracing:
 
     # -- ingresses -------------------------------------------------------------------------------------
 
-    @contextlib.contextmanager
+    def _start(self, name: str, kind: SpanKind, traceparent: str | None) -> Span | None:
+        """The span of something that came from outside, the child of the ``traceparent`` it came with,
+        else a root; None when it is not sampled. A root's sampling decision is taken before any span is
+        made, on the trace id the span then gets: most requests are not sampled, and a span costs more."""
+        if traceparent is not None:
+            span = self.tracer.start_span(name, context=self._parent(traceparent), kind=kind)
+            return span if span.is_recording() else None
+        trace_id = self._ids.generator.generate_trace_id()
+        if not self._sampler.should_sample(_ROOT, trace_id, name, kind).decision.is_sampled():
+            return None
+        self._ids.chosen.trace_id = trace_id
+        return self.tracer.start_span(name, context=_ROOT, kind=kind)
+
     def http_ingress(self, method: str, path: str, segments: typing.Sequence[str], headers: typing.Mapping[str, str],
-                     ingress_id: str) -> typing.Iterator[Span]:
-        """The span of one request to an HTTP ingress, current while it is handled; the child of the
-        request's own ``traceparent`` header, if it has one. Its name is the method and the route, the
-        function type with ``{id}`` (one name per function type, as tracing backends group by name)."""
-        attributes = {"http.request.method": method, "url.path": path, "pystatefun.ingress": ingress_id}
-        name = method
-        if len(segments) == 3:
-            route = attributes["http.route"] = f"/{segments[0]}/{segments[1]}/{{id}}"
-            name = f"{method} {route}"
-        span = self.tracer.start_span(name, context=self._propagator.extract(headers), kind=SpanKind.SERVER,
-                                      attributes=attributes)
-        with trace.use_span(span, end_on_exit=True):
-            yield span
+                     ingress_id: str) -> Span | None:
+        """The span of one request to an HTTP ingress (None: not sampled), the child of the request's own
+        ``traceparent`` header if it has one. Its name is the method and the route, the function type with
+        ``{id}`` (one name per function type: tracing backends group spans by name). The caller ends it
+        (``current``)."""
+        route = f"/{segments[0]}/{segments[1]}/{{id}}" if len(segments) == 3 else None
+        span = self._start(method if route is None else f"{method} {route}", SpanKind.SERVER, headers.get(TRACEPARENT))
+        if span is not None:
+            span.set_attributes({"http.request.method": method, "url.path": path, "pystatefun.ingress": ingress_id})
+            if route is not None:
+                span.set_attribute("http.route", route)
+        return span
+
+    @staticmethod
+    def current(span: Span) -> typing.ContextManager[Span]:
+        """``span`` current for the block, and ended after it (an exception recorded in it)."""
+        return trace.use_span(span, end_on_exit=True)
 
     @staticmethod
     def http_answered(span: Span, status: int) -> None:
@@ -95,24 +139,25 @@ class Tracing:
             span.set_status(Status(StatusCode.ERROR))
 
     def kafka_ingress(self, ingress_id: str, topic: str, partition: int, offset: int,
-                      headers: typing.Sequence[tuple[str, bytes]] | None, targets: typing.Sequence[SdkAddress]) -> Span:
-        """The span of one record a Kafka ingress took (ended: the record is in the epoch), the child of
-        the record's ``traceparent`` header if it has one."""
-        parent = None
+                      headers: typing.Sequence[tuple[str, bytes]] | None, targets: typing.Sequence[SdkAddress]) -> str | None:
+        """The span of one record a Kafka ingress took, the child of the record's ``traceparent`` header if
+        it has one, ended at once (the record's messages are in the epoch now); the traceparent its
+        messages carry (None: not sampled)."""
+        traceparent = None
         for key, value in headers or ():
             if key == TRACEPARENT and value:
-                parent = self._parent(value.decode("latin-1"))
-        span = self.tracer.start_span(
-            f"process {topic}", context=parent, kind=SpanKind.CONSUMER,
-            attributes={
-                "messaging.system": "kafka", "messaging.operation.type": "process",
-                "messaging.destination.name": topic, "messaging.destination.partition.id": str(partition),
-                "messaging.kafka.offset": offset, "pystatefun.ingress": ingress_id,
-                "pystatefun.targets": [f"{t.typename}/{t.id}" for t in targets],
-            },
-        )
+                traceparent = value.decode("latin-1")
+        span = self._start(f"process {topic}", SpanKind.CONSUMER, traceparent)
+        if span is None:
+            return None
+        span.set_attributes({
+            "messaging.system": "kafka", "messaging.operation.type": "process",
+            "messaging.destination.name": topic, "messaging.destination.partition.id": str(partition),
+            "messaging.kafka.offset": offset, "pystatefun.ingress": ingress_id,
+            "pystatefun.targets": [f"{t.typename}/{t.id}" for t in targets],
+        })
         span.end()
-        return span
+        return self.traceparent(span)
 
     # -- invocation batches ----------------------------------------------------------------------------
 
