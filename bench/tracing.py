@@ -4,11 +4,12 @@ with all of them, in one run on the same machine.
 
 Tracing is configured as a user would, by OTEL_* variables only: the OTLP/HTTP exporter (the otel extra)
 sends the spans to a sink in this process that answers every export and keeps nothing, so the cost
-measured includes making, batching, encoding and sending the spans. The variants take turns, round after
-round (each round in another order), so that a drift in the machine's load spreads over all of them;
-the ratios compare the medians of the rounds. Run: ``.venv/bin/python bench/tracing.py`` (needs
-``pip install -e '.[otel]'`` and wrk: apt-get install wrk); ``--record`` appends the medians to
-docs/benchmarks/results.json (bench/results.py).
+measured includes making, batching, encoding and sending the spans. The three runtimes run side by side
+and take turns under the load, in short rounds (each round in another order), so that the changing load
+of a busy machine spreads over all of them; the ratios compare the medians of the rounds. Besides
+requests/s it prints each runtime's CPU time per answered request (all its threads, the exporter's
+too). Run: ``.venv/bin/python bench/tracing.py`` (needs ``pip install -e '.[otel]'`` and wrk: apt-get
+install wrk); ``--record`` appends the medians to docs/benchmarks/results.json (bench/results.py).
 """
 
 from __future__ import annotations
@@ -16,12 +17,14 @@ from __future__ import annotations
 import argparse
 import http.server
 import os
+import shutil
 import statistics
 import sys
 import threading
+import time
 
 import results as bench_results  # bench/results.py: --record
-from keyed_counter import CONNECTIONS, KEYS, Processes, counted_exactly, run_pystatefun
+from keyed_counter import CONNECTIONS, KEYS, Processes, counted_exactly, load, start_pystatefun
 
 VARIANTS = {  # name (in results.json) -> the OTEL_* variables of the runtime
     "tracing off": {},
@@ -31,16 +34,15 @@ VARIANTS = {  # name (in results.json) -> the OTEL_* variables of the runtime
 
 
 class OtlpSink:
-    """An OTLP/HTTP endpoint on 127.0.0.1 that accepts every export and counts its requests and bytes."""
+    """An OTLP/HTTP endpoint on 127.0.0.1 that accepts every export and counts them."""
 
     def __init__(self) -> None:
         self.requests = 0
-        self.bytes = 0
         sink = self
 
         class Handler(http.server.BaseHTTPRequestHandler):
             def do_POST(self) -> None:
-                sink.bytes += len(self.rfile.read(int(self.headers.get("Content-Length", "0"))))
+                self.rfile.read(int(self.headers.get("Content-Length", "0")))
                 sink.requests += 1
                 self.send_response(200)
                 self.send_header("Content-Type", "application/x-protobuf")
@@ -71,46 +73,54 @@ def environment(variant: str, sink: OtlpSink) -> dict[str, str]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--seconds", type=float, default=10, help="of each run")
-    parser.add_argument("--rounds", type=int, default=3, help="runs of each variant, taking turns")
+    parser.add_argument("--seconds", type=float, default=3, help="of each round of each variant")
+    parser.add_argument("--rounds", type=int, default=10, help="rounds, each variant loaded once in each")
     parser.add_argument("--kind", choices=["embedded", "remote"], default="embedded",
                         help="the counter inside the runtime, or served by `pystatefun serve`")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     sink = OtlpSink()
     processes = Processes()
-    runs: dict[str, list[dict[str, float]]] = {name: [] for name in VARIANTS}
     names = list(VARIANTS)
+    runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    running = {}
     try:
+        for name in names:
+            running[name] = start_pystatefun(args.kind, processes, environment(name, sink))
         for round_ in range(args.rounds):
-            order = names[round_ % len(names):] + names[:round_ % len(names)]
-            for name in order:
-                exported = sink.requests
-                run = run_pystatefun(args.kind, args.seconds, processes, environment(name, sink))
-                run["exports"] = sink.requests - exported
+            for name in names[round_ % len(names):] + names[:round_ % len(names)]:
+                run = load(running[name], args.seconds)
                 runs[name].append(run)
-                print(f"round {round_ + 1}: {name:26} {run['rps']:9,.0f} requests/s  p99 {run['p99']:.2f} ms  "
-                      f"{run['exports']:.0f} exports", file=sys.stderr)
+                print(f"round {round_ + 1}: {name:26} {run['rps']:9,.0f} requests/s  {run['cpu_us']:6.1f} CPU us/request  "
+                      f"p99 {run['p99']:.2f} ms", file=sys.stderr)
+        time.sleep(0.5)  # requests wrk gave up on at the end still complete
+        totals = {name: running[name].counted() for name in names}
     finally:
         processes.stop_all()
         sink.stop()
+        for started in running.values():
+            shutil.rmtree(started.folder, ignore_errors=True)
     print(f"tracing cost: keyed counter ({args.kind}), {KEYS} keys, {CONNECTIONS} connections (wrk), durable, "
-          f"{args.rounds} rounds of {args.seconds:g} s, variants taking turns")
-    print(f"{'variant':26} {'requests/s':>11} {'min-max':>17} {'p99 ms':>8} {'vs off':>7}  counters")
-    off = statistics.median(r["rps"] for r in runs["tracing off"])
-    recorded, all_exact = [], True
+          f"{args.rounds} rounds of {args.seconds:g} s per variant, taking turns; {sink.requests} OTLP exports")
+    print(f"{'variant':26} {'requests/s':>11} {'min-max':>17} {'vs off':>7} {'CPU us/req':>11} {'min-max':>13} "
+          f"{'vs off':>7} {'p99 ms':>8}  counters")
+    off = {metric: statistics.median(r[metric] for r in runs["tracing off"]) for metric in ("rps", "cpu_us")}
+    recorded, all_exact, spreads = [], True, []
     for name, variant_runs in runs.items():
-        rps = [r["rps"] for r in variant_runs]
-        median = statistics.median(rps)
-        exact = all(counted_exactly(r) for r in variant_runs)
+        rps, cpu = [r["rps"] for r in variant_runs], [r["cpu_us"] for r in variant_runs]
+        summed = {"completed": sum(r["completed"] for r in variant_runs), "errors": sum(r["errors"] for r in variant_runs),
+                  "total": totals[name]}
+        exact = counted_exactly(summed, len(variant_runs))
         all_exact = all_exact and exact
-        print(f"{name:26} {median:11,.0f} {min(rps):8,.0f}-{max(rps):<8,.0f} "
-              f"{statistics.median(r['p99'] for r in variant_runs):8.2f} {median / off:7.3f}  "
+        print(f"{name:26} {statistics.median(rps):11,.0f} {min(rps):8,.0f}-{max(rps):<8,.0f} "
+              f"{statistics.median(rps) / off['rps']:7.3f} {statistics.median(cpu):11.1f} {min(cpu):6.1f}-{max(cpu):<6.1f} "
+              f"{off['cpu_us'] / statistics.median(cpu):7.3f} {statistics.median(r['p99'] for r in variant_runs):8.2f}  "
               f"{'exact' if exact else 'MISMATCH'}")
-        recorded.append((name, "requests/s", round(median)))
-    spread = max((max(r["rps"] for r in runs[n]) - min(r["rps"] for r in runs[n])) / statistics.median(r["rps"] for r in runs[n])
-                 for n in runs)
-    print(f"noise: the widest spread of one variant's rounds is {spread:.1%} of its median")
+        recorded += [(name, "requests/s", round(statistics.median(rps))),
+                     (name, "runtime CPU us/request", round(statistics.median(cpu), 1))]
+        spreads += [(max(values) - min(values)) / statistics.median(values) for values in (rps, cpu)]
+    print(f"noise: the rounds of one variant spread by up to {max(spreads):.0%} of their median "
+          "(requests/s or CPU time); 'vs off' is the variant's median over off's (CPU: off's over the variant's)")
     print("target: off costs nothing measurable; 1% sampled costs under 5% (ratio >= 0.95)")
     if args.record:
         if all_exact:

@@ -295,3 +295,34 @@ def test_an_unsampled_request_makes_no_span_after_its_ingress_and_carries_no_con
     asyncio.run(scenario())
     assert exporter.get_finished_spans() == ()
     provider.shutdown()
+
+
+def test_a_batch_of_messages_from_several_traces_is_in_the_first_ones_and_links_the_others(tmp_path, ports, tracing, exporter, monkeypatch):
+    """Three requests to one parked address: once resumed, their messages run as one batch."""
+    broken = tmp_path / "broken"
+    broken.touch()
+    monkeypatch.setenv("TRACING_TEST_BROKEN", str(broken))
+
+    async def scenario() -> list[ReadableSpan]:
+        app = Application(load_module(APPS / "relay.yaml"), tmp_path / "data", tracing=tracing)
+        await app.start()
+        try:
+            for _ in range(3):
+                assert (await put(ports["INGRESS_PORT"], "/test/relay/b", "io.statefun.types/int", 0))[0] == 202
+            await spans_until(exporter, lambda s: len(invokes(s, "test/relay")) == 3 and invokes(s, "test/sink"))
+            while app.runtime.backlog_of(address("test/sink", "b")) < 3:
+                await asyncio.sleep(0.01)
+            broken.unlink()
+            assert app.runtime.resume(address("test/sink", "b"))
+            return await spans_until(exporter, lambda s: [x for x in invokes(s, "test/sink") if x.attributes["pystatefun.outcome"] == "ok"])
+        finally:
+            await app.stop()
+
+    spans = asyncio.run(scenario())
+    relays = sorted(invokes(spans, "test/relay"), key=lambda s: s.start_time)
+    assert len({s.context.trace_id for s in relays}) == 3  # one trace per request
+    (batch,) = [s for s in invokes(spans, "test/sink") if s.attributes["pystatefun.outcome"] == "ok"]
+    assert batch.attributes["pystatefun.batch.size"] == 3
+    assert parent_of(batch) == relays[0].context.span_id
+    assert [(link.context.trace_id, link.context.span_id) for link in batch.links] == [
+        (s.context.trace_id, s.context.span_id) for s in relays[1:]]

@@ -24,7 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
-from opentelemetry.trace import Link, Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from pystatefun.runtime.envelope import Envelope
@@ -80,15 +80,13 @@ class Tracing:
             return None
         return f"00-{context.trace_id:032x}-{context.span_id:016x}-{int(context.trace_flags):02x}"
 
-    def _parent(self, traceparent: str | None) -> otel_context.Context | None:
-        """The context whose span is the one a traceparent names (None: a root span)."""
-        if traceparent is None:
-            return None
-        return self._propagator.extract({TRACEPARENT: traceparent})
-
-    def _link(self, traceparent: str) -> Link | None:
-        context = trace.get_current_span(self._propagator.extract({TRACEPARENT: traceparent})).get_span_context()
-        return Link(context) if context.is_valid else None
+    @staticmethod
+    def _carried(traceparent: str) -> SpanContext:
+        """The span a message's traceparent names. Only ``traceparent`` writes those, so they are read by
+        position; a traceparent from outside (a request's header) goes through the propagator, which
+        checks it."""
+        return SpanContext(int(traceparent[3:35], 16), int(traceparent[36:52], 16), is_remote=True,
+                           trace_flags=TraceFlags(int(traceparent[53:55], 16)))
 
     @staticmethod
     def context(span: Span) -> contextvars.Context:
@@ -105,7 +103,8 @@ class Tracing:
         else a root; None when it is not sampled. A root's sampling decision is taken before any span is
         made, on the trace id the span then gets: most requests are not sampled, and a span costs more."""
         if traceparent is not None:
-            span = self.tracer.start_span(name, context=self._parent(traceparent), kind=kind)
+            parent = self._propagator.extract({TRACEPARENT: traceparent})
+            span = self.tracer.start_span(name, context=parent, kind=kind)
             return span if span.is_recording() else None
         trace_id = self._ids.generator.generate_trace_id()
         if not self._sampler.should_sample(_ROOT, trace_id, name, kind).decision.is_sampled():
@@ -166,9 +165,10 @@ class Tracing:
         traces = [envelope.trace for envelope in batch if envelope.trace is not None]
         if not traces:
             return None
-        others = [link for link in (self._link(t) for t in dict.fromkeys(traces[1:]) if t != traces[0]) if link]
+        parent = trace.set_span_in_context(NonRecordingSpan(self._carried(traces[0])), _ROOT)
+        others = [Link(self._carried(t)) for t in dict.fromkeys(traces[1:]) if t != traces[0]]
         return self.tracer.start_span(
-            f"invoke {target.typename}", context=self._parent(traces[0]), kind=SpanKind.INTERNAL, links=others,
+            f"invoke {target.typename}", context=parent, kind=SpanKind.INTERNAL, links=others,
             attributes={
                 "pystatefun.function.type": target.typename, "pystatefun.address.id": target.id,
                 "pystatefun.batch.size": len(batch), "pystatefun.invocation": invocation,
