@@ -213,11 +213,14 @@ def start_pystatefun(kind: str, processes: Processes, env: dict[str, str] | None
     return Pystatefun(ingress, admin, runtime, folder)
 
 
-def load(running: Pystatefun, seconds: float) -> dict[str, float]:
+def load(running: Pystatefun, seconds: float, settle: float = 0.0) -> dict[str, float]:
     """wrk's load on a running pystatefun for ``seconds``, with the runtime's CPU time per answered request
-    (all its threads), which the other processes of a busy machine change less than requests/s."""
+    (all its threads), which the other processes of a busy machine change less than requests/s. The CPU
+    time counts ``settle`` seconds more after the load: what the runtime still does for it (exporting the
+    spans of the last requests, say) counts, and is done before anything else is measured."""
     cpu = cpu_seconds(running.process.pid)
     result = wrk(running.ingress, seconds, "pystatefun")
+    time.sleep(settle)
     result["cpu_us"] = (cpu_seconds(running.process.pid) - cpu) / max(result["completed"], 1) * 1e6
     return result
 
