@@ -74,7 +74,7 @@ class Scheduling:
         if mailbox.waiters:
             self._release(mailbox)
         tracing = self.tracing
-        if tracing is not None:  # the one check tracing costs a batch when it is off
+        if tracing is not None:  # off, this and _finish's are all that tracing costs a batch
             span = tracing.batch(mailbox.address, batch, mailbox.invocation, mailbox.processor.partition)
             if span is not None:
                 mailbox.span, mailbox.trace = span, tracing.traceparent(span)
