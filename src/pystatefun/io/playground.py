@@ -91,9 +91,11 @@ class PlaygroundIngress:
 
     async def handle(self, request: Request) -> Response:
         tracing = self.runtime.tracing
-        span = None if tracing is None else tracing.http_ingress(
-            request.method, request.raw_path.split("?", 1)[0], request.segments, request.headers, INGRESS_ID)
-        if span is None:  # tracing off, or this request is not sampled
+        if tracing is None:  # off: the one check tracing costs a request here
+            return await self._handle(request, None)
+        span = tracing.http_ingress(request.method, request.raw_path.split("?", 1)[0], request.segments,
+                                    request.headers, INGRESS_ID)
+        if span is None:  # not sampled
             return await self._handle(request, None)
         with tracing.current(span):
             response = await self._handle(request, tracing.traceparent(span))
