@@ -29,6 +29,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import results as bench_results  # bench/results.py: --record
@@ -126,6 +127,12 @@ def _ms(text: str) -> float:
     return float(value) * {"us": 0.001, "ms": 1.0, "s": 1000.0, "m": 60000.0}[unit]
 
 
+def cpu_seconds(pid: int) -> float:
+    """The CPU time (user and system, all threads) process ``pid`` has used (Linux: /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def http(method: str, url: str, body: bytes | None = None, headers: dict | None = None) -> bytes:
     request = urllib.request.Request(url, data=body, method=method, headers=headers or {})
     with urllib.request.urlopen(request, timeout=30) as response:
@@ -162,37 +169,78 @@ def run_restate(seconds: float, processes: Processes) -> dict[str, float]:
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def run_pystatefun(kind: str, seconds: float, processes: Processes) -> dict[str, float]:
-    folder = Path(tempfile.mkdtemp(prefix="pystatefun-"))
-    try:
-        ingress, egress, admin = free_port(), free_port(), free_port()
-        if kind == "embedded":
-            shutil.copy(HERE / "functions" / "keyed_counter.py", folder / "keyed_counter.py")
-            functions = "kind: pystatefun.v1/embedded\nspec:\n  functions: bench/*\n  module: keyed_counter:functions\n"
-        else:
-            port = free_port()
-            server = processes.start([sys.executable, "-m", "pystatefun.cli", "serve", "keyed_counter:functions",
-                                      "--port", str(port), "--log-level", "warning"], cwd=HERE / "functions")
-            wait_for(port, server, "pystatefun serve")
-            functions = (f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: bench/*\n"
-                         f"  urlPathTemplate: http://127.0.0.1:{port}/statefun\n")
-        (folder / "module.yaml").write_text(
-            functions + f"---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: {ingress}\n"
-            f"---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: {egress}\n  topics: [unused]\n"
-        )
-        runtime = processes.start([sys.executable, "-m", "pystatefun.cli", "run", str(folder / "module.yaml"),
-                                   "--data-dir", str(folder / "data"), "--admin-port", str(admin), "--log-level", "warning"])
-        wait_for(ingress, runtime, "pystatefun run")
-        result = wrk(ingress, seconds, "pystatefun")
-        time.sleep(0.5)  # requests wrk gave up on at the end still complete
+@dataclass
+class Pystatefun:
+    """A running `pystatefun run` of the keyed counter: its ports, process and folder."""
+
+    ingress: int
+    admin: int
+    process: subprocess.Popen
+    folder: Path
+
+    def counted(self) -> int:
+        """The sum of the counters (read through the admin API)."""
         total = 0
         for k in range(KEYS):
-            state = json.loads(http("GET", f"http://127.0.0.1:{admin}/state/bench/counter/k{k}"))["state"]
+            state = json.loads(http("GET", f"http://127.0.0.1:{self.admin}/state/bench/counter/k{k}"))["state"]
             total += state["count"]["value"] if "count" in state else 0
-        return {**result, "total": total}
+        return total
+
+
+def start_pystatefun(kind: str, processes: Processes, env: dict[str, str] | None = None) -> Pystatefun:
+    """Starts `pystatefun run` of the keyed counter (its environment: ours with ``env``), the counter
+    embedded or served by `pystatefun serve`; ``processes.stop_all`` stops it, then remove its folder."""
+    folder = Path(tempfile.mkdtemp(prefix="pystatefun-"))
+    ingress, egress, admin = free_port(), free_port(), free_port()
+    if kind == "embedded":
+        shutil.copy(HERE / "functions" / "keyed_counter.py", folder / "keyed_counter.py")
+        functions = "kind: pystatefun.v1/embedded\nspec:\n  functions: bench/*\n  module: keyed_counter:functions\n"
+    else:
+        port = free_port()
+        server = processes.start([sys.executable, "-m", "pystatefun.cli", "serve", "keyed_counter:functions",
+                                  "--port", str(port), "--log-level", "warning"], cwd=HERE / "functions")
+        wait_for(port, server, "pystatefun serve")
+        functions = (f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: bench/*\n"
+                     f"  urlPathTemplate: http://127.0.0.1:{port}/statefun\n")
+    (folder / "module.yaml").write_text(
+        functions + f"---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: {ingress}\n"
+        f"---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: {egress}\n  topics: [unused]\n"
+    )
+    runtime = processes.start([sys.executable, "-m", "pystatefun.cli", "run", str(folder / "module.yaml"),
+                               "--data-dir", str(folder / "data"), "--admin-port", str(admin), "--log-level", "warning"],
+                              env={**os.environ, **(env or {})})
+    wait_for(ingress, runtime, "pystatefun run")
+    return Pystatefun(ingress, admin, runtime, folder)
+
+
+def load(running: Pystatefun, seconds: float, settle: float = 0.0) -> dict[str, float]:
+    """wrk's load on a running pystatefun for ``seconds``, with the runtime's CPU time per answered request
+    (all its threads), which the other processes of a busy machine change less than requests/s. The CPU
+    time counts ``settle`` seconds more after the load: what the runtime still does for it (exporting the
+    spans of the last requests, say) counts, and is done before anything else is measured."""
+    cpu = cpu_seconds(running.process.pid)
+    result = wrk(running.ingress, seconds, "pystatefun")
+    time.sleep(settle)
+    result["cpu_us"] = (cpu_seconds(running.process.pid) - cpu) / max(result["completed"], 1) * 1e6
+    return result
+
+
+def run_pystatefun(kind: str, seconds: float, processes: Processes) -> dict[str, float]:
+    running = start_pystatefun(kind, processes)
+    try:
+        result = load(running, seconds)
+        time.sleep(0.5)  # requests wrk gave up on at the end still complete
+        return {**result, "total": running.counted()}
     finally:
         processes.stop_all()
-        shutil.rmtree(folder, ignore_errors=True)
+        shutil.rmtree(running.folder, ignore_errors=True)
+
+
+def counted_exactly(run: dict[str, float], loads: int = 1) -> bool:
+    """Whether the counters add up to the answered requests of a run (of ``loads`` wrk runs), with no
+    error answers."""
+    # wrk stops in the middle of at most one request per connection; those may still have counted
+    return run["completed"] <= run["total"] <= run["completed"] + CONNECTIONS * loads and not run["errors"]
 
 
 def main() -> None:
@@ -216,8 +264,7 @@ def main() -> None:
     runs, all_exact = [], True  # for --record: the requests/s printed, named as in results.json
     for name, r in rows.items():
         ratio = f"{r['rps'] / restate['rps']:9.1f}x" if restate and name != "restate" else ""
-        # wrk stops in the middle of at most one request per connection; those may still have counted
-        exact = r["completed"] <= r["total"] <= r["completed"] + CONNECTIONS and not r["errors"]
+        exact = counted_exactly(r)
         check = f"{r['total']:,} for {r['completed']:,} answered" + ("" if exact else "  MISMATCH")
         print(f"{name:20} {r['rps']:11,.0f} {r['p50']:8.2f} {r['p99']:8.2f} {ratio:>10}  {check}")
         runs.append((SYSTEMS[name], "requests/s", round(r["rps"])))

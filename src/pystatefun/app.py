@@ -45,6 +45,7 @@ from pystatefun.wording import plural
 
 if typing.TYPE_CHECKING:
     from pystatefun.backends.kafka.worker import KafkaBackend
+    from pystatefun.tracing import Tracing
 
 log = logging.getLogger("pystatefun")
 
@@ -88,9 +89,11 @@ class Application:
         admin_token: str | None = None,
         kafka: KafkaBackend | None = None,
         port_offset: int = 0,
+        tracing: Tracing | None = None,
     ):
         """``data_dir``: the embedded backend's SQLite data dir; ``kafka``: a worker of the Kafka
-        backend instead (then ``data_dir`` and ``partitions`` are not used)."""
+        backend instead (then ``data_dir`` and ``partitions`` are not used); ``tracing``: OpenTelemetry
+        spans (tracing/config.py from_environment), None for none."""
         self.module = module
         self.data_dir = None if data_dir is None else Path(data_dir)
         self.admin_port = admin_port
@@ -111,7 +114,7 @@ class Application:
         self.runtime = Runtime(
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval,
             # on the Kafka backend the group assigns partitions; full mailboxes keep their messages in memory
-            owned=() if kafka is not None else None, spill=kafka is None,
+            owned=() if kafka is not None else None, spill=kafka is None, tracing=tracing,
         )
         # the playground egress's reads commit in the runtime's epochs, so it joins once the runtime exists
         self.egress = self._playground_egress(module)
@@ -135,6 +138,7 @@ class Application:
         for invoker in self._by_binding.values():
             if isinstance(invoker, RemoteInvoker):
                 invoker.on_call = self.metrics.remote_call
+                invoker.tracing = tracing
         # built here so that an admin API exposed without a token is refused before anything starts
         self.admin = None if admin_port is None else AdminApi(
             self.runtime, self.store, self.metrics.registry, self.describe_functions, admin_token, self.health_status,

@@ -156,8 +156,8 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
     from pystatefun.backends.kafka.client import kafka_errors, require_kafka_client
     from pystatefun.config import ModuleConfigError, load_module, parse_duration
     from pystatefun.event_loop import run_event_loop
-
     from pystatefun.logs import configure_logging
+    from pystatefun.tracing.config import TracingUnavailable, from_environment
 
     configure_logging(log_level, log_format)
     kafka = None
@@ -184,6 +184,15 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
     elif from_savepoint:
         partitions = _restore_savepoint(from_savepoint, module_yaml, data_dir, partitions, backend, None, None)
     try:
+        tracing = from_environment()
+    except TracingUnavailable as e:
+        raise click.ClickException(str(e)) from None
+    if tracing is not None:
+        from pystatefun.logs import add_filter
+        from pystatefun.tracing.spans import TraceIds
+
+        add_filter(TraceIds())
+    try:
         interval = parse_duration(commit_interval).total_seconds()
         module = load_module(module_yaml)
         if backend == "kafka":
@@ -197,7 +206,7 @@ def run(module_yaml: str, data_dir: str, partitions: int | None, backend: str, b
         application = Application(
             module, data_dir if kafka is None else None, partitions=partitions or 8, commit_interval=interval,
             admin_port=admin_port or None, admin_host=admin_host, admin_token=admin_token, kafka=kafka,
-            port_offset=port_offset,
+            port_offset=port_offset, tracing=tracing,
         )
     except (ModuleConfigError, DataDirError, ValueError, TypeError, RuntimeError) as e:
         raise click.ClickException(str(e)) from None

@@ -1,6 +1,8 @@
 """Logging for `pystatefun run`: readable lines, or one JSON object per line (``--log-format json``)
 for log pipelines. A line about an invocation carries ``address`` (``ns/type/id``) and ``invocation``
-(the batch's number in this process) as fields of their own."""
+(the batch's number in this process) as fields of their own; with tracing on, a line written in a span
+(an invocation, a remote call, an ingress request) carries ``trace_id`` and ``span_id`` too
+(tracing/spans.py TraceIds)."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ import json
 import logging
 import time
 
-FIELDS = ("address", "invocation")  # extras the runtime attaches to lines about an invocation
+FIELDS = ("address", "invocation", "trace_id", "span_id")  # extras the runtime attaches to lines
 
 
 class JsonFormatter(logging.Formatter):
@@ -35,7 +37,10 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         text = super().format(record)
         invocation = getattr(record, "invocation", None)
-        return text if invocation is None else f"{text} [invocation {invocation}]"
+        if invocation is not None:
+            text = f"{text} [invocation {invocation}]"
+        trace_id = getattr(record, "trace_id", None)
+        return text if trace_id is None else f"{text} [trace {trace_id}]"
 
 
 def configure_logging(level: str, log_format: str) -> None:
@@ -44,3 +49,9 @@ def configure_logging(level: str, log_format: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+
+
+def add_filter(log_filter: logging.Filter) -> None:
+    """Adds ``log_filter`` to the handlers configure_logging installed (tracing's TraceIds)."""
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(log_filter)

@@ -19,7 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 BENCH = ROOT / "bench"
 RESULTS = ROOT / "docs" / "benchmarks" / "results.json"
 RESULTS_ENV = "PYSTATEFUN_BENCH_RESULTS"
-SCRIPTS = ["keyed_counter", "kafka_backend", "runtime_chain", "sdk_handler", "ingress_latency", "http_servers", "savepoints"]
+SCRIPTS = ["keyed_counter", "kafka_backend", "runtime_chain", "sdk_handler", "ingress_latency", "http_servers", "savepoints",
+           "tracing"]
 
 
 # A bench script's view: bench/ first on sys.path. In a process of its own, because in pytest's tests/ is

@@ -38,9 +38,10 @@ def test_the_wheel_ships_its_license_notice_and_type_information(wheel):
     assert {f"pystatefun/admin/console_files/{path.name}" for path in FILES.iterdir()} <= set(names)
     metadata = zipfile.ZipFile(wheel).read(f"{dist_info}/METADATA").decode()
     assert "Requires-Python: >=3.11" in metadata
-    assert "Provides-Extra: kafka" in metadata
-    assert not any(line.startswith("Requires-Dist: confluent-kafka") and "extra ==" not in line
-                   for line in metadata.splitlines())
+    assert "Provides-Extra: kafka" in metadata and "Provides-Extra: otel" in metadata
+    for extra_only in ("confluent-kafka", "opentelemetry"):
+        assert not any(line.startswith(f"Requires-Dist: {extra_only}") and "extra ==" not in line
+                       for line in metadata.splitlines())
 
 
 def test_the_installed_wheel_runs_the_greeter(wheel, tmp_path):

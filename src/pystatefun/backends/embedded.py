@@ -43,7 +43,8 @@ CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 -- messages accepted but whose effects are not committed yet, in arrival order
 CREATE TABLE IF NOT EXISTS inbox (
     seq INTEGER PRIMARY KEY, partition INTEGER NOT NULL,
-    target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, value BLOB NOT NULL);
+    target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, value BLOB NOT NULL,
+    trace TEXT);
 -- an address's messages that wait on disk only, beyond what its mailbox holds in memory (spilled)
 CREATE INDEX IF NOT EXISTS inbox_target ON inbox (target_type, target_id, seq);
 CREATE TABLE IF NOT EXISTS state (
@@ -53,7 +54,7 @@ CREATE INDEX IF NOT EXISTS state_expiry ON state (expire_at) WHERE expire_at IS 
 CREATE TABLE IF NOT EXISTS timers (
     timer_id INTEGER PRIMARY KEY, partition INTEGER NOT NULL, due_ms INTEGER NOT NULL,
     target_type TEXT NOT NULL, target_id TEXT NOT NULL, caller_type TEXT, caller_id TEXT, token TEXT,
-    value BLOB NOT NULL);
+    value BLOB NOT NULL, trace TEXT);
 CREATE TABLE IF NOT EXISTS function_specs (
     typename TEXT NOT NULL, name TEXT NOT NULL, type_typename TEXT NOT NULL, mode INTEGER NOT NULL,
     ttl_ms INTEGER NOT NULL, PRIMARY KEY (typename, name));
@@ -85,6 +86,7 @@ class InboxRow:
     caller_type: str | None
     caller_id: str | None
     value: bytes
+    trace: str | None  # the W3C traceparent of its sender's span (runtime/envelope.py)
 
 
 @dataclass(slots=True)
@@ -98,6 +100,7 @@ class TimerRow:
     caller_id: str | None
     token: str | None
     value: bytes
+    trace: str | None
 
 
 @dataclass(slots=True)
@@ -116,7 +119,7 @@ def _caller(typename: str | None, id: str | None) -> SdkAddress | None:
 
 def _envelope(row: InboxRow) -> Envelope:
     return Envelope(address(row.target_type, row.target_id), _caller(row.caller_type, row.caller_id),
-                    TypedValue.FromString(row.value), row.seq)
+                    TypedValue.FromString(row.value), row.seq, row.trace)
 
 
 class DataDirError(RuntimeError):
@@ -236,6 +239,10 @@ class SQLiteStore:
             # empty default: such records are answered to any retry, as they were)
             if "request" not in {row[1] for row in self.db.execute("PRAGMA table_info(idempotency)")}:
                 self.db.execute("ALTER TABLE idempotency ADD COLUMN request TEXT NOT NULL DEFAULT ''")
+            # data dirs made before messages carried their trace context get the columns (NULL: not traced)
+            for table in ("inbox", "timers"):
+                if "trace" not in {row[1] for row in self.db.execute(f"PRAGMA table_info({table})")}:
+                    self.db.execute(f"ALTER TABLE {table} ADD COLUMN trace TEXT")
             # egress records are numbered here, not by SQLite, so that a committed epoch's records carry
             # their seq (the playground egress deletes a record by it once read); AUTOINCREMENT's high-water
             # mark keeps numbers from before this scheme unique
@@ -309,7 +316,8 @@ class SQLiteStore:
         inbox = (_envelope(row) for row in self.inbox())
         timers = [
             Timer(r.timer_id, r.partition, r.due_ms,
-                  Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id), TypedValue.FromString(r.value)),
+                  Envelope(address(r.target_type, r.target_id), _caller(r.caller_type, r.caller_id),
+                           TypedValue.FromString(r.value), trace=r.trace),
                   r.token)
             for r in self.timers()
         ]
@@ -528,8 +536,9 @@ class SQLiteStore:
                 rows.append((
                     envelope.seq, partition_of(target.id), target.typename, target.id,
                     caller.typename if caller else None, caller.id if caller else None, envelope.encode_value(),
+                    envelope.trace,
                 ))
-            db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?, ?)", rows)
         if epoch.state:
             upserts, deletes = [], []
             for (typename, id), (values, changed) in epoch.state.items():
@@ -553,9 +562,9 @@ class SQLiteStore:
                 rows.append((
                     timer.timer_id, timer.partition, timer.due_ms, target.typename, target.id,
                     caller.typename if caller else None, caller.id if caller else None, timer.token,
-                    timer.envelope.encode_value(),
+                    timer.envelope.encode_value(), timer.envelope.trace,
                 ))
-            db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+            db.executemany("INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
         seq = self._egress_seq
         if epoch.egress:
             rows = []

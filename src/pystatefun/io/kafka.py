@@ -289,10 +289,13 @@ class KafkaIngress:
         for target in targets:  # back-pressure first: all of a record's messages go into one epoch
             await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
+        trace = None
+        if runtime.tracing is not None:
+            trace = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
         for target in targets:
             if not runtime.owns(target):
                 self.elsewhere += 1
-            runtime.route(Envelope(target, None, value))
+            runtime.route(Envelope(target, None, value, None, trace))
             runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
         self.records += 1
         self._advance(topic, partition, offset)

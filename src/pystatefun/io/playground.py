@@ -98,6 +98,20 @@ class PlaygroundIngress:
         return HttpServer(counted, MAX_BODY_BYTES, name="playground ingress")
 
     async def handle(self, request: Request) -> Response:
+        tracing = self.runtime.tracing
+        if tracing is None:  # off: the one check tracing costs a request here
+            return await self._handle(request, None)
+        span = tracing.http_ingress(request.method, request.raw_path.split("?", 1)[0], request.segments,
+                                    request.headers, INGRESS_ID)
+        if span is None:  # not sampled
+            return await self._handle(request, None)
+        with tracing.current(span):
+            response = await self._handle(request, tracing.traceparent(span))
+            tracing.http_answered(span, response.status)
+            return response
+
+    async def _handle(self, request: Request, trace: str | None) -> Response:
+        """A request; ``trace``: the traceparent its message carries (None: not traced)."""
         if len(request.segments) != 3 or not all(request.segments):
             return text(404, f"{request.raw_path.split('?', 1)[0]} is not a function address: "
                              "send to /<namespace>/<type>/<id>")
@@ -105,14 +119,15 @@ class PlaygroundIngress:
             return text(405, f"{request.method} is not supported: send messages with PUT or POST", Allow="PUT, POST")
         namespace, name, id = request.segments
         return await self.send(f"{namespace}/{name}", id, request.headers.get("Content-Type", ""), request.body,
-                               request.query.get("wait"), request.headers.get("Idempotency-Key"))
+                               request.query.get("wait"), request.headers.get("Idempotency-Key"), trace)
 
     async def send(self, function_type: str, id: str, content_type: str, body: bytes, wait_for: str | None,
-                   key: str | None) -> Response:
+                   key: str | None, trace: str | None = None) -> Response:
         """Takes one message from outside as this ingress takes it (see the module docstring): the
         ``Content-Type`` header, the body, the ``?wait`` query value and the ``Idempotency-Key`` header
-        as sent. The admin API's ``POST /messages/...`` hands its requests here too, so a message sent
-        from the console is checked, made durable and answered exactly as one sent to the ingress."""
+        as sent; ``trace``: the traceparent its message carries (None: not traced). The admin API's
+        ``POST /messages/...`` hands its requests here too, so a message sent from the console is
+        checked, made durable and answered exactly as one sent to the ingress."""
         content_type = content_type.split(";", 1)[0].strip()
         if not content_type.startswith(VND_PREFIX):
             return text(
@@ -146,7 +161,8 @@ class PlaygroundIngress:
         value = TypedValue(typename=value_type, has_value=True, value=body)
         try:
             accepted = await self._deliver(target, value, full_key, key, caller,
-                                           self.runtime.now_ms() + self.idempotency_ttl_ms, waits=waiter is not None)
+                                           self.runtime.now_ms() + self.idempotency_ttl_ms, waits=waiter is not None,
+                                           trace=trace)
             if isinstance(accepted, Response):
                 return accepted
             if waiter is None:
@@ -196,7 +212,8 @@ class PlaygroundIngress:
         return True
 
     async def _deliver(self, target: SdkAddress, value: TypedValue, full_key: str | None, key: str | None,
-                       caller: SdkAddress | None, expires_ms: int, waits: bool = False) -> Response | Epoch | None:
+                       caller: SdkAddress | None, expires_ms: int, waits: bool = False,
+                       trace: str | None = None) -> Response | Epoch | None:
         """Sends the message: the epoch that carries it (its commit makes the message durable). Or the
         answer to give instead: a refusal, or for a retry of a keyed request, the first request's answer
         -- unless that was a 202 and this request ``waits`` for the reply (None: the message is committed
@@ -209,7 +226,7 @@ class PlaygroundIngress:
                 return None if earlier.status == 202 and waits else earlier
             if not admitted and not await self.runtime.admit(target):
                 return text(404, f"no function type {target.typename!r} is bound in the module")
-        self.runtime.route(Envelope(target, caller, value))
+        self.runtime.route(Envelope(target, caller, value, None, trace))
         self.runtime.flows.count(FROM_INGRESS, INGRESS_ID, target.typename)
         epoch = self.runtime.epoch
         if full_key is not None:

@@ -31,11 +31,13 @@ class EffectApplication:
         """Applies a batch's effects to the open epoch, all or nothing: everything is checked first."""
         source = mailbox.address
         now = self.now_ms()
+        trace = mailbox.trace  # what the messages carry: the batch's traceparent (None: not traced)
         try:
             outgoing = [
-                Envelope(address(m.target_typename, m.target_id), source, m.typed_value) for m in effects.messages
+                Envelope(address(m.target_typename, m.target_id), source, m.typed_value, None, trace)
+                for m in effects.messages
             ]
-            delayed = self._check_delayed(source, effects.delayed) if effects.delayed else ()
+            delayed = self._check_delayed(source, effects.delayed, trace) if effects.delayed else ()
         except (ValueError, TypeError) as e:
             raise InvocationError(f"{source.typename}/{source.id}: {e}") from e
 
@@ -69,13 +71,18 @@ class EffectApplication:
                                   f"no egress {egress_message.typename!r} is defined in the module")
                 continue
             try:
-                epoch.egress.append(egress.record(egress_message.typename, egress_message.typed_value))
-                flows.count(TO_EGRESS, source.typename, egress_message.typename)
+                record = egress.record(egress_message.typename, egress_message.typed_value)
             except ValueError as e:
                 self._dead_letter(egress_message.typename, "", source, egress_message.typed_value, str(e))
+                continue
+            epoch.egress.append(record)
+            flows.count(TO_EGRESS, source.typename, egress_message.typename)
+            if mailbox.span is not None:
+                self.tracing.egress(mailbox.span, egress_message.typename, record.topic)
         self._write_state(mailbox, effects.mutations, now)
 
-    def _check_delayed(self, source: SdkAddress, requests: list) -> list[tuple[Envelope | None, int, str | None]]:
+    def _check_delayed(self, source: SdkAddress, requests: list,
+                       trace: str | None) -> list[tuple[Envelope | None, int, str | None]]:
         """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
         would be pending twice for this sender (checked in order, so cancel-then-reuse is fine)."""
         checked = []
@@ -96,7 +103,8 @@ class EffectApplication:
                         "unique per sender until the message is delivered or cancelled"
                     )
                 added.add(token)
-            checked.append((Envelope(address(m.target_typename, m.target_id), source, m.typed_value), d.duration_ms, token))
+            envelope = Envelope(address(m.target_typename, m.target_id), source, m.typed_value, None, trace)
+            checked.append((envelope, d.duration_ms, token))
         return checked
 
     def _write_state(self, mailbox: Mailbox, mutations: list, now: int) -> None:

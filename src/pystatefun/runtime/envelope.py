@@ -32,13 +32,16 @@ class Envelope:
     """A message for ``target``: its value, its sender (None from an ingress), and its place in the log.
 
     ``seq`` is the inbox position once the message is durable; None while it exists only in memory
-    inside the current epoch.
+    inside the current epoch. ``trace`` is the W3C traceparent of the span that sent it, when that span is
+    sampled (tracing/spans.py): it travels with the message through every store, so that the message's
+    invocation joins its trace; None when tracing is off or the request is not sampled.
     """
 
     target: SdkAddress
     caller: SdkAddress | None
     value: TypedValue
     seq: int | None = None
+    trace: str | None = None
 
     def encode_value(self) -> bytes:
         return self.value.SerializeToString()

@@ -24,6 +24,9 @@ from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
 from pystatefun.sdk.messages import EgressMessage, Message
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
 
+if typing.TYPE_CHECKING:
+    from pystatefun.tracing import Tracing
+
 # a function type an endpoint answered "not registered" (404) for: how long the ingress refuses its
 # messages, and how many such types are remembered at once (the oldest is forgotten first)
 UNREGISTERED_SECONDS = 60.0
@@ -144,7 +147,7 @@ def raised(address: SdkAddress, error: BaseException) -> str:
 
 
 class RemoteCaller(typing.Protocol):
-    async def call(self, url: str, body: bytes) -> bytes: ...
+    async def call(self, url: str, body: bytes, traceparent: str | None = None) -> bytes: ...
 
 
 class RemoteInvoker(_SpecsOfFunctions):
@@ -181,6 +184,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         # every message to a made-up name would cost a call to the endpoint
         self.unregistered: dict[str, tuple[float, str]] = {}
         self.clock: typing.Callable[[], float] = time.monotonic
+        self.tracing: Tracing | None = None  # when set, each call is a span and sends its traceparent
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         return self.registered.setdefault(typename, {})
@@ -226,7 +230,10 @@ class RemoteInvoker(_SpecsOfFunctions):
             request = _request(address, read_state(address, specs), invocations)
             started = time.perf_counter()
             try:
-                answer = await self.transport.call(url, request)
+                if self.tracing is None:
+                    answer = await self.transport.call(url, request)
+                else:
+                    answer = await self.tracing.remote_call(self.transport.call, url, request)
             except Exception as e:
                 if self.on_call is not None:
                     self.on_call(address.typename, time.perf_counter() - started, False)

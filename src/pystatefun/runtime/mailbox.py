@@ -65,7 +65,8 @@ class Mailbox:
     many messages other functions send it."""
 
     __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
-                 "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow")
+                 "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow", "span",
+                 "trace")
 
     def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
                  stats: FunctionStats):
@@ -86,6 +87,10 @@ class Mailbox:
         self.spilled = 0  # messages in the inbox only, after ``spill_after`` (an inbox seq)
         self.spill_after = 0
         self.overflow: collections.deque[Envelope] = collections.deque()
+        # the span of the batch in flight and its traceparent, which the messages it sends carry; None
+        # when tracing is off or the batch is not traced (runtime/scheduler.py)
+        self.span: typing.Any = None
+        self.trace: str | None = None
 
     @property
     def full(self) -> bool:

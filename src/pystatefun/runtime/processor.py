@@ -38,6 +38,9 @@ from pystatefun.runtime.timers import TimerService
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
+if typing.TYPE_CHECKING:
+    from pystatefun.tracing import Tracing
+
 log = logging.getLogger("pystatefun.runtime")
 
 
@@ -91,6 +94,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         clock: typing.Callable[[], float] = time.time,
         owned: typing.Iterable[int] | None = None,
         spill: bool = True,
+        tracing: Tracing | None = None,
     ):
         self.store = store
         self.resolve = resolve
@@ -101,6 +105,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.processors = {p: PartitionProcessor(p) for p in (range(partitions) if owned is None else owned)}
         # whether full mailboxes may leave messages in the store's inbox (embedded); else they stay in memory
         self.spill = spill
+        self.tracing = tracing  # OpenTelemetry spans (tracing/), None when tracing is off
         self.commit_interval = commit_interval
         self.commit_when_idle = commit_when_idle
         self.max_backlog = max_backlog

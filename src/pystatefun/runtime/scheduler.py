@@ -18,6 +18,7 @@ from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctio
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.runtime.waiting import wait_for_event
+from pystatefun.tracing import DEAD_LETTER, OK, PARKED
 
 log = logging.getLogger("pystatefun.runtime")
 
@@ -73,14 +74,26 @@ class Scheduling:
             self._refill(mailbox)
         if mailbox.waiters:
             self._release(mailbox)
-        target = mailbox.address
+        tracing = self.tracing
+        if tracing is not None:  # off, this and _finish's are all that tracing costs a batch
+            span = tracing.batch(mailbox.address, batch, mailbox.invocation, mailbox.processor.partition)
+            if span is not None:
+                mailbox.span, mailbox.trace = span, tracing.traceparent(span)
+                # in the span's context: the function's own spans, the remote call's and the log lines of
+                # the batch (its task's too: a task copies the context it is made in) join its trace
+                tracing.context(span).run(self._run, mailbox, invocations)
+                return
+        self._run(mailbox, invocations)
+
+    def _run(self, mailbox: Mailbox, invocations: list) -> None:
+        """Invokes the function with the batch: an embedded one right here, a remote one in a task."""
         if mailbox.is_async:
             task = asyncio.get_running_loop().create_task(self._invoke_async(mailbox, invocations))
             self._invocations.add(task)
             task.add_done_callback(self._invocations.discard)
             return
         try:
-            effects = invoker.invoke_sync(target, self.read_state, invocations)
+            effects = mailbox.invoker.invoke_sync(mailbox.address, self.read_state, invocations)
         except InvocationError as e:
             self._park(mailbox, str(e))
             return
@@ -126,10 +139,12 @@ class Scheduling:
         target = mailbox.address
         for envelope in mailbox.in_flight:
             self._dead_letter(target.typename, target.id, envelope.caller, envelope.value, reason)
-        self._finish(mailbox)
+        self._finish(mailbox, DEAD_LETTER)
 
-    def _finish(self, mailbox: Mailbox) -> None:
+    def _finish(self, mailbox: Mailbox, outcome: str = OK) -> None:
         """The batch in flight is done with: its messages are consumed, and the mailbox goes on."""
+        if mailbox.span is not None:
+            self._end_span(mailbox, outcome)
         epoch = self.epoch
         for envelope in mailbox.in_flight:
             if envelope.seq is None:
@@ -152,9 +167,15 @@ class Scheduling:
             mailbox.backlog.extendleft(reversed(mailbox.in_flight))
         mailbox.in_flight = None
         mailbox.parked = reason
+        if mailbox.span is not None:
+            self._end_span(mailbox, PARKED, reason)
         self.epoch.parked[(target.typename, target.id)] = reason
         for envelope in mailbox.backlog:
             self._tell_parked(mailbox, envelope)
+
+    def _end_span(self, mailbox: Mailbox, outcome: str, reason: str | None = None) -> None:
+        self.tracing.batch_ended(mailbox.span, outcome, reason)
+        mailbox.span = mailbox.trace = None
 
     def _tell_parked(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """A message held at a parked address: if a request waits for its reply, it learns why now."""

@@ -225,9 +225,10 @@ class HttpTransport:
         self._read = settings.read.total_seconds() if settings.read is not None else None
         self._ttl = settings.pool_ttl.total_seconds()
 
-    async def call(self, url: str, body: bytes) -> bytes:
+    async def call(self, url: str, body: bytes, traceparent: str | None = None) -> bytes:
         """POSTs ``body`` (a serialized ToFunction) to ``url`` and returns the response body (a serialized
-        FromFunction, possibly empty). Raises RemoteCallError, or ValueError for a malformed URL."""
+        FromFunction, possibly empty). Raises RemoteCallError, or ValueError for a malformed URL.
+        ``traceparent`` goes with it as the W3C header of that name (tracing/spans.py)."""
         if self._closed:
             raise RuntimeError("HttpTransport is closed")
         target = _target(parse_function_url(url), self._ttl == 0)
@@ -242,6 +243,8 @@ class HttpTransport:
                 retryable=False,
             )
         pool = self._pool(target)
+        # the end of the head after the Content-Length value
+        end = b"\r\n\r\n" if traceparent is None else b"\r\ntraceparent: %s\r\n\r\n" % traceparent.encode("latin-1")
         loop = asyncio.get_running_loop()
         started = loop.time()
         deadline = started + self._budget
@@ -251,7 +254,7 @@ class HttpTransport:
         while True:
             attempts += 1
             attempt_start = loop.time()
-            outcome = await self._attempt(pool, target, body, deadline)
+            outcome = await self._attempt(pool, target, body, end, deadline)
             if self.on_attempt is not None:
                 self.on_attempt(loop.time() - attempt_start, not isinstance(outcome, _Failure))
             if not isinstance(outcome, _Failure):
@@ -340,12 +343,12 @@ class HttpTransport:
 
         return open_connection
 
-    async def _attempt(self, pool: _Pool, target: _Target, body: bytes, deadline: float) -> bytes | _Failure:
+    async def _attempt(self, pool: _Pool, target: _Target, body: bytes, end: bytes, deadline: float) -> bytes | _Failure:
         loop = asyncio.get_running_loop()
         remaining = max(deadline - loop.time(), MIN_ATTEMPT_SECONDS / 10)
         connect = min(self._connect, remaining)
         read = min(self._read, remaining) if self._read is not None else remaining
-        head = target.head + b"%d\r\n\r\n" % len(body)
+        head = target.head + b"%d" % len(body) + end
         fresh = False
         while True:
             try:

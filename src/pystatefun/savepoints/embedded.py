@@ -243,12 +243,15 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
     db.execute("BEGIN")
     insert("state", "INSERT INTO state VALUES (?, ?, ?, ?, ?, ?)",
            ((r.typename, r.id, r.name, partition_of(r.id, partitions), r.value, r.expire_at) for r in rows("state")))
-    insert("messages", "INSERT INTO inbox VALUES (?, ?, ?, ?, ?, ?, ?)",
+    # (a savepoint keeps no trace context: messages restored from one are not traced)
+    insert("messages", "INSERT INTO inbox (seq, partition, target_type, target_id, caller_type, caller_id, value) "
+           "VALUES (?, ?, ?, ?, ?, ?, ?)",
            ((seq, partition_of(r.target_id, partitions), r.target_type, r.target_id, r.caller_type, r.caller_id, r.value)
             for seq, r in enumerate(rows("messages"), 1)))
     # a timer lives in its sender's partition, which owns its cancellation token (runtime/effects.py); one
     # without a sender in its target's
-    insert("timers", "INSERT INTO timers VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
+    insert("timers", "INSERT INTO timers (timer_id, partition, due_ms, target_type, target_id, caller_type, caller_id, "
+           "token, value) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
            ((timer_id, partition_of((r.caller_id or "") if r.caller_type is not None else r.target_id, partitions),
              r.due_ms, r.target_type, r.target_id, r.caller_type, r.caller_id, r.token, r.value)
             for timer_id, r in enumerate(rows("timers"), 1)))

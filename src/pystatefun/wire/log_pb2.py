@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from pystatefun.wire import request_reply_pb2 as pystatefun_dot_wire_dot_request__reply__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pystatefun/wire/log.proto\x12\x0epystatefun.log\x1a#pystatefun/wire/request_reply.proto\"\xa7\x01\n\nLogMessage\x12\x31\n\x06target\x18\x01 \x01(\x0b\x32!.io.statefun.sdk.reqreply.Address\x12\x31\n\x06\x63\x61ller\x18\x02 \x01(\x0b\x32!.io.statefun.sdk.reqreply.Address\x12\x33\n\x05value\x18\x03 \x01(\x0b\x32$.io.statefun.sdk.reqreply.TypedValue\"W\n\nStateValue\x12\x33\n\x05value\x18\x01 \x01(\x0b\x32$.io.statefun.sdk.reqreply.TypedValue\x12\x14\n\x0c\x65xpire_at_ms\x18\x02 \x01(\x03\"X\n\nTimerValue\x12\x0e\n\x06\x64ue_ms\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12+\n\x07message\x18\x03 \x01(\x0b\x32\x1a.pystatefun.log.LogMessage\"\x1d\n\x0bParkedValue\x12\x0e\n\x06reason\x18\x01 \x01(\t\"k\n\x10IdempotencyValue\x12\x12\n\nexpires_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07request\x18\x05 \x01(\t\"\"\n\x10ProcessedOffsets\x12\x0e\n\x06ranges\x18\x01 \x03(\x03\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19pystatefun/wire/log.proto\x12\x0epystatefun.log\x1a#pystatefun/wire/request_reply.proto\"\xbc\x01\n\nLogMessage\x12\x31\n\x06target\x18\x01 \x01(\x0b\x32!.io.statefun.sdk.reqreply.Address\x12\x31\n\x06\x63\x61ller\x18\x02 \x01(\x0b\x32!.io.statefun.sdk.reqreply.Address\x12\x33\n\x05value\x18\x03 \x01(\x0b\x32$.io.statefun.sdk.reqreply.TypedValue\x12\x13\n\x0btraceparent\x18\x04 \x01(\t\"W\n\nStateValue\x12\x33\n\x05value\x18\x01 \x01(\x0b\x32$.io.statefun.sdk.reqreply.TypedValue\x12\x14\n\x0c\x65xpire_at_ms\x18\x02 \x01(\x03\"X\n\nTimerValue\x12\x0e\n\x06\x64ue_ms\x18\x01 \x01(\x03\x12\r\n\x05token\x18\x02 \x01(\t\x12+\n\x07message\x18\x03 \x01(\x0b\x32\x1a.pystatefun.log.LogMessage\"\x1d\n\x0bParkedValue\x12\x0e\n\x06reason\x18\x01 \x01(\t\"k\n\x10IdempotencyValue\x12\x12\n\nexpires_ms\x18\x01 \x01(\x03\x12\x0e\n\x06status\x18\x02 \x01(\x05\x12\x0c\n\x04\x62ody\x18\x03 \x01(\x0c\x12\x14\n\x0c\x63ontent_type\x18\x04 \x01(\t\x12\x0f\n\x07request\x18\x05 \x01(\t\"\"\n\x10ProcessedOffsets\x12\x0e\n\x06ranges\x18\x01 \x03(\x03\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'pystatefun.wire.log_pb2', _
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_LOGMESSAGE']._serialized_start=83
-  _globals['_LOGMESSAGE']._serialized_end=250
-  _globals['_STATEVALUE']._serialized_start=252
-  _globals['_STATEVALUE']._serialized_end=339
-  _globals['_TIMERVALUE']._serialized_start=341
-  _globals['_TIMERVALUE']._serialized_end=429
-  _globals['_PARKEDVALUE']._serialized_start=431
-  _globals['_PARKEDVALUE']._serialized_end=460
-  _globals['_IDEMPOTENCYVALUE']._serialized_start=462
-  _globals['_IDEMPOTENCYVALUE']._serialized_end=569
-  _globals['_PROCESSEDOFFSETS']._serialized_start=571
-  _globals['_PROCESSEDOFFSETS']._serialized_end=605
+  _globals['_LOGMESSAGE']._serialized_end=271
+  _globals['_STATEVALUE']._serialized_start=273
+  _globals['_STATEVALUE']._serialized_end=360
+  _globals['_TIMERVALUE']._serialized_start=362
+  _globals['_TIMERVALUE']._serialized_end=450
+  _globals['_PARKEDVALUE']._serialized_start=452
+  _globals['_PARKEDVALUE']._serialized_end=481
+  _globals['_IDEMPOTENCYVALUE']._serialized_start=483
+  _globals['_IDEMPOTENCYVALUE']._serialized_end=590
+  _globals['_PROCESSEDOFFSETS']._serialized_start=592
+  _globals['_PROCESSEDOFFSETS']._serialized_end=626
 # @@protoc_insertion_point(module_scope)

@@ -8,14 +8,16 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class LogMessage(_message.Message):
-    __slots__ = ("target", "caller", "value")
+    __slots__ = ("target", "caller", "value", "traceparent")
     TARGET_FIELD_NUMBER: _ClassVar[int]
     CALLER_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    TRACEPARENT_FIELD_NUMBER: _ClassVar[int]
     target: _request_reply_pb2.Address
     caller: _request_reply_pb2.Address
     value: _request_reply_pb2.TypedValue
-    def __init__(self, target: _Optional[_Union[_request_reply_pb2.Address, _Mapping]] = ..., caller: _Optional[_Union[_request_reply_pb2.Address, _Mapping]] = ..., value: _Optional[_Union[_request_reply_pb2.TypedValue, _Mapping]] = ...) -> None: ...
+    traceparent: str
+    def __init__(self, target: _Optional[_Union[_request_reply_pb2.Address, _Mapping]] = ..., caller: _Optional[_Union[_request_reply_pb2.Address, _Mapping]] = ..., value: _Optional[_Union[_request_reply_pb2.TypedValue, _Mapping]] = ..., traceparent: _Optional[str] = ...) -> None: ...
 
 class StateValue(_message.Message):
     __slots__ = ("value", "expire_at_ms")

@@ -25,7 +25,7 @@ SEP = "\x00"
 
 
 def encode_message(envelope: Envelope) -> bytes:
-    message = LogMessage(target=_address(envelope.target), value=envelope.value)
+    message = LogMessage(target=_address(envelope.target), value=envelope.value, traceparent=envelope.trace or "")
     if envelope.caller is not None:
         message.caller.CopyFrom(_address(envelope.caller))
     return message.SerializeToString()
@@ -90,7 +90,7 @@ def _envelope(message: LogMessage) -> Envelope:
     if message.HasField("caller"):
         caller = address(f"{message.caller.namespace}/{message.caller.type}", message.caller.id)
     target = address(f"{message.target.namespace}/{message.target.type}", message.target.id)
-    return Envelope(target, caller, message.value)
+    return Envelope(target, caller, message.value, trace=message.traceparent or None)
 
 
 def _address(a: SdkAddress) -> Address:
