@@ -27,10 +27,10 @@ import typing
 import results as bench_results  # bench/results.py: --record
 from keyed_counter import CONNECTIONS, KEYS, Processes, counted_exactly, load, start_pystatefun
 
-VARIANTS = {  # name (in results.json) -> the OTEL_* variables of the runtime
-    "tracing off": {},
-    "tracing on, 1% sampled": {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"},
-    "tracing on, 100% sampled": {"OTEL_TRACES_SAMPLER": "parentbased_always_on"},
+VARIANTS = {  # name (in results.json) -> its name for --only, and the OTEL_* variables of the runtime
+    "tracing off": ("off", {}),
+    "tracing on, 1% sampled": ("1%", {"OTEL_TRACES_SAMPLER": "parentbased_traceidratio", "OTEL_TRACES_SAMPLER_ARG": "0.01"}),
+    "tracing on, 100% sampled": ("100%", {"OTEL_TRACES_SAMPLER": "parentbased_always_on"}),
 }
 
 
@@ -64,10 +64,11 @@ class OtlpSink:
 
 
 BASELINE = "before tracing"  # the variant of --baseline
-# the exporter sends what it has every 100 ms (OTEL_BSP_SCHEDULE_DELAY), and each round is followed by a
-# second without load, counted in its CPU time: a round's spans are exported within it, never in the
-# next variant's round
-EXPORT_DELAY_MS = 100
+# each round is followed by a second without load, counted in its CPU time: what the runtime still does for
+# the round's requests counts. The exporter keeps the SDK's defaults, as a user's would: it sends 512 spans
+# at a time, or what it has every 5 s (OTEL_BSP_*); exporting more often costs far more CPU a span (each
+# export is an HTTP request of its own), so a shorter delay would measure the exporter's setting, not
+# tracing.
 SETTLE_SECONDS = 1.0
 
 
@@ -77,9 +78,9 @@ def environment(variant: str, sink: OtlpSink, baseline: str | None) -> dict[str,
     env = {name: value for name, value in os.environ.items() if not name.startswith("OTEL_")}
     if variant == BASELINE:
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [baseline, env.get("PYTHONPATH")]))
-    elif VARIANTS[variant]:
+    elif VARIANTS[variant][1]:
         env |= {"OTEL_EXPORTER_OTLP_ENDPOINT": sink.endpoint, "OTEL_SERVICE_NAME": "pystatefun-bench",
-                "OTEL_BSP_SCHEDULE_DELAY": str(EXPORT_DELAY_MS), **VARIANTS[variant]}
+                **VARIANTS[variant][1]}
     return env
 
 
@@ -121,7 +122,7 @@ def own_costs() -> dict[str, float]:
     kept = InMemorySpanExporter()
     unsampled, sampled = TracerProvider(sampler=ParentBased(ALWAYS_OFF)), TracerProvider(sampler=ParentBased(ALWAYS_ON))
     sampled.add_span_processor(SimpleSpanProcessor(kept))  # hands each ended span over, as the batch one does
-    off_tracing, on_tracing = Tracing(unsampled), Tracing(sampled)
+    off_tracing, on_tracing = Tracing(unsampled, ALWAYS_OFF), Tracing(sampled, ALWAYS_ON)  # as config.py makes them
     costs = {"unsampled": best(lambda: request(off_tracing)), "sampled": best(lambda: request(on_tracing))}
     spans = kept.get_finished_spans()[:2]
     costs["encoding"] = best(lambda: encode_spans(spans).SerializeToString())
@@ -137,11 +138,15 @@ def main() -> None:
     parser.add_argument("--baseline", metavar="SRC",
                         help="also run the pystatefun of this source tree (the src/ folder of a checkout from before "
                              "tracing, say) with tracing off: what off costs against no tracing code at all")
+    parser.add_argument("--only", nargs="+", choices=[short for short, _ in VARIANTS.values()],
+                        help="run only these of the variants (with --baseline, off against the code before tracing, "
+                             "say); off is always run, as the others are compared with it")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     sink = OtlpSink()
     processes = Processes()
-    names = list(VARIANTS) + ([BASELINE] if args.baseline else [])
+    names = [name for name, (short, _) in VARIANTS.items() if args.only is None or short in args.only or short == "off"]
+    names += [BASELINE] if args.baseline else []
     runs: dict[str, list[dict[str, float]]] = {name: [] for name in names}
     running = {}
     try:
@@ -182,6 +187,9 @@ def main() -> None:
         spreads += [(max(values) - min(values)) / statistics.median(values) for values in (rps, cpu)]
     costs = own_costs()
     at_1 = costs["unsampled"] + (costs["sampled"] + costs["encoding"]) / 100
+    if args.record and names != list(VARIANTS) + ([BASELINE] if args.baseline else []):
+        print("not recorded: --record keeps runs of every variant", file=sys.stderr)
+        args.record = False
     print(f"tracing's own CPU per request, in process (best of 5): an unsampled request {costs['unsampled']:.1f} us; "
           f"a sampled one {costs['sampled']:.1f} us for its spans + {costs['encoding']:.1f} us to encode them; so at 1% "
           f"{at_1:.1f} us a request = {at_1 / off['cpu_us']:.1%} of the off runtime's {off['cpu_us']:.0f} us")

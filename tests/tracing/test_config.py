@@ -97,3 +97,26 @@ def test_pystatefun_run_refuses_a_tracing_configuration_it_cannot_honour(tmp_pat
     )
     assert result.returncode != 0
     assert "OTEL_TRACES_EXPORTER 'zipkin': no such span exporter is installed" in result.stderr
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.01, 0.5, 1.0])
+def test_the_ingress_decides_a_root_as_the_sdks_sampler_does(rate):
+    """The ingress decides most requests without asking the SDK's sampler (spans.py _root_decision): it
+    must decide each trace id as that sampler would."""
+    import random
+
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, TraceIdRatioBased
+
+    from pystatefun.tracing.spans import _root_decision
+
+    generator = random.Random(22)
+    for sampler in (TraceIdRatioBased(rate), ALWAYS_ON if rate == 1.0 else ALWAYS_OFF):
+        decide = _root_decision(sampler)
+        for trace_id in [generator.getrandbits(128) for _ in range(2000)]:
+            assert decide(trace_id) == sampler.should_sample(None, trace_id, "PUT").decision.is_sampled()
+
+
+def test_a_sampler_ratio_that_is_no_number_is_refused():
+    with pytest.raises(TracingUnavailable, match="OTEL_TRACES_SAMPLER_ARG 'one percent' is not a ratio"):
+        from_environment({"OTEL_TRACES_EXPORTER": "console", "OTEL_TRACES_SAMPLER": "traceidratio",
+                          "OTEL_TRACES_SAMPLER_ARG": "one percent"})

@@ -59,11 +59,37 @@ def from_environment(env: typing.Mapping[str, str] | None = None) -> Tracing | N
     resource = Resource.create()
     if str(resource.attributes.get("service.name", "")).startswith("unknown_service"):
         resource = resource.merge(Resource({"service.name": DEFAULT_SERVICE_NAME}))
-    provider = TracerProvider(resource=resource)  # the sampler: OTEL_TRACES_SAMPLER(_ARG), read by the SDK
+    root, sampler = _sampler(env)
+    provider = TracerProvider(resource=resource, sampler=sampler)
     for name in names:
         provider.add_span_processor(BatchSpanProcessor(_exporter(name, env)))
     trace.set_tracer_provider(provider)
-    return Tracing(provider)
+    return Tracing(provider, root)
+
+
+def _sampler(env: typing.Mapping[str, str]) -> tuple[typing.Any, typing.Any]:
+    """(the root sampler, the sampler) that OTEL_TRACES_SAMPLER and OTEL_TRACES_SAMPLER_ARG name. The root
+    sampler decides the requests that come without a trace, which the ingress asks before it makes a
+    span (tracing/spans.py); for a sampler the SDK's standard names do not cover (one an installed package
+    registers), (None, None): the SDK reads the variables itself, and the ingress asks it."""
+    from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, ParentBased, TraceIdRatioBased
+
+    name = env.get("OTEL_TRACES_SAMPLER", "parentbased_always_on").strip().lower()
+    base = name.removeprefix("parentbased_")
+    if base == "always_on":
+        root = ALWAYS_ON
+    elif base == "always_off":
+        root = ALWAYS_OFF
+    elif base == "traceidratio":
+        argument = env.get("OTEL_TRACES_SAMPLER_ARG", "1.0")
+        try:
+            root = TraceIdRatioBased(float(argument))
+        except ValueError:
+            raise TracingUnavailable(
+                f"OTEL_TRACES_SAMPLER_ARG {argument!r} is not a ratio between 0 and 1 (0.01: 1% of requests)") from None
+    else:
+        return None, None
+    return root, ParentBased(root) if name != base else root
 
 
 def _exporter(name: str, env: typing.Mapping[str, str]) -> typing.Any:

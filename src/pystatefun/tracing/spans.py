@@ -24,6 +24,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.id_generator import IdGenerator
+from opentelemetry.sdk.trace.sampling import ALWAYS_OFF, ALWAYS_ON, Sampler, TraceIdRatioBased
 from opentelemetry.trace import Link, NonRecordingSpan, Span, SpanContext, SpanKind, Status, StatusCode, TraceFlags
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
@@ -59,15 +60,31 @@ class _ChosenTraceIds(IdGenerator):
         return self.generator.is_trace_id_random()
 
 
-class Tracing:
-    """Makes the runtime's spans with ``provider``'s tracer."""
+def _root_decision(root: Sampler | None) -> typing.Callable[[int], bool] | None:
+    """Whether a trace id is sampled, as ``root`` decides a trace without a parent, in one expression for
+    the SDK's standard samplers (the same rule as theirs, on their own bound); None for others."""
+    if root is ALWAYS_ON:
+        return lambda trace_id: True
+    if root is ALWAYS_OFF:
+        return lambda trace_id: False
+    if isinstance(root, TraceIdRatioBased):
+        limit, bound = root.TRACE_ID_LIMIT, root.bound
+        return lambda trace_id: trace_id & limit < bound
+    return None
 
-    def __init__(self, provider: TracerProvider):
+
+class Tracing:
+    """Makes the runtime's spans with ``provider``'s tracer. ``root``: the sampler that decides the traces
+    without a parent (the root of a ParentBased sampler, config.py); when it is a standard one, an ingress
+    decides an unsampled request without calling the SDK's sampler at all."""
+
+    def __init__(self, provider: TracerProvider, root: Sampler | None = None):
         self.provider = provider
         self._ids = _ChosenTraceIds(provider.id_generator)
         provider.id_generator = self._ids  # before get_tracer: a tracer keeps the generator it is given
         self.tracer = provider.get_tracer(INSTRUMENTATION)
         self._sampler = provider.sampler
+        self._root_sampled = _root_decision(root)
         self._propagator = TraceContextTextMapPropagator()
 
     # -- the trace context -----------------------------------------------------------------------------
@@ -107,7 +124,11 @@ class Tracing:
             span = self.tracer.start_span(name, context=parent, kind=kind)
             return span if span.is_recording() else None
         trace_id = self._ids.generator.generate_trace_id()
-        if not self._sampler.should_sample(_ROOT, trace_id, name, kind).decision.is_sampled():
+        decide = self._root_sampled
+        if decide is not None:
+            if not decide(trace_id):
+                return None
+        elif not self._sampler.should_sample(_ROOT, trace_id, name, kind).decision.is_sampled():
             return None
         self._ids.chosen.trace_id = trace_id
         return self.tracer.start_span(name, context=_ROOT, kind=kind)
