@@ -97,10 +97,12 @@ async def run_chain(module: Path, data_dir: Path, messages: int, chains: int, ri
     return elapsed, batch
 
 
-def serve_functions(port: int) -> subprocess.Popen:
+def serve_functions(port: int, python_options: tuple[str, ...] = ()) -> subprocess.Popen:
+    """``pystatefun serve`` of bench/functions/chain.py on ``port``; ``python_options`` go before ``-m
+    pystatefun.cli`` (bench/cost_model.py passes ``-c CODE`` to run it under a profiler)."""
     env = {**os.environ, "PYTHONPATH": str(HERE / "functions")}
     process = subprocess.Popen(
-        [sys.executable, "-m", "pystatefun.cli", "serve", "chain:functions", "--port", str(port), "--log-level", "warning"],
+        [sys.executable, *python_options, "-m", "pystatefun.cli", "serve", "chain:functions", "--port", str(port), "--log-level", "warning"],
         cwd=HERE / "functions", env=env,
     )
     deadline = time.monotonic() + 30
