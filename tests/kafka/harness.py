@@ -3,6 +3,7 @@ backend and its worker processes."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import subprocess
@@ -17,7 +18,7 @@ from pathlib import Path
 from confluent_kafka import OFFSET_BEGINNING, Consumer, Producer, TopicPartition
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from e2e.processes import free_port, kill, terminate, wait_for_port
+from e2e.processes import free_port, kill, request, terminate, wait_for_port
 from pystatefun.runtime.envelope import partition_of
 
 APPS = Path(__file__).parent / "apps"
@@ -223,4 +224,29 @@ class Worker:
 
     def alive(self) -> bool:
         return self.process is not None and self.process.poll() is None
+
+    def owned_partitions(self) -> int:
+        """How many partitions the worker runs, as its metrics say."""
+        metrics = request(self.admin_port, "GET", "/metrics", timeout=60).body.decode()
+        line = next(line for line in metrics.splitlines() if line.startswith("pystatefun_kafka_owned_partitions "))
+        return int(float(line.split()[1]))
+
+
+@contextlib.contextmanager
+def sharing(workers: list[Worker], partitions: int) -> typing.Iterator[list[Worker]]:
+    """Starts ``workers`` and waits until each runs some of the ``partitions`` and together all of them;
+    kills them (kill -9) when the block ends."""
+    try:
+        for worker in workers:
+            worker.start()
+
+        def shared() -> bool:
+            owned = [worker.owned_partitions() for worker in workers]
+            return all(owned) and sum(owned) == partitions
+
+        wait_until(shared, "every worker owns partitions")
+        yield workers
+    finally:
+        for worker in workers:
+            worker.kill()
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from e2e.processes import request
-from kafka.harness import Worker, unique, wait_until
+from kafka.harness import Worker, sharing, unique, wait_until
 from pystatefun import StringType
 from pystatefun.runtime.envelope import partition_of
 
@@ -74,24 +74,13 @@ class App:
         return self.admin(worker, "POST", f"/messages/ca/fragile/{id}" + ("?wait=30" if wait else ""), text(value),
                           {"Content-Type": f"application/vnd.{STRING}"})
 
-    def owned(self, worker: int) -> int:
-        metrics = request(self.workers[worker].admin_port, "GET", "/metrics").body.decode()
-        line = next(line for line in metrics.splitlines() if line.startswith("pystatefun_kafka_owned_partitions "))
-        return int(float(line.split()[1]))
 
 
 @pytest.fixture
 def app(tmp_path, kafka_bootstrap):
     app = App(tmp_path, kafka_bootstrap)
-    try:
-        for worker in app.workers:
-            worker.start()
-        wait_until(lambda: app.owned(0) > 0 and app.owned(1) > 0 and app.owned(0) + app.owned(1) == PARTITIONS,
-                   "both workers own partitions")
+    with sharing(app.workers, PARTITIONS):
         yield app
-    finally:
-        for worker in app.workers:
-            worker.kill()
 
 
 def test_messages_are_answered_by_any_worker_and_dead_letters_replayed_once(app):
@@ -139,7 +128,7 @@ def test_messages_are_answered_by_any_worker_and_dead_letters_replayed_once(app)
     # that each was replayed is kept with its address's partition: after a kill -9, the worker that takes
     # the partitions over restores it, and delivers none of them again
     app.workers[1].kill()
-    wait_until(lambda: app.owned(0) == PARTITIONS, "worker 0 took every partition over")
+    wait_until(lambda: app.workers[0].owned_partitions() == PARTITIONS, "worker 0 took every partition over")
     for id in IDS:
         assert app.admin(0, "POST", f"/dead-letters/{letters[id]}/replay")[1]["already_replayed"] is True
         status, answer = app.send(0, id, "last", wait=True)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from e2e.processes import free_port, request
-from kafka.harness import APPS, KeyedRecords, Worker, create_topics, produce, unique, wait_until
+from kafka.harness import KeyedRecords, Worker, counter_module, create_topics, produce, sharing, unique, wait_until
 
 PARTITIONS = 4
 RECORDS = 200
@@ -25,39 +25,11 @@ def fails(context, message):
 
 
 def module(folder: Path, bootstrap: str, source: str) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    (folder / "counter.py").write_text((APPS / "counter.py").read_text() + FAILS)
-    path = folder / "module.yaml"
-    path.write_text(f"""\
-kind: pystatefun.v1/embedded
-spec:
-  functions: kc/*
-  module: counter:functions
----
-kind: io.statefun.kafka.v1/ingress
-spec:
-  id: kc/in
-  address: {bootstrap}
-  consumerGroupId: {unique("group")}
-  startupPosition:
-    type: earliest
-  topics:
-    - topic: {source}
-      valueType: kc/topic-name
-      targets: [kc/counter]
----
-kind: io.statefun.kafka.v1/egress
-spec:
-  id: kc/out
-  address: {bootstrap}
-  deliverySemantic:
-    type: exactly-once
-    transactionTimeout: 1min
----
-kind: io.statefun.playground.v1/ingress
-spec:
-  port: ${{INGRESS_PORT}}
-""")
+    path = counter_module(folder, bootstrap, source)
+    with (folder / "counter.py").open("a") as functions:
+        functions.write(FAILS)
+    with path.open("a") as text:  # the playground ingress only: its egress is the embedded backend's
+        text.write("---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n")
     return path
 
 
@@ -77,23 +49,13 @@ class App:
         assert reply.status == 200, reply
         return json.loads(reply.body)
 
-    def owned(self, worker: int) -> list[int]:
-        return next(w["partitions"] for w in self.get(worker, "/overview")["workers"]
-                    if w["worker"] == f"w{worker}")
 
 
 @pytest.fixture
 def app(tmp_path, kafka_bootstrap):
     app = App(tmp_path, kafka_bootstrap)
-    try:
-        for worker in app.workers:
-            worker.start()
-        wait_until(lambda: app.owned(0) and app.owned(1) and sorted(app.owned(0) + app.owned(1)) == list(range(PARTITIONS)),
-                   "both workers own partitions")
+    with sharing(app.workers, PARTITIONS):
         yield app
-    finally:
-        for worker in app.workers:
-            worker.kill()
 
 
 def flows(app: App, worker: int) -> dict[tuple[str, str], int]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from e2e.processes import free_port, request
-from kafka.harness import Worker, unique, wait_until
+from kafka.harness import Worker, sharing, unique, wait_until
 from pystatefun.runtime.envelope import partition_of
 
 PARTITIONS = 4
@@ -72,24 +72,13 @@ class App:
         data = b"" if body is None else json.dumps(body).encode()
         return request(self.workers[worker].admin_port, method, path, data, {"Content-Type": "application/json"}, timeout=60)
 
-    def owned(self, worker: int) -> int:
-        metrics = self.admin(worker, "GET", "/metrics").body.decode()
-        line = next(line for line in metrics.splitlines() if line.startswith("pystatefun_kafka_owned_partitions "))
-        return int(float(line.split()[1]))
 
 
 @pytest.fixture
 def app(tmp_path, kafka_bootstrap):
     app = App(tmp_path, kafka_bootstrap)
-    try:
-        for worker in app.workers:
-            worker.start()
-        wait_until(lambda: app.owned(0) > 0 and app.owned(1) > 0 and app.owned(0) + app.owned(1) == PARTITIONS,
-                   "both workers own partitions")
+    with sharing(app.workers, PARTITIONS):
         yield app
-    finally:
-        for worker in app.workers:
-            worker.kill()
 
 
 def test_request_reply_and_retries_are_answered_by_any_worker(app):
