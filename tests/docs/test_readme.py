@@ -11,7 +11,6 @@ import os
 import pathlib
 import re
 import shlex
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ import urllib.error
 import urllib.request
 
 import pytest
+
+from e2e.processes import free_port
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
 README = (REPO / "README.md").read_text()
@@ -32,12 +33,6 @@ def code_blocks(language: str) -> list[str]:
 
 def command_lines() -> list[str]:
     return [line for block in code_blocks("bash") for line in block.splitlines() if line and not line.startswith("#")]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")

@@ -40,7 +40,6 @@ import pathlib
 import re
 import shlex
 import signal
-import socket
 import subprocess
 import time
 import urllib.error
@@ -50,6 +49,7 @@ from typing import Callable, Iterator
 
 import pytest
 
+from e2e.processes import free_port
 from support.kafka import BOOTSTRAP_ENV, DIR_ENV, KafkaCluster, KafkaError, _default_dir
 
 REPO = pathlib.Path(__file__).resolve().parents[2]
@@ -84,25 +84,6 @@ def state_values(output: str) -> dict:
     return values
 
 
-# --- ports ----------------------------------------------------------------------------------------------
-
-def free_port_runs(count: int, length: int) -> list[int]:
-    """``count`` ports p, each with p .. p + length - 1 free on 127.0.0.1 now, all different."""
-    with contextlib.ExitStack() as stack:
-        starts: list[int] = []
-        while len(starts) < count:
-            first = stack.enter_context(socket.socket())
-            first.bind(("127.0.0.1", 0))
-            start = first.getsockname()[1]
-            try:
-                for offset in range(1, length):
-                    stack.enter_context(socket.socket()).bind(("127.0.0.1", start + offset))
-            except OSError:
-                continue
-            starts.append(start)
-        return starts
-
-
 # --- a user's shell -------------------------------------------------------------------------------------
 
 class Shell:
@@ -112,7 +93,7 @@ class Shell:
     def __init__(self, tmp_path: pathlib.Path):
         self.tmp = tmp_path
         self.cwd = REPO
-        self.ingress, self.egress, self.admin = free_port_runs(3, 2)
+        self.ingress, self.egress, self.admin = (free_port(2) for _ in range(3))
         self.suffix = uuid.uuid4().hex[:8]
         self.env = dict(os.environ, PATH=f"{BIN}:{os.environ['PATH']}", INGRESS_PORT=str(self.ingress),
                         EGRESS_PORT=str(self.egress), PYSTATEFUN_ADMIN=f"http://127.0.0.1:{self.admin}",

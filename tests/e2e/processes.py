@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import http.client
 import os
+import random
 import signal
 import socket
 import subprocess
@@ -14,10 +15,33 @@ from dataclasses import dataclass
 from pathlib import Path
 
 
-def free_port() -> int:
+_random = random.Random()
+_handed_out: set[int] = set()
+
+
+def free_port(count: int = 1) -> int:
+    """A port on 127.0.0.1 nobody listens on, and the ``count - 1`` after it (``pystatefun run --workers N``
+    gives worker i the admin port + i). Chosen below the kernel's ephemeral range: a port in that range can
+    be taken at any moment as the local end of an outgoing connection (a Kafka client's), and a server then
+    fails to bind it. Never the same port twice in one test process, so that ports chosen one after the
+    other before any is bound are all different."""
+    first_ephemeral = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    for _ in range(200):
+        base = _random.randrange(10_000, first_ephemeral - count)
+        ports = range(base, base + count)
+        if _handed_out.isdisjoint(ports) and all(_bindable(port) for port in ports):
+            _handed_out.update(ports)
+            return base
+    raise RuntimeError(f"no {count} free consecutive ports below {first_ephemeral}")
+
+
+def _bindable(port: int) -> bool:
     with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        return True
 
 
 def wait_for_port(port: int, process: subprocess.Popen, timeout: float = 30.0) -> None:

@@ -226,7 +226,7 @@ def test_a_broker_of_three_stopped_and_restarted_under_load(tmp_path, kafka_clus
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(bootstrap, source, out)
     module = counter_module(tmp_path / "app", bootstrap, source)
-    admin = free_port()
+    admin = free_port(2)
     log = open(tmp_path / "workers.log", "ab")
     supervisor = start_workers(module, bootstrap, app, admin, log)
     try:
@@ -249,7 +249,7 @@ def test_workers_option_starts_n_workers_and_restarts_one_that_dies(tmp_path, ka
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(kafka_bootstrap, source, out)
     module = counter_module(tmp_path / "app", kafka_bootstrap, source)
-    admin = free_port()
+    admin = free_port(2)
     log = open(tmp_path / "workers.log", "ab")
     supervisor = start_workers(module, kafka_bootstrap, app, admin, log)
     try:

@@ -266,7 +266,7 @@ def test_embedded_to_kafka_under_load_exactly_once(tmp_path, kafka_bootstrap):
                    timeout=30)
         name = unique("mv-kafka")
         workers_log = tmp_path / "workers.log"
-        supervisor = start_workers(app, name, 5, savepoint, free_port(), workers_log)
+        supervisor = start_workers(app, name, 5, savepoint, free_port(2), workers_log)
         feed.wait()
         counts = check_exactly_once(kafka_bootstrap, app.out, feed.sent)
         text = workers_log.read_text()
@@ -318,7 +318,7 @@ def test_kafka_to_kafka_with_a_worker_killed_while_restoring(tmp_path, kafka_boo
         # lost them); kill -9 the first worker that restores a partition, in the middle of its others
         name = unique("mv-p7")
         workers_log = tmp_path / "workers.log"
-        supervisor = start_workers(app, name, 7, savepoint, free_port(), workers_log, app.module_with(unique("mv-group")))
+        supervisor = start_workers(app, name, 7, savepoint, free_port(2), workers_log, app.module_with(unique("mv-group")))
         victim, seen = _kill_while_restoring(supervisor, workers_log)
         assert f"worker {victim} runs partitions" not in seen, "the kill came after the worker's restore"
         feed.wait()

@@ -16,6 +16,7 @@ import pytest
 import uvicorn
 from aiohttp import web
 
+from e2e.processes import free_port
 from pystatefun.serving import AsgiApp, aiohttp_app
 
 from .app import functions
@@ -42,12 +43,6 @@ def post(url: str, body: bytes, content_type: str | None = "application/octet-st
         return Reply(response.status, response.headers.get("Content-Type"), response.read(), response.headers)
     finally:
         connection.close()
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_for_port(port: int, timeout: float = 20.0, process: subprocess.Popen | None = None) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
-import socket
 import typing
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from aiohttp import web
 from opentelemetry.sdk.trace import ReadableSpan
 from opentelemetry.trace import SpanKind, StatusCode
 
+from e2e.processes import free_port
 from pystatefun import IntType
 from pystatefun.app import Application
 from pystatefun.config import load_module
@@ -31,12 +31,6 @@ EXAMPLES = Path(__file__).parents[2] / "examples"
 APPS = Path(__file__).parent / "apps"
 CLIENT_TRACE = "0af7651916cd43dd8448eb211c80319c"
 CLIENT_SPAN = "b7ad6b7169203331"
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
