@@ -89,6 +89,7 @@ class Committing:
         for processor in self.processors.values():
             if len(processor.cache) > self.max_cached_addresses // self.partitions:
                 processor.cache.clear()  # committed values only: they reload from the store
+        self._drop_idle_mailboxes()
         for listener in self.on_seal:
             listener(epoch)
         return epoch, time.perf_counter()

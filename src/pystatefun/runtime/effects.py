@@ -15,8 +15,8 @@ from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, StateKey, StoredValue, Timer
 from pystatefun.runtime.flows import SENT, TO_EGRESS
 from pystatefun.runtime.invokers import Effects, InvocationError
-from pystatefun.runtime.mailbox import Mailbox
-from pystatefun.runtime.specs import StateSpec
+from pystatefun.runtime.mailbox import Mailbox, PartitionProcessor
+from pystatefun.runtime.specs import NONE, StateSpec
 from pystatefun.runtime.timers import DuplicateTokenError
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -46,11 +46,10 @@ class EffectApplication:
         flows = self.flows
         for envelope in outgoing:
             flows.count(SENT, source.typename, envelope.target.typename)
-            if self.owns(envelope.target):
+            if self.route(envelope):
                 stats.out_local += 1
             else:
                 stats.out_remote += 1
-            self.route(envelope)
         epoch = self.epoch
         for envelope, delay_ms, token in delayed:
             if envelope is None:
@@ -113,8 +112,7 @@ class EffectApplication:
         touch = invoker.after_call(typename)
         if not mutations and not touch:
             return
-        values, changed = self._buffer_writes(mailbox.key, mailbox.processor.partition, invoker.specs(typename),
-                                              mutations, now)
+        values, changed = self._buffer_writes(mailbox.key, mailbox.processor, invoker.specs(typename), mutations, now)
         if not touch:
             return
         written = {name for name, _ in mutations}
@@ -130,13 +128,13 @@ class EffectApplication:
             else:
                 values[spec.name] = StoredValue(stored.value, now + spec.ttl_ms)
 
-    def _buffer_writes(self, key: StateKey, partition: int, specs: typing.Mapping[str, StateSpec],
+    def _buffer_writes(self, key: StateKey, processor: PartitionProcessor, specs: typing.Mapping[str, StateSpec],
                        writes: typing.Iterable[tuple[str, TypedValue | None]], now: int) -> tuple[dict[str, StoredValue], set[str]]:
         """Applies writes (None: delete) to the epoch's write buffer of ``key``; returns that buffer."""
         epoch = self.epoch
         entry = epoch.state.get(key)
         if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
-            entry = epoch.write_state(key, partition, self._committed(key, partition))
+            entry = epoch.write_state(key, processor.partition, self._committed(key, processor))
         values, changed = entry
         for name, value in writes:
             changed.add(name)
@@ -144,7 +142,7 @@ class EffectApplication:
                 values.pop(name, None)
             else:
                 spec = specs.get(name)
-                values[name] = StoredValue(value, None if spec is None else spec.expire_at(now))
+                values[name] = StoredValue(value, None if spec is None or spec.mode == NONE else now + spec.ttl_ms)
         return entry
 
     def _dead_letter(self, target_type: str, target_id: str, caller: SdkAddress | None, value: TypedValue, reason: str) -> None:
@@ -152,16 +150,16 @@ class EffectApplication:
         log.warning("dead letter for %s: %s", where, reason, extra={"address": where})
         self.epoch.dead_letters.append(DeadLetter(target_type, target_id, caller, value, reason, self.now_ms()))
 
-    def _state(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+    def _state(self, key: StateKey, processor: PartitionProcessor) -> dict[str, StoredValue]:
         """The current state of an address: this epoch's write buffer, else the committed cache/store."""
         buffered = self.epoch.state.get(key)
         if buffered is not None:
             return buffered[0]
-        return self._committed(key, partition)
+        return self._committed(key, processor)
 
-    def _committed(self, key: StateKey, partition: int) -> dict[str, StoredValue]:
+    def _committed(self, key: StateKey, processor: PartitionProcessor) -> dict[str, StoredValue]:
         """The committed state of an address, from the partition's cache or else the store."""
-        cache = self.processors[partition].cache
+        cache = processor.cache
         values = cache.get(key)
         if values is None:
             values = cache[key] = self.store.load_state(*key)
@@ -169,13 +167,22 @@ class EffectApplication:
 
     def read_state(self, target: SdkAddress, specs: typing.Mapping[str, StateSpec]) -> dict[str, TypedValue | None]:
         """The unexpired values of ``specs`` for ``target`` (None: no value)."""
-        values = self._state((target.typename, target.id), partition_of(target.id, self.partitions))
-        now = self.now_ms()
+        values = self._state((target.typename, target.id), self.processors[partition_of(target.id, self.partitions)])
+        if not values:
+            return dict.fromkeys(specs)
+        now = None
         state = {}
         for name in specs:
             stored = values.get(name)
-            if stored is None or (stored.expire_at is not None and stored.expire_at <= now):
+            if stored is None:
                 state[name] = None
-            else:
-                state[name] = stored.value
+                continue
+            expire_at = stored.expire_at
+            if expire_at is not None:
+                if now is None:
+                    now = self.now_ms()
+                if expire_at <= now:
+                    state[name] = None
+                    continue
+            state[name] = stored.value
         return state

@@ -87,6 +87,7 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         self.max_batch = max_batch
         self._specs: dict[str, dict[str, StateSpec]] = {}
         self._after_call = {}
+        self._bound: dict[str, tuple[StatefulFunction, dict[str, StateSpec]]] = {}  # see _function_and_specs
 
     def function(self, typename: str) -> StatefulFunction | None:
         return self.functions._functions.get(typename)
@@ -103,16 +104,22 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         function = self.function(typename)
         return function is not None and function.is_async
 
-    def prepare(self, address: SdkAddress, read_state: StateReader) -> Batch:
-        function = self.function(address.typename)
-        if function is None:
-            raise InvocationError(
-                f"no function {address.typename!r} in the embedded module; register it in its StatefulFunctions"
-            )
-        return Batch(function, address, read_state(address, self.specs(address.typename)))
+    def _function_and_specs(self, typename: str) -> tuple[StatefulFunction, dict[str, StateSpec]]:
+        """The function of ``typename`` and its specs: one lookup per batch (functions are bound before the
+        runtime starts, so the pair never changes)."""
+        bound = self._bound.get(typename)
+        if bound is None:
+            function = self.function(typename)
+            if function is None:
+                raise InvocationError(
+                    f"no function {typename!r} in the embedded module; register it in its StatefulFunctions"
+                )
+            bound = self._bound[typename] = (function, self.specs(typename))
+        return bound
 
     def invoke_sync(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
-        batch = self.prepare(address, read_state)
+        function, specs = self._function_and_specs(address.typename)
+        batch = Batch(function, address, read_state(address, specs))
         try:
             result = batch.run(invocations)
         except Exception as e:
@@ -121,7 +128,8 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
 
     async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
-        batch = self.prepare(address, read_state)
+        function, specs = self._function_and_specs(address.typename)
+        batch = Batch(function, address, read_state(address, specs))
         try:
             result = await batch.run_async(invocations)
         except Exception as e:

@@ -57,6 +57,19 @@ class FunctionStats:
             self.failures += 1
 
 
+class FunctionType:
+    """What every mailbox of one function type shares, looked up once per type (routing.py): its
+    invoker, whether its batches run as tasks, the backlog cap and the type's counters."""
+
+    __slots__ = ("invoker", "is_async", "cap", "stats")
+
+    def __init__(self, invoker: Invoker, is_async: bool, cap: int, stats: FunctionStats):
+        self.invoker = invoker
+        self.is_async = is_async
+        self.cap = cap
+        self.stats = stats
+
+
 class Mailbox:
     """The messages of one address, in order: the batch in flight (if any), the backlog behind it (in
     memory, at most ``cap``), then messages that wait on disk only (``spilled``: committed to the inbox,
@@ -68,14 +81,13 @@ class Mailbox:
                  "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow", "span",
                  "trace")
 
-    def __init__(self, address: SdkAddress, invoker: Invoker, processor: PartitionProcessor, cap: int,
-                 stats: FunctionStats):
+    def __init__(self, address: SdkAddress, kind: FunctionType, processor: PartitionProcessor):
         self.address = address
-        self.stats = stats
         self.key: StateKey = (address.typename, address.id)
-        self.invoker = invoker
-        self.is_async = invoker.is_async(address.typename)
-        self.cap = cap
+        self.invoker = kind.invoker
+        self.is_async = kind.is_async
+        self.cap = kind.cap
+        self.stats = kind.stats
         self.processor = processor
         self.backlog: collections.deque[Envelope] = collections.deque()
         self.in_flight: list[Envelope] | None = None

@@ -51,7 +51,7 @@ class Operations:
         self._schedule(mailbox)
         self._release(mailbox)
         if mailbox.idle:
-            mailbox.processor.mailboxes.pop(mailbox.key, None)
+            self._went_idle.append(mailbox)
         return True
 
     def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:
@@ -83,7 +83,7 @@ class Operations:
 
     def state_of(self, target: SdkAddress) -> dict[str, StoredValue]:
         """The current unexpired state of ``target``, including writes not committed yet."""
-        values = self._state((target.typename, target.id), self.partition_of(target.id))
+        values = self._state((target.typename, target.id), self.processors[self.partition_of(target.id)])
         now = self.now_ms()
         return {name: v for name, v in values.items() if v.expire_at is None or v.expire_at > now}
 
@@ -93,7 +93,7 @@ class Operations:
         ``changes`` must already be checked against the registered specs."""
         specs = self.specs_of(target.typename) or {}
         key = (target.typename, target.id)
-        self._buffer_writes(key, self.partition_of(target.id), specs, changes.items(), self.now_ms())
+        self._buffer_writes(key, self.processors[self.partition_of(target.id)], specs, changes.items(), self.now_ms())
         return self.epoch
 
     def backlog_of(self, target: SdkAddress) -> int:

@@ -29,7 +29,7 @@ from pystatefun.runtime.effects import EffectApplication
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import EgressRecord, Epoch, StateKey, StoredValue, StoreFullError, Timer
 from pystatefun.runtime.flows import Flows, RecentCommits
-from pystatefun.runtime.mailbox import FunctionStats, Invoker, Mailbox, PartitionProcessor
+from pystatefun.runtime.mailbox import FunctionStats, FunctionType, Invoker, Mailbox, PartitionProcessor
 from pystatefun.runtime.operations import Operations
 from pystatefun.runtime.replies import ReplySink
 from pystatefun.runtime.routing import Routing
@@ -115,6 +115,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.timers = TimerService()
         self.epoch: Epoch | None = None
         self._ready: collections.deque[Mailbox] = collections.deque()
+        self._went_idle: list[Mailbox] = []  # mailboxes to drop at the next seal if still idle (scheduler.py)
         self._wake = asyncio.Event()
         self._commit_now = asyncio.Event()
         self._timers_changed = asyncio.Event()
@@ -128,6 +129,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.running = False
         self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
         self.stats: dict[str, FunctionStats] = {}  # per function type
+        self._function_types: dict[str, FunctionType] = {}  # what each type's mailboxes share (routing.py)
         self.flows = Flows()  # messages per sender -> target, for the function graph
         self.recent_commits = RecentCommits()
         self._invocation = 0  # batches started by this process, numbering them for the logs

@@ -12,7 +12,7 @@ import logging
 
 from pystatefun.runtime.envelope import Envelope, partition_of
 from pystatefun.runtime.epoch import Epoch
-from pystatefun.runtime.mailbox import FunctionStats, Mailbox
+from pystatefun.runtime.mailbox import FunctionStats, FunctionType, Mailbox, PartitionProcessor
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress
 
@@ -22,49 +22,70 @@ log = logging.getLogger("pystatefun.runtime")
 class Routing:
     """Delivery into mailboxes and back-pressure. A part of Runtime (processor.py), which holds the fields used here."""
 
-    def _mailbox(self, target: SdkAddress) -> Mailbox | None:
-        processor = self.processors[partition_of(target.id, self.partitions)]
+    def _mailbox(self, target: SdkAddress, processor: PartitionProcessor | None = None) -> Mailbox | None:
+        """The mailbox of ``target`` (made when it has none), in ``processor`` if the caller has it at
+        hand; None when no function has the target's type."""
+        if processor is None:
+            processor = self.processors[partition_of(target.id, self.partitions)]
         key = (target.typename, target.id)
         mailbox = processor.mailboxes.get(key)
         if mailbox is None:
-            invoker = self.resolve(target.typename)
-            if invoker is None:
-                return None
-            cap = self.max_backlog or invoker.max_batch
-            stats = self.stats.get(target.typename)
-            if stats is None:
-                stats = self.stats[target.typename] = FunctionStats()
-            mailbox = processor.mailboxes[key] = Mailbox(target, invoker, processor, cap, stats)
+            kind = self._function_types.get(target.typename)
+            if kind is None:
+                kind = self._function_type(target.typename)
+                if kind is None:
+                    return None
+            mailbox = processor.mailboxes[key] = Mailbox(target, kind, processor)
         return mailbox
 
-    def route(self, envelope: Envelope) -> None:
+    def _function_type(self, typename: str) -> FunctionType | None:
+        """What the mailboxes of ``typename`` share, looked up once (None: no function has the type)."""
+        invoker = self.resolve(typename)
+        if invoker is None:
+            return None
+        stats = self.stats.get(typename)
+        if stats is None:
+            stats = self.stats[typename] = FunctionStats()
+        kind = self._function_types[typename] = FunctionType(invoker, invoker.is_async(typename),
+                                                            self.max_backlog or invoker.max_batch, stats)
+        return kind
+
+    def route(self, envelope: Envelope) -> bool:
         """Delivers a message to its address's mailbox (or to the dead letters if no function has its type);
-        a message for a partition owned by another process goes to the log with the epoch."""
+        a message for a partition owned by another process goes to the log with the epoch (and the answer
+        is False: not delivered here)."""
         epoch = self.epoch
-        if envelope.target.typename == REPLY_TYPENAME:
+        target = envelope.target
+        if target.typename == REPLY_TYPENAME:
             self._reply(envelope)
-            return
-        if not self.owns(envelope.target):
+            return True
+        processor = self.processors.get(partition_of(target.id, self.partitions))
+        if processor is None:
             epoch.outbound.append(envelope)
-            return
-        mailbox = self._mailbox(envelope.target)
+            return False
+        mailbox = self._mailbox(target, processor)
         if mailbox is None:
-            self._dead_letter(envelope.target.typename, envelope.target.id, envelope.caller, envelope.value,
-                              f"no function type {envelope.target.typename!r} is bound in the module")
+            self._dead_letter(target.typename, target.id, envelope.caller, envelope.value,
+                              f"no function type {target.typename!r} is bound in the module")
             if envelope.seq is not None:
                 epoch.consumed.append(envelope.seq)
-            return
+            return True
         if envelope.seq is None:
-            epoch.volatile[envelope] = None
-            if len(epoch.volatile) >= self.max_volatile:
+            volatile = epoch.volatile
+            volatile[envelope] = None
+            if len(volatile) >= self.max_volatile:
                 self._commit_now.set()  # what is not committed must stay in memory: commit early
-        if mailbox.full:
+        if mailbox.spilled or mailbox.overflow or len(mailbox.backlog) >= mailbox.cap:  # Mailbox.full, inlined
             self._hold(mailbox, envelope)
-            return
+            return True
         mailbox.backlog.append(envelope)
         if mailbox.parked is not None:
             self._tell_parked(mailbox, envelope)
-        self._schedule(mailbox)
+        elif not mailbox.scheduled and mailbox.in_flight is None:  # _schedule, inlined
+            mailbox.scheduled = True
+            self._ready.append(mailbox)
+            self._wake.set()
+        return True
 
     def _reply(self, envelope: Envelope) -> None:
         sink = self.reply_sink

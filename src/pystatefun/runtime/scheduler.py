@@ -154,8 +154,19 @@ class Scheduling:
         mailbox.in_flight = None
         if mailbox.backlog:
             self._schedule(mailbox)
-        elif mailbox.idle:
-            mailbox.processor.mailboxes.pop(mailbox.key, None)
+        elif mailbox.parked is None and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow:
+            self._went_idle.append(mailbox)
+
+    def _drop_idle_mailboxes(self) -> None:
+        """Drops the mailboxes that went idle since the last time and stayed so (at every seal). Not at
+        once: a quiet address that gets its messages one at a time would have a mailbox made and dropped
+        for every message; this way one serves all of its messages within a commit interval, and memory
+        stays bounded by what an interval touches."""
+        for mailbox in self._went_idle:
+            mailboxes = mailbox.processor.mailboxes
+            if mailbox.idle and mailboxes.get(mailbox.key) is mailbox:
+                del mailboxes[mailbox.key]
+        self._went_idle.clear()
 
     def _park(self, mailbox: Mailbox, reason: str) -> None:
         """The batch failed: its messages go back to the front of the backlog and the address waits."""

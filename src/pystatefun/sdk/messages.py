@@ -18,6 +18,11 @@ def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
     return TypedValue(typename=tpe.typename, has_value=True, value=tpe.serializer().serialize(value))
 
 
+# the built-in types' serializers, for the as_<type> methods (as_type(IntType) with two calls less)
+_INT, _BOOL, _LONG, _STRING, _FLOAT, _DOUBLE = (
+    t.serializer() for t in (IntType, BoolType, LongType, StringType, FloatType, DoubleType))
+
+
 class Message:
     """A message to (or, inside a function, for) a function instance."""
 
@@ -38,37 +43,43 @@ class Message:
         return self.typed_value.typename == IntType.typename
 
     def as_int(self) -> int | None:
-        return self.as_type(IntType)
+        tv = self.typed_value
+        return _INT.deserialize(tv.value) if tv.has_value else None
 
     def is_bool(self) -> bool:
         return self.typed_value.typename == BoolType.typename
 
     def as_bool(self) -> bool | None:
-        return self.as_type(BoolType)
+        tv = self.typed_value
+        return _BOOL.deserialize(tv.value) if tv.has_value else None
 
     def is_long(self) -> bool:
         return self.typed_value.typename == LongType.typename
 
     def as_long(self) -> int | None:
-        return self.as_type(LongType)
+        tv = self.typed_value
+        return _LONG.deserialize(tv.value) if tv.has_value else None
 
     def is_string(self) -> bool:
         return self.typed_value.typename == StringType.typename
 
     def as_string(self) -> str | None:
-        return self.as_type(StringType)
+        tv = self.typed_value
+        return _STRING.deserialize(tv.value) if tv.has_value else None
 
     def is_float(self) -> bool:
         return self.typed_value.typename == FloatType.typename
 
     def as_float(self) -> float | None:
-        return self.as_type(FloatType)
+        tv = self.typed_value
+        return _FLOAT.deserialize(tv.value) if tv.has_value else None
 
     def is_double(self) -> bool:
         return self.typed_value.typename == DoubleType.typename
 
     def as_double(self) -> float | None:
-        return self.as_type(DoubleType)
+        tv = self.typed_value
+        return _DOUBLE.deserialize(tv.value) if tv.has_value else None
 
     def is_type(self, tpe: Type) -> bool:
         """Whether this message's value has the typename of ``tpe``."""
@@ -147,6 +158,8 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
     elif len(kwargs) == 1:
         keyword, value = next(iter(kwargs.items()))
         value_type = PRIMITIVE_GETTERS.get(keyword)
+        if value_type is not None and value is not None:  # int_value=... and the like: a built-in type
+            return Message(target_typename, target_id, to_typed_value(value_type, value))
         if value_type is None and keyword != "value":  # a ValueError, as in the official SDK
             raise ValueError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
     else:

@@ -12,6 +12,7 @@ from __future__ import annotations
 import typing
 
 from pystatefun.sdk.errors import StateTypeMismatchError
+from pystatefun.sdk.types import TypeSerializer
 from pystatefun.sdk.value_spec import ValueSpec
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -25,10 +26,12 @@ _UNREAD, _READ, _WRITTEN, _DELETED = range(4)
 class Cell:
     """One state value of the current address during a batch."""
 
-    __slots__ = ("spec", "function_typename", "typed_value", "value", "status", "written", "snapshot")
+    __slots__ = ("spec", "serializer", "function_typename", "typed_value", "value", "status", "written", "snapshot")
 
-    def __init__(self, spec: ValueSpec, function_typename: str, typed_value: TypedValue | None):
+    def __init__(self, spec: ValueSpec, serializer: TypeSerializer, function_typename: str,
+                 typed_value: TypedValue | None):
         self.spec = spec
+        self.serializer = serializer  # spec.type.serializer(), asked once per function (StorageFactory)
         self.function_typename = function_typename
         self.typed_value = typed_value  # as received; None or has_value=False means absent
         self.value: typing.Any = None
@@ -50,7 +53,7 @@ class Cell:
                 f"type {tv.typename!r}, yet its ValueSpec declares {spec.type.typename!r}. Declare the stored "
                 "type in the ValueSpec, or delete the old value."
             )
-        serializer = spec.type.serializer()
+        serializer = self.serializer
         value = serializer.deserialize(tv.value)
         if type(value) not in _IMMUTABLE:
             self.snapshot = serializer.serialize(value)
@@ -63,7 +66,7 @@ class Cell:
             raise ValueError(
                 f"can not set state {spec.name!r} to None. To delete a value, use `del context.storage.{spec.name}`."
             )
-        serializer = spec.type.serializer()
+        serializer = self.serializer
         try:
             data = serializer.serialize(value)
         except (TypeError, ValueError) as e:
@@ -95,7 +98,7 @@ class Cell:
         if self.snapshot is not None:  # a mutable value: serialize it again to see in-place changes
             spec = self.spec
             try:
-                current = spec.type.serializer().serialize(self.value)
+                current = self.serializer.serialize(self.value)
             except (TypeError, ValueError) as e:
                 error = TypeError if isinstance(e, TypeError) else ValueError
                 raise error(
@@ -112,7 +115,7 @@ class Cell:
 class StorageFactory:
     """Makes the storage object of one function: a class with one property per ValueSpec."""
 
-    __slots__ = ("specs", "names", "_cls")
+    __slots__ = ("specs", "names", "_cls", "_cells")
 
     def __init__(self, function_typename: str, specs: typing.Sequence[ValueSpec]):
         props: dict[str, typing.Any] = {}
@@ -167,6 +170,8 @@ class StorageFactory:
         )
         self.specs = tuple(specs)
         self.names = frozenset(spec.name for spec in specs)
+        # what each batch's cells are made of: a type's serializer is asked for once per function
+        self._cells = tuple((spec.name, spec, spec.type.serializer()) for spec in self.specs)
         self._cls = type("AddressScopedStorage", (), props)
 
     def missing(self, received: typing.Container[str]) -> list[ValueSpec]:
@@ -175,7 +180,7 @@ class StorageFactory:
 
     def make(self, function_typename: str, received: typing.Mapping[str, TypedValue | None]) -> tuple[typing.Any, dict[str, Cell]]:
         """A storage object over ``received`` values, and its cells (in declaration order)."""
-        cells = {spec.name: Cell(spec, function_typename, received.get(spec.name)) for spec in self.specs}
+        cells = {name: Cell(spec, serializer, function_typename, received.get(name)) for name, spec, serializer in self._cells}
         return self._cls(cells), cells
 
 

@@ -223,7 +223,8 @@ def _decode_bool(byte: bytes):
 
 
 def _encode_int(value) -> bytes:
-    value = _as_integer(value, 32, "IntType")
+    if type(value) is not int or not -0x8000_0000 <= value <= 0x7FFF_FFFF:  # the common case skips the call
+        value = _as_integer(value, 32, "IntType")
     return b"\x0d" + _INT32.pack(value) if value else b""
 
 
@@ -234,7 +235,8 @@ def _decode_int(byte: bytes):
 
 
 def _encode_long(value) -> bytes:
-    value = _as_integer(value, 64, "LongType")
+    if type(value) is not int or not -0x8000_0000_0000_0000 <= value <= 0x7FFF_FFFF_FFFF_FFFF:
+        value = _as_integer(value, 64, "LongType")
     return b"\x09" + _INT64.pack(value) if value else b""
 
 
