@@ -80,7 +80,8 @@ async def run_chain(module: Path, data_dir: Path, messages: int, chains: int, ri
         runtime.route(Envelope(target, None, to_typed_value(IntType, hops - 1)))
     while True:
         await asyncio.sleep(0.01)
-        busy = runtime._ready or runtime._invocations or any(p.mailboxes for p in runtime.processors.values())
+        busy = runtime._ready or runtime._invocations or any(
+            m.backlog or m.in_flight for p in runtime.processors.values() for m in p.mailboxes.values())
         if not busy:
             break
     runtime.commit()

@@ -307,7 +307,8 @@ def fan_out_functions(gate: dict, got: list):
 async def drain(node: Node, timeout: float = 20.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     rt = node.runtime
-    while rt._ready or rt._invocations or any(p.mailboxes for p in rt.processors.values()):
+    while rt._ready or rt._invocations or any(m.backlog or m.in_flight or m.overflow or m.spilled
+                                              for p in rt.processors.values() for m in p.mailboxes.values()):
         assert asyncio.get_running_loop().time() < deadline, "the runtime did not drain"
         await asyncio.sleep(0.01)
     rt.commit()

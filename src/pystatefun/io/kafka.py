@@ -287,15 +287,15 @@ class KafkaIngress:
         runtime = self.runtime
         targets = [address(target, id) for target in route.targets]
         for target in targets:  # back-pressure first: all of a record's messages go into one epoch
-            await runtime.admit(target)
+            if not runtime.has_room(target):
+                await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
         trace = None
         if runtime.tracing is not None:
             trace = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
         for target in targets:
-            if not runtime.owns(target):
-                self.elsewhere += 1
-            runtime.route(Envelope(target, None, value, None, trace))
+            if not runtime.route(Envelope(target, None, value, None, trace)):
+                self.elsewhere += 1  # to the log, for the worker that owns its partition
             runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
         self.records += 1
         self._advance(topic, partition, offset)

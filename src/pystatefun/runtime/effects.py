@@ -134,7 +134,8 @@ class EffectApplication:
         epoch = self.epoch
         entry = epoch.state.get(key)
         if entry is None:  # the first write of this address in the epoch: buffer a copy of its state
-            entry = epoch.write_state(key, processor.partition, self._committed(key, processor))
+            entry = epoch.state[key] = (dict(self._committed(key, processor)), set())
+            epoch.partitions_of_state[key] = processor.partition
         values, changed = entry
         for name, value in writes:
             changed.add(name)
@@ -167,7 +168,10 @@ class EffectApplication:
 
     def read_state(self, target: SdkAddress, specs: typing.Mapping[str, StateSpec]) -> dict[str, TypedValue | None]:
         """The unexpired values of ``specs`` for ``target`` (None: no value)."""
-        values = self._state((target.typename, target.id), self.processors[partition_of(target.id, self.partitions)])
+        key = (target.typename, target.id)
+        buffered = self.epoch.state.get(key)  # _state, inlined: once per batch
+        values = buffered[0] if buffered is not None else self._committed(
+            key, self.processors[partition_of(target.id, self.partitions)])
         if not values:
             return dict.fromkeys(specs)
         now = None

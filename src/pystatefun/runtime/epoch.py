@@ -158,12 +158,3 @@ class Epoch:
             + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.egress_read)
             + len(self.idempotency) + len(self.dead_letters) + len(self.parked) + len(self.source_offsets) + len(self.outbound)
         )
-
-    def write_state(self, key: StateKey, partition: int, base: typing.Mapping[str, StoredValue]) -> tuple[dict[str, StoredValue], set[str]]:
-        """The write buffer of ``key``: a copy of its current state made on the first write of the epoch."""
-        entry = self.state.get(key)
-        if entry is None:
-            entry = (dict(base), set())
-            self.state[key] = entry
-            self.partitions_of_state[key] = partition
-        return entry

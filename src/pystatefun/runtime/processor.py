@@ -117,6 +117,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self._ready: collections.deque[Mailbox] = collections.deque()
         self._went_idle: list[Mailbox] = []  # mailboxes to drop at the next seal if still idle (scheduler.py)
         self._wake = asyncio.Event()
+        self._draining = False  # the drain loop is running ready mailboxes: scheduling needs no _wake
         self._commit_now = asyncio.Event()
         self._timers_changed = asyncio.Event()
         self._tasks: list[asyncio.Task] = []

@@ -84,7 +84,8 @@ class Routing:
         elif not mailbox.scheduled and mailbox.in_flight is None:  # _schedule, inlined
             mailbox.scheduled = True
             self._ready.append(mailbox)
-            self._wake.set()
+            if not self._draining:
+                self._wake.set()
         return True
 
     def _reply(self, envelope: Envelope) -> None:
@@ -148,7 +149,17 @@ class Routing:
         if mailbox.in_flight is None and mailbox.parked is None and not mailbox.scheduled and mailbox.backlog:
             mailbox.scheduled = True
             self._ready.append(mailbox)
-            self._wake.set()
+            if not self._draining:
+                self._wake.set()
+
+    def has_room(self, target: SdkAddress) -> bool:
+        """Whether a message for ``target`` can go in now, i.e. admit() would not wait: ingresses ask this
+        first and await admit() only when it says no (a coroutine per message costs more than the check)."""
+        processor = self.processors.get(partition_of(target.id, self.partitions))
+        if processor is None:
+            return True  # another process's
+        mailbox = processor.mailboxes.get((target.typename, target.id))
+        return (mailbox is None or not mailbox.full) and len(self.epoch.volatile) < self.max_volatile
 
     async def admit(self, target: SdkAddress) -> bool:
         """Waits until ``target`` has room for one more message (back-pressure for ingresses).

@@ -39,16 +39,20 @@ class Scheduling:
             ready = self._ready
             started = 0
             turn_ends = time.monotonic() + TURN_SECONDS
-            while ready:
-                mailbox = ready.popleft()
-                mailbox.scheduled = False
-                self._start(mailbox)
-                started += 1
-                # embedded functions run right here, and while they message each other the ready queue
-                # never empties: give ingresses, the admin API, completions and commits their turn
-                if started % 64 == 0 and time.monotonic() >= turn_ends:
-                    await asyncio.sleep(0)
-                    turn_ends = time.monotonic() + TURN_SECONDS
+            self._draining = True  # what is scheduled meanwhile needs no wake-up: this loop runs it
+            try:
+                while ready:
+                    mailbox = ready.popleft()
+                    mailbox.scheduled = False
+                    self._start(mailbox)
+                    started += 1
+                    # embedded functions run right here, and while they message each other the ready queue
+                    # never empties: give ingresses, the admin API, completions and commits their turn
+                    if started % 64 == 0 and time.monotonic() >= turn_ends:
+                        await asyncio.sleep(0)
+                        turn_ends = time.monotonic() + TURN_SECONDS
+            finally:
+                self._draining = False
             self._commit_if_idle()
 
     def _start(self, mailbox: Mailbox) -> None:
@@ -164,7 +168,9 @@ class Scheduling:
         stays bounded by what an interval touches."""
         for mailbox in self._went_idle:
             mailboxes = mailbox.processor.mailboxes
-            if mailbox.idle and mailboxes.get(mailbox.key) is mailbox:
+            if (mailbox.in_flight is None and not mailbox.backlog and mailbox.parked is None  # Mailbox.idle
+                    and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow
+                    and mailboxes.get(mailbox.key) is mailbox):
                 del mailboxes[mailbox.key]
         self._went_idle.clear()
 

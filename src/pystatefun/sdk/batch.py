@@ -47,9 +47,13 @@ class Batch:
         ctx = self.context
         fun = self.function.fun
         typename, id = ctx.address.typename, ctx.address.id
+        new_message = Message.__new__
         for caller, argument in invocations:
-            ctx._caller = caller
-            fun(ctx, _message(typename, id, argument))
+            ctx.caller = caller
+            # the message's target is the running address itself, already validated: no Message.__init__
+            message = new_message(Message)
+            message.target_typename, message.target_id, message.typed_value = typename, id, argument
+            fun(ctx, message)
         return self._result()
 
     async def run_async(self, invocations: typing.Iterable[Invocation]) -> BatchResult:
@@ -59,9 +63,12 @@ class Batch:
         ctx = self.context
         fun = self.function.fun
         typename, id = ctx.address.typename, ctx.address.id
+        new_message = Message.__new__
         for caller, argument in invocations:
-            ctx._caller = caller
-            await fun(ctx, _message(typename, id, argument))
+            ctx.caller = caller
+            message = new_message(Message)
+            message.target_typename, message.target_id, message.typed_value = typename, id, argument
+            await fun(ctx, message)
         return self._result()
 
     def _result(self) -> BatchResult:
@@ -71,13 +78,4 @@ class Batch:
             if changed:
                 mutations.append((name, value))
         return BatchResult(self.context, mutations)
-
-
-def _message(typename: str, id: str, argument: TypedValue) -> Message:
-    # The target is the running address itself, already validated: skip Message.__init__'s checks.
-    message = Message.__new__(Message)
-    message.target_typename = typename
-    message.target_id = id
-    message.typed_value = argument
-    return message
 

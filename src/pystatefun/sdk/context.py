@@ -82,29 +82,20 @@ class Context(abc.ABC):
 
 
 class InvocationContext(Context):
-    """The Context of one batch of invocations for one address; it collects the batch's effects."""
+    """The Context of one batch of invocations for one address; it collects the batch's effects.
 
-    __slots__ = ("_address", "_storage", "_caller", "messages", "delayed", "egress")
+    ``address``, ``storage`` and ``caller`` are plain attributes rather than properties: a function reads
+    them for every message, and an attribute costs no call."""
+
+    __slots__ = ("address", "storage", "caller", "messages", "delayed", "egress")
 
     def __init__(self, address: SdkAddress, storage: typing.Any):
-        self._address = address
-        self._storage = storage
-        self._caller: SdkAddress | None = None
+        self.address = address  # type: ignore[misc]  # the abstract properties of Context, as attributes
+        self.storage = storage  # type: ignore[misc]
+        self.caller: SdkAddress | None = None  # type: ignore[misc]  # set by the batch for each message
         self.messages: list[Message] = []
         self.delayed: list[DelayedMessage] = []
         self.egress: list[EgressMessage] = []
-
-    @property
-    def address(self) -> SdkAddress:
-        return self._address
-
-    @property
-    def storage(self) -> typing.Any:
-        return self._storage
-
-    @property
-    def caller(self) -> SdkAddress | None:
-        return self._caller
 
     def send(self, message: Message) -> None:
         if not isinstance(message, Message):

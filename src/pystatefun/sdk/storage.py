@@ -180,7 +180,9 @@ class StorageFactory:
 
     def make(self, function_typename: str, received: typing.Mapping[str, TypedValue | None]) -> tuple[typing.Any, dict[str, Cell]]:
         """A storage object over ``received`` values, and its cells (in declaration order)."""
-        cells = {name: Cell(spec, serializer, function_typename, received.get(name)) for name, spec, serializer in self._cells}
+        cells = {}
+        for name, spec, serializer in self._cells:  # a loop: most functions have one or two states
+            cells[name] = Cell(spec, serializer, function_typename, received.get(name))
         return self._cls(cells), cells
 
 

@@ -306,7 +306,8 @@ class KafkaBackend:
             return  # written by this worker and in memory already
         envelope = decode_message(record.value())
         envelope.seq = seq
-        await runtime.admit(envelope.target)
+        if not runtime.has_room(envelope.target):
+            await runtime.admit(envelope.target)
         runtime.route(envelope)
 
     # -- rebalances (in the consumer thread) -------------------------------------------------------------
