@@ -29,8 +29,8 @@ and called by the remote protocol's code as transport. Whatever matches nothing 
 script prints the biggest such functions so that the table can be fixed.
 
 The same run also measures the bare-loop floor: the hop workload as plain Python (a dict of
-protobuf-wrapped ints, a deque, a SQLite WAL commit with synchronous=FULL every 100 ms; ``bare_loop``,
-importable), and prints each shape's rate as a ratio of it.
+protobuf-wrapped ints, a deque, a SQLite WAL commit with synchronous=FULL every 100 ms; ``bare_loop`` of
+runtime_chain.py), and prints each shape's rate as a ratio of it.
 
 Run: ``.venv/bin/python bench/cost_model.py`` (about 2-3 minutes; ``--messages`` / ``--remote-messages``
 for longer runs, ``--only embedded``). ``--record`` appends the CPU per message of each shape and the
@@ -45,17 +45,15 @@ import cProfile
 import os
 import pstats
 import re
-import sqlite3
 import tempfile
 import threading
 import time
 from pathlib import Path
 
 from pystatefun.event_loop import run_event_loop
-from pystatefun.wire.types_pb2 import IntWrapper
 
 import results as bench_results  # bench/results.py: --record
-from runtime_chain import HERE, SHAPES, cpu_seconds, free_port, module_yaml, run_chain, serve_functions
+from runtime_chain import HERE, SHAPES, bare_loop, cpu_seconds, free_port, module_yaml, run_chain, serve_functions
 
 STAGES = [
     "ingress parse",
@@ -239,47 +237,6 @@ def thread_cpu(tid: int) -> float:
     """CPU seconds (user + system) of thread ``tid`` of this process (Linux /proc)."""
     fields = Path(f"/proc/self/task/{tid}/stat").read_text().rsplit(")", 1)[1].split()
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def bare_loop(messages: int, chains: int, ring: int, data_dir: Path, commit_interval: float = 0.1) -> tuple[float, float]:
-    """The hop workload as plain Python, the floor the runtime is compared with: counters in a dict of
-    protobuf-wrapped ints (IntWrapper bytes, as the runtime stores them), the messages (an address and an
-    IntWrapper) in a deque, and every ``commit_interval`` seconds the changed counters written to SQLite
-    (WAL, synchronous=FULL) in one transaction. Returns (seconds, CPU seconds of this process)."""
-    db = sqlite3.connect(data_dir / "bare.db", isolation_level=None)
-    db.execute("PRAGMA journal_mode=WAL")
-    db.execute("PRAGMA synchronous=FULL")
-    db.execute("CREATE TABLE IF NOT EXISTS state (id TEXT PRIMARY KEY, value BLOB)")
-    hops = messages // chains
-    cpu, start = cpu_seconds(), time.perf_counter()
-    counters: dict[str, bytes] = {}
-    dirty: dict[str, bytes] = {}
-    queue: collections.deque[tuple[str, bytes]] = collections.deque(
-        (f"{ring}/{chain * ring // chains}", IntWrapper(value=hops - 1).SerializeToString()) for chain in range(chains))
-    last_commit = time.monotonic()
-    while queue:
-        target, body = queue.popleft()
-        stored = counters.get(target)
-        count = IntWrapper.FromString(stored).value if stored is not None else 0
-        value = IntWrapper(value=count + 1).SerializeToString()
-        counters[target] = dirty[target] = value
-        hops_left = IntWrapper.FromString(body).value
-        if hops_left > 0:
-            ring_text, position = target.split("/")
-            queue.append((f"{ring_text}/{(int(position) + 1) % int(ring_text)}",
-                          IntWrapper(value=hops_left - 1).SerializeToString()))
-        if time.monotonic() - last_commit >= commit_interval or not queue:
-            db.execute("BEGIN")
-            db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", dirty.items())
-            db.execute("COMMIT")
-            dirty.clear()
-            last_commit = time.monotonic()
-    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
-    db.close()
-    total = sum(IntWrapper.FromString(v).value for v in counters.values())
-    if total != hops * chains:
-        raise SystemExit(f"bare loop: counters add up to {total}, expected {hops * chains}")
-    return seconds, cpu
 
 
 class Shape:

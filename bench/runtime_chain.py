@@ -13,8 +13,9 @@ the next call, the batching StateFun's protocol is built for). The msgs/call col
 happened.
 
 Each run goes through a real module.yaml, a fresh SQLite data dir with synchronous=FULL commits, and
-checks afterwards that the counters add up to exactly the number of messages. Then a profile of (a)
-shows where the time goes. Run: ``.venv/bin/python bench/runtime_chain.py``; with ``--record`` the
+checks afterwards that the counters add up to exactly the number of messages. The same run measures the
+bare-loop floor of each shape (``bare_loop``: the same hops as plain Python) and prints every rate as a
+ratio of it (issue 23's yardstick). Then a profile of (a) shows where the time goes. Run: ``.venv/bin/python bench/runtime_chain.py``; with ``--record`` the
 messages/s printed are appended to docs/benchmarks/results.json and the charts redrawn (bench/results.py).
 """
 
@@ -22,10 +23,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import cProfile
 import os
 import pstats
 import socket
+import sqlite3
 import subprocess
 import sys
 import tempfile
@@ -38,6 +41,7 @@ from pystatefun.event_loop import run_event_loop
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
 from pystatefun.sdk.messages import to_typed_value
+from pystatefun.wire.types_pb2 import IntWrapper
 
 import results as bench_results  # bench/results.py: --record
 
@@ -126,10 +130,52 @@ def cpu_seconds(pid: int | None = None) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def bare_loop(messages: int, chains: int, ring: int, data_dir: Path, commit_interval: float = 0.1) -> tuple[float, float]:
+    """The hop workload as plain Python, the floor the runtime is compared with: counters in a dict of
+    protobuf-wrapped ints (IntWrapper bytes, as the runtime stores them), the messages (an address and an
+    IntWrapper) in a deque, and every ``commit_interval`` seconds the changed counters written to SQLite
+    (WAL, synchronous=FULL) in one transaction. Returns (seconds, CPU seconds of this process)."""
+    db = sqlite3.connect(data_dir / "bare.db", isolation_level=None)
+    db.execute("PRAGMA journal_mode=WAL")
+    db.execute("PRAGMA synchronous=FULL")
+    db.execute("CREATE TABLE IF NOT EXISTS state (id TEXT PRIMARY KEY, value BLOB)")
+    hops = messages // chains
+    cpu, start = cpu_seconds(), time.perf_counter()
+    counters: dict[str, bytes] = {}
+    dirty: dict[str, bytes] = {}
+    queue: collections.deque[tuple[str, bytes]] = collections.deque(
+        (f"{ring}/{chain * ring // chains}", IntWrapper(value=hops - 1).SerializeToString()) for chain in range(chains))
+    last_commit = time.monotonic()
+    while queue:
+        target, body = queue.popleft()
+        stored = counters.get(target)
+        count = IntWrapper.FromString(stored).value if stored is not None else 0
+        value = IntWrapper(value=count + 1).SerializeToString()
+        counters[target] = dirty[target] = value
+        hops_left = IntWrapper.FromString(body).value
+        if hops_left > 0:
+            ring_text, position = target.split("/")
+            queue.append((f"{ring_text}/{(int(position) + 1) % int(ring_text)}",
+                          IntWrapper(value=hops_left - 1).SerializeToString()))
+        if time.monotonic() - last_commit >= commit_interval or not queue:
+            db.execute("BEGIN")
+            db.executemany("INSERT OR REPLACE INTO state VALUES (?, ?)", dirty.items())
+            db.execute("COMMIT")
+            dirty.clear()
+            last_commit = time.monotonic()
+    seconds, cpu = time.perf_counter() - start, cpu_seconds() - cpu
+    db.close()
+    total = sum(IntWrapper.FromString(v).value for v in counters.values())
+    if total != hops * chains:
+        raise SystemExit(f"bare loop: counters add up to {total}, expected {hops * chains}")
+    return seconds, cpu
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--messages", type=int, default=200_000)
     parser.add_argument("--remote-messages", type=int, default=100_000)
+    parser.add_argument("--floor-messages", type=int, default=400_000, help="messages of the bare-loop floor")
     parser.add_argument("--no-profile", action="store_true")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
@@ -151,19 +197,25 @@ def main() -> None:
         finally:
             server.terminate()
             server.wait(10)
+        # the same workload as plain Python, in the same run: the floor the rates are compared with
+        floors = {(chains, ring): args.floor_messages / bare_loop(args.floor_messages, chains, ring, folder)[0]
+                  for chains, ring in SHAPES}
         print("counter chain, durable commits (SQLite, synchronous=FULL), commit interval 100 ms; "
               "remote = our SDK behind `pystatefun serve` on this machine")
         print("CPU us/msg: CPU time per message of the runtime process and of the function server process")
         print(f"{'run':9} {'chains':>6} {'ring':>5} {'messages':>9} {'seconds':>8} {'msg/s':>9} {'msgs/call':>9} "
-              f"{'CPU us/msg':>17}  target")
+              f"{'CPU us/msg':>17} {'of floor':>8}  target")
         runs = []  # for --record: the messages/s printed, named as in results.json
         for kind, chains, ring, messages, seconds, batch, cpu, server_cpu in rows:
             rate = messages / seconds
             verdict = "met" if rate >= TARGETS[kind] else "missed"
             cpu_text = f"{1e6 * cpu / messages:5.1f} + {1e6 * server_cpu / messages:5.1f}"
             print(f"{kind:9} {chains:6} {ring:5} {messages:9,} {seconds:8.2f} {rate:9,.0f} {batch:9.2f} "
-                  f"{cpu_text:>17}  >= {TARGETS[kind]:,} {verdict}")
+                  f"{cpu_text:>17} {rate / floors[chains, ring]:8.3f}  >= {TARGETS[kind]:,} {verdict}")
             runs.append(("pystatefun", f"messages/s, {kind}, {chains:,} chains over {ring:,} addresses", round(rate)))
+        for (chains, ring), floor in floors.items():
+            print(f"{'floor':9} {chains:6} {ring:5} {args.floor_messages:9,} {args.floor_messages / floor:8.2f} "
+                  f"{floor:9,.0f}  (bare_loop: the same hops as plain Python, a dict, a deque, SQLite commits)")
         if not args.no_profile:
             profile(folder, args.messages // 2, *SHAPES[0])
     if args.record:
