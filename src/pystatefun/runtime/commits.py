@@ -8,10 +8,13 @@ epoch and retries; any other failed commit stops the runtime.
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 import asyncio
 import logging
 import time
 
+from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.epoch import Epoch, StoreFullError
 from pystatefun.runtime.waiting import wait_for_event
 
@@ -20,7 +23,8 @@ log = logging.getLogger("pystatefun.runtime")
 STORE_FULL_RETRY_SECONDS = 1.0  # how often a commit is tried again while the disk is full
 
 
-class Committing:
+@trait
+class Committing(RuntimeFields):
     """Epoch commits. A part of Runtime (processor.py), which holds the fields used here."""
 
     async def _commit_loop(self) -> None:

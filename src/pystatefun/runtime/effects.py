@@ -8,9 +8,12 @@ the store.
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 import logging
 import typing
 
+from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, StateKey, StoredValue, Timer
 from pystatefun.runtime.flows import SENT, TO_EGRESS
@@ -24,7 +27,8 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 log = logging.getLogger("pystatefun.runtime")
 
 
-class EffectApplication:
+@trait
+class EffectApplication(RuntimeFields):
     """Applying a batch's effects to the open epoch; reading state through its write buffer. A part of Runtime (processor.py), which holds the fields used here."""
 
     def _apply(self, mailbox: Mailbox, effects: Effects) -> None:

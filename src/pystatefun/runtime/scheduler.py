@@ -8,10 +8,13 @@ from here too.
 
 from __future__ import annotations
 
+from mypy_extensions import trait
+
 import asyncio
 import logging
 import time
 
+from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.epoch import Timer
 from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctionTypeError
@@ -27,7 +30,8 @@ log = logging.getLogger("pystatefun.runtime")
 TURN_SECONDS = 0.005
 
 
-class Scheduling:
+@trait
+class Scheduling(RuntimeFields):
     """Running batches and due timers. A part of Runtime (processor.py), which holds the fields used here."""
 
     async def _drain_loop(self) -> None:

@@ -7,6 +7,8 @@ and fall back to the wrapper messages for any encoding other than the canonical 
 
 from __future__ import annotations
 
+from mypy_extensions import mypyc_attr
+
 import abc
 import dataclasses
 import json
@@ -17,6 +19,7 @@ import typing
 from pystatefun.wire import types_pb2
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)  # users write their own serializers and types
 class TypeSerializer(metaclass=abc.ABCMeta):
     """Serializes values of one type to bytes and back."""
 
@@ -35,6 +38,7 @@ class TypeSerializer(metaclass=abc.ABCMeta):
         return self.deserialize(byte)
 
 
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Type(metaclass=abc.ABCMeta):
     """A StateFun value type: a typename of the form ``namespace/name`` and a serializer."""
 
