@@ -98,14 +98,16 @@ class SimpleType(Type):
         if not deserialize_fn:
             raise ValueError("deserialize_fn is missing")
         self._value_class = value_class
+        serializer = serialize_fn
         if value_class is not None:
-            unchecked = serialize_fn
-
-            def serialize_fn(value: typing.Any) -> bytes:
+            # a name of its own, not serialize_fn redefined: mypyc (the compiled build) cannot rebind a
+            # parameter by a nested def
+            def checked(value: typing.Any) -> bytes:
                 self.validate(value)
-                return unchecked(value)
+                return serialize_fn(value)
 
-        self._ser = UserTypeSerializer(serialize_fn, deserialize_fn)
+            serializer = checked
+        self._ser = UserTypeSerializer(serializer, deserialize_fn)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
