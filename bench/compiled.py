@@ -11,7 +11,7 @@ the floor's median.
 The builds. By default two: ``pure`` is a copy of the installed package's ``.py`` files without its
 extension modules (in a temporary folder put first on PYTHONPATH), ``compiled`` the package as
 installed; if the installed package has no compiled modules the script says so and stops (build it with
-``PYSTATEFUN_COMPILE=1 pip install .``; docs/installation.md). ``--build NAME=FOLDER`` (repeatable)
+``HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip install .``; docs/runtime.md, "The compiled build"). ``--build NAME=FOLDER`` (repeatable)
 names builds of its own: a FOLDER holding a ``pystatefun`` package, or ``pure`` for the copy described
 above, or ``installed``.
 
@@ -114,7 +114,7 @@ def main() -> None:
             elif where == "installed":
                 if not extension_modules(installed):
                     raise SystemExit(f"the installed package ({installed}) has no compiled modules: build it with "
-                                     "PYSTATEFUN_COMPILE=1 pip install . (docs/installation.md), or name builds "
+                                     "HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip install . (docs/runtime.md, The compiled build), or name builds "
                                      "with --build")
                 builds[name] = None
             else:

@@ -1,8 +1,8 @@
 """The fields of the Runtime, declared once for the parts it is made of (processor.py).
 
 Runtime is a composition of parts (routing, scheduling, effects, commits, operations), each a class of its
-own module that uses fields Runtime.__init__ sets. When the hot modules are compiled (mypyc; docs/
-installation.md) a class may have only one base that is not a trait, and a trait can use only the fields
+own module that uses fields Runtime.__init__ sets. When the hot modules are compiled (mypyc; docs/runtime.md,
+"The compiled build") a class may have only one base that is not a trait, and a trait can use only the fields
 it declares: so each part is a trait deriving from this one, which declares them all. Each field is
 declared typing.Any (no conversions or checks in compiled code); the comment is its type.
 Without a compiler, ``trait`` does nothing.
