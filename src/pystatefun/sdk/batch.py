@@ -74,7 +74,10 @@ class Batch:
 
 
 def _message(typename: str, id: str, argument: TypedValue) -> Message:
-    # The target is the running address itself, already validated. (Message.__new__ without __init__'s
-    # checks would save a little, but a compiled Message's __new__ runs __init__.)
-    return Message(typename, id, argument)
+    # The target is the running address itself, already validated: skip Message.__init__'s checks.
+    message = Message.__new__(Message)
+    message.target_typename = typename
+    message.target_id = id
+    message.typed_value = argument
+    return message
 

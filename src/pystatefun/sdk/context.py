@@ -6,8 +6,6 @@ runs, so a batch that raises has no effects at all.
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import abc
 import typing
 from dataclasses import dataclass
@@ -27,7 +25,6 @@ class DelayedMessage:
     cancellation_token: str | None = None
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class Context(abc.ABC):
     """What a function can see and do while it handles a message."""
 

@@ -7,8 +7,6 @@ and fall back to the wrapper messages for any encoding other than the canonical 
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import abc
 import dataclasses
 import json
@@ -19,7 +17,6 @@ import typing
 from pystatefun.wire import types_pb2
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)  # users write their own serializers and types
 class TypeSerializer(metaclass=abc.ABCMeta):
     """Serializes values of one type to bytes and back."""
 
@@ -38,7 +35,6 @@ class TypeSerializer(metaclass=abc.ABCMeta):
         return self.deserialize(byte)
 
 
-@mypyc_attr(allow_interpreted_subclasses=True)
 class Type(metaclass=abc.ABCMeta):
     """A StateFun value type: a typename of the form ``namespace/name`` and a serializer."""
 
@@ -98,16 +94,14 @@ class SimpleType(Type):
         if not deserialize_fn:
             raise ValueError("deserialize_fn is missing")
         self._value_class = value_class
-        serializer = serialize_fn
         if value_class is not None:
-            # a name of its own, not serialize_fn redefined: mypyc (the compiled build) cannot rebind a
-            # parameter by a nested def
-            def checked(value: typing.Any) -> bytes:
-                self.validate(value)
-                return serialize_fn(value)
+            unchecked = serialize_fn
 
-            serializer = checked
-        self._ser = UserTypeSerializer(serializer, deserialize_fn)
+            def serialize_fn(value: typing.Any) -> bytes:
+                self.validate(value)
+                return unchecked(value)
+
+        self._ser = UserTypeSerializer(serialize_fn, deserialize_fn)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
