@@ -56,15 +56,15 @@ class EffectApplication(RuntimeFields):
                 stats.out_remote += 1
             self.route(envelope)
         epoch = self.epoch
-        for envelope, delay_ms, token in delayed:
-            if envelope is None:
+        for later, delay_ms, token in delayed:  # (compiled, a name has one type in a function: not envelope)
+            if later is None:
                 cancelled = self.timers.cancel(source.typename, source.id, token)
                 if cancelled is not None:
                     self._drop_timer(cancelled)
                 continue
-            flows.count(SENT, source.typename, envelope.target.typename)
+            flows.count(SENT, source.typename, later.target.typename)
             # a timer lives in its sender's partition, which owns its cancellation token
-            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, envelope, token)
+            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, later, token)
             self.timers.add(timer)
             epoch.timers_added[timer.timer_id] = timer
             self._timers_changed.set()
@@ -89,7 +89,7 @@ class EffectApplication(RuntimeFields):
                        trace: str | None) -> list[tuple[Envelope | None, int, str | None]]:
         """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
         would be pending twice for this sender (checked in order, so cancel-then-reuse is fine)."""
-        checked = []
+        checked: list[tuple[Envelope | None, int, str | None]] = []
         added: set[str] = set()
         cancelled: set[str] = set()
         for d in requests:
@@ -175,7 +175,7 @@ class EffectApplication(RuntimeFields):
         """The unexpired values of ``specs`` for ``target`` (None: no value)."""
         values = self._state((target.typename, target.id), partition_of(target.id, self.partitions))
         now = self.now_ms()
-        state = {}
+        state: dict[str, TypedValue | None] = {}
         for name in specs:
             stored = values.get(name)
             if stored is None or (stored.expire_at is not None and stored.expire_at <= now):

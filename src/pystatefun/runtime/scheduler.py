@@ -106,10 +106,11 @@ class Scheduling(RuntimeFields):
     async def _invoke_async(self, mailbox: Mailbox, invocations: list) -> None:
         try:
             effects = await mailbox.invoker.invoke(mailbox.address, self.read_state, invocations)
-        except UnknownFunctionTypeError as e:
-            self._undeliverable(mailbox, str(e))
-        except InvocationError as e:
-            self._park(mailbox, str(e))
+        # a name per clause: compiled (mypyc), a name has one type in a function
+        except UnknownFunctionTypeError as unknown:
+            self._undeliverable(mailbox, str(unknown))
+        except InvocationError as failed:
+            self._park(mailbox, str(failed))
         except Exception as e:  # a transport error after its retries, a bug: park, never crash the runtime
             self._park(mailbox, f"{type(e).__name__}: {e}")
         else:
