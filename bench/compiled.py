@@ -10,10 +10,11 @@ the floor's median.
 
 The builds. By default two: ``pure`` is a copy of the installed package's ``.py`` files without its
 extension modules (in a temporary folder put first on PYTHONPATH), ``compiled`` the package as
-installed; if the installed package has no compiled modules the script says so and stops (build it with
-``HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip install .``; docs/runtime.md, "The compiled build"). ``--build NAME=FOLDER`` (repeatable)
-names builds of its own: a FOLDER holding a ``pystatefun`` package, or ``pure`` for the copy described
-above, or ``installed``.
+installed, which must hold compiled modules (the script stops if it has none). ``--build NAME=FOLDER``
+(repeatable) names builds of its own: a FOLDER holding a ``pystatefun`` package, or ``pure`` for the
+copy described above, or ``installed``. The compiled build was tried and not kept (docs/benchmarks.md,
+"compiled"): commit 79ee08e on the branch ``compiled`` has it (``HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip
+install .`` there, in a venv of its own, then run this script with that venv's Python).
 
 Run: ``.venv/bin/python bench/compiled.py`` (about 3 minutes; ``--rounds``, ``--messages``). With
 ``--record`` the medians' ratios (compiled / pure) are appended to docs/benchmarks/results.json.
@@ -113,9 +114,8 @@ def main() -> None:
                 builds[name] = pure_copy(installed, folder / "pure")
             elif where == "installed":
                 if not extension_modules(installed):
-                    raise SystemExit(f"the installed package ({installed}) has no compiled modules: build it with "
-                                     "HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip install . (docs/runtime.md, The compiled build), or name builds "
-                                     "with --build")
+                    raise SystemExit(f"the installed package ({installed}) has no compiled modules: name builds with "
+                                     "--build (docs/benchmarks.md, compiled)")
                 builds[name] = None
             else:
                 builds[name] = Path(where).resolve()
@@ -136,8 +136,8 @@ def main() -> None:
                 seconds, _ = bare_loop(args.floor_messages, chains, ring, floor_dir)
                 floors[chains].append(args.floor_messages / seconds)
             order = list(builds.items()) if round_ % 2 else list(reversed(builds.items()))
-            for name, root in order:
-                for chains, ring in SHAPES:
+            for chains, ring in SHAPES:  # per shape, the builds one after the other: the fairest pairs
+                for name, root in order:
                     result = run_once(root, folder, args.messages, chains, ring)
                     if root is not None and not result["module"].startswith(str(root)):
                         raise SystemExit(f"{name} imported {result['module']}, not its own build")
@@ -149,20 +149,21 @@ def main() -> None:
 
         first = next(iter(builds))
         runs = []
-        print(f"\nmedians of {args.rounds} rounds; ratio = messages/s of the build / of {first} "
-              f"(and CPU per message of {first} / of the build)")
+        print(f"\nmedians of {args.rounds} rounds; ratios = the median of each round's ratio (messages/s of the build / "
+              f"of {first}, CPU per message of {first} / of the build): the load of a shared machine drifts "
+              "between rounds, less between two runs of one round")
         for chains, ring in SHAPES:
             floor = statistics.median(floors[chains])
             print(f"  {shape_name(chains, ring)} (bare-loop floor {floor:,.0f} messages/s):")
-            base_rate = statistics.median(rates[(first, chains)])
-            base_cpu = statistics.median(cpus[(first, chains)])
             for name in builds:
                 rate, cpu = statistics.median(rates[(name, chains)]), statistics.median(cpus[(name, chains)])
-                print(f"    {name:12} {rate:9,.0f} messages/s {cpu:6.1f} µs CPU/msg   ×{rate / base_rate:.2f} "
-                      f"(CPU ×{base_cpu / cpu:.2f})   {rate / floor:.3f} of the floor")
+                speed = statistics.median(r / b for r, b in zip(rates[(name, chains)], rates[(first, chains)]))
+                saving = statistics.median(b / c for c, b in zip(cpus[(name, chains)], cpus[(first, chains)]))
+                print(f"    {name:12} {rate:9,.0f} messages/s {cpu:6.1f} µs CPU/msg   ×{speed:.2f} "
+                      f"(CPU ×{saving:.2f})   {rate / floor:.3f} of the floor")
                 if name != first:
                     runs.append((f"{name} / {first}", f"× messages/s, embedded, {shape_name(chains, ring)}",
-                                 round(rate / base_rate, 3)))
+                                 round(speed, 3)))
                 runs.append((name, f"× the bare-loop floor, embedded, {shape_name(chains, ring)}", round(rate / floor, 3)))
         print("\nOne run on a shared machine: compare the builds within this run, not across runs.")
     if args.record:

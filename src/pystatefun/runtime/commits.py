@@ -8,13 +8,10 @@ epoch and retries; any other failed commit stops the runtime.
 
 from __future__ import annotations
 
-from mypy_extensions import trait
-
 import asyncio
 import logging
 import time
 
-from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.epoch import Epoch, StoreFullError
 from pystatefun.runtime.waiting import wait_for_event
 
@@ -23,8 +20,7 @@ log = logging.getLogger("pystatefun.runtime")
 STORE_FULL_RETRY_SECONDS = 1.0  # how often a commit is tried again while the disk is full
 
 
-@trait
-class Committing(RuntimeFields):
+class Committing:
     """Epoch commits. A part of Runtime (processor.py), which holds the fields used here."""
 
     async def _commit_loop(self) -> None:

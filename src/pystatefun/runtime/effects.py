@@ -8,12 +8,9 @@ the store.
 
 from __future__ import annotations
 
-from mypy_extensions import trait
-
 import logging
 import typing
 
-from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.envelope import Envelope, address, partition_of
 from pystatefun.runtime.epoch import DeadLetter, StateKey, StoredValue, Timer
 from pystatefun.runtime.flows import SENT, TO_EGRESS
@@ -27,8 +24,7 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 log = logging.getLogger("pystatefun.runtime")
 
 
-@trait
-class EffectApplication(RuntimeFields):
+class EffectApplication:
     """Applying a batch's effects to the open epoch; reading state through its write buffer. A part of Runtime (processor.py), which holds the fields used here."""
 
     def _apply(self, mailbox: Mailbox, effects: Effects) -> None:
@@ -56,15 +52,15 @@ class EffectApplication(RuntimeFields):
                 stats.out_remote += 1
             self.route(envelope)
         epoch = self.epoch
-        for later, delay_ms, token in delayed:  # (compiled, a name has one type in a function: not envelope)
-            if later is None:
+        for envelope, delay_ms, token in delayed:
+            if envelope is None:
                 cancelled = self.timers.cancel(source.typename, source.id, token)
                 if cancelled is not None:
                     self._drop_timer(cancelled)
                 continue
-            flows.count(SENT, source.typename, later.target.typename)
+            flows.count(SENT, source.typename, envelope.target.typename)
             # a timer lives in its sender's partition, which owns its cancellation token
-            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, later, token)
+            timer = Timer(self.timers.new_id(), mailbox.processor.partition, now + delay_ms, envelope, token)
             self.timers.add(timer)
             epoch.timers_added[timer.timer_id] = timer
             self._timers_changed.set()
@@ -89,7 +85,7 @@ class EffectApplication(RuntimeFields):
                        trace: str | None) -> list[tuple[Envelope | None, int, str | None]]:
         """The delayed sends and cancellations as (envelope or None, delay, token), refusing a token that
         would be pending twice for this sender (checked in order, so cancel-then-reuse is fine)."""
-        checked: list[tuple[Envelope | None, int, str | None]] = []
+        checked = []
         added: set[str] = set()
         cancelled: set[str] = set()
         for d in requests:
@@ -175,7 +171,7 @@ class EffectApplication(RuntimeFields):
         """The unexpired values of ``specs`` for ``target`` (None: no value)."""
         values = self._state((target.typename, target.id), partition_of(target.id, self.partitions))
         now = self.now_ms()
-        state: dict[str, TypedValue | None] = {}
+        state = {}
         for name in specs:
             stored = values.get(name)
             if stored is None or (stored.expire_at is not None and stored.expire_at <= now):

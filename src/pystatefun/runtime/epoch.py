@@ -9,8 +9,6 @@ none of it happened, and the inputs are still in the inbox to be processed again
 
 from __future__ import annotations
 
-from mypy_extensions import mypyc_attr
-
 import asyncio
 import typing
 from dataclasses import dataclass, field
@@ -24,8 +22,6 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 StateKey = tuple[str, str]  # (function typename, id)
 
 
-# compiled (mypyc), a class can derive from few builtin classes but Exception: this one stays a Python class
-@mypyc_attr(native_class=False)
 class StoreFullError(RuntimeError):
     """A commit (or another write) failed because the disk holding the data dir is full. It was rolled back
     whole, so the store stays usable and the same epoch can be committed again once there is space: the

@@ -7,13 +7,10 @@ open epoch and is durable with its commit.
 
 from __future__ import annotations
 
-from mypy_extensions import trait
-
 import itertools
 import logging
 import typing
 
-from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.epoch import Epoch, StoredValue, Timer
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.specs import StateSpec
@@ -24,8 +21,7 @@ from pystatefun.wire.request_reply_pb2 import TypedValue
 log = logging.getLogger("pystatefun.runtime")
 
 
-@trait
-class Operations(RuntimeFields):
+class Operations:
     """Admin operations on the running application. A part of Runtime (processor.py), which holds the fields used here."""
 
     def parked(self) -> list[Mailbox]:

@@ -113,33 +113,33 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.max_cached_addresses = max_cached_addresses
         self.clock = clock
         self.timers = TimerService()
-        self.epoch = None
-        self._ready = collections.deque()
+        self.epoch: Epoch | None = None
+        self._ready: collections.deque[Mailbox] = collections.deque()
         self._wake = asyncio.Event()
         self._commit_now = asyncio.Event()
         self._timers_changed = asyncio.Event()
-        self._tasks = []
-        self._committing = None  # the commit in progress
+        self._tasks: list[asyncio.Task] = []
+        self._committing: asyncio.Task | None = None  # the commit in progress
         self._commit_lock = asyncio.Lock()
         # completes with the exception of a core loop that failed (see _core_task_done)
-        self.failed = None
-        self._invocations = set()
+        self.failed: asyncio.Future | None = None
+        self._invocations: set[asyncio.Task] = set()
         self._next_seq = 1
         self.running = False
-        self.reply_sink = None  # where messages to reply addresses go (the ingress)
-        self.stats = {}  # per function type
+        self.reply_sink: ReplySink | None = None  # where messages to reply addresses go (the ingress)
+        self.stats: dict[str, FunctionStats] = {}  # per function type
         self.flows = Flows()  # messages per sender -> target, for the function graph
         self.recent_commits = RecentCommits()
         self._invocation = 0  # batches started by this process, numbering them for the logs
         # told the seconds and the record count of every commit (the metrics hook)
-        self.on_commit = None
+        self.on_commit: typing.Callable[[float, int], None] | None = None
         # told every epoch as it closes for its commit, before the backend writes it (the playground
         # egress hands its records to waiting readers there)
-        self.on_seal = []
+        self.on_seal: list[typing.Callable[[Epoch], None]] = []
         self.commits = 0  # epochs committed
         # why the runtime cannot take new messages from outside now (the disk is full), else None;
         # ingresses refuse while it is set and the runtime retries its commit until it clears
-        self.unavailable = None
+        self.unavailable: str | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------------
 

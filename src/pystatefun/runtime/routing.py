@@ -7,12 +7,9 @@ back-pressure an ingress waits on for one address.
 
 from __future__ import annotations
 
-from mypy_extensions import trait
-
 import asyncio
 import logging
 
-from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.envelope import Envelope, partition_of
 from pystatefun.runtime.epoch import Epoch
 from pystatefun.runtime.mailbox import FunctionStats, Mailbox
@@ -22,8 +19,7 @@ from pystatefun.sdk.address import SdkAddress
 log = logging.getLogger("pystatefun.runtime")
 
 
-@trait
-class Routing(RuntimeFields):
+class Routing:
     """Delivery into mailboxes and back-pressure. A part of Runtime (processor.py), which holds the fields used here."""
 
     def _mailbox(self, target: SdkAddress) -> Mailbox | None:

@@ -8,13 +8,10 @@ from here too.
 
 from __future__ import annotations
 
-from mypy_extensions import trait
-
 import asyncio
 import logging
 import time
 
-from pystatefun.runtime.fields import RuntimeFields
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.epoch import Timer
 from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctionTypeError
@@ -30,8 +27,7 @@ log = logging.getLogger("pystatefun.runtime")
 TURN_SECONDS = 0.005
 
 
-@trait
-class Scheduling(RuntimeFields):
+class Scheduling:
     """Running batches and due timers. A part of Runtime (processor.py), which holds the fields used here."""
 
     async def _drain_loop(self) -> None:
@@ -106,11 +102,10 @@ class Scheduling(RuntimeFields):
     async def _invoke_async(self, mailbox: Mailbox, invocations: list) -> None:
         try:
             effects = await mailbox.invoker.invoke(mailbox.address, self.read_state, invocations)
-        # a name per clause: compiled (mypyc), a name has one type in a function
-        except UnknownFunctionTypeError as unknown:
-            self._undeliverable(mailbox, str(unknown))
-        except InvocationError as failed:
-            self._park(mailbox, str(failed))
+        except UnknownFunctionTypeError as e:
+            self._undeliverable(mailbox, str(e))
+        except InvocationError as e:
+            self._park(mailbox, str(e))
         except Exception as e:  # a transport error after its retries, a bug: park, never crash the runtime
             self._park(mailbox, f"{type(e).__name__}: {e}")
         else:
