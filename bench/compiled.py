@@ -3,7 +3,7 @@
 bench/runtime_chain.py's counter chain (its functions and ``run_chain``, imported), embedded, in both
 shapes (100 chains over 1,000 addresses: one message per call; 1,000 chains over 100 addresses:
 batched), once per build per round, the builds alternating round after round, each run in a fresh
-process of its own; plus the bare-loop floor of bench/cost_model.py in every round. Prints messages/s
+process of its own; plus the bare-loop floor of bench/runtime_chain.py in every round. Prints messages/s
 and CPU µs per message (of the whole runtime process: event loop and committer thread) of every run,
 the median per build and shape, the ratio of each build to the pure one, and each median as a share of
 the floor's median.
@@ -13,7 +13,7 @@ extension modules (in a temporary folder put first on PYTHONPATH), ``compiled`` 
 installed, which must hold compiled modules (the script stops if it has none). ``--build NAME=FOLDER``
 (repeatable) names builds of its own: a FOLDER holding a ``pystatefun`` package, or ``pure`` for the
 copy described above, or ``installed``. The compiled build was tried and not kept (docs/benchmarks.md,
-"compiled"): commit 79ee08e on the branch ``compiled`` has it (``HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip
+"compiled"): commit 79ee08e in the history of main has it (``HATCH_BUILD_HOOK_ENABLE_MYPYC=true pip
 install .`` there, in a venv of its own, then run this script with that venv's Python).
 
 Run: ``.venv/bin/python bench/compiled.py`` (about 3 minutes; ``--rounds``, ``--messages``). With
@@ -102,7 +102,7 @@ def main() -> None:
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
 
-    from cost_model import bare_loop  # bench/cost_model.py (imports pystatefun: after the arguments)
+    from runtime_chain import bare_loop  # bench/runtime_chain.py (imports pystatefun: after the arguments)
 
     installed = installed_package()
     with tempfile.TemporaryDirectory() as tmp:
