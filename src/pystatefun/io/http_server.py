@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import os
 import typing
@@ -262,6 +263,7 @@ class _Connection(asyncio.Protocol):
         self.reserved = 0  # bytes of the body budget held for the request being read
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._header_map: CIMultiDict[str] | None = None  # the headers, once they are complete
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -289,6 +291,10 @@ class _Connection(asyncio.Protocol):
             for start in range(0, len(data), limit):
                 if not self._feed(view[start:start + limit]):
                     return
+        if self.queue and self.worker is None:
+            self._answer_ready()
+            if self.closing:
+                return
         self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -332,6 +338,7 @@ class _Connection(asyncio.Protocol):
         self.phase = _BUSY  # so that _watch starts this head's clock
         self._url = b""
         self._headers = []
+        self._header_map = None
         self._header_bytes = 0
         self._body = []
         self._body_bytes = 0
@@ -341,7 +348,9 @@ class _Connection(asyncio.Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.server.max_header_bytes:
+            raise _Refused(self._head_too_large())
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -353,17 +362,12 @@ class _Connection(asyncio.Protocol):
         if self.parser.should_upgrade():  # the bytes after this head belong to another protocol
             raise _Refused(text(400, "protocol upgrades (and CONNECT) are not supported: send plain HTTP/1.1 "
                                      "requests without an Upgrade header"))
-        hosts = 0
-        length = 0
-        expects_continue = False
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == "host":
-                hosts += 1
-            elif lowered == "content-length":  # the parser has checked that it is a number, and only one
-                length = int(value)
-            elif lowered == "expect" and value.strip().lower() == "100-continue":
-                expects_continue = True
+        self._header_map = headers = CIMultiDict(self._headers)
+        hosts = len(headers.getall("host", ()))
+        # the parser has checked that Content-Length is a number, and that there is only one
+        length = int(headers.get("content-length", 0))
+        expects_continue = "expect" in headers and any(
+            value.strip().lower() == "100-continue" for value in headers.getall("expect"))
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Refused(text(400, f"an HTTP/1.1 request needs exactly one Host header; this one has {hosts}"))
         if length:
@@ -407,40 +411,73 @@ class _Connection(asyncio.Protocol):
             except UnicodeDecodeError:
                 raise _Refused(text(400, "the query string is not UTF-8 once percent-decoded")) from None
         request = Request(self.parser.get_method().decode("ascii"), self._url.decode("latin-1"), segments, query,
-                          CIMultiDictProxy(CIMultiDict(self._headers)), b"".join(self._body))
+                          CIMultiDictProxy(self._header_map), b"".join(self._body))
         self._body.clear()  # its bytes are in the request now: not held twice while it waits
         self.queue.append((request, self.parser.should_keep_alive(), self.reserved))
         self.reserved = 0  # the queue holds it now
         if len(self.queue) >= MAX_QUEUED_REQUESTS:
             self._pause_reading()
-        if self.worker is None:
-            self.worker = self.loop.create_task(self._answer_queued())
+        # answered when the read that completed it is parsed (data_received), or by the worker
 
     # -- answering -----------------------------------------------------------------------------------------
 
-    async def _answer_queued(self) -> None:
+    def _answer_ready(self) -> None:
+        """Answers the queued requests right here while their handlers finish without waiting (a function
+        endpoint's calls mostly do): no task per request. A handler that waits, and the requests queued
+        behind it, go on in a task of their own, the worker; so do answers while writing is paused."""
+        queue = self.queue
+        while queue and not self.write_paused:
+            request, keep_alive, reserved = queue.popleft()
+            if not self.reading:
+                self._resume_reading()
+            context = contextvars.copy_context()  # what a task per request would have run it in
+            handling = self.server.handler(request)
+            try:
+                waiting_on = context.run(handling.send, None)
+            except StopIteration as done:
+                response = done.value
+            except Exception:
+                log.exception("%s %s failed", request.method, request.raw_path)
+                response = text(500, "internal error: the server's log has the details")
+            else:  # it waits for something: the rest of it runs in the worker
+                self.worker = self.loop.create_task(
+                    self._answer_queued((_Resumed(handling, waiting_on), request, keep_alive, reserved)),
+                    context=context,
+                )
+                return
+            self.server.body_budget.release(reserved)
+            if self._answered(request, keep_alive, response):
+                return
+        if queue or self.refusal is not None:
+            self.worker = self.loop.create_task(self._answer_queued())
+
+    async def _answer_queued(self, started: tuple[_Resumed, Request, bool, int] | None = None) -> None:
+        """The worker: answers the queued requests in order, ``started`` (a request whose handler
+        _answer_ready began and which waits) first, then the refusal if there is one."""
         budget = self.server.body_budget
         try:
-            while self.queue:
-                if self.write_paused:  # earlier answers are not being read: do not make more
-                    self.drained = self.loop.create_future()
-                    await self.drained
-                    self.drained = None
-                    continue
-                request, keep_alive, reserved = self.queue.popleft()
-                if not self.reading:
-                    self._resume_reading()
+            while started is not None or self.queue:
+                if started is not None:
+                    handling, request, keep_alive, reserved = started
+                    started = None
+                else:
+                    if self.write_paused:  # earlier answers are not being read: do not make more
+                        self.drained = self.loop.create_future()
+                        await self.drained
+                        self.drained = None
+                        continue
+                    request, keep_alive, reserved = self.queue.popleft()
+                    if not self.reading:
+                        self._resume_reading()
+                    handling = self.server.handler(request)
                 try:
-                    response = await self.server.handler(request)
+                    response = await handling
                 except Exception:
                     log.exception("%s %s failed", request.method, request.raw_path)
                     response = text(500, "internal error: the server's log has the details")
                 finally:
                     budget.release(reserved)
-                last = not keep_alive or (self.closing and not self.queue and self.refusal is None)
-                self._write(response, head_only=request.method == "HEAD", close=last)
-                if last:
-                    self._close()
+                if self._answered(request, keep_alive, response):
                     return
             if self.refusal is not None:
                 self._write(self.refusal, close=True)
@@ -449,6 +486,14 @@ class _Connection(asyncio.Protocol):
             self.worker = None
             if not self.closing:
                 self._watch()
+
+    def _answered(self, request: Request, keep_alive: bool, response: Response) -> bool:
+        """Writes the answer to ``request``; True if it was the connection's last (it is closing)."""
+        last = not keep_alive or (self.closing and not self.queue and self.refusal is None)
+        self._write(response, head_only=request.method == "HEAD", close=last)
+        if last:
+            self._close()
+        return last
 
     def _write(self, response: Response, head_only: bool = False, close: bool = False) -> None:
         if self.transport.is_closing():
@@ -607,15 +652,13 @@ class _Connection(asyncio.Protocol):
 
 def _encode(response: Response, head_only: bool = False, close: bool = False) -> bytes:
     body = response.body
-    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n",
-             f"Content-Length: {len(body)}\r\n"]
+    head = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\nContent-Length: {len(body)}\r\n"
     for name, value in response.headers.items():
-        lines.append(f"{name}: {value}\r\n")
+        head += f"{name}: {value}\r\n"
     if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    head = "".join(lines).encode("latin-1")
-    return head if head_only else head + body
+        head += "Connection: close\r\n"
+    encoded = (head + "\r\n").encode("latin-1")
+    return encoded if head_only else encoded + body
 
 
 def _not_utf8(path: bytes) -> Response:
@@ -627,6 +670,36 @@ def _not_utf8(path: bytes) -> Response:
             break
     return text(400, f"the path segment {segment.decode('latin-1')!r} is not UTF-8 once percent-decoded: "
                      "percent-encode the UTF-8 bytes of an id")
+
+
+class _Resumed:
+    """The rest of a coroutine that was begun outside a task (its first step run directly), to be awaited
+    in one: what it waits on and what it is sent or thrown pass through, as if the task had begun it."""
+
+    __slots__ = ("coroutine", "waiting_on")
+
+    def __init__(self, coroutine: typing.Coroutine, waiting_on: typing.Any):
+        self.coroutine = coroutine
+        self.waiting_on = waiting_on
+
+    def __await__(self) -> typing.Generator[typing.Any, typing.Any, typing.Any]:
+        coroutine, waiting_on = self.coroutine, self.waiting_on
+        while True:
+            try:
+                sent = yield waiting_on
+            except GeneratorExit:
+                coroutine.close()
+                raise
+            except BaseException as e:  # a cancellation, thrown in by the task
+                try:
+                    waiting_on = coroutine.throw(e)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    waiting_on = coroutine.send(sent)
+                except StopIteration as done:
+                    return done.value
 
 
 class _Refused(Exception):
