@@ -171,6 +171,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         health: EndpointHealth | None = None,
     ):
         self.url_for = url_for
+        self._urls: dict[str, str] = {}  # url_for's answers, by function name
         self.transport = transport
         self.max_batch = max_batch
         self.registered = registered
@@ -224,11 +225,15 @@ class RemoteInvoker(_SpecsOfFunctions):
         refusal = self.refusal(address.typename)
         if refusal is not None:  # messages that were on their way when the endpoint answered 404
             raise UnknownFunctionTypeError(refusal)
-        url = self.url_for(address.name)
+        url = self._urls.get(address.name)
+        if url is None:
+            if len(self._urls) >= MAX_UNREGISTERED_TYPES:  # a namespace binding takes any function name
+                self._urls.clear()
+            url = self._urls[address.name] = self.url_for(address.name)
         for _ in range(self.MAX_NEGOTIATION_ROUNDS):
             specs = self.specs(address.typename)
-            sent = set(specs)
-            request = _request(address, read_state(address, specs), invocations)
+            state = read_state(address, specs)  # one entry per spec the request carries
+            request = _request(address, state, invocations)
             started = time.perf_counter()
             try:
                 if self.tracing is None:
@@ -258,7 +263,7 @@ class RemoteInvoker(_SpecsOfFunctions):
                 raise InvocationError(f"{url} answered with bytes that are not a StateFun FromFunction: {e}") from e
             kind = reply.WhichOneof("response")
             if kind == "incomplete_invocation_context":
-                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values, sent)
+                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values, state.keys())
                 continue
             return _effects(address, reply.invocation_result, specs) if kind else Effects([], [], [], [])
         raise InvocationError(
@@ -266,7 +271,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         )
 
     def _negotiate(
-        self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec], sent: set[str]
+        self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec], sent: typing.Collection[str]
     ) -> None:
         """Registers the specs the function asked for. ``sent`` is what the refused request carried: asking
         again for one of those means the function and runtime disagree for good. A spec registered since

@@ -416,7 +416,9 @@ class HttpTransport:
                 f"HTTP {_status_text(status)}{hint}, body: {excerpt!r}", retryable, status=status, body=excerpt
             )
         content_type = response.headers.get("content-type")
-        if content_type is None or content_type.split(";", 1)[0].strip().lower() != MEDIA_TYPE:
+        if content_type != MEDIA_TYPE and (
+            content_type is None or content_type.split(";", 1)[0].strip().lower() != MEDIA_TYPE
+        ):
             excerpt = _excerpt(response)
             return _Failure(
                 f"HTTP {_status_text(status)} with Content-Type {content_type!r}, not {MEDIA_TYPE}: the URL "
@@ -429,8 +431,8 @@ class HttpTransport:
                 f"({self.settings.payload_max_bytes} bytes)",
                 retryable=False, status=status,
             )
-        encoding = response.headers.get("content-encoding", "identity")
-        if encoding.strip().lower() != "identity":
+        encoding = response.headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
             # the request has no Accept-Encoding, so servers answer uncompressed; one that does not is refused
             # plainly rather than its bytes handed on as a FromFunction
             return _Failure(
