@@ -18,7 +18,8 @@ is not read either); and a budget for request bodies held in memory across every
 (:class:`BodyBudget`). Requests are strict: one ``Host`` on HTTP/1.1, versions 1.0 and 1.1 only, path
 segments that are UTF-8 once percent-decoded, no protocol upgrades.
 
-A handler takes a :class:`Request` and returns a :class:`Response`. A handler that raises gets a 500
+A handler takes a :class:`Request` and returns a :class:`Response`, or an awaitable of one; a Response
+returned at once is written at once, with no task for the request. A handler that raises gets a 500
 (logged). By default a client that goes away mid-request does not cancel its handler, so a message once
 accepted is processed whether or not anyone hears the answer; ``cancel_on_disconnect=True`` cancels it
 instead (a function endpoint, whose caller retries).
@@ -72,7 +73,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = typing.Callable[[Request], typing.Awaitable[Response]]
+Handler = typing.Callable[[Request], typing.Awaitable[Response] | Response]
+"""Answers a request: a coroutine (awaited in a task), or the Response itself when it needs no waiting."""
 
 
 def text(status: int, reason: str, **headers: str) -> Response:
@@ -422,56 +424,55 @@ class _Connection(asyncio.Protocol):
     # -- answering -----------------------------------------------------------------------------------------
 
     def _answer_ready(self) -> None:
-        """Answers the queued requests right here while their handlers finish without waiting (a function
-        endpoint's calls mostly do): no task per request. A handler that waits, and the requests queued
-        behind it, go on in a task of their own, the worker; so do answers while writing is paused."""
+        """Answers the queued requests right here while their handlers answer at once (a handler may return
+        a Response instead of an awaitable: the function endpoint does for a synchronous function), with
+        no task per request. An awaitable, and the requests queued behind it, go on in a task of their
+        own, the worker; so do answers while writing is paused."""
         queue = self.queue
         while queue and not self.write_paused:
-            request, keep_alive, reserved = queue.popleft()
-            if not self.reading:
-                self._resume_reading()
+            request, keep_alive, reserved = queue[0]
             context = contextvars.copy_context()  # what a task per request would have run it in
-            handling = self.server.handler(request)
             try:
-                waiting_on = context.run(handling.send, None)
-            except StopIteration as done:
-                response = done.value
+                handling = context.run(self.server.handler, request)
             except Exception:
                 log.exception("%s %s failed", request.method, request.raw_path)
-                response = text(500, "internal error: the server's log has the details")
-            else:  # it waits for something: the rest of it runs in the worker
-                self.worker = self.loop.create_task(
-                    self._answer_queued((_Resumed(handling, waiting_on), request, keep_alive, reserved)),
-                    context=context,
-                )
+                handling = text(500, "internal error: the server's log has the details")
+            if handling.__class__ is not Response:
+                # an awaitable: the worker takes the request off the queue and awaits it (and if it is
+                # cancelled before it begins, the request is still queued, so its body budget goes back)
+                self.worker = self.loop.create_task(self._answer_queued(handling), context=context)
+                if isinstance(handling, typing.Coroutine):  # which then nobody awaits
+                    self.worker.add_done_callback(lambda _, coroutine=handling: coroutine.close())
                 return
+            queue.popleft()
+            if not self.reading:
+                self._resume_reading()
+            response = handling
             self.server.body_budget.release(reserved)
             if self._answered(request, keep_alive, response):
                 return
         if queue or self.refusal is not None:
             self.worker = self.loop.create_task(self._answer_queued())
 
-    async def _answer_queued(self, started: tuple[_Resumed, Request, bool, int] | None = None) -> None:
-        """The worker: answers the queued requests in order, ``started`` (a request whose handler
-        _answer_ready began and which waits) first, then the refusal if there is one."""
+    async def _answer_queued(self, started: typing.Awaitable[Response] | None = None) -> None:
+        """The worker: answers the queued requests in order, the first with ``started`` if given (what its
+        handler gave _answer_ready), then the refusal if there is one."""
         budget = self.server.body_budget
         try:
-            while started is not None or self.queue:
-                if started is not None:
-                    handling, request, keep_alive, reserved = started
-                    started = None
-                else:
-                    if self.write_paused:  # earlier answers are not being read: do not make more
-                        self.drained = self.loop.create_future()
-                        await self.drained
-                        self.drained = None
-                        continue
-                    request, keep_alive, reserved = self.queue.popleft()
-                    if not self.reading:
-                        self._resume_reading()
-                    handling = self.server.handler(request)
+            while self.queue:
+                if self.write_paused and started is None:  # earlier answers are not being read: make no more
+                    self.drained = self.loop.create_future()
+                    await self.drained
+                    self.drained = None
+                    continue
+                request, keep_alive, reserved = self.queue.popleft()
+                if not self.reading:
+                    self._resume_reading()
+                handling, started = started, None
                 try:
-                    response = await handling
+                    if handling is None:
+                        handling = self.server.handler(request)
+                    response = handling if handling.__class__ is Response else await handling
                 except Exception:
                     log.exception("%s %s failed", request.method, request.raw_path)
                     response = text(500, "internal error: the server's log has the details")
@@ -670,36 +671,6 @@ def _not_utf8(path: bytes) -> Response:
             break
     return text(400, f"the path segment {segment.decode('latin-1')!r} is not UTF-8 once percent-decoded: "
                      "percent-encode the UTF-8 bytes of an id")
-
-
-class _Resumed:
-    """The rest of a coroutine that was begun outside a task (its first step run directly), to be awaited
-    in one: what it waits on and what it is sent or thrown pass through, as if the task had begun it."""
-
-    __slots__ = ("coroutine", "waiting_on")
-
-    def __init__(self, coroutine: typing.Coroutine, waiting_on: typing.Any):
-        self.coroutine = coroutine
-        self.waiting_on = waiting_on
-
-    def __await__(self) -> typing.Generator[typing.Any, typing.Any, typing.Any]:
-        coroutine, waiting_on = self.coroutine, self.waiting_on
-        while True:
-            try:
-                sent = yield waiting_on
-            except GeneratorExit:
-                coroutine.close()
-                raise
-            except BaseException as e:  # a cancellation, thrown in by the task
-                try:
-                    waiting_on = coroutine.throw(e)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    waiting_on = coroutine.send(sent)
-                except StopIteration as done:
-                    return done.value
 
 
 class _Refused(Exception):

@@ -48,12 +48,32 @@ class RequestReplyHandler:
         """Handles one request inside a running event loop. Async functions run on the loop; synchronous
         ones too, as in the official SDK, unless ``sync_runner`` is given: then it decides where (the
         serving apps pass theirs, which moves a function that blocks the loop to a thread; threads.py)."""
+        reply = self.handle_now(request_bytes, sync_runner=sync_runner)
+        return reply if isinstance(reply, bytes) else await reply
+
+    def handle_now(self, request_bytes: bytes | bytearray | str, *,
+                   sync_runner: SyncFunctionRunner | None = None) -> bytes | typing.Awaitable[bytes]:
+        """``handle_async`` without its coroutine where none is needed: the reply's bytes when the batch
+        could run right here (a synchronous function the ``sync_runner`` keeps on the loop, or a request
+        answered without running anything), else an awaitable of them, to await in a task (an async
+        function may use what needs one, ``asyncio.timeout`` say)."""
         prepared = self._prepare(request_bytes)
         if isinstance(prepared, bytes):
             return prepared
         batch, invocations = prepared
-        if sync_runner is None or batch.function.is_async:
-            return _encode_result(await batch.run_async(invocations))
+        if batch.function.is_async or sync_runner is None:
+            return self._run_async(batch, invocations)
+        if batch.function.typename in sync_runner.in_threads:
+            return self._run_in_thread(batch, invocations, sync_runner)
+        return _encode_result(sync_runner.run_here(batch, invocations))
+
+    @staticmethod
+    async def _run_async(batch: Batch, invocations: typing.Iterator[Invocation]) -> bytes:
+        return _encode_result(await batch.run_async(invocations))
+
+    @staticmethod
+    async def _run_in_thread(batch: Batch, invocations: typing.Iterator[Invocation],
+                             sync_runner: SyncFunctionRunner) -> bytes:
         return _encode_result(await sync_runner.run(batch, invocations))
 
     def _prepare(self, request_bytes: bytes | bytearray | str) -> bytes | tuple[Batch, typing.Iterator[Invocation]]:
