@@ -18,7 +18,8 @@ is not read either); and a budget for request bodies held in memory across every
 (:class:`BodyBudget`). Requests are strict: one ``Host`` on HTTP/1.1, versions 1.0 and 1.1 only, path
 segments that are UTF-8 once percent-decoded, no protocol upgrades.
 
-A handler takes a :class:`Request` and returns a :class:`Response`. A handler that raises gets a 500
+A handler takes a :class:`Request` and returns a :class:`Response`, or an awaitable of one; a Response
+returned at once is written at once, with no task for the request. A handler that raises gets a 500
 (logged). By default a client that goes away mid-request does not cancel its handler, so a message once
 accepted is processed whether or not anyone hears the answer; ``cancel_on_disconnect=True`` cancels it
 instead (a function endpoint, whose caller retries).
@@ -28,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import contextvars
 import logging
 import os
 import typing
@@ -71,7 +73,8 @@ class Response:
     headers: dict[str, str] = field(default_factory=dict)
 
 
-Handler = typing.Callable[[Request], typing.Awaitable[Response]]
+Handler = typing.Callable[[Request], typing.Awaitable[Response] | Response]
+"""Answers a request: a coroutine (awaited in a task), or the Response itself when it needs no waiting."""
 
 
 def text(status: int, reason: str, **headers: str) -> Response:
@@ -262,6 +265,7 @@ class _Connection(asyncio.Protocol):
         self.reserved = 0  # bytes of the body budget held for the request being read
         self._url = b""
         self._headers: list[tuple[str, str]] = []
+        self._header_map: CIMultiDict[str] | None = None  # the headers, once they are complete
         self._header_bytes = 0
         self._body: list[bytes] = []
         self._body_bytes = 0
@@ -289,6 +293,10 @@ class _Connection(asyncio.Protocol):
             for start in range(0, len(data), limit):
                 if not self._feed(view[start:start + limit]):
                     return
+        if self.queue and self.worker is None:
+            self._answer_ready()
+            if self.closing:
+                return
         self._watch()
 
     def connection_lost(self, exc: Exception | None) -> None:
@@ -332,6 +340,7 @@ class _Connection(asyncio.Protocol):
         self.phase = _BUSY  # so that _watch starts this head's clock
         self._url = b""
         self._headers = []
+        self._header_map = None
         self._header_bytes = 0
         self._body = []
         self._body_bytes = 0
@@ -341,7 +350,9 @@ class _Connection(asyncio.Protocol):
         self._count_header_bytes(len(url))
 
     def on_header(self, name: bytes, value: bytes) -> None:
-        self._count_header_bytes(len(name) + len(value))
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > self.server.max_header_bytes:
+            raise _Refused(self._head_too_large())
         self._headers.append((name.decode("latin-1"), value.decode("latin-1")))
 
     def on_headers_complete(self) -> None:
@@ -353,17 +364,12 @@ class _Connection(asyncio.Protocol):
         if self.parser.should_upgrade():  # the bytes after this head belong to another protocol
             raise _Refused(text(400, "protocol upgrades (and CONNECT) are not supported: send plain HTTP/1.1 "
                                      "requests without an Upgrade header"))
-        hosts = 0
-        length = 0
-        expects_continue = False
-        for name, value in self._headers:
-            lowered = name.lower()
-            if lowered == "host":
-                hosts += 1
-            elif lowered == "content-length":  # the parser has checked that it is a number, and only one
-                length = int(value)
-            elif lowered == "expect" and value.strip().lower() == "100-continue":
-                expects_continue = True
+        self._header_map = headers = CIMultiDict(self._headers)
+        hosts = len(headers.getall("host", ()))
+        # the parser has checked that Content-Length is a number, and that there is only one
+        length = int(headers.get("content-length", 0))
+        expects_continue = "expect" in headers and any(
+            value.strip().lower() == "100-continue" for value in headers.getall("expect"))
         if hosts > 1 or (hosts == 0 and version == "1.1"):
             raise _Refused(text(400, f"an HTTP/1.1 request needs exactly one Host header; this one has {hosts}"))
         if length:
@@ -407,22 +413,54 @@ class _Connection(asyncio.Protocol):
             except UnicodeDecodeError:
                 raise _Refused(text(400, "the query string is not UTF-8 once percent-decoded")) from None
         request = Request(self.parser.get_method().decode("ascii"), self._url.decode("latin-1"), segments, query,
-                          CIMultiDictProxy(CIMultiDict(self._headers)), b"".join(self._body))
+                          CIMultiDictProxy(self._header_map), b"".join(self._body))
         self._body.clear()  # its bytes are in the request now: not held twice while it waits
         self.queue.append((request, self.parser.should_keep_alive(), self.reserved))
         self.reserved = 0  # the queue holds it now
         if len(self.queue) >= MAX_QUEUED_REQUESTS:
             self._pause_reading()
-        if self.worker is None:
-            self.worker = self.loop.create_task(self._answer_queued())
+        # answered when the read that completed it is parsed (data_received), or by the worker
 
     # -- answering -----------------------------------------------------------------------------------------
 
-    async def _answer_queued(self) -> None:
+    def _answer_ready(self) -> None:
+        """Answers the queued requests right here while their handlers answer at once (a handler may return
+        a Response instead of an awaitable: the function endpoint does for a synchronous function), with
+        no task per request. An awaitable, and the requests queued behind it, go on in a task of their
+        own, the worker; so do answers while writing is paused."""
+        queue = self.queue
+        while queue and not self.write_paused:
+            request, keep_alive, reserved = queue[0]
+            context = contextvars.copy_context()  # what a task per request would have run it in
+            try:
+                handling = context.run(self.server.handler, request)
+            except Exception:
+                log.exception("%s %s failed", request.method, request.raw_path)
+                handling = text(500, "internal error: the server's log has the details")
+            if handling.__class__ is not Response:
+                # an awaitable: the worker takes the request off the queue and awaits it (and if it is
+                # cancelled before it begins, the request is still queued, so its body budget goes back)
+                self.worker = self.loop.create_task(self._answer_queued(handling), context=context)
+                if isinstance(handling, typing.Coroutine):  # which then nobody awaits
+                    self.worker.add_done_callback(lambda _, coroutine=handling: coroutine.close())
+                return
+            queue.popleft()
+            if not self.reading:
+                self._resume_reading()
+            response = handling
+            self.server.body_budget.release(reserved)
+            if self._answered(request, keep_alive, response):
+                return
+        if queue or self.refusal is not None:
+            self.worker = self.loop.create_task(self._answer_queued())
+
+    async def _answer_queued(self, started: typing.Awaitable[Response] | None = None) -> None:
+        """The worker: answers the queued requests in order, the first with ``started`` if given (what its
+        handler gave _answer_ready), then the refusal if there is one."""
         budget = self.server.body_budget
         try:
             while self.queue:
-                if self.write_paused:  # earlier answers are not being read: do not make more
+                if self.write_paused and started is None:  # earlier answers are not being read: make no more
                     self.drained = self.loop.create_future()
                     await self.drained
                     self.drained = None
@@ -430,17 +468,17 @@ class _Connection(asyncio.Protocol):
                 request, keep_alive, reserved = self.queue.popleft()
                 if not self.reading:
                     self._resume_reading()
+                handling, started = started, None
                 try:
-                    response = await self.server.handler(request)
+                    if handling is None:
+                        handling = self.server.handler(request)
+                    response = handling if handling.__class__ is Response else await handling
                 except Exception:
                     log.exception("%s %s failed", request.method, request.raw_path)
                     response = text(500, "internal error: the server's log has the details")
                 finally:
                     budget.release(reserved)
-                last = not keep_alive or (self.closing and not self.queue and self.refusal is None)
-                self._write(response, head_only=request.method == "HEAD", close=last)
-                if last:
-                    self._close()
+                if self._answered(request, keep_alive, response):
                     return
             if self.refusal is not None:
                 self._write(self.refusal, close=True)
@@ -449,6 +487,14 @@ class _Connection(asyncio.Protocol):
             self.worker = None
             if not self.closing:
                 self._watch()
+
+    def _answered(self, request: Request, keep_alive: bool, response: Response) -> bool:
+        """Writes the answer to ``request``; True if it was the connection's last (it is closing)."""
+        last = not keep_alive or (self.closing and not self.queue and self.refusal is None)
+        self._write(response, head_only=request.method == "HEAD", close=last)
+        if last:
+            self._close()
+        return last
 
     def _write(self, response: Response, head_only: bool = False, close: bool = False) -> None:
         if self.transport.is_closing():
@@ -607,15 +653,13 @@ class _Connection(asyncio.Protocol):
 
 def _encode(response: Response, head_only: bool = False, close: bool = False) -> bytes:
     body = response.body
-    lines = [f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\n",
-             f"Content-Length: {len(body)}\r\n"]
+    head = f"HTTP/1.1 {response.status} {_REASONS.get(response.status, 'Unknown')}\r\nContent-Length: {len(body)}\r\n"
     for name, value in response.headers.items():
-        lines.append(f"{name}: {value}\r\n")
+        head += f"{name}: {value}\r\n"
     if close:
-        lines.append("Connection: close\r\n")
-    lines.append("\r\n")
-    head = "".join(lines).encode("latin-1")
-    return head if head_only else head + body
+        head += "Connection: close\r\n"
+    encoded = (head + "\r\n").encode("latin-1")
+    return encoded if head_only else encoded + body
 
 
 def _not_utf8(path: bytes) -> Response:

@@ -22,7 +22,8 @@ from pystatefun.sdk.batch import Batch, Invocation
 from pystatefun.sdk.context import DelayedMessage
 from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
 from pystatefun.sdk.messages import EgressMessage, Message
-from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
+from pystatefun.wire import fields
+from pystatefun.wire.request_reply_pb2 import Address, FromFunction, TypedValue
 
 if typing.TYPE_CHECKING:
     from pystatefun.tracing import Tracing
@@ -178,6 +179,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         health: EndpointHealth | None = None,
     ):
         self.url_for = url_for
+        self._urls: dict[str, str] = {}  # url_for's answers, by function name
         self.transport = transport
         self.max_batch = max_batch
         self.registered = registered
@@ -231,11 +233,15 @@ class RemoteInvoker(_SpecsOfFunctions):
         refusal = self.refusal(address.typename)
         if refusal is not None:  # messages that were on their way when the endpoint answered 404
             raise UnknownFunctionTypeError(refusal)
-        url = self.url_for(address.name)
+        url = self._urls.get(address.name)
+        if url is None:
+            if len(self._urls) >= MAX_UNREGISTERED_TYPES:  # a namespace binding takes any function name
+                self._urls.clear()
+            url = self._urls[address.name] = self.url_for(address.name)
         for _ in range(self.MAX_NEGOTIATION_ROUNDS):
             specs = self.specs(address.typename)
-            sent = set(specs)
-            request = _request(address, read_state(address, specs), invocations)
+            state = read_state(address, specs)  # one entry per spec the request carries
+            request = _request(address, state, invocations)
             started = time.perf_counter()
             try:
                 if self.tracing is None:
@@ -265,7 +271,7 @@ class RemoteInvoker(_SpecsOfFunctions):
                 raise InvocationError(f"{url} answered with bytes that are not a StateFun FromFunction: {e}") from e
             kind = reply.WhichOneof("response")
             if kind == "incomplete_invocation_context":
-                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values, sent)
+                self._negotiate(address.typename, reply.incomplete_invocation_context.missing_values, state.keys())
                 continue
             return _effects(address, reply.invocation_result, specs) if kind else Effects([], [], [], [])
         raise InvocationError(
@@ -273,7 +279,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         )
 
     def _negotiate(
-        self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec], sent: set[str]
+        self, typename: str, missing: typing.Iterable[FromFunction.PersistedValueSpec], sent: typing.Collection[str]
     ) -> None:
         """Registers the specs the function asked for. ``sent`` is what the refused request carried: asking
         again for one of those means the function and runtime disagree for good. A spec registered since
@@ -304,22 +310,21 @@ class RemoteInvoker(_SpecsOfFunctions):
 
 
 def _request(address: SdkAddress, state: dict[str, TypedValue | None], invocations: list[Invocation]) -> bytes:
-    batch = ToFunction.InvocationBatchRequest(
-        target=Address(namespace=address.namespace, type=address.name, id=address.id)
-    )
-    states = batch.state
+    """The serialized ToFunction of a batch, written field by field (wire/fields.py): the bytes protobuf's
+    classes would give, at about half the CPU."""
+    target = fields.address(address.namespace, address.name, address.id)
+    parts = [b"\n", fields.varint(len(target)), target]  # target = 1
     for name, value in state.items():
-        if value is None:
-            states.add(state_name=name)
-        else:
-            states.add(state_name=name, state_value=value)
-    items = batch.invocations
+        item = fields.field(b"\n", name.encode()) if name else b""  # state_name = 1
+        if value is not None:
+            item += fields.field(b"\x12", value.SerializeToString())  # state_value = 2
+        parts += (b"\x12", fields.varint(len(item)), item)  # state = 2
     for caller, argument in invocations:
-        if caller is None:
-            items.add(argument=argument)
-        else:
-            items.add(caller=Address(namespace=caller.namespace, type=caller.name, id=caller.id), argument=argument)
-    return ToFunction(invocation=batch).SerializeToString()
+        item = fields.field(b"\x12", argument.SerializeToString())  # argument = 2
+        if caller is not None:
+            item = fields.field(b"\n", fields.address(caller.namespace, caller.name, caller.id)) + item  # caller = 1
+        parts += (b"\x1a", fields.varint(len(item)), item)  # invocations = 3
+    return fields.field(fields.TO_FUNCTION_INVOCATION, b"".join(parts))
 
 
 def _typename(pb: Address) -> str:

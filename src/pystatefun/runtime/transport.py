@@ -59,6 +59,7 @@ MAX_RESPONSE_HEAD_BYTES = 64 * 1024  # status line and headers of a response, as
 MIN_ATTEMPT_SECONDS = 0.01  # less budget than this left: no attempt is worth starting (StateFun: 7-13 ms)
 MAX_SOCKET_PATH_BYTES = 107  # sockaddr_un.sun_path is 108 bytes on Linux, with the terminating NUL
 UNIX_HOST = "localhost"  # Host header (and TLS server name) of a request over a Unix domain socket
+MAX_ROUTES = 4096  # function URLs whose parsed form a transport remembers
 
 OnAttempt = typing.Callable[[float, bool], None]
 """Told the latency in seconds and the success of every attempt (the metrics hook)."""
@@ -219,6 +220,8 @@ class HttpTransport:
         self.health = health
         self._ssl = _ssl_context(settings)
         self._pools: dict[tuple, _Pool] = {}
+        # per function URL: where it sends and the pool it takes connections from (a URL is split once)
+        self._routes: dict[str, tuple[_Target, _Pool]] = {}
         self._closed = False
         self._budget = settings.call.total_seconds()
         self._connect = settings.connect.total_seconds()
@@ -231,7 +234,10 @@ class HttpTransport:
         ``traceparent`` goes with it as the W3C header of that name (tracing/spans.py)."""
         if self._closed:
             raise RuntimeError("HttpTransport is closed")
-        target = _target(parse_function_url(url), self._ttl == 0)
+        route = self._routes.get(url)
+        if route is None:
+            route = self._route(url)
+        target, pool = route
         limit = self.settings.payload_max_bytes
         if len(body) > limit:
             raise RemoteCallError(
@@ -242,25 +248,23 @@ class HttpTransport:
                 attempts=0,
                 retryable=False,
             )
-        pool = self._pool(target)
         # the end of the head after the Content-Length value
         end = b"\r\n\r\n" if traceparent is None else b"\r\ntraceparent: %s\r\n\r\n" % traceparent.encode("latin-1")
         loop = asyncio.get_running_loop()
-        started = loop.time()
+        started = attempt_start = loop.time()
         deadline = started + self._budget
         policy = self.settings.retry
         backoff: Backoff | None = None
         attempts = raised = 0
         while True:
             attempts += 1
-            attempt_start = loop.time()
             outcome = await self._attempt(pool, target, body, end, deadline)
             if self.on_attempt is not None:
-                self.on_attempt(loop.time() - attempt_start, not isinstance(outcome, _Failure))
-            if not isinstance(outcome, _Failure):
+                self.on_attempt(loop.time() - attempt_start, outcome.__class__ is not _Failure)
+            if outcome.__class__ is not _Failure:
                 if self.health is not None:
                     self.health.succeeded(url)
-                return outcome
+                return outcome  # type: ignore[return-value]
             failure = outcome
             raised += failure.status == FUNCTION_ERROR_STATUS
             error = self._final(url, attempts, raised, failure, loop.time() - started, deadline - loop.time())
@@ -274,6 +278,7 @@ class HttpTransport:
             await asyncio.sleep(min(backoff.next(), deadline - loop.time() - MIN_ATTEMPT_SECONDS))
             if deadline - loop.time() <= 0:  # the event loop overslept the last few milliseconds
                 raise self._spent(url, attempts, failure, loop.time() - started)
+            attempt_start = loop.time()
 
     def _final(self, url: str, attempts: int, raised: int, failure: _Failure, elapsed: float,
                remaining: float) -> RemoteCallError | None:
@@ -315,14 +320,21 @@ class HttpTransport:
         """Closes the pooled connections; the transport cannot be used afterwards."""
         self._closed = True
         pools, self._pools = list(self._pools.values()), {}
+        self._routes.clear()
         for pool in pools:
             pool.close()
 
-    def _pool(self, target: _Target) -> _Pool:
+    def _route(self, url: str) -> tuple[_Target, _Pool]:
+        """Splits a function URL (ValueError if it is malformed) and finds its pool; remembered for the
+        next call to it, for at most MAX_ROUTES URLs (a namespace binding takes any function name)."""
+        target = _target(parse_function_url(url), self._ttl == 0)
         pool = self._pools.get(target.key)
         if pool is None:
             pool = self._pools[target.key] = _Pool(self._opener(target), self.settings.pool_size, self._ttl)
-        return pool
+        if len(self._routes) >= MAX_ROUTES:
+            self._routes.clear()
+        route = self._routes[url] = (target, pool)
+        return route
 
     def _opener(self, target: _Target) -> typing.Callable[[], typing.Awaitable[_Connection]]:
         limit = self.settings.payload_max_bytes
@@ -333,11 +345,11 @@ class HttpTransport:
             loop = asyncio.get_running_loop()
             if target.socket is None:
                 _, connection = await loop.create_connection(
-                    lambda: _Connection(limit), target.host, target.port, ssl=context, server_hostname=hostname
+                    lambda: _Connection(limit, loop), target.host, target.port, ssl=context, server_hostname=hostname
                 )
             else:
                 _, connection = await loop.create_unix_connection(
-                    lambda: _Connection(limit), target.socket, ssl=context, server_hostname=hostname
+                    lambda: _Connection(limit, loop), target.socket, ssl=context, server_hostname=hostname
                 )
             return connection
 
@@ -404,7 +416,9 @@ class HttpTransport:
                 f"HTTP {_status_text(status)}{hint}, body: {excerpt!r}", retryable, status=status, body=excerpt
             )
         content_type = response.headers.get("content-type")
-        if content_type is None or content_type.split(";", 1)[0].strip().lower() != MEDIA_TYPE:
+        if content_type != MEDIA_TYPE and (
+            content_type is None or content_type.split(";", 1)[0].strip().lower() != MEDIA_TYPE
+        ):
             excerpt = _excerpt(response)
             return _Failure(
                 f"HTTP {_status_text(status)} with Content-Type {content_type!r}, not {MEDIA_TYPE}: the URL "
@@ -417,8 +431,8 @@ class HttpTransport:
                 f"({self.settings.payload_max_bytes} bytes)",
                 retryable=False, status=status,
             )
-        encoding = response.headers.get("content-encoding", "identity")
-        if encoding.strip().lower() != "identity":
+        encoding = response.headers.get("content-encoding")
+        if encoding is not None and encoding.strip().lower() != "identity":
             # the request has no Accept-Encoding, so servers answer uncompressed; one that does not is refused
             # plainly rather than its bytes handed on as a FromFunction
             return _Failure(
@@ -461,7 +475,6 @@ class _Target:
     close: bool  # ask for Connection: close (pool_ttl 0)
 
 
-@functools.lru_cache(maxsize=4096)
 def _target(url: FunctionUrl, close: bool) -> _Target:
     parts = urlsplit(url.request_url)
     host = parts.hostname or UNIX_HOST
@@ -500,10 +513,16 @@ class _Response:
 
 
 class _Connection(asyncio.Protocol):
-    """One keep-alive connection carrying one request at a time; httptools parses the responses."""
+    """One keep-alive connection carrying one request at a time; httptools parses the responses.
 
-    def __init__(self, limit: int):
+    The read timeout: one timer per connection, not per request. It is moved earlier when a request
+    needs it sooner and otherwise left be; when it fires it checks the request in progress (if any) and
+    re-arms itself for that request's due time (``_last_data`` moves on as bytes arrive, which costs
+    data_received only a clock read)."""
+
+    def __init__(self, limit: int, loop: asyncio.AbstractEventLoop):
         self.limit = limit  # payload_max_bytes: a longer body is not read
+        self.loop = loop
         self.transport: asyncio.Transport | None = None
         self.parser = httptools.HttpResponseParser(self)
         self.closed = False
@@ -511,6 +530,10 @@ class _Connection(asyncio.Protocol):
         self.answered = False  # any byte of the current response arrived
         self._waiter: asyncio.Future | None = None
         self._last_data = 0.0
+        self._read = 0.0  # the read timeout of the request in progress...
+        self._deadline = 0.0  # ...and the end of its call's budget
+        self._timer: asyncio.TimerHandle | None = None
+        self._timer_at = float("inf")
         self._headers: dict[str, str] = {}
         self._body = bytearray()
         self._too_big = False
@@ -522,7 +545,7 @@ class _Connection(asyncio.Protocol):
 
     async def request(self, head: bytes, body: bytes, read: float, deadline: float) -> _Response:
         """Sends one request; the response, or _ReadTimeout, _Oversized, OSError or _ProtocolError."""
-        loop = asyncio.get_running_loop()
+        loop = self.loop
         self.answered = False
         if self.closed:  # the server closed it while it was idle or handed over: the write would go nowhere
             raise ConnectionResetError("the server closed the connection")
@@ -530,24 +553,31 @@ class _Connection(asyncio.Protocol):
         self._received, self._body_bytes, self._in_head, self._head_left = 0, 0, True, MAX_RESPONSE_HEAD_BYTES
         self._waiter = waiter = loop.create_future()
         self.transport.writelines((head, body))
-        # one timer per attempt, moved on lazily: data_received only notes the time (cheaper than
-        # re-arming a timer for every chunk)
-        self._last_data = loop.time()
-        timer = loop.call_at(min(self._last_data + read, deadline), self._check_timeout, read, deadline)
+        self._last_data = now = loop.time()
+        self._read, self._deadline = read, deadline
+        due = min(now + read, deadline)
+        if due < self._timer_at:
+            self._arm(due)
         try:
             return await waiter
         finally:
-            timer.cancel()
             self._waiter = None
 
-    def _check_timeout(self, read: float, deadline: float) -> None:
+    def _arm(self, due: float) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer_at = due
+        self._timer = self.loop.call_at(due, self._check_timeout)
+
+    def _check_timeout(self) -> None:
+        self._timer, self._timer_at = None, float("inf")
         waiter = self._waiter
-        if waiter is None or waiter.done():
+        if waiter is None or waiter.done():  # idle: the next request arms it again
             return
-        loop = asyncio.get_running_loop()
-        due = min(self._last_data + read, deadline)
-        if due > loop.time():
-            loop.call_at(due, self._check_timeout, read, deadline)
+        deadline = self._deadline
+        due = min(self._last_data + self._read, deadline)
+        if due > self.loop.time():
+            self._arm(due)
             return
         waiter.set_exception(_ReadTimeout(budget_spent=due >= deadline))
         self.transport.abort()
@@ -562,7 +592,7 @@ class _Connection(asyncio.Protocol):
             self.transport.abort()
             return
         self.answered = True
-        self._last_data = asyncio.get_running_loop().time()
+        self._last_data = self.loop.time()
         self._received += len(data)
         rest: bytes | memoryview = data
         try:
@@ -600,6 +630,9 @@ class _Connection(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.closed = True
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer, self._timer_at = None, float("inf")
         if exc is None and self._until_eof:
             # httptools cannot be told of the end of the stream: a body delimited by closing (HTTP/1.0,
             # or Connection: close without a length) is complete now

@@ -15,6 +15,7 @@ every other request; async functions run on the loop.
 from __future__ import annotations
 
 import logging
+import typing
 from dataclasses import dataclass, field
 
 from pystatefun.sdk.errors import MalformedRequestError, UnknownFunctionError
@@ -56,14 +57,37 @@ def too_large(limit: int) -> HttpReply:
 
 async def invoke(handler: RequestReplyHandler, body: bytes) -> HttpReply:
     """Runs the request and turns the outcome into the HTTP reply."""
+    reply = invoke_now(handler, body)
+    return reply if isinstance(reply, HttpReply) else await reply
+
+
+def invoke_now(handler: RequestReplyHandler, body: bytes) -> HttpReply | typing.Awaitable[HttpReply]:
+    """``invoke`` without a coroutine when the request can be answered right here (a synchronous function
+    on the loop: RequestReplyHandler.handle_now); else an awaitable of the reply, to await in a task."""
     if not body:
         return _error(400, "empty request body: expected a StateFun ToFunction message\n")
     try:
-        return HttpReply(200, await handler.handle_async(body, sync_runner=threads.PROCESS_RUNNER), CONTENT_TYPE)
-    except MalformedRequestError as e:
-        return _error(400, f"{e}\n")
-    except UnknownFunctionError as e:
-        return _error(404, f"{e}\n")
+        reply = handler.handle_now(body, sync_runner=threads.PROCESS_RUNNER)
     except Exception as e:
-        log.exception("the function raised %s; answered 500 with the exception type only", type(e).__name__)
-        return _error(500, f"the function raised {type(e).__name__}; its message and traceback are in the function server's log\n")
+        return _failed(e)
+    if isinstance(reply, bytes):
+        return HttpReply(200, reply, CONTENT_TYPE)
+    return _awaited(reply)
+
+
+async def _awaited(reply: typing.Awaitable[bytes]) -> HttpReply:
+    try:
+        return HttpReply(200, await reply, CONTENT_TYPE)
+    except Exception as e:
+        return _failed(e)
+
+
+def _failed(e: Exception) -> HttpReply:
+    """The reply to a request that raised ``e``."""
+    if isinstance(e, MalformedRequestError):
+        return _error(400, f"{e}\n")
+    if isinstance(e, UnknownFunctionError):
+        return _error(404, f"{e}\n")
+    log.exception("the function raised %s; answered 500 with the exception type only", type(e).__name__,
+                  exc_info=e)
+    return _error(500, f"the function raised {type(e).__name__}; its message and traceback are in the function server's log\n")

@@ -9,6 +9,8 @@ benchmark uvicorn with the ASGI app used about 42% of a core at 2,000 requests/s
 
 from __future__ import annotations
 
+import typing
+
 from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import Handler, HttpServer, Request, Response
 from pystatefun.sdk.functions import StatefulFunctions
@@ -17,16 +19,25 @@ from pystatefun.serving.handler import RequestReplyHandler
 
 
 def endpoint(functions: StatefulFunctions) -> Handler:
-    """The HTTP handler of a function endpoint serving ``functions`` on every path."""
+    """The HTTP handler of a function endpoint serving ``functions`` on every path. A synchronous function
+    kept on the loop is answered at once (no coroutine, no task: io/http_server.py); anything else is
+    awaited in a task of the server's."""
     handler = RequestReplyHandler(functions)
 
-    async def handle(request: Request) -> Response:
+    def handle(request: Request) -> Response | typing.Awaitable[Response]:
         reply = http.check_request(request.method, request.headers.get("Content-Type"))
         if reply is None:
-            reply = await http.invoke(handler, request.body)
+            reply = http.invoke_now(handler, request.body)
+            if not isinstance(reply, http.HttpReply):
+                return _response_of(reply)
         return Response(reply.status, reply.body, {"Content-Type": reply.content_type, **reply.headers})
 
     return handle
+
+
+async def _response_of(reply: typing.Awaitable[http.HttpReply]) -> Response:
+    done = await reply
+    return Response(done.status, done.body, {"Content-Type": done.content_type, **done.headers})
 
 
 async def serve_until_signalled(

@@ -48,13 +48,17 @@ class SyncFunctionRunner:
             # the thread as they would on the loop, as asyncio.to_thread does
             run = contextvars.copy_context().run
             return await asyncio.get_running_loop().run_in_executor(self._pool, run, batch.run, invocations)
+        return self.run_here(batch, invocations)
+
+    def run_here(self, batch: Batch, invocations: typing.Iterable[Invocation]) -> BatchResult:
+        """Runs the batch on the loop, now (for a function type not in ``in_threads``), timing it."""
         started = time.perf_counter()
         try:
             return batch.run(invocations)
         finally:
             took = time.perf_counter() - started
             if took > SLOW_CALL_SECONDS:
-                self._slow(typename, took)
+                self._slow(batch.function.typename, took)
 
     def _slow(self, typename: str, took: float) -> None:
         slow_calls = self._slow_calls[typename] = self._slow_calls.get(typename, 0) + 1
