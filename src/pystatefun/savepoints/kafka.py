@@ -104,6 +104,7 @@ from pystatefun.savepoints.format import (
     StateRow,
     TimerRow,
 )
+from pystatefun.wire.fields import varint
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, StateValue, TimerValue
 from pystatefun.wire.request_reply_pb2 import Address, TypedValue
@@ -297,17 +298,6 @@ class _Cluster:
             self._reader = None
 
 
-def _varint(n: int) -> bytes:
-    if n < 0x80:
-        return bytes((n,))
-    out = bytearray()
-    while n >= 0x80:
-        out.append((n & 0x7F) | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
-
-
 def _encode_state(value: bytes, expire_at: int | None) -> bytes:
     """A ``StateValue`` around a serialized TypedValue, without parsing it (the hot path of a restore):
     field 1 (the TypedValue, length-delimited), then field 2 (varint) unless it is 0. Written by hand for
@@ -316,8 +306,8 @@ def _encode_state(value: bytes, expire_at: int | None) -> bytes:
     (tests/savepoints/test_kafka_encoding.py)."""
     if expire_at is not None and expire_at < 0:  # not a time: as protobuf writes it (ten bytes)
         return StateValue(value=TypedValue.FromString(value), expire_at_ms=expire_at).SerializeToString()
-    encoded = b"\x0a" + _varint(len(value)) + value
-    return encoded + b"\x10" + _varint(expire_at) if expire_at else encoded
+    encoded = b"\x0a" + varint(len(value)) + value
+    return encoded + b"\x10" + varint(expire_at) if expire_at else encoded
 
 
 def _typename(a: Address) -> str:

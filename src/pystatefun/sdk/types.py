@@ -15,6 +15,7 @@ import struct
 import typing
 
 from pystatefun.wire import types_pb2
+from pystatefun.wire.fields import varint
 
 
 class TypeSerializer(metaclass=abc.ABCMeta):
@@ -283,15 +284,7 @@ def _encode_string(value) -> bytes:
         raise ValueError(f"{value!r} is not a valid unicode string and can't be encoded in UTF-8") from None
     if not data:
         return b""
-    size = len(data)
-    if size < 0x80:
-        return b"\x0a" + bytes((size,)) + data
-    header = bytearray(b"\x0a")
-    while size >= 0x80:
-        header.append((size & 0x7F) | 0x80)
-        size >>= 7
-    header.append(size)
-    return bytes(header) + data
+    return b"\x0a" + varint(len(data)) + data
 
 
 def _decode_string(byte: bytes):

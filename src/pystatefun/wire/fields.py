@@ -1,5 +1,7 @@
 """Protobuf wire encoding by hand, for the two messages of every remote call: the runtime's ToFunction
-(runtime/invokers.py) and the function endpoint's FromFunction (serving/handler.py).
+(runtime/invokers.py) and the function endpoint's FromFunction (serving/handler.py). ``varint`` also
+serves the other places that write protobuf bytes by hand: StringType's canonical encoding
+(sdk/types.py) and a savepoint restore's state values (savepoints/kafka.py).
 
 Building those with the generated classes costs a Python-level ``add`` per repeated field and a message
 object per address; writing the few fields directly gives the same bytes (fields in number order, proto3
