@@ -15,7 +15,7 @@ from pathlib import Path
 from aiohttp import web
 
 from pystatefun.admin import AdminApi
-from pystatefun.admin.metrics import EndpointCollector, KafkaBackendCollector, KafkaCollector, Metrics
+from pystatefun.admin.metrics import EndpointCollector, KafkaBackendCollector, KafkaCollector, KinesisCollector, Metrics
 from pystatefun.admin.observation import Deployment
 from pystatefun.admin.server import serve as serve_admin
 from pystatefun.backends.embedded import SQLiteStore
@@ -25,12 +25,15 @@ from pystatefun.config import (
     HttpEndpoint,
     KafkaEgress as KafkaEgressSpec,
     KafkaIngress as KafkaIngressSpec,
+    KinesisEgress as KinesisEgressSpec,
+    KinesisIngress as KinesisIngressSpec,
     Module,
     PlaygroundEgress as PlaygroundEgressSpec,
     PlaygroundIngress as PlaygroundIngressSpec,
 )
 from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import HttpServer, PortUnavailable
+from pystatefun.io.kinesis import KinesisEgress, KinesisIngress
 from pystatefun.io.playground import EGRESS_ID, INGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.health import EndpointHealth
@@ -110,7 +113,9 @@ class Application:
         self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
         self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
         self.kafka_egresses = [_kafka_io(module).KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
-        egresses: dict[str, typing.Any] = {egress.id: egress for egress in self.kafka_egresses}
+        self.kinesis_egresses = [KinesisEgress(spec, self.store) for spec in module.egresses
+                                 if isinstance(spec, KinesisEgressSpec)]
+        egresses: dict[str, typing.Any] = {egress.id: egress for egress in [*self.kafka_egresses, *self.kinesis_egresses]}
         self.runtime = Runtime(
             self.store, self.resolve, egresses, self.store.partitions, commit_interval=commit_interval,
             # on the Kafka backend the group assigns partitions; full mailboxes keep their messages in memory
@@ -122,6 +127,8 @@ class Application:
             egresses[EGRESS_ID] = self.egress
         self.kafka_ingresses = [_kafka_io(module).KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
+        self.kinesis_ingresses = [KinesisIngress(spec, self.runtime, self.store)
+                                  for spec in module.ingresses if isinstance(spec, KinesisIngressSpec)]
         if kafka is not None:
             kafka.attach(self.runtime, self.kafka_ingresses)  # refuses ingress topics that do not exist
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
@@ -132,6 +139,8 @@ class Application:
         self.metrics = Metrics(self.runtime, self.store, self.ingress.responses)
         if self.kafka_ingresses or self.kafka_egresses:
             self.metrics.registry.register(KafkaCollector(self.kafka_ingresses, self.kafka_egresses))
+        if self.kinesis_ingresses or self.kinesis_egresses:
+            self.metrics.registry.register(KinesisCollector(self.kinesis_ingresses, self.kinesis_egresses))
         if kafka is not None:
             self.metrics.registry.register(KafkaBackendCollector(kafka))
         self.metrics.registry.register(EndpointCollector(self.endpoint_health()))
@@ -176,14 +185,6 @@ class Application:
                         f"runs on {kafka.bootstrap_servers}: its records commit in the application's transactions, "
                         "so they must go to the same cluster"
                     )
-        supported = (PlaygroundIngressSpec, PlaygroundEgressSpec, KafkaIngressSpec, KafkaEgressSpec)
-        for component in [*module.ingresses, *module.egresses]:
-            if not isinstance(component, supported):
-                kind = getattr(component, "kind", type(component).__name__)
-                raise UnsupportedComponentError(
-                    f"{module.path}: {kind} is a valid component, but Kinesis ingresses and egresses are not "
-                    "available in this version of pystatefun yet; use Kafka or the playground ingress/egress"
-                )
 
     def _embedded_invoker(self, spec: EmbeddedFunctions) -> EmbeddedInvoker:
         functions = load_object(spec.module, search_path=spec.base_dir, source=str(self.module.path))
@@ -261,6 +262,10 @@ class Application:
             status["kafka_ingresses"] = {ingress.spec.id: ingress.status() for ingress in self.kafka_ingresses}
         if self.kafka_egresses:
             status["kafka_egresses"] = {egress.id: egress.status() for egress in self.kafka_egresses}
+        if self.kinesis_ingresses:
+            status["kinesis_ingresses"] = {ingress.spec.id: ingress.status() for ingress in self.kinesis_ingresses}
+        if self.kinesis_egresses:
+            status["kinesis_egresses"] = {egress.id: egress.status() for egress in self.kinesis_egresses}
         return status
 
     def _playground_egress(self, module: Module) -> PlaygroundEgress | None:
@@ -299,11 +304,19 @@ class Application:
             if self.kafka is None:  # on the Kafka backend the records go in the epochs' transactions
                 await egress.start()
             log.info("kafka egress %s: %s to %s", egress.id, egress.semantic, egress.spec.address)
+        for egress in self.kinesis_egresses:
+            if self.kafka is None:  # on the Kafka backend the worker forwards them from <app>.kinesis-egress
+                await egress.start()
+            log.info("kinesis egress %s: at most %d records in flight", egress.id, egress.spec.max_outstanding_records)
         for ingress in self.kafka_ingresses:
             if self.kafka is None:  # on the Kafka backend the worker's consumer reads the topics
                 await ingress.start()
             log.info("kafka ingress %s: topics %s from %s, group %s", ingress.spec.id, ", ".join(ingress.routes),
                      ingress.spec.address, ingress.spec.consumer_group_id)
+        for kinesis_ingress in self.kinesis_ingresses:
+            if self.kafka is None:  # on the Kafka backend each stream is read by the owner of its partition
+                await kinesis_ingress.start()
+            log.info("kinesis ingress %s: streams %s", kinesis_ingress.spec.id, ", ".join(kinesis_ingress.routes))
         for spec in self.module.ingresses:
             if not isinstance(spec, PlaygroundIngressSpec):
                 continue
@@ -392,7 +405,7 @@ class Application:
     async def stop(self) -> None:
         if self._sweeper is not None:
             self._sweeper.cancel()
-        for ingress in self.kafka_ingresses:
+        for ingress in [*self.kafka_ingresses, *self.kinesis_ingresses]:
             await ingress.stop()
         for server in self._servers:
             await server.close()
@@ -407,7 +420,7 @@ class Application:
             await self.kafka.stop()  # commits and hands the partitions over
         await self.runtime.stop()
         if self.kafka is None:
-            for egress in self.kafka_egresses:
+            for egress in [*self.kafka_egresses, *self.kinesis_egresses]:
                 await egress.stop()
         if self._final_savepoint is not None:
             await self._take_final_savepoint()

@@ -197,6 +197,51 @@ class KafkaCollector(Collector):
         yield from (records, elsewhere, bad, stopped, forwarded)
 
 
+class KinesisCollector(Collector):
+    """Counters of the Kinesis ingresses and egresses (io/kinesis), read when scraped."""
+
+    def __init__(self, ingresses: typing.Sequence[typing.Any], egresses: typing.Sequence[typing.Any]):
+        self.ingresses = ingresses
+        self.egresses = egresses
+
+    def collect(self) -> typing.Iterable[typing.Any]:
+        records = CounterMetricFamily("pystatefun_kinesis_ingress_records", "Kinesis records turned into messages",
+                                      labels=["ingress"])
+        bad = CounterMetricFamily("pystatefun_kinesis_ingress_bad_records",
+                                  "Kinesis records that could not become messages, by what was done with them",
+                                  labels=["ingress", "action"])
+        throttles = CounterMetricFamily("pystatefun_kinesis_ingress_throttles",
+                                        "Kinesis calls refused for throughput (asked again after a backoff)", labels=["ingress"])
+        retries = CounterMetricFamily("pystatefun_kinesis_ingress_retries",
+                                      "Other failed Kinesis calls asked again: unreachable, expired iterator, no such stream",
+                                      labels=["ingress"])
+        behind = GaugeMetricFamily("pystatefun_kinesis_ingress_millis_behind_latest",
+                                   "How far the last read of a shard was behind its tip (MillisBehindLatest)",
+                                   labels=["ingress", "stream", "shard"])
+        stopped = GaugeMetricFamily("pystatefun_kinesis_ingress_stopped_shards",
+                                    "Shards stopped at a bad record (badRecords: fail)", labels=["ingress"])
+        for ingress in self.ingresses:
+            records.add_metric([ingress.spec.id], ingress.records)
+            for action, count in sorted(ingress.bad_records.items()):
+                bad.add_metric([ingress.spec.id, action], count)
+            throttles.add_metric([ingress.spec.id], ingress.throttles)
+            retries.add_metric([ingress.spec.id], ingress.retries)
+            for (stream, shard), ms in sorted(ingress.behind.items()):
+                behind.add_metric([ingress.spec.id, stream, shard], ms)
+            stopped.add_metric([ingress.spec.id], len(ingress.stopped))
+        put = CounterMetricFamily("pystatefun_kinesis_egress_records", "Egress records Kinesis took", labels=["egress"])
+        egress_throttles = CounterMetricFamily("pystatefun_kinesis_egress_throttles",
+                                               "PutRecords calls or entries refused for throughput, put again", labels=["egress"])
+        egress_retries = CounterMetricFamily("pystatefun_kinesis_egress_retries",
+                                             "Other failed PutRecords calls or entries, put again", labels=["egress"])
+        for egress in self.egresses:
+            putter = egress.putter
+            put.add_metric([egress.id], putter.put)
+            egress_throttles.add_metric([egress.id], putter.throttles)
+            egress_retries.add_metric([egress.id], putter.retries)
+        yield from (records, bad, throttles, retries, behind, stopped, put, egress_throttles, egress_retries)
+
+
 class KafkaBackendCollector(Collector):
     """The Kafka backend worker's partitions (backends/kafka/worker.py), read when scraped."""
 

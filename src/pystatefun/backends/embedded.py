@@ -66,6 +66,10 @@ CREATE INDEX IF NOT EXISTS egress_order ON egress (egress_id, seq);
 CREATE TABLE IF NOT EXISTS source_offsets (
     source TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, next_offset INTEGER NOT NULL,
     PRIMARY KEY (source, topic, partition)) WITHOUT ROWID;
+-- where each shard of a Kinesis ingress's streams continues (text: io/kinesis/ingress.py says what it holds)
+CREATE TABLE IF NOT EXISTS source_positions (
+    source TEXT NOT NULL, stream TEXT NOT NULL, shard TEXT NOT NULL, position TEXT NOT NULL,
+    PRIMARY KEY (source, stream, shard)) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS idempotency (
     key TEXT PRIMARY KEY, expires_ms INTEGER NOT NULL, status INTEGER NOT NULL, body BLOB NOT NULL,
     content_type TEXT NOT NULL, request TEXT NOT NULL DEFAULT '');
@@ -460,6 +464,12 @@ class SQLiteStore:
             "SELECT topic, partition, next_offset FROM source_offsets WHERE source = ?", (source,))}
 
     @_serialized
+    def kinesis_positions(self, source: str) -> dict[tuple[str, str], str]:
+        """Where a Kinesis ingress continues: (stream, shard) -> position."""
+        return {(stream, shard): position for stream, shard, position in self.db.execute(
+            "SELECT stream, shard, position FROM source_positions WHERE source = ?", (source,))}
+
+    @_serialized
     def sweep(self, now_ms: int) -> int:
         """Reclaims expired state and idempotency records; returns how many state values went."""
         with self._transaction() as db:
@@ -598,6 +608,9 @@ class SQLiteStore:
                 "INSERT OR REPLACE INTO source_offsets VALUES (?, ?, ?, ?)",
                 [(source, topic, partition, offset) for (source, topic, partition), offset in epoch.source_offsets.items()],
             )
+        if epoch.source_positions:
+            db.executemany("INSERT OR REPLACE INTO source_positions VALUES (?, ?, ?, ?)",
+                           [(*key, position) for key, position in epoch.source_positions.items()])
         for (typename, id), reason in epoch.parked.items():
             if reason is None:
                 db.execute("DELETE FROM parked WHERE typename = ? AND id = ?", (typename, id))

@@ -13,12 +13,13 @@ from pystatefun.config.model import (
     MAX_OUTSTANDING_RECORDS,
     AwsCredentials,
     AwsRegion,
+    KinesisBadRecords,
     KinesisEgress,
     KinesisIngress,
     KinesisStartupPosition,
     Routing,
 )
-from pystatefun.config.reader import Context, Fields, Invalid, Node, Reported, choice, integer, properties, string, typename
+from pystatefun.config.reader import Context, Fields, Invalid, Node, Reported, boolean, choice, integer, properties, string, typename
 from pystatefun.config.routing import routings, startup_date
 
 
@@ -28,6 +29,7 @@ def parse_kinesis_ingress(fields: Fields, ctx: Context) -> KinesisIngress:
     region = fields.optional("awsRegion", _aws_region, AwsRegion())
     credentials = fields.optional("awsCredentials", _aws_credentials, AwsCredentials())
     startup = fields.optional("startupPosition", _startup_position, KinesisStartupPosition())
+    bad_records = fields.optional("badRecords", _bad_records, KinesisBadRecords())
     client_properties: dict[str, str] = fields.optional("clientConfigProperties", properties, {})
     fields.finish()
     if ingress_id is None or streams is None:
@@ -38,6 +40,7 @@ def parse_kinesis_ingress(fields: Fields, ctx: Context) -> KinesisIngress:
         aws_region=region,
         aws_credentials=credentials,
         startup_position=startup,
+        bad_records=bad_records,
         client_config_properties=types.MappingProxyType(client_properties),
         origin=ctx.origin,
     )
@@ -48,6 +51,7 @@ def parse_kinesis_egress(fields: Fields, ctx: Context) -> KinesisEgress:
     region = fields.optional("awsRegion", _aws_region, AwsRegion())
     credentials = fields.optional("awsCredentials", _aws_credentials, AwsCredentials())
     max_outstanding = fields.optional("maxOutstandingRecords", integer(1, MAX_OUTSTANDING_RECORDS), 1000)
+    record_ids = fields.optional("recordIds", boolean, False)
     client_properties: dict[str, str] = fields.optional("clientConfigProperties", properties, {})
     fields.finish()
     if egress_id is None:
@@ -57,6 +61,7 @@ def parse_kinesis_egress(fields: Fields, ctx: Context) -> KinesisEgress:
         aws_region=region,
         aws_credentials=credentials,
         max_outstanding_records=max_outstanding,
+        record_ids=record_ids,
         client_config_properties=types.MappingProxyType(client_properties),
         origin=ctx.origin,
     )
@@ -130,3 +135,19 @@ def _startup_position(node: Node) -> KinesisStartupPosition:
     if kind is None or (kind == "date" and date is None):
         raise Reported
     return KinesisStartupPosition(type=kind, date=date)  # type: ignore[arg-type]
+
+
+def _bad_records(node: Node) -> KinesisBadRecords:
+    fields = Fields(node)
+    if not fields.valid:
+        raise Reported
+    kind = fields.required("type", choice("fail", "skip", "dead-letter-stream"), example="skip")
+    if kind is None:
+        fields.allow("stream")
+    stream = None
+    if kind == "dead-letter-stream":
+        stream = fields.required("stream", string, example="my-app-dead-letters")
+    fields.finish(hints={"stream": "only with type: dead-letter-stream"})
+    if kind is None or (kind == "dead-letter-stream" and stream is None):
+        raise Reported
+    return KinesisBadRecords(type=kind, stream=stream)  # type: ignore[arg-type]

@@ -326,8 +326,19 @@ class KinesisStartupPosition:
 
 
 @dataclass(frozen=True, kw_only=True)
+class KinesisBadRecords:
+    """``badRecords`` of a Kinesis ingress (ours, as for Kafka): what happens to a record that cannot become
+    a message (a partition key that cannot be an address id). ``fail`` stops reading its shard at that
+    record, ``skip`` counts and skips it, ``dead-letter-stream`` puts it on ``stream`` (same partition key)."""
+
+    type: typing.Literal["fail", "skip", "dead-letter-stream"] = "fail"
+    stream: str | None = None
+
+
+@dataclass(frozen=True, kw_only=True)
 class KinesisIngress:
-    """``io.statefun.kinesis.v1/ingress``; ``client_config_properties`` go to the Kinesis consumer."""
+    """``io.statefun.kinesis.v1/ingress``; ``client_config_properties`` go to the Kinesis client (docs/kinesis.md
+    lists the names it takes)."""
 
     kind: str = KIND_KINESIS_INGRESS
     id: str
@@ -335,6 +346,7 @@ class KinesisIngress:
     aws_region: AwsRegion = AwsRegion()
     aws_credentials: AwsCredentials = AwsCredentials()
     startup_position: KinesisStartupPosition = KinesisStartupPosition()
+    bad_records: KinesisBadRecords = KinesisBadRecords()
     client_config_properties: typing.Mapping[str, str] = field(default_factory=dict)
     origin: str = field(default="", compare=False)
 
@@ -348,6 +360,9 @@ class KinesisEgress:
     aws_region: AwsRegion = AwsRegion()
     aws_credentials: AwsCredentials = AwsCredentials()
     max_outstanding_records: int = 1000
+    # ours: each record's data starts with "pystatefun-id:<id>\n", an id that is the same when a record is
+    # put again after a crash, for readers that drop duplicates (docs/kinesis.md)
+    record_ids: bool = False
     client_config_properties: typing.Mapping[str, str] = field(default_factory=dict)
     origin: str = field(default="", compare=False)
 

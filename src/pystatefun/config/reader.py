@@ -222,6 +222,16 @@ def integer(minimum: int, maximum: int) -> Parser[int]:
     return parse
 
 
+def boolean(node: Node) -> bool:
+    """``true`` or ``false`` (YAML's booleans; the strings "true" and "false" too, as ``${VAR}`` gives)."""
+    value = node.value
+    if isinstance(value, str) and value.strip().lower() in ("true", "false"):
+        return value.strip().lower() == "true"
+    if not isinstance(value, bool):
+        raise Invalid(f"expected true or false, got {describe(value)}")
+    return value
+
+
 def duration(maximum: timedelta, positive: bool = False) -> Parser[timedelta]:
     """A duration in Flink syntax (``2 min``, ``30s``, ``500ms``; a bare number is milliseconds), at most
     ``maximum`` (required: no duration in a module file is unbounded)."""

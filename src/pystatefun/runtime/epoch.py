@@ -17,6 +17,7 @@ from pathlib import Path
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+from pystatefun.wire.kinesis_egress_pb2 import KinesisEgressRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 StateKey = tuple[str, str]  # (function typename, id)
@@ -72,6 +73,7 @@ class EgressRecord:
     # a Kafka egress's record as parsed when it was checked: the Kafka backend produces it without
     # parsing the payload again
     kafka: KafkaProducerRecord | None = None
+    kinesis: KinesisEgressRecord | None = None  # the same for a Kinesis egress's record
 
 
 @dataclass(slots=True)
@@ -126,6 +128,8 @@ class Epoch:
     # are in this epoch: (source id, topic, partition) -> next offset. They commit with the effects, so a
     # restart reads each record again exactly when its effects were not committed.
     source_offsets: dict[tuple[str, str, int], int] = field(default_factory=dict)
+    # the same for Kinesis ingresses: (source id, stream, shard) -> position (io/kinesis/ingress.py)
+    source_positions: dict[tuple[str, str, str], str] = field(default_factory=dict)
     # messages for partitions this process does not own (the Kafka backend): they go to the log
     outbound: list[Envelope] = field(default_factory=list)
     # addresses holding messages of this epoch in their mailbox overflow, to spill once it commits
@@ -138,7 +142,7 @@ class Epoch:
         return not (
             self.consumed or self.volatile or self.state or self.timers_added or self.timers_removed
             or self.egress or self.egress_read or self.idempotency or self.dead_letters or self.parked
-            or self.source_offsets or self.outbound
+            or self.source_offsets or self.source_positions or self.outbound
         )
 
     def committed(self) -> typing.Awaitable[None]:
@@ -156,5 +160,6 @@ class Epoch:
         return (
             len(self.consumed) + len(self.volatile) + sum(len(changed) for _, changed in self.state.values())
             + len(self.timers_added) + len(self.timers_removed) + len(self.egress) + len(self.egress_read)
-            + len(self.idempotency) + len(self.dead_letters) + len(self.parked) + len(self.source_offsets) + len(self.outbound)
+            + len(self.idempotency) + len(self.dead_letters) + len(self.parked) + len(self.source_offsets)
+            + len(self.source_positions) + len(self.outbound)
         )
