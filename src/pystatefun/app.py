@@ -130,7 +130,8 @@ class Application:
         self.kinesis_ingresses = [KinesisIngress(spec, self.runtime, self.store)
                                   for spec in module.ingresses if isinstance(spec, KinesisIngressSpec)]
         if kafka is not None:
-            kafka.attach(self.runtime, self.kafka_ingresses)  # refuses ingress topics that do not exist
+            # refuses ingress topics that do not exist
+            kafka.attach(self.runtime, self.kafka_ingresses, self.kinesis_ingresses, self.kinesis_egresses)
         self.ingress = PlaygroundIngress(self.runtime, self.store, *self._idempotency_ttl(module))
         self.runtime.reply_sink = self.ingress
         self.runtime.flows.replies_to = INGRESS_ID  # the flows of replies end at the ingress that asked

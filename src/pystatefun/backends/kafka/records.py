@@ -3,7 +3,8 @@ dead letters in ``<app>.dead-letters``.
 
 A changelog key is a kind letter and the fields that name the thing, joined by NUL (which no typename or
 id contains): ``s`` state value (typename, id, state name), ``t`` timer (timer id), ``p`` parked address
-(typename, id), ``i`` idempotency record (key), ``o`` the partition's messages processed ahead of its
+(typename, id), ``i`` idempotency record (key), ``k`` a Kinesis ingress's position in a shard (ingress id,
+stream, shard; backends/kafka/kinesis.py), ``o`` the partition's messages processed ahead of its
 committed offset (one per partition). Compaction keeps the last value of each key; a deleted
 thing is a tombstone (no value).
 """
@@ -132,6 +133,10 @@ def encode_idempotency(record: IdempotencyRecord) -> bytes:
                             content_type=record.content_type, request=record.request).SerializeToString()
 
 
+def kinesis_key(source: str, stream: str, shard: str) -> bytes:
+    return SEP.join(("k", source, stream, shard)).encode()
+
+
 PROCESSED_KEY = b"o"
 
 
@@ -161,6 +166,7 @@ class PartitionState:
     parked: dict[tuple[str, str], str] = field(default_factory=dict)
     idempotency: dict[str, IdempotencyRecord] = field(default_factory=dict)
     processed: set[int] = field(default_factory=set)  # offsets processed ahead of the committed offset
+    kinesis: dict[tuple[str, str, str], str] = field(default_factory=dict)  # (ingress, stream, shard) -> position
 
     def apply(self, key: bytes, value: bytes | None) -> None:
         """One changelog record (restore)."""
@@ -192,6 +198,12 @@ class PartitionState:
                 self.parked.pop((names[0], names[1]), None)
             else:
                 self.parked[(names[0], names[1])] = ParkedValue.FromString(value).reason
+        elif kind == "k":
+            source, stream, shard = names
+            if value is None:
+                self.kinesis.pop((source, stream, shard), None)
+            else:
+                self.kinesis[(source, stream, shard)] = value.decode()
         elif kind == "i":
             if value is None:
                 self.idempotency.pop(names[0], None)

@@ -7,7 +7,8 @@ metadata so a worker that lost its partitions can no longer commit):
 * messages not processed yet: for partitions owned elsewhere (``Epoch.outbound``) and for this worker's
   own (``Epoch.volatile``, still in memory; written so that they survive a crash or a hand-over);
 * changelog records: state values, timers, parked addresses, idempotency records (``<app>.state``);
-* egress records (Kafka egresses), dead letters (``<app>.dead-letters``);
+* egress records: a Kafka egress's to its topics, a Kinesis egress's to ``<app>.kinesis-egress``
+  (forwarded from there: backends/kafka/kinesis.py); dead letters (``<app>.dead-letters``);
 * the consumer offsets: of ``<app>.messages``, up to the first message whose effects are not committed;
   of ingress topics, after the last record whose messages are in the epoch.
 
@@ -365,9 +366,13 @@ class KafkaStore:
             changelog = list(self._changelog(epoch, partition_of))
             for partition, key, value in changelog:
                 self._send(topics.state, value, key, partition)
-            for record in epoch.egress:  # Kafka egresses' records only: the backend has no other egress
-                out = record.kafka
-                self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None)
+            for record in epoch.egress:  # Kafka and Kinesis egresses' records: the backend has no other egress
+                if record.kinesis is not None:  # by partition key, whose records then keep their order
+                    self._send(topics.kinesis_egress, record.payload, record.egress_id.encode(),
+                               partition_of(record.kinesis.partition_key))
+                else:
+                    out = record.kafka
+                    self._send(out.topic, out.value_bytes, out.key.encode() if out.key else None)
             for letter in epoch.dead_letters:
                 value, headers = records.encode_dead_letter(letter)
                 self._send(topics.dead_letters, value, None, headers=headers)
@@ -424,6 +429,8 @@ class KafkaStore:
             yield partition_of(id), records.parked_key(typename, id), None if reason is None else records.encode_parked(reason)
         for record in epoch.idempotency:
             yield record.partition, records.idempotency_key(record.key), records.encode_idempotency(record)
+        for (source, stream, shard), position in epoch.source_positions.items():  # with the stream's partition
+            yield partition_of(stream), records.kinesis_key(source, stream, shard), position.encode()
 
     def _account(self, epoch: Epoch, written: list[tuple[int, int, int]]) -> Accounting:
         """Updates the positions with this epoch (before its transaction commits, so that the consumer,

@@ -29,6 +29,11 @@ class Topics:
     def dead_letters(self) -> str:
         return f"{self.app}.dead-letters"
 
+    @property
+    def kinesis_egress(self) -> str:
+        """Kinesis egress records, committed and not forwarded yet (backends/kafka/kinesis.py)."""
+        return f"{self.app}.kinesis-egress"
+
 
 def prepare_topics(admin: AdminClient, app: str, partitions: int | None, replication: int | None = None,
                    timeout: float = 30.0) -> Topics:
@@ -36,7 +41,7 @@ def prepare_topics(admin: AdminClient, app: str, partitions: int | None, replica
     a new application). An existing topic with another partition count is refused: addresses map to
     partitions by hash, so the count is fixed for the life of an application."""
     existing = admin.list_topics(timeout=timeout).topics
-    names = (f"{app}.messages", f"{app}.state")
+    names = (f"{app}.messages", f"{app}.state", f"{app}.kinesis-egress")
     counts = {name: len(existing[name].partitions) for name in names if name in existing}
     if partitions is None:
         partitions = next(iter(counts.values()), 8)
@@ -54,6 +59,7 @@ def prepare_topics(admin: AdminClient, app: str, partitions: int | None, replica
         NewTopic(f"{app}.messages", partitions, **replicas),
         NewTopic(f"{app}.state", partitions, config={"cleanup.policy": "compact"}, **replicas),
         NewTopic(f"{app}.dead-letters", 1, **replicas),
+        NewTopic(f"{app}.kinesis-egress", partitions, **replicas),
     ]
     missing = [topic for topic in wanted if topic.topic not in existing]
     if missing:

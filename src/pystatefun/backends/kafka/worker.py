@@ -14,6 +14,9 @@ transaction. The ingress's group (``consumerGroupId``) keeps its positions, comm
 the worker is not a member of it, the messages group's offsets in the same transaction fence a worker
 that lost its partitions.
 
+Kinesis ingresses and egresses go with the partitions too (backends/kafka/kinesis.py): a stream is read
+by the owner of its partition, and the Kinesis egress records of a partition are put by its owner.
+
 Records are handed from the consumer thread to the event loop a batch at a time; rebalance callbacks
 run in the consumer thread while the loop waits for that batch, so they can call into the loop without
 racing the routing of records.
@@ -34,12 +37,14 @@ from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
 from pystatefun.backends.kafka.forwarding import Forwarding
+from pystatefun.backends.kafka.kinesis import KinesisForwarder, KinesisStreams
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore, fence
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
 from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
 from pystatefun.io.kafka import MAX_POLL_RECORDS, KafkaIngress, consume_batch
+from pystatefun.io.kinesis import KinesisEgress, KinesisIngress
 from pystatefun.runtime.processor import Runtime
 
 log = logging.getLogger("pystatefun.kafka")
@@ -132,6 +137,8 @@ class KafkaBackend:
         })
         self.runtime: Runtime | None = None
         self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
+        self.kinesis = KinesisStreams((), lambda stream: 0)
+        self.kinesis_forwarder: KinesisForwarder | None = None
         self._seen_workers: set[str] = set()  # ids of the workers seen in the group (see _fence_departed)
         self._fenced: set[str] = set()
         # ingress id -> its topics' partition counts (see _ingress_partitions)
@@ -169,8 +176,13 @@ class KafkaBackend:
         """What hands the requests that only another worker can answer to that worker."""
         return Forwarding(runtime, self.view, self.worker_id)
 
-    def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress]) -> None:
+    def attach(self, runtime: Runtime, ingresses: typing.Iterable[KafkaIngress],
+               kinesis_ingresses: typing.Sequence[KinesisIngress] = (),
+               kinesis_egresses: typing.Sequence[KinesisEgress] = ()) -> None:
         self.runtime = runtime
+        self.kinesis = KinesisStreams(kinesis_ingresses, runtime.partition_of)
+        if kinesis_egresses:
+            self.kinesis_forwarder = KinesisForwarder(self.topics, self._common, kinesis_egresses)
         ingresses = list(ingresses)
         existing = self._admin.list_topics(timeout=30).topics if ingresses else {}
         for ingress in ingresses:
@@ -225,6 +237,8 @@ class KafkaBackend:
         if self.runtime is not None and not self.runtime.failed.done():
             await self._release(list(self.runtime.processors))
         self._closing = True
+        if self.kinesis_forwarder is not None:
+            await self.kinesis_forwarder.close()
         loop = asyncio.get_running_loop()
         for _, consumer in self.ingresses:
             await loop.run_in_executor(self._thread, consumer.close)
@@ -404,6 +418,9 @@ class KafkaBackend:
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
         self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
+        self.kinesis.own(restored)
+        if self.kinesis_forwarder is not None:
+            await self.kinesis_forwarder.own([restored.partition])
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
@@ -418,8 +435,11 @@ class KafkaBackend:
 
     async def _release(self, partitions: list[int]) -> None:
         owned = sorted(p for p in partitions if p in self.runtime.processors)
+        await self.kinesis.release(partitions)  # no record of their streams is routed after this
         await self.runtime.release(partitions)  # commits the epoch, with the ingress positions too
         self.store.release(partitions)
+        if self.kinesis_forwarder is not None:
+            await self.kinesis_forwarder.release(partitions)
         if owned:
             log.info("worker %s handed over partitions %s", self.worker_id, owned)
 
