@@ -25,3 +25,7 @@ def stream_name(request: pytest.FixtureRequest) -> str:
     """A stream name no other test uses: the test's name (to find it in an emulator) and a random suffix."""
     prefix = re.sub(r"[^a-zA-Z0-9_.-]", "-", request.node.name)[:100]
     return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+# the session's Kafka broker (tests/kafka/conftest.py), for the exactly-once Kafka egress and the Kafka backend
+from kafka.conftest import kafka_bootstrap  # noqa: E402,F401

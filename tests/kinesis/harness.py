@@ -10,6 +10,7 @@ import time
 import typing
 from pathlib import Path
 
+from kafka.harness import read_all
 from support.kinesis import CREDENTIALS, KinesisEmulator
 
 APPS = Path(__file__).parent / "apps"
@@ -150,6 +151,18 @@ class KeyedRecords:
             assert counts == list(range(1, self.sent[key] + 1)), f"{key}: counts missing or twice"
             assert all(numbers[0] == numbers[1] for numbers in values), f"{key}: a record counted out of order"
         return parsed
+
+
+    def check_kafka(self, bootstrap: str, topic: str, timeout: float = 120) -> None:
+        """The same for counts written to the exactly-once Kafka egress: read_committed, each exactly once."""
+        by_key: dict[str, list[list[int]]] = collections.defaultdict(list)
+        for record in read_all(bootstrap, topic, self.total, timeout=timeout):
+            by_key[record.key().decode()].append([int(n) for n in record.value().split()])
+        assert {key: len(values) for key, values in by_key.items()} == dict(self.sent)
+        for key, values in by_key.items():
+            assert [numbers[0] for numbers in values] == list(range(1, self.sent[key] + 1)), \
+                f"{key}: counts out of order, missing or twice"
+            assert all(numbers[0] == numbers[1] for numbers in values), f"{key}: a record counted out of order"
 
 
 class Load:

@@ -181,8 +181,9 @@ class KafkaCollector(Collector):
                                   labels=["ingress", "action"])
         elsewhere = CounterMetricFamily(
             "pystatefun_kafka_ingress_messages_elsewhere",
-            "Messages of Kafka records for addresses that another worker runs: they reach it through <app>.messages, "
-            "one more transaction (a topic not partitioned like the application; see docs/kafka.md)", labels=["ingress"])
+            "Messages of Kafka records for addresses of another partition than the record's: they go through "
+            "<app>.messages, one more transaction (a topic not partitioned like the application; see docs/kafka.md)",
+            labels=["ingress"])
         stopped = GaugeMetricFamily("pystatefun_kafka_ingress_stopped_partitions",
                                     "Partitions stopped at a bad record (badRecords: fail)", labels=["ingress"])
         for ingress in self.ingresses:

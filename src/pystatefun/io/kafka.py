@@ -117,8 +117,8 @@ class KafkaIngress:
         self.store = store
         self.routes = {routing.source: routing for routing in spec.topics}
         self.records = 0  # records read and routed
-        # their messages for addresses another worker runs (Kafka backend): one more transaction, through
-        # <app>.messages; many of them mean the topic is not partitioned like the application
+        # their messages for addresses of another partition than the record's (Kafka backend): one more
+        # transaction, through <app>.messages; many of them mean the topic is not partitioned like the application
         self.elsewhere = 0
         self.bad_records: collections.Counter[str] = collections.Counter()  # by what was done: skip, dead-letter, fail
         self.stopped: dict[tuple[str, int], str] = {}  # partitions stopped by a bad record (policy fail): why
@@ -290,11 +290,14 @@ class KafkaIngress:
             if not runtime.has_room(target):
                 await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
+        # on the Kafka backend partition i of the topic is read with partition i mod N (worker.py); messages
+        # for other partitions go through the log even to a partition this worker runs (runtime.route)
+        source_partition = None if self._owns_consumer else partition % runtime.partitions
         trace = None
         if runtime.tracing is not None:
             trace = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
         for target in targets:
-            if not runtime.route(Envelope(target, None, value, None, trace)):
+            if not runtime.route(Envelope(target, None, value, None, trace), source_partition):
                 self.elsewhere += 1  # to the log, for the worker that owns its partition
             runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
         self.records += 1

@@ -50,17 +50,23 @@ class Routing:
                                                             self.max_backlog or invoker.max_batch, stats)
         return kind
 
-    def route(self, envelope: Envelope) -> bool:
+    def route(self, envelope: Envelope, source_partition: int | None = None) -> bool:
         """Delivers a message to its address's mailbox (or to the dead letters if no function has its type);
         a message for a partition owned by another process goes to the log with the epoch (and the answer
-        is False: not delivered here)."""
+        is False: not delivered here).
+
+        ``source_partition``: the partition whose owner reads the ingress source the message comes from (a
+        Kafka or Kinesis ingress on the Kafka backend). A message for any other partition goes through the
+        log even when this process runs that partition: the source and the partition can change hands
+        apart, and the messages of the source that went through the log before must stay ahead of it."""
         epoch = self.epoch
         target = envelope.target
         if target.typename == REPLY_TYPENAME:
             self._reply(envelope)
             return True
-        processor = self.processors.get(partition_of(target.id, self.partitions))
-        if processor is None:
+        partition = partition_of(target.id, self.partitions)
+        processor = self.processors.get(partition)
+        if processor is None or (source_partition is not None and partition != source_partition):
             epoch.outbound.append(envelope)
             return False
         mailbox = self._mailbox(target, processor)

@@ -6,8 +6,10 @@ the epochs' transactions. So a stream moves with its partition: when the partiti
 restored positions start the reading; before a hand-over commits, the reading stops first
 (``KinesisIngress.unfollow``), so the last transaction holds the position after the last record routed,
 and the next owner reads on from there: no record is read twice or skipped. A worker that dies leaves
-the positions of its last commit, and its open transaction is fenced (worker.py). Records whose messages
-are for addresses another worker runs reach it through ``<app>.messages``, as for Kafka ingresses. One
+the positions of its last commit, and its open transaction is fenced (worker.py). A record's messages
+for addresses of the stream's own partition are processed where it is read; the others go through
+``<app>.messages`` (even to a partition this worker runs: that partition and the stream can change hands
+apart, and a key's earlier messages in the log must come first), as for Kafka ingresses. One
 worker reads all the shards of a stream (shards of several streams spread over the workers); reading is
 rarely the bottleneck, since one GetRecords returns up to 10,000 records.
 
@@ -47,6 +49,8 @@ class KinesisStreams:
     def __init__(self, ingresses: typing.Sequence[KinesisIngress], partition_of: typing.Callable[[str], int]):
         self.ingresses = ingresses
         self.partition_of = partition_of
+        for ingress in ingresses:
+            ingress.partitioned = True
 
     def _streams(self, partitions: typing.Collection[int]) -> list[tuple[KinesisIngress, str]]:
         return [(ingress, stream) for ingress in self.ingresses for stream in ingress.routes

@@ -55,6 +55,12 @@ COMMIT_TIMEOUT_SECONDS = 30
 # waits for our revoke callback, which commits after this epoch.
 REGROUP_ERRORS = frozenset({KafkaError.ILLEGAL_GENERATION, KafkaError.REBALANCE_IN_PROGRESS})
 REGROUP_RETRY_SECONDS = 0.2
+# A worker that stops and starts again at once can have its new producers fenced by another worker that
+# saw it leave and fences it then (worker.py _fence_departed), racing its restart. A worker whose producer
+# is fenced makes it again, once in its life, and commits the epoch again: the consumer group's generation,
+# committed in the same transaction, still keeps a real zombie out (KIP-447). A second fencing fails the
+# commit as before (two processes with the same --worker-id would otherwise fence each other forever).
+FENCED_ERRORS = frozenset({KafkaError._FENCED, KafkaError.PRODUCER_FENCED, KafkaError.INVALID_PRODUCER_EPOCH})
 # librdkafka's send_offsets_to_transaction can block past its timeout when the group coordinator moved
 # (confluentinc/librdkafka#5456, #5511, open): a commit still running this long ends the process, like a
 # kill -9, which the transactions make safe; the worker's supervisor starts it again.
@@ -108,8 +114,10 @@ class KafkaStore:
         # the same producer's last commit waits ~20 ms (the broker answers CONCURRENT_TRANSACTIONS while it
         # writes that commit's markers, and librdkafka asks again 20 ms later), a third of a commit here.
         # One commit still runs at a time, so the log keeps the epochs' order.
-        self._producers = [Producer({**client_config, **producer_config, "transactional.id": transactional_id})
+        self._producer_config = {**client_config, **producer_config}
+        self._producers = [Producer({**self._producer_config, "transactional.id": transactional_id})
                            for transactional_id in transactional_ids(self.instance)]
+        self._renewed = False  # whether a fenced producer was made again already (FENCED_ERRORS)
         for producer in self._producers:
             producer.init_transactions(60)  # fences this worker's previous life: its open transaction aborts
         self._producer = self._producers[0]  # the one the epoch being committed uses (see _write)
@@ -324,6 +332,9 @@ class KafkaStore:
                     changelog = self._transaction(epoch, partition_of)
                     break
                 except KafkaException as e:
+                    if e.args[0].code() in FENCED_ERRORS and not self._renewed and not self.lost:
+                        self._renew_producers(epoch.number, e)
+                        continue
                     if e.args[0].code() not in REGROUP_ERRORS or self.lost or time.monotonic() > deadline:
                         raise
                     log.info("epoch %d: the group began a rebalance (%s); committing it again with the new "
@@ -333,6 +344,19 @@ class KafkaStore:
             self._failure = e
             raise
         self._apply(changelog)
+
+    def _renew_producers(self, epoch_number: int, error: KafkaException) -> None:
+        """Makes the producers again after one was fenced (see FENCED_ERRORS): a fencing fences them all."""
+        self._renewed = True
+        log.warning("epoch %d: this worker's producers were fenced (%s), most likely by a worker that saw this one "
+                    "leave as it restarted; making them again and committing the epoch again", epoch_number,
+                    error.args[0].str())
+        index = self._producers.index(self._producer)
+        self._producers = [Producer({**self._producer_config, "transactional.id": transactional_id})
+                           for transactional_id in transactional_ids(self.instance)]
+        for producer in self._producers:
+            producer.init_transactions(60)
+        self._producer = self._producers[index]
 
     def _transaction(self, epoch: Epoch, partition_of: typing.Callable[[str], int]) -> list[tuple[int, bytes, bytes | None]]:
         """One attempt at committing ``epoch``; returns its changelog records. A failed attempt aborts and

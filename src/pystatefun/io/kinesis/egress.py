@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import logging
+import re
 import typing
 
 from google.protobuf.message import DecodeError
@@ -38,6 +39,10 @@ PUT_RECORDS_MAX = 500  # entries per PutRecords (Kinesis' limit)
 PUT_RECORDS_MAX_BYTES = 5 * 1024 * 1024  # data and partition keys of one PutRecords (Kinesis' limit)
 RECORD_MAX_BYTES = 1024 * 1024  # data and partition key of one record (Kinesis' limit)
 MAX_HASH_KEY = 2**128 - 1
+# what Kinesis takes (its API reference): a record that breaks them would be refused with the whole batch,
+# again and again, so it is refused when it is emitted instead (a dead letter with the reason)
+HASH_KEY = re.compile(r"0|[1-9][0-9]{0,38}")
+STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 RECORD_ID_PREFIX = b"pystatefun-id:"
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
 
@@ -53,6 +58,8 @@ def check_record(value: TypedValue) -> KinesisEgressRecord:
         raise ValueError(f"not a KinesisEgressRecord: {e}") from None
     if not record.stream:
         raise ValueError("a KinesisEgressRecord needs a stream")
+    if not STREAM_NAME.fullmatch(record.stream):
+        raise ValueError(f"stream {record.stream!r} is not a Kinesis stream name (1 to 128 of a-z, A-Z, 0-9, _ . -)")
     if not record.partition_key:
         raise ValueError("a KinesisEgressRecord needs a partition key (1 to 256 characters)")
     if len(record.partition_key) > 256:
@@ -60,7 +67,8 @@ def check_record(value: TypedValue) -> KinesisEgressRecord:
     size = len(record.value_bytes) + len(record.partition_key.encode())
     if size > RECORD_MAX_BYTES:
         raise ValueError(f"the record is {size} bytes (data and partition key); Kinesis takes at most {RECORD_MAX_BYTES}")
-    if record.explicit_hash_key and not (record.explicit_hash_key.isdigit() and int(record.explicit_hash_key) <= MAX_HASH_KEY):
+    if record.explicit_hash_key and not (HASH_KEY.fullmatch(record.explicit_hash_key)
+                                         and int(record.explicit_hash_key) <= MAX_HASH_KEY):
         raise ValueError(f"explicit hash key {record.explicit_hash_key!r} is not a whole number from 0 to 2^128 - 1")
     return record
 

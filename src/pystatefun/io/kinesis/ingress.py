@@ -88,13 +88,15 @@ class KinesisIngress:
         self.client = kinesis_client(spec.aws_region, spec.aws_credentials, config, what)
         self.routes = {routing.source: routing for routing in spec.streams}
         self.records = 0  # records read and routed
-        self.elsewhere = 0  # their messages for addresses another worker runs (Kafka backend)
+        self.elsewhere = 0  # their messages through <app>.messages (Kafka backend: another partition's address)
         self.bad_records: collections.Counter[str] = collections.Counter()  # by what was done: skip, dead-letter, fail
         self.stopped: dict[tuple[str, str], str] = {}  # shards stopped by a bad record (badRecords: fail): why
         self.throttles = 0  # calls Kinesis refused for throughput (asked again after a backoff)
         self.retries = 0  # other failed calls asked again: unreachable, expired iterators, no such stream
         self.behind: dict[tuple[str, str], int] = {}  # (stream, shard) -> MillisBehindLatest of its last read
         self.failing: dict[str, str] = {}  # stream -> the last error, while its calls fail
+        # on the Kafka backend, a stream is read by the owner of its partition (backends/kafka/kinesis.py)
+        self.partitioned = False
         self._threads = concurrent.futures.ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"kinesis-{spec.id}")
         self._streams: dict[str, _Stream] = {}
 
@@ -187,8 +189,9 @@ class KinesisIngress:
             if not runtime.has_room(target):
                 await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record["Data"])
+        source_partition = runtime.partition_of(stream) if self.partitioned else None
         for target in targets:
-            if not runtime.route(Envelope(target, None, value, None, None)):
+            if not runtime.route(Envelope(target, None, value, None, None), source_partition):
                 self.elsewhere += 1  # to the log, for the worker that owns its partition
             runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
         self.records += 1
