@@ -4,7 +4,15 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pystatefun.config import AwsCredentials, AwsRegion, KinesisEgress, KinesisIngress, KinesisStartupPosition, Routing
+from pystatefun.config import (
+    AwsCredentials,
+    AwsRegion,
+    KinesisBadRecords,
+    KinesisEgress,
+    KinesisIngress,
+    KinesisStartupPosition,
+    Routing,
+)
 
 BINDING = """
 kind: pystatefun.v1/embedded
@@ -125,6 +133,9 @@ def test_egress_minimal_and_full(files):
         ("startupPosition: {type: earliest, date: '2020-02-01 04:15:00.000 +0000'}", "spec.startupPosition.date: key 'date' is not allowed here: only with type: date"),
         ("clientConfigProperties: {a: b}", "spec.clientConfigProperties: expected a list of single-key maps like '- group.id: my-group', got a mapping"),
         ("region: us-west-1", "spec.region: unknown key 'region'"),
+        ("badRecords: {type: dead-letter-topic}", "spec.badRecords.type: 'dead-letter-topic' is not one of: fail, skip, dead-letter-stream"),
+        ("badRecords: {type: dead-letter-stream}", "spec.badRecords: missing required key 'stream', e.g. stream: my-app-dead-letters"),
+        ("badRecords: {type: skip, stream: dead}", "spec.badRecords.stream: key 'stream' is not allowed here: only with type: dead-letter-stream"),
     ],
 )
 def test_ingress_problems(files, block, message):
@@ -160,3 +171,44 @@ def test_ingress_needs_streams_and_egress_checks_its_keys(files):
     assert "document 1 (io.statefun.kinesis.v1/ingress): spec.streams: expected a non-empty list of routings" in text
     assert "document 2 (io.statefun.kinesis.v1/egress): spec.maxOutstandingRecords: 0 is too small: use a number from 1 to 100000" in text
     assert "document 2 (io.statefun.kinesis.v1/egress): spec.streams: unknown key 'streams'" in text
+
+
+def test_bad_records_and_record_ids(files):
+    module = files.load(
+        BINDING
+        + """
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: com.example/names
+  streams: [{stream: names, valueType: com.example/Name, targets: [com.example/greeter]}]
+  badRecords: {type: dead-letter-stream, stream: names-dead}
+---
+kind: io.statefun.kinesis.v1/egress
+spec:
+  id: com.example/out
+  recordIds: true
+---
+kind: io.statefun.kinesis.v1/egress
+spec:
+  id: com.example/plain
+"""
+    )
+    assert module.ingresses[0].bad_records == KinesisBadRecords(type="dead-letter-stream", stream="names-dead")
+    assert [egress.record_ids for egress in module.egresses] == [True, False]
+    minimal = files.load(BINDING + """
+kind: io.statefun.kinesis.v1/ingress
+spec:
+  id: com.example/names
+  streams: [{stream: names, valueType: com.example/Name, targets: [com.example/greeter]}]
+""")
+    assert minimal.ingresses[0].bad_records == KinesisBadRecords(type="fail")
+
+
+def test_record_ids_must_be_a_boolean(files):
+    problem = files.problem(BINDING + """
+kind: io.statefun.kinesis.v1/egress
+spec:
+  id: com.example/out
+  recordIds: sometimes
+""")
+    assert "spec.recordIds: expected true or false, got the string 'sometimes'" in problem

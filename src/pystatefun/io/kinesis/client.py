@@ -15,6 +15,7 @@ module written for StateFun runs unchanged (docs/kinesis.md lists them).
 from __future__ import annotations
 
 import logging
+import os
 import typing
 from dataclasses import dataclass
 
@@ -107,7 +108,10 @@ def kinesis_client(region: AwsRegion, credentials: AwsCredentials, config: botoc
     keys: dict[str, str] = {}
     if credentials.type == "basic":
         keys = {"aws_access_key_id": credentials.access_key_id, "aws_secret_access_key": credentials.secret_access_key}
-    region_name = region.id if region.type != "default" else session.get_config_variable("region")
+    # the default chain: botocore's (AWS_DEFAULT_REGION, ~/.aws/config), then AWS_REGION, which the Java SDK
+    # StateFun used reads first and botocore does not read at all
+    region_name = region.id if region.type != "default" else (session.get_config_variable("region")
+                                                             or os.environ.get("AWS_REGION"))
     if region_name is None:
         raise ValueError(f"{what}: awsRegion is 'default', and the default chain found no region: set AWS_REGION "
                          "(or AWS_DEFAULT_REGION, or region in ~/.aws/config), or use awsRegion type: specific")
