@@ -33,7 +33,7 @@ from pystatefun.config import (
 )
 from pystatefun.event_loop import stop_signal
 from pystatefun.io.http_server import HttpServer, PortUnavailable
-from pystatefun.io.kinesis import KinesisEgress, KinesisIngress
+from pystatefun.io.kinesis import require_aws_client
 from pystatefun.io.playground import EGRESS_ID, INGRESS_ID, PlaygroundEgress, PlaygroundIngress, answered_by_owner
 from pystatefun.loading import load_object
 from pystatefun.runtime.health import EndpointHealth
@@ -61,6 +61,16 @@ def _kafka_io(module: Module) -> types.ModuleType:
     from pystatefun.io import kafka
 
     return kafka
+
+
+def _kinesis_io(module: Module) -> tuple[type, type]:
+    """io/kinesis's ingress and egress, imported only for a module with a Kinesis ingress or egress:
+    botocore is an extra."""
+    require_aws_client(f"{module.path}: a Kinesis ingress or egress")
+    from pystatefun.io.kinesis.egress import KinesisEgress
+    from pystatefun.io.kinesis.ingress import KinesisIngress
+
+    return KinesisIngress, KinesisEgress
 
 
 # each listener: what it is, and where its port is set
@@ -113,7 +123,7 @@ class Application:
         self._by_binding: dict[int, typing.Any] = {id(spec): self._embedded_invoker(spec) for spec in module.embedded}
         self._by_binding.update({id(spec): self._remote_invoker(spec, registered) for spec in module.endpoints})
         self.kafka_egresses = [_kafka_io(module).KafkaEgress(spec, self.store) for spec in module.egresses if isinstance(spec, KafkaEgressSpec)]
-        self.kinesis_egresses = [KinesisEgress(spec, self.store) for spec in module.egresses
+        self.kinesis_egresses = [_kinesis_io(module)[1](spec, self.store) for spec in module.egresses
                                  if isinstance(spec, KinesisEgressSpec)]
         egresses: dict[str, typing.Any] = {egress.id: egress for egress in [*self.kafka_egresses, *self.kinesis_egresses]}
         self.runtime = Runtime(
@@ -127,7 +137,7 @@ class Application:
             egresses[EGRESS_ID] = self.egress
         self.kafka_ingresses = [_kafka_io(module).KafkaIngress(spec, self.runtime, self.store)
                                 for spec in module.ingresses if isinstance(spec, KafkaIngressSpec)]
-        self.kinesis_ingresses = [KinesisIngress(spec, self.runtime, self.store)
+        self.kinesis_ingresses = [_kinesis_io(module)[0](spec, self.runtime, self.store)
                                   for spec in module.ingresses if isinstance(spec, KinesisIngressSpec)]
         if kafka is not None:
             # refuses ingress topics that do not exist

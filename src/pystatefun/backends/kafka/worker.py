@@ -37,15 +37,18 @@ from confluent_kafka.admin import AdminClient
 
 from pystatefun.backends.kafka.cluster import GroupView, WorkerUrls, client_id
 from pystatefun.backends.kafka.forwarding import Forwarding
-from pystatefun.backends.kafka.kinesis import KinesisForwarder, KinesisStreams
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState, decode_message
 from pystatefun.backends.kafka.store import KafkaStore, fence
 from pystatefun.backends.kafka.topics import Topics, prepare_topics
 from pystatefun.config import Module, PlaygroundIngress as PlaygroundIngressSpec
 from pystatefun.io.kafka import MAX_POLL_RECORDS, KafkaIngress, consume_batch
-from pystatefun.io.kinesis import KinesisEgress, KinesisIngress
 from pystatefun.runtime.processor import Runtime
+
+if typing.TYPE_CHECKING:  # botocore, an extra, is loaded only for a module with Kinesis components
+    from pystatefun.backends.kafka.kinesis import KinesisForwarder, KinesisStreams
+    from pystatefun.io.kinesis.egress import KinesisEgress
+    from pystatefun.io.kinesis.ingress import KinesisIngress
 
 log = logging.getLogger("pystatefun.kafka")
 
@@ -137,8 +140,8 @@ class KafkaBackend:
         })
         self.runtime: Runtime | None = None
         self.ingresses: list[tuple[KafkaIngress, Consumer]] = []
-        self.kinesis = KinesisStreams((), lambda stream: 0)
-        self.kinesis_forwarder: KinesisForwarder | None = None
+        self.kinesis: KinesisStreams | None = None  # when the module has Kinesis ingresses
+        self.kinesis_forwarder: KinesisForwarder | None = None  # when it has Kinesis egresses
         self._seen_workers: set[str] = set()  # ids of the workers seen in the group (see _fence_departed)
         self._fenced: set[str] = set()
         # ingress id -> its topics' partition counts (see _ingress_partitions)
@@ -180,9 +183,13 @@ class KafkaBackend:
                kinesis_ingresses: typing.Sequence[KinesisIngress] = (),
                kinesis_egresses: typing.Sequence[KinesisEgress] = ()) -> None:
         self.runtime = runtime
-        self.kinesis = KinesisStreams(kinesis_ingresses, runtime.partition_of)
-        if kinesis_egresses:
-            self.kinesis_forwarder = KinesisForwarder(self.topics, self._common, kinesis_egresses)
+        if kinesis_ingresses or kinesis_egresses:
+            from pystatefun.backends.kafka.kinesis import KinesisForwarder, KinesisStreams
+
+            if kinesis_ingresses:
+                self.kinesis = KinesisStreams(kinesis_ingresses, runtime.partition_of)
+            if kinesis_egresses:
+                self.kinesis_forwarder = KinesisForwarder(self.topics, self._common, kinesis_egresses)
         ingresses = list(ingresses)
         existing = self._admin.list_topics(timeout=30).topics if ingresses else {}
         for ingress in ingresses:
@@ -418,7 +425,8 @@ class KafkaBackend:
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
         self.store.own(restored, start_offset)
         self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
-        self.kinesis.own(restored)
+        if self.kinesis is not None:
+            self.kinesis.own(restored)
         if self.kinesis_forwarder is not None:
             await self.kinesis_forwarder.own([restored.partition])
 
@@ -435,7 +443,8 @@ class KafkaBackend:
 
     async def _release(self, partitions: list[int]) -> None:
         owned = sorted(p for p in partitions if p in self.runtime.processors)
-        await self.kinesis.release(partitions)  # no record of their streams is routed after this
+        if self.kinesis is not None:
+            await self.kinesis.release(partitions)  # no record of their streams is routed after this
         await self.runtime.release(partitions)  # commits the epoch, with the ingress positions too
         self.store.release(partitions)
         if self.kinesis_forwarder is not None:
