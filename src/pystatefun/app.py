@@ -42,7 +42,7 @@ from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
 from pystatefun.savepoints import embedded as embedded_savepoints
 from pystatefun.savepoints import storage as savepoint_storage
-from pystatefun.savepoints.format import SavepointError
+from pystatefun.savepoints.format import SavepointError, refuse_kinesis
 from pystatefun.sdk.functions import StatefulFunctions
 from pystatefun.wording import plural
 
@@ -383,6 +383,7 @@ class Application:
         drained), the savepoint is taken, and the application stays stopped: the cut to move from."""
         if self._savepoint_running or self._final_savepoint is not None:
             raise SavepointError("a savepoint is being taken already: wait for it to finish")
+        refuse_kinesis(self.module)  # before anything stops
         self._savepoint_running = True
         try:
             await asyncio.to_thread(savepoint_storage.check_new, url)  # before stopping anything
@@ -391,8 +392,7 @@ class Application:
                 self._final_savepoint = (url, answer)
                 self.stop_requested.set()
                 return await answer
-            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url,
-                                               embedded_savepoints.egress_kinds(self.module))
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url, self.module)
             log.info("savepoint taken at %s: %s, %s", url, plural(manifest.counts["state"], "state value"),
                      plural(manifest.counts["messages"], "message"))
             return manifest.describe()
@@ -403,8 +403,7 @@ class Application:
         """The savepoint of a stop-with-savepoint, once nothing changes any more."""
         url, answer = self._final_savepoint
         try:
-            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url,
-                                               embedded_savepoints.egress_kinds(self.module), "stop")
+            manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url, self.module, "stop")
         except Exception as error:  # the request that asked gets it; the application is stopped either way
             log.error("stop-with-savepoint: the savepoint at %s failed: %s", url, error)
             answer.set_exception(error)

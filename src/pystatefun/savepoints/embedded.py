@@ -34,6 +34,7 @@ from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
     DeadLetterRow,
     KAFKA_EGRESS,
+    KINESIS_REFUSED,
     PLAYGROUND_EGRESS,
     BATCH_ROWS,
     EgressRow,
@@ -49,6 +50,7 @@ from pystatefun.savepoints.format import (
     SpecRow,
     StateRow,
     TimerRow,
+    refuse_kinesis,
 )
 
 # what each savepoint table is read from, in an order that keeps each kind's order
@@ -98,6 +100,13 @@ def _export(db: sqlite3.Connection, writer: SavepointWriter, progress: Progress 
                 progress(row_class.__name__, done)
 
 
+def _has_kinesis_positions(db: sqlite3.Connection) -> bool:
+    try:
+        return db.execute("SELECT 1 FROM source_positions LIMIT 1").fetchone() is not None
+    except sqlite3.OperationalError:  # a data dir from before Kinesis ingresses: no such table
+        return False
+
+
 def _read_only(database: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
@@ -112,6 +121,8 @@ def _take(database: Path, url: str, application: str, mode: str, progress: Progr
     try:
         db.execute("BEGIN")  # one snapshot for every table; the runtime goes on committing in the WAL
         partitions = int(_meta(db)["partitions"])  # the first read fixes the snapshot
+        if _has_kinesis_positions(db):
+            raise SavepointError(f"{database.parent}: {KINESIS_REFUSED}")
         with storage.writing(url) as path:
             writer = SavepointWriter(path)
             try:
@@ -128,10 +139,12 @@ def _take(database: Path, url: str, application: str, mode: str, progress: Progr
 
 
 def take_offline(data_dir: Path, url: str, progress: Progress | None = None,
-                 kinds: typing.Mapping[str, str] | None = None) -> Manifest:
+                 kinds: typing.Mapping[str, str] | None = None, module: Module | None = None) -> Manifest:
     """A savepoint of a stopped application's data dir. Refused while a runtime uses the data dir: take an
     online one from its admin API instead (``take_online``), or stop it first. ``kinds``: what its egresses
-    keep (``egress_kinds(module)``), when known."""
+    keep (``egress_kinds(module)``), when known; ``module`` refuses one with Kinesis components."""
+    if module is not None:
+        refuse_kinesis(module)
     database = data_dir / DATABASE_NAME
     if not database.is_file():
         raise SavepointError(f"{data_dir} holds no pystatefun application (no {DATABASE_NAME}): give the data dir "
@@ -158,11 +171,13 @@ def _stored_partitions(database: Path) -> int:
         db.close()
 
 
-def take_online(store: SQLiteStore, url: str, kinds: typing.Mapping[str, str], mode: str = "online",
+def take_online(store: SQLiteStore, url: str, module: Module, mode: str = "online",
                 progress: Progress | None = None) -> Manifest:
-    """A savepoint of a running application (in a thread: it reads the whole database). The read snapshot
-    is the last committed epoch when it begins; the runtime goes on meanwhile (stop-with-savepoint stops
-    it before, and then nothing changes)."""
+    """A savepoint of the running application of ``module`` (in a thread: it reads the whole database).
+    The read snapshot is the last committed epoch when it begins; the runtime goes on meanwhile
+    (stop-with-savepoint stops it before, and then nothing changes)."""
+    refuse_kinesis(module)
+    kinds = egress_kinds(module)
     return _take(store.path, url, store.path.parent.resolve().name, mode, progress, kinds)
 
 

@@ -39,6 +39,20 @@ class SavepointError(RuntimeError):
     """A savepoint cannot be written or read; the message says what is wrong and what to do."""
 
 
+# Savepoints hold no Kinesis shard positions and no Kinesis egress records yet: a savepoint of such an
+# application would read its streams again from the startup position, so it is refused instead.
+KINESIS_REFUSED = ("this application has a Kinesis ingress or egress, and savepoints do not carry Kinesis "
+                   "positions or egress records yet (docs/kinesis.md, Limits)")
+
+
+def refuse_kinesis(module: typing.Any) -> None:
+    """Raises SavepointError when ``module`` (a loaded module.yaml) has a Kinesis ingress or egress."""
+    from pystatefun.config import KinesisEgress, KinesisIngress
+
+    if any(isinstance(spec, (KinesisIngress, KinesisEgress)) for spec in [*module.ingresses, *module.egresses]):
+        raise SavepointError(f"{module.path}: {KINESIS_REFUSED}")
+
+
 class StateRow(typing.NamedTuple):
     """One state value of one address; ``value`` a serialized TypedValue, ``expire_at`` epoch ms or None."""
 

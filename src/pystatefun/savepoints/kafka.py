@@ -91,6 +91,7 @@ from pystatefun.runtime.epoch import DeadLetter
 from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
     KAFKA_EGRESS,
+    KINESIS_REFUSED,
     DeadLetterRow,
     IdempotencyRow,
     Manifest,
@@ -103,6 +104,7 @@ from pystatefun.savepoints.format import (
     SavepointWriter,
     StateRow,
     TimerRow,
+    refuse_kinesis,
 )
 from pystatefun.wire.fields import varint
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
@@ -375,6 +377,8 @@ class _Changelog:
                 yield StateRow(names[0], names[1], names[2], typed, expire_at)
             elif kind == "p":
                 yield ParkedRow(names[0], names[1], ParkedValue.FromString(value).reason)
+            elif kind == "k":  # a Kinesis ingress's shard position (backends/kafka/kinesis.py)
+                raise SavepointError(KINESIS_REFUSED)
             elif kind == "i":
                 stored = IdempotencyValue.FromString(value)
                 if stored.expires_ms > now_ms:
@@ -512,6 +516,8 @@ def take(url: str, bootstrap: str, app: str, module: Module | None = None, prope
     (its loaded module.yaml), the positions of its Kafka ingresses too. Refused while a worker runs."""
     from confluent_kafka import KafkaException
 
+    if module is not None:
+        refuse_kinesis(module)
     try:
         with storage.writing(url) as path, contextlib.ExitStack() as stack:
             cluster = stack.enter_context(contextlib.closing(_Cluster(bootstrap, properties)))
