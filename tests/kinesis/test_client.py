@@ -99,7 +99,7 @@ def test_client_config_properties_become_client_settings(caplog):
             "flink.shard.discovery.intervalmillis": "1500", "ThreadingModel": "POOLED", "RecordTtl": "30000",
         }, "Kinesis egress com.example/out")
     assert (config.read_timeout, config.connect_timeout, config.max_pool_connections) == (2.5, 0.7, 7)
-    assert config.retries == {"total_max_attempts": 3, "mode": "standard"}
+    assert config.retries == {"total_max_attempts": 3, "mode": "standard"}  # MaxErrorRetry 2: three attempts
     assert (read.max_records, read.idle_seconds, read.discovery_seconds) == (500, 0.02, 1.5)
     assert ("Kinesis egress com.example/out: pystatefun does not use the clientConfigProperties RecordTtl, "
             "ThreadingModel") in caplog.text

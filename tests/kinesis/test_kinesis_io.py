@@ -15,6 +15,7 @@ import pytest
 from e2e.processes import Runtime, request
 
 from .harness import KeyedRecords, Load, counter_module, parse_output, wait_until
+from .throttling import ThrottlingProxy
 
 
 def health(runtime: Runtime) -> dict:
@@ -291,3 +292,30 @@ def test_a_savepoint_is_refused_rather_than_losing_the_kinesis_positions(tmp_pat
                            "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
     assert done.returncode != 0 and "savepoints do not carry Kinesis positions" in done.stderr
     assert not (tmp_path / "sp.db").exists()
+
+
+def test_throttling_is_retried_counted_and_loses_nothing(tmp_path, emulator, stream_name):
+    """Through a proxy that refuses a third of GetRecords and PutRecords calls and a fifth of the other
+    PutRecords calls' entries (ProvisionedThroughputExceededException), as Kinesis does under load."""
+    source, out = f"{stream_name}-in", f"{stream_name}-out"
+    emulator.create_stream(source, shards=2)
+    emulator.create_stream(out)
+    with ThrottlingProxy(emulator.endpoint, p_call=0.3, p_entry=0.2) as proxy:
+        module = counter_module(tmp_path / "app", emulator, source)
+        module.write_text(module.read_text().replace(emulator.endpoint, proxy.endpoint))
+        runtime = Runtime(module, tmp_path / "data").start()
+        try:
+            records = KeyedRecords(emulator, source, f"kc/kinesis-out {out}", keys=10)
+            for _ in range(5):
+                records.put(40)
+                time.sleep(0.3)
+            records.check_kinesis(out)  # each count once, in order: a refused entry was not written
+            text = metrics(runtime)
+            assert proxy.counts["GetRecords throttled"] and proxy.counts["entries refused"]
+            for name, labels in (("pystatefun_kinesis_ingress_throttles_total", 'ingress="kc/in"'),
+                                 ("pystatefun_kinesis_egress_throttles_total", 'egress="kc/kinesis-out"')):
+                value = next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name}{{{labels}}}"))
+                assert float(value) >= 1, name
+            assert runtime.process.poll() is None
+        finally:
+            runtime.stop()

@@ -91,9 +91,9 @@ def client_settings(properties: typing.Mapping[str, str], what: str) -> tuple[bo
     if ignored:
         log.warning("%s: pystatefun does not use the clientConfigProperties %s (docs/kinesis.md lists the ones it "
                     "takes); ignored", what, ", ".join(sorted(ignored)))
-    # botocore's own retries are left at a few quick ones: the ingress and egress retry throttling and
-    # unreachable endpoints themselves, with backoff, counted and reported in /health
-    config.setdefault("retries", {"total_max_attempts": 3, "mode": "standard"})
+    # no retries of botocore's own (unless MaxErrorRetry asks): the ingress and egress retry throttling and
+    # unreachable endpoints themselves, with backoff, so that every one is counted and shown in /health
+    config.setdefault("retries", {"total_max_attempts": 1, "mode": "standard"})
     config.setdefault("connect_timeout", 5)
     config.setdefault("read_timeout", 30)
     return botocore.config.Config(**config), ReadSettings(**read)
