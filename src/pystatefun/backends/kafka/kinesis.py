@@ -32,7 +32,7 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
 from pystatefun.io.kafka import consume_batch
-from pystatefun.io.kinesis.egress import KinesisEgress, put_entry
+from pystatefun.io.kinesis.egress import BUG_PAUSE_SECONDS, KinesisEgress, put_entry
 from pystatefun.io.kinesis.ingress import KinesisIngress
 from pystatefun.wire.kinesis_egress_pb2 import KinesisEgressRecord
 
@@ -141,7 +141,11 @@ class KinesisForwarder:
     async def _forward_loop(self) -> None:
         while True:
             async with self._cycle:
-                await self._forward_batch()
+                try:
+                    await self._forward_batch()
+                except Exception:  # a bug: the forwarder must not end silently, with records waiting behind it
+                    log.exception("Kinesis egress forwarder: forwarding failed; trying again in %.0f s", BUG_PAUSE_SECONDS)
+                    await asyncio.sleep(BUG_PAUSE_SECONDS)
             await asyncio.sleep(0)  # a hand-over waiting for the lock gets it between two batches
 
     async def _forward_batch(self) -> None:

@@ -45,6 +45,7 @@ HASH_KEY = re.compile(r"0|[1-9][0-9]{0,38}")
 STREAM_NAME = re.compile(r"[a-zA-Z0-9_.-]{1,128}")
 RECORD_ID_PREFIX = b"pystatefun-id:"
 BACKOFF_SECONDS = (0.1, 0.2, 0.5, 1.0, 2.0, 5.0)
+BUG_PAUSE_SECONDS = 5.0  # after an error a forwarder does not expect: logged, and it goes on
 
 
 def check_record(value: TypedValue) -> KinesisEgressRecord:
@@ -219,11 +220,21 @@ class KinesisEgress:
         while True:
             await wait_for_event(self._changed, None)
             self._changed.clear()
-            while rows := self.store.egress_batch(self.id, self.spec.max_outstanding_records):
-                records = []
-                for seq, payload in rows:
-                    record = KinesisEgressRecord.FromString(payload)
-                    record_id = f"{self.store.instance}-{seq}" if self.spec.record_ids else None
-                    records.append((record.stream, put_entry(record, record_id)))
-                await self.putter.put_all(records)
-                self.store.drop_egress(self.id, rows[-1][0])
+            try:
+                await self._forward_committed()
+            except Exception:  # a bug: the forwarder must not end silently, with records waiting behind it
+                log.exception("Kinesis egress %s: forwarding failed; trying again in %.0f s", self.id, BUG_PAUSE_SECONDS)
+                self.putter.failing = "forwarding failed (see the log)"
+                await asyncio.sleep(BUG_PAUSE_SECONDS)
+                self._changed.set()
+
+    async def _forward_committed(self) -> None:
+        """Puts the committed records, oldest first, ``maxOutstandingRecords`` at a time, until none is left."""
+        while rows := self.store.egress_batch(self.id, self.spec.max_outstanding_records):
+            records = []
+            for seq, payload in rows:
+                record = KinesisEgressRecord.FromString(payload)
+                record_id = f"{self.store.instance}-{seq}" if self.spec.record_ids else None
+                records.append((record.stream, put_entry(record, record_id)))
+            await self.putter.put_all(records)
+            self.store.drop_egress(self.id, rows[-1][0])
