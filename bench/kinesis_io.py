@@ -35,8 +35,9 @@ phases barely overlap: reading (the emulator), then counting and committing (pys
 The emulator is kinesalite (``--emulator kinesalite``, the default; Node.js, installed from npm by
 scripts/kinesalite) or moto's server (``--emulator moto``), started here on a free port
 (tests/support/kinesis.py). Kafka is the broker of ``--bootstrap`` or $PYSTATEFUN_KAFKA_BOOTSTRAP, else
-one started here (tests/support/kafka.py, as scripts/kafka start) and stopped at the end. Neither emulator
-throttles: real Kinesis takes at most 1,000 records/s per shard (4,000/s on 4 shards) and 5 GetRecords
+one started here (tests/support/kafka.py, as scripts/kafka start) and stopped at the end. moto's server loses a
+few records when PutRecords calls to one stream overlap (it answers that it took them): two workers put
+at once, so with moto their check fails now and then. Neither emulator throttles: real Kinesis takes at most 1,000 records/s per shard (4,000/s on 4 shards) and 5 GetRecords
 calls/s per shard. Run: ``.venv/bin/python bench/kinesis_io.py [--emulator moto]`` (about a minute and a
 half); with ``--record`` the rates are appended to docs/benchmarks/results.json and the charts redrawn
 (bench/results.py), unless a check failed.
@@ -191,6 +192,7 @@ def run_flow(name: str, command: list[str], folder: Path, admin_ports: list[int]
         last_out = time.time()
         emulator_cpu = cpu_seconds(emulator_pid) - cpu_at_start[0] if emulator_pid else None
         pystatefun_cpu = cpu_seconds(process.pid) - cpu_at_start[1]
+        found = checked(check)
     finally:
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGTERM)
@@ -203,7 +205,7 @@ def run_flow(name: str, command: list[str], folder: Path, admin_ports: list[int]
     seconds = last_out - began
     return Flow(name, records / seconds, records / (last_out - started), seconds, first_out - began,
                 (ingress_done or last_out) - began, None if emulator_cpu is None else emulator_cpu / seconds,
-                pystatefun_cpu / seconds, check())
+                pystatefun_cpu / seconds, found)
 
 
 def write_module(folder: Path, ingress: str, egress: str) -> Path:
@@ -236,23 +238,36 @@ def fill_kinesis(emulator, stream: str, out: str, records: int, keys: int) -> fl
     return records / (time.monotonic() - started)
 
 
-def check_counts(values: list[tuple[str, str]], records: int, keys: int) -> str:
-    """"ok" when ``values`` ((key, count) as read back) hold every key's counts 1..n exactly once."""
-    if len(values) != records:
-        return f"{len(values)} records out, {records} expected"
-    counts: dict[str, list[int]] = {}
-    for key, value in values:
-        counts.setdefault(key, []).append(int(value))
-    expected = {f"k{k}": records // keys + (1 if k < records % keys else 0) for k in range(keys)}
-    for key, seen in counts.items():
-        if sorted(seen) != list(range(1, expected.get(key, 0) + 1)):
-            return f"key {key}: counts {sorted(seen)[:5]}... not 1..{expected.get(key)}"
-    return "ok" if len(counts) == len([n for n in expected.values() if n]) else "keys missing"
+def check_counts(values: list[tuple[str, str]], records: int, keys: int) -> str | None:
+    """None when ``values`` ((key, count) as read back) hold every key's counts 1..n, and nothing else;
+    else what is missing or wrong. A record put twice (the egresses are at-least-once towards the
+    emulator and Kafka: a batch in flight at a hand-over is put again) is only counted."""
+    expected = {(f"k{k}", str(n)) for k in range(keys) for n in range(1, records // keys + (1 if k < records % keys else 0) + 1)}
+    seen = set(values)
+    missing, extra = expected - seen, seen - expected
+    if missing or extra:
+        return (f"{len(values)} records out, {len(missing)} counts missing (e.g. {sorted(missing)[:3]}), {len(extra)} "
+                f"unexpected (e.g. {sorted(extra)[:3]})")
+    return None if len(values) == len(seen) else f"ok, {len(values) - len(seen)} put twice"
 
 
 def check_kinesis(emulator, stream: str, records: int, keys: int):
     return lambda: check_counts([(r["partition_key"], r["data"].decode()) for r in emulator.read_all(stream)],
                                 records, keys)
+
+
+def checked(check, seconds: float = 20.0) -> str:
+    """"ok" (or "ok, n put twice") once ``check()`` finds every count out, else its last finding after
+    ``seconds``: called while the runtime still runs, since a record put again at a hand-over is counted
+    in /health too, so that the counters can reach the total before the last records are out."""
+    deadline = time.monotonic() + seconds
+    while True:
+        problem = check()
+        if problem is None or problem.startswith("ok"):
+            return problem or "ok"
+        if time.monotonic() > deadline:
+            return problem
+        time.sleep(1)
 
 
 def kinesis_flow(name: str, emulator, args, backend: list[str], workers: int) -> Flow:
@@ -298,12 +313,12 @@ def kafka_io_flow(bootstrap: str, args) -> Flow:
     write_module(folder, ingress, egress)
     admin = processes.free_port()
 
-    def check() -> str:
+    def check() -> str | None:
         consumer = Consumer({"bootstrap.servers": bootstrap, "group.id": unique("check"), "enable.auto.commit": False})
         consumer.assign([TopicPartition(out, p, OFFSET_BEGINNING) for p in range(args.shards)])
         values: list[tuple[str, str]] = []
-        deadline = time.monotonic() + 60
-        while len(values) < args.records and time.monotonic() < deadline:
+        deadline = time.monotonic() + 20
+        while len(values) < args.records and time.monotonic() < deadline:  # at least once: more may come
             values += [(r.key().decode(), r.value().decode()) for r in consume_batch(consumer, 10_000, 0.5)
                        if r.error() is None]
         consumer.close()
@@ -425,9 +440,12 @@ def main() -> None:
         out_rate = args.records / (flow.seconds - flow.first_out) if flow.seconds > flow.first_out else float("nan")
         print(f"  {flow.name:<37} {flow.steady:7,.0f} / {flow.whole:6,.0f}  (all in {flow.ingress_done:.1f}, first out "
               f"{flow.first_out:.1f}, last out {flow.seconds:.1f}: out {out_rate:,.0f}/s; {cpu}){ratios}"
-              f"{'' if flow.checked == 'ok' else '  CHECK FAILED: ' + flow.checked}")
+              f"{'' if flow.checked == 'ok' else '  ' + flow.checked if flow.checked.startswith('ok') else '  CHECK FAILED: ' + flow.checked}")
+        if not flow.checked.startswith("ok") and args.emulator == "moto" and "2 workers" in flow.name:
+            print("    (moto's server loses records when PutRecords calls to one stream overlap, and answers that it "
+                  "took them: 146 of 20,000 with 4 threads, none with 1; two workers put at once)")
     if args.record:
-        if any(flow.checked != "ok" for flow in flows):
+        if any(not flow.checked.startswith("ok") for flow in flows):
             raise SystemExit("a check failed: nothing recorded")
         runs = [(flow.name, "records/s", round(flow.steady)) for flow in flows]
         runs.append((f"{args.emulator}, bare GetRecords+PutRecords", "records/s", round(ceiling["copy"])))
