@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from e2e.processes import Runtime
 from kafka.harness import Worker, create_topics, sharing, unique
 
@@ -65,6 +67,9 @@ def test_kafka_backend_moves_streams_and_kinesis_egress_with_the_partitions(tmp_
     """Two workers read one stream and put counts through a Kinesis egress; one worker stops and starts
     again (the stream and the egress partitions move to the other and back) while records flow: every
     count on the out stream once, in key order (a hand-over waits for the batch in flight)."""
+    if emulator.name == "moto":
+        pytest.skip("two workers put on one stream at once, and moto loses records of concurrent PutRecords "
+                    "calls (tests/support/kinesis.py)")
     source, out, app = f"{stream_name}-in", f"{stream_name}-out", unique("app")
     emulator.create_stream(source, shards=2)
     emulator.create_stream(out)

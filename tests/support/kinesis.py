@@ -19,7 +19,9 @@ range holds its key, closed or not, so after a split or merge records still go t
 merge copies both parents' records into the child (they are then in the parents and the child), and a
 split writes the parent's records again through that routing. Kinesis and kinesalite leave every record
 in the shard it was written to and write new ones to the open children only. Tests that check which
-records a reader gets across a reshard can only rely on kinesalite.
+records a reader gets across a reshard can only rely on kinesalite. moto also loses records that
+concurrent PutRecords calls to one stream were told were taken (4 threads putting 20,000 records left
+19,854 readable; one thread loses none): tests with more than one writer to a stream rely on kinesalite.
 """
 
 from __future__ import annotations
