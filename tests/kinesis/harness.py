@@ -7,23 +7,13 @@ import collections
 import random
 import threading
 import time
-import typing
 from pathlib import Path
 
-from kafka.harness import read_all
+from kafka.harness import read_all, wait_until
 from support.kinesis import CREDENTIALS, KinesisEmulator
 
 APPS = Path(__file__).parent / "apps"
 ID_PREFIX = b"pystatefun-id:"
-
-
-def wait_until(condition: typing.Callable[[], bool], what: str, timeout: float = 60.0) -> None:
-    """Waits for ``condition`` (a liveness bound, generous for a loaded machine: not a timing check)."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"not within {timeout:.0f}s: {what}")
-        time.sleep(0.2)
 
 
 def aws_keys(emulator: KinesisEmulator) -> str:

@@ -5,7 +5,6 @@ client settings (or a clear error), and a record an egress cannot put is refused
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 import pytest
 

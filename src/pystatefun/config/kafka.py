@@ -30,7 +30,7 @@ from pystatefun.config.reader import (
     string,
     typename,
 )
-from pystatefun.config.routing import routings, startup_date
+from pystatefun.config.routing import bad_records_parser, routings, startup_date
 
 _STARTUP_TYPES = ("group-offsets", "earliest", "latest", "specific-offsets", "date")
 _Reset = typing.Literal["earliest", "latest"]
@@ -43,7 +43,8 @@ def parse_kafka_ingress(fields: Fields, ctx: Context) -> KafkaIngress:
     topics = fields.required("topics", _topics, example="[{topic: names, valueType: com.example/Name, targets: [com.example/greeter]}]")
     reset = typing.cast(_Reset, fields.optional("autoOffsetResetPosition", choice("earliest", "latest", case_sensitive=False), "latest"))
     startup = fields.optional("startupPosition", _startup_position, KafkaStartupPosition())
-    bad_records = fields.optional("badRecords", _bad_records, KafkaBadRecords())
+    bad_records = fields.optional("badRecords", bad_records_parser(KafkaBadRecords, "dead-letter-topic", "topic",
+                                                                   "my-app.dead-letters"), KafkaBadRecords())
     props: dict[str, str] = fields.optional("properties", properties, {})
     fields.finish()
 
@@ -96,22 +97,6 @@ def _startup_position(node: Node) -> KafkaStartupPosition:
     if kind is None or (kind == "specific-offsets" and offsets is None) or (kind == "date" and date is None):
         raise Reported
     return KafkaStartupPosition(type=kind, offsets=offsets, date=date)  # type: ignore[arg-type]
-
-
-def _bad_records(node: Node) -> KafkaBadRecords:
-    fields = Fields(node)
-    if not fields.valid:
-        raise Reported
-    kind = fields.required("type", choice("fail", "skip", "dead-letter-topic"), example="skip")
-    if kind is None:
-        fields.allow("topic")
-    topic = None
-    if kind == "dead-letter-topic":
-        topic = fields.required("topic", string, example="my-app.dead-letters")
-    fields.finish(hints={"topic": "only with type: dead-letter-topic"})
-    if kind is None or (kind == "dead-letter-topic" and topic is None):
-        raise Reported
-    return KafkaBadRecords(type=kind, topic=topic)  # type: ignore[arg-type]
 
 
 def _offsets(node: Node) -> types.MappingProxyType:

@@ -20,7 +20,7 @@ from pystatefun.config.model import (
     Routing,
 )
 from pystatefun.config.reader import Context, Fields, Invalid, Node, Reported, boolean, choice, integer, properties, string, typename
-from pystatefun.config.routing import routings, startup_date
+from pystatefun.config.routing import bad_records_parser, routings, startup_date
 
 
 def parse_kinesis_ingress(fields: Fields, ctx: Context) -> KinesisIngress:
@@ -29,7 +29,8 @@ def parse_kinesis_ingress(fields: Fields, ctx: Context) -> KinesisIngress:
     region = fields.optional("awsRegion", _aws_region, AwsRegion())
     credentials = fields.optional("awsCredentials", _aws_credentials, AwsCredentials())
     startup = fields.optional("startupPosition", _startup_position, KinesisStartupPosition())
-    bad_records = fields.optional("badRecords", _bad_records, KinesisBadRecords())
+    bad_records = fields.optional("badRecords", bad_records_parser(KinesisBadRecords, "dead-letter-stream", "stream",
+                                                                   "my-app-dead-letters"), KinesisBadRecords())
     client_properties: dict[str, str] = fields.optional("clientConfigProperties", properties, {})
     fields.finish()
     if ingress_id is None or streams is None:
@@ -136,18 +137,3 @@ def _startup_position(node: Node) -> KinesisStartupPosition:
         raise Reported
     return KinesisStartupPosition(type=kind, date=date)  # type: ignore[arg-type]
 
-
-def _bad_records(node: Node) -> KinesisBadRecords:
-    fields = Fields(node)
-    if not fields.valid:
-        raise Reported
-    kind = fields.required("type", choice("fail", "skip", "dead-letter-stream"), example="skip")
-    if kind is None:
-        fields.allow("stream")
-    stream = None
-    if kind == "dead-letter-stream":
-        stream = fields.required("stream", string, example="my-app-dead-letters")
-    fields.finish(hints={"stream": "only with type: dead-letter-stream"})
-    if kind is None or (kind == "dead-letter-stream" and stream is None):
-        raise Reported
-    return KinesisBadRecords(type=kind, stream=stream)  # type: ignore[arg-type]

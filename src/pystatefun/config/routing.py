@@ -1,12 +1,25 @@
-"""Pieces shared by the Kafka and Kinesis kinds: record routing and startup dates."""
+"""Pieces shared by the Kafka and Kinesis kinds: record routing, bad-record policies and startup dates."""
 
 from __future__ import annotations
 
 import re
+import typing
 from datetime import datetime
 
 from pystatefun.config.model import Routing
-from pystatefun.config.reader import Fields, Invalid, Node, Parser, Reported, describe, sequence, string, typename, value_typename
+from pystatefun.config.reader import (
+    Fields,
+    Invalid,
+    Node,
+    Parser,
+    Reported,
+    choice,
+    describe,
+    sequence,
+    string,
+    typename,
+    value_typename,
+)
 
 DATE_PATTERN = "yyyy-MM-dd HH:mm:ss.SSS Z"
 _DATE = re.compile(r"\d{4}-\d{2}-\d{2} \d{2}:\d{2}:\d{2}\.\d{3} [+-]\d{4}")
@@ -44,6 +57,29 @@ def routings(node: Node, source_key: str) -> tuple[Routing, ...]:
             node.child(index, value).report(f"{source_key} {entry.source!r} is listed twice: merge the two entries' targets into one")
         parsed.append(entry)
     return tuple(parsed)
+
+
+T = typing.TypeVar("T")
+
+
+def bad_records_parser(model: typing.Callable[..., T], dead_letter: str, key: str, example: str) -> Parser[T]:
+    """``badRecords`` of a Kafka or Kinesis ingress (ours): ``fail``, ``skip``, or ``dead_letter`` with ``key``
+    (the topic or stream the records go to)."""
+
+    def parse(node: Node) -> T:
+        fields = Fields(node)
+        if not fields.valid:
+            raise Reported
+        kind = fields.required("type", choice("fail", "skip", dead_letter), example="skip")
+        if kind is None:
+            fields.allow(key)
+        target = fields.required(key, string, example=example) if kind == dead_letter else None
+        fields.finish(hints={key: f"only with type: {dead_letter}"})
+        if kind is None or (kind == dead_letter and target is None):
+            raise Reported
+        return model(type=kind, **{key: target})
+
+    return parse
 
 
 def startup_date(node: Node) -> datetime:
