@@ -294,13 +294,14 @@ def test_a_savepoint_is_refused_rather_than_losing_the_kinesis_positions(tmp_pat
     assert not (tmp_path / "sp.db").exists()
 
 
-def test_throttling_is_retried_counted_and_loses_nothing(tmp_path, emulator, stream_name):
+def test_throttling_and_expired_iterators_are_retried_counted_and_lose_nothing(tmp_path, emulator, stream_name):
     """Through a proxy that refuses a third of GetRecords and PutRecords calls and a fifth of the other
-    PutRecords calls' entries (ProvisionedThroughputExceededException), as Kinesis does under load."""
+    PutRecords calls' entries (ProvisionedThroughputExceededException), as Kinesis does under load, and
+    says a tenth of the GetRecords calls' iterators expired: a new iterator goes on after the last record."""
     source, out = f"{stream_name}-in", f"{stream_name}-out"
     emulator.create_stream(source, shards=2)
     emulator.create_stream(out)
-    with ThrottlingProxy(emulator.endpoint, p_call=0.3, p_entry=0.2) as proxy:
+    with ThrottlingProxy(emulator.endpoint, p_call=0.3, p_entry=0.2, p_expired=0.1) as proxy:
         module = counter_module(tmp_path / "app", emulator, source)
         module.write_text(module.read_text().replace(emulator.endpoint, proxy.endpoint))
         runtime = Runtime(module, tmp_path / "data").start()
@@ -312,6 +313,7 @@ def test_throttling_is_retried_counted_and_loses_nothing(tmp_path, emulator, str
             records.check_kinesis(out)  # each count once, in order: a refused entry was not written
             text = metrics(runtime)
             assert proxy.counts["GetRecords throttled"] and proxy.counts["entries refused"]
+            assert proxy.counts["GetRecords expired"]
             for name, labels in (("pystatefun_kinesis_ingress_throttles_total", 'ingress="kc/in"'),
                                  ("pystatefun_kinesis_egress_throttles_total", 'egress="kc/kinesis-out"')):
                 value = next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name}{{{labels}}}"))

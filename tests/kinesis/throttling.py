@@ -1,8 +1,9 @@
-"""An HTTP proxy in front of an emulator that throttles, as Kinesis does and neither emulator can: a
-fraction of GetRecords and PutRecords calls is answered ``ProvisionedThroughputExceededException``
-(400) without reaching the emulator, and of the other PutRecords calls a fraction of the entries is
-refused with that error code: those entries are taken out of the call before it is forwarded, so that,
-as in Kinesis, a refused entry is not written."""
+"""An HTTP proxy in front of an emulator that throttles and expires iterators, as Kinesis does and neither
+emulator does on its own: a fraction of GetRecords and PutRecords calls is answered
+``ProvisionedThroughputExceededException`` (400) without reaching the emulator, a fraction of the
+GetRecords calls ``ExpiredIteratorException`` (an iterator lives five minutes in Kinesis), and of the
+other PutRecords calls a fraction of the entries is refused with the throttling code: those entries are
+taken out of the call before it is forwarded, so that, as in Kinesis, a refused entry is not written."""
 
 from __future__ import annotations
 
@@ -21,13 +22,15 @@ from e2e.processes import free_port
 
 JSON = "application/x-amz-json-1.1"
 THROTTLED = {"__type": "ProvisionedThroughputExceededException", "message": "Rate exceeded (throttling proxy)"}
+EXPIRED = {"__type": "ExpiredIteratorException", "message": "Iterator expired (throttling proxy)"}
 
 
 class ThrottlingProxy:
-    def __init__(self, target: str, p_call: float, p_entry: float, seed: int = 1):
+    def __init__(self, target: str, p_call: float, p_entry: float, p_expired: float = 0.0, seed: int = 1):
         """``target``: the emulator's endpoint; ``p_call``: the fraction of GetRecords and PutRecords calls
-        refused whole; ``p_entry``: the fraction of the entries of the other PutRecords calls refused."""
-        self.target, self.p_call, self.p_entry = target, p_call, p_entry
+        refused whole; ``p_entry``: the fraction of the entries of the other PutRecords calls refused;
+        ``p_expired``: the fraction of GetRecords calls whose iterator is said to have expired."""
+        self.target, self.p_call, self.p_entry, self.p_expired = target, p_call, p_entry, p_expired
         self.rng = random.Random(seed)
         self.port = free_port()
         self.endpoint = f"http://127.0.0.1:{self.port}"
@@ -73,6 +76,9 @@ class ThrottlingProxy:
         if operation in ("GetRecords", "PutRecords") and self.rng.random() < self.p_call:
             self.counts[f"{operation} throttled"] += 1
             return web.Response(status=400, body=json.dumps(THROTTLED).encode(), content_type=JSON)
+        if operation == "GetRecords" and self.rng.random() < self.p_expired:
+            self.counts["GetRecords expired"] += 1
+            return web.Response(status=400, body=json.dumps(EXPIRED).encode(), content_type=JSON)
         if operation != "PutRecords" or not self.p_entry:
             status, payload = await self._forward(request, body)
             return web.Response(status=status, body=payload, content_type=JSON)
