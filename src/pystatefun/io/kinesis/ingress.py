@@ -365,7 +365,9 @@ class _Stream:
                 await ingress.backoff(self.stream, failures, e)
                 failures += 1
                 continue
-            failures = 0
+            if failures:
+                ingress.failing.pop(self.stream, None)  # answering again
+                failures = 0
             records = page["Records"]
             for record in records:
                 if not await ingress.take(self.stream, shard_id, record):
