@@ -93,11 +93,12 @@ def test_refuses_a_different_partition_count_for_an_existing_data_dir(tmp_path):
         ("kind: pystatefun.v1/embedded\nspec:\n  functions: a/*\n  module: nowhere_to_be_found:functions\n",
          ["nowhere_to_be_found"]),
         ("kind: io.statefun.endpoints.v2/http\nspec:\n  functions: a/*\n  urlPathTemplate: http://127.0.0.1:1/\n---\n"
-         "kind: io.statefun.kinesis.v1/egress\nspec:\n  id: a/out\n",
-         ["not available in this version"]),
+         "kind: io.statefun.kinesis.v1/egress\nspec:\n  id: a/out\n  awsRegion: {type: specific, id: us-east-1}\n"
+         "  awsCredentials: {type: profile, profileName: nope, profilePath: no-such-credentials}\n",
+         ["Kinesis egress a/out: awsCredentials profile 'nope' is not in", "no-such-credentials"]),
         (": : not yaml [", ["module.yaml"]),
     ],
-    ids=["unknown-key", "unknown-kind", "unset-env-var", "missing-module", "kinesis-not-yet", "not-yaml"],
+    ids=["unknown-key", "unknown-kind", "unset-env-var", "missing-module", "kinesis-no-such-profile", "not-yaml"],
 )
 def test_bad_module_files_are_refused_with_a_message_not_a_traceback(tmp_path, text, fragments):
     path = tmp_path / "module.yaml"
