@@ -79,7 +79,7 @@ def read_all(bootstrap: str, topic: str, expected: int, timeout: float = 60.0, i
 def counts_by_key(records) -> dict[str, list[int]]:
     counts = defaultdict(list)
     for record in records:
-        counts[record.key().decode()].append(int(record.value()))
+        counts[record.key().decode()].append(int(record.value().split()[0]))
     return counts
 
 
@@ -131,8 +131,9 @@ spec:
 
 
 class KeyedRecords:
-    """Records of random keys to the source topic, each naming ``out`` as where its count goes; knows
-    how many went to each key, and checks that each key's counts came out exactly as 1..n."""
+    """Records of random keys to the source topic, each naming ``out`` as where its count goes and
+    carrying its place among its key's records; knows how many went to each key, and checks that each
+    key's counts came out exactly as 1..n, each with its record's place (so in order)."""
 
     def __init__(self, bootstrap: str, source: str, out: str, keys: int = 30, seed: int = 5, partitions: int = 4):
         """``partitions``: of the source topic and of the application."""
@@ -147,7 +148,7 @@ class KeyedRecords:
         for _ in range(count):
             key = self.rng.choice(self.keys)
             self.sent[key] += 1
-            batch.append((key.encode(), self.out.encode(), self.partition(key)))
+            batch.append((key.encode(), f"{self.out} {self.sent[key]}".encode(), self.partition(key)))
         produce(self.bootstrap, self.source, batch)
 
     def partition(self, key: str) -> int:
@@ -159,10 +160,14 @@ class KeyedRecords:
         return partition if self.keys.index(key) % 2 == 0 else (partition + 1) % self.partitions
 
     def check(self, timeout: float = 120) -> None:
-        counts = counts_by_key(read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout))
+        records = read_all(self.bootstrap, self.out, sum(self.sent.values()), timeout=timeout)
+        counts = counts_by_key(records)
         assert {key: len(values) for key, values in counts.items()} == dict(self.sent)
         for key, values in counts.items():
             assert values == list(range(1, self.sent[key] + 1)), f"{key}: counts out of order, missing or twice"
+        for record in records:
+            count, place = record.value().split()
+            assert count == place, f"{record.key().decode()}: record {place} was counted as {count}: out of order"
 
 
 class Load(KeyedRecords):

@@ -10,5 +10,8 @@ functions = StatefulFunctions()
 def counter(context, message):
     count = (context.storage.count or 0) + 1
     context.storage.count = count
-    topic = message.raw_value().decode()  # each record names the topic its count goes to
-    context.send_egress(kafka_egress_message(typename="kc/out", topic=topic, key=context.address.id, value=str(count)))
+    # each record names the topic its count goes to, and may carry its place among its key's records,
+    # written back beside the count: a check then sees the order too (count == place)
+    topic, *place = message.raw_value().decode().split()
+    value = f"{count} {place[0]}" if place else str(count)
+    context.send_egress(kafka_egress_message(typename="kc/out", topic=topic, key=context.address.id, value=value))
