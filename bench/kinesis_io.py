@@ -65,7 +65,7 @@ import results as bench_results  # bench/results.py: --record
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent
-sys.path.insert(0, str(ROOT / "tests"))
+sys.path.append(str(ROOT / "tests"))  # after the installed packages: tests/packaging must not hide packaging
 from e2e import processes  # noqa: E402  (free_port)
 from support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
 from support.kinesis import EMULATORS  # noqa: E402
