@@ -85,6 +85,24 @@ def counts_by_key(records) -> dict[str, list[int]]:
 
 
 
+def exactly_once_egress(bootstrap: str) -> str:
+    """The module document of the counter's exactly-once Kafka egress kc/out."""
+    return f"""---
+kind: io.statefun.kafka.v1/egress
+spec:
+  id: kc/out
+  address: {bootstrap}
+  deliverySemantic:
+    type: exactly-once
+    transactionTimeout: 1min
+"""
+
+
+# the playground ingress and egress, whose ports (INGRESS_PORT, EGRESS_PORT) the runtime harness waits for
+PLAYGROUND_DOCUMENTS = ("---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n"
+                        "---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: ${EGRESS_PORT}\n  topics: [unused]\n")
+
+
 def counter_module(folder: Path, bootstrap: str, source: str, *, group: str | None = None,
                    remote_url: str | None = None, startup: str = "type: earliest", bad_records: str = "",
                    playground: bool = False) -> Path:
@@ -113,18 +131,9 @@ spec:
       valueType: kc/topic-name
       targets: [kc/counter]
 {bad_records}
----
-kind: io.statefun.kafka.v1/egress
-spec:
-  id: kc/out
-  address: {bootstrap}
-  deliverySemantic:
-    type: exactly-once
-    transactionTimeout: 1min
-"""
+""" + exactly_once_egress(bootstrap)
     if playground:
-        text += ("---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n"
-                 "---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: ${EGRESS_PORT}\n  topics: [unused]\n")
+        text += PLAYGROUND_DOCUMENTS
     path = folder / "module.yaml"
     path.write_text(text)
     return path

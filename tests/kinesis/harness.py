@@ -9,7 +9,7 @@ import threading
 import time
 from pathlib import Path
 
-from kafka.harness import read_all, wait_until
+from kafka.harness import PLAYGROUND_DOCUMENTS, exactly_once_egress, read_all, wait_until
 from support.kinesis import CREDENTIALS, KinesisEmulator
 
 APPS = Path(__file__).parent / "apps"
@@ -59,18 +59,9 @@ spec:
     - SocketTimeout: 3000  # a paused emulator is a failed call within seconds (the default waits 30 s)
 """
     if kafka_bootstrap is not None:
-        text += f"""---
-kind: io.statefun.kafka.v1/egress
-spec:
-  id: kc/out
-  address: {kafka_bootstrap}
-  deliverySemantic:
-    type: exactly-once
-    transactionTimeout: 1min
-"""
+        text += exactly_once_egress(kafka_bootstrap)
     if playground:
-        text += ("---\nkind: io.statefun.playground.v1/ingress\nspec:\n  port: ${INGRESS_PORT}\n"
-                 "---\nkind: io.statefun.playground.v1/egress\nspec:\n  port: ${EGRESS_PORT}\n  topics: [unused]\n")
+        text += PLAYGROUND_DOCUMENTS
     path = folder / "module.yaml"
     path.write_text(text)
     return path

@@ -51,9 +51,8 @@ from google.protobuf.message import DecodeError
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
 from pystatefun.io.playground import EGRESS_RECORD_TYPENAME, decode_egress_record
-from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.envelope import address
 from pystatefun.runtime.epoch import EgressRecord, Epoch
-from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.egress import KAFKA_PRODUCER_RECORD_TYPENAME
@@ -296,10 +295,7 @@ class KafkaIngress:
         trace = None
         if runtime.tracing is not None:
             trace = runtime.tracing.kafka_ingress(self.spec.id, topic, partition, offset, record.headers(), targets)
-        for target in targets:
-            if not runtime.route(Envelope(target, None, value, None, trace), source_partition):
-                self.elsewhere += 1  # to the log, for the worker that owns its partition
-            runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
+        self.elsewhere += runtime.route_record(self.spec.id, targets, value, trace, source_partition)
         self.records += 1
         self._advance(topic, partition, offset)
 

@@ -1,8 +1,9 @@
 """Routing: a message to its address's mailbox, or to the log when another process owns the address.
 
 Part of the Runtime (processor.py holds its fields): delivery into mailboxes, messages held behind a
-full backlog (spilled to the inbox on disk, or kept until their commit), and ``admit``, the
-back-pressure an ingress waits on for one address.
+full backlog (spilled to the inbox on disk, or kept until their commit), ``admit``, the
+back-pressure an ingress waits on for one address, and ``route_record``, with which the Kafka and
+Kinesis ingresses deliver a record's messages.
 """
 
 from __future__ import annotations
@@ -12,9 +13,11 @@ import logging
 
 from pystatefun.runtime.envelope import Envelope, partition_of
 from pystatefun.runtime.epoch import Epoch
+from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.mailbox import FunctionStats, FunctionType, Mailbox, PartitionProcessor
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress
+from pystatefun.wire.request_reply_pb2 import TypedValue
 
 log = logging.getLogger("pystatefun.runtime")
 
@@ -166,6 +169,19 @@ class Routing:
             return True  # another process's
         mailbox = processor.mailboxes.get((target.typename, target.id))
         return (mailbox is None or not mailbox.full) and len(self.epoch.volatile) < self.max_volatile
+
+    def route_record(self, ingress_id: str, targets: list[SdkAddress], value: TypedValue, trace: str | None,
+                     source_partition: int | None) -> int:
+        """The messages of one ingress record, one per target, into the open epoch (where the ingress puts
+        the record's position next), once each target has room (``has_room``, else ``admit``, which the
+        ingress awaits itself: a coroutine per record would cost more than the check): each routed
+        (``route``, with ``source_partition``) and counted in the flows. Returns how many went to the log."""
+        to_log = 0
+        for target in targets:
+            if not self.route(Envelope(target, None, value, None, trace), source_partition):
+                to_log += 1
+            self.flows.count(FROM_INGRESS, ingress_id, target.typename)
+        return to_log
 
     async def admit(self, target: SdkAddress) -> bool:
         """Waits until ``target`` has room for one more message (back-pressure for ingresses).

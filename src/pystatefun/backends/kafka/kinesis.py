@@ -49,8 +49,6 @@ class KinesisStreams:
     def __init__(self, ingresses: typing.Sequence[KinesisIngress], partition_of: typing.Callable[[str], int]):
         self.ingresses = ingresses
         self.partition_of = partition_of
-        for ingress in ingresses:
-            ingress.partitioned = True
 
     def _streams(self, partitions: typing.Collection[int]) -> list[tuple[KinesisIngress, str]]:
         return [(ingress, stream) for ingress in self.ingresses for stream in ingress.routes
@@ -61,7 +59,7 @@ class KinesisStreams:
         for ingress, stream in self._streams({restored.partition}):
             positions = {shard: position for (source, s, shard), position in restored.kinesis.items()
                          if source == ingress.spec.id and s == stream}
-            ingress.follow(stream, positions)
+            ingress.follow(stream, positions, restored.partition)
             log.info("Kinesis ingress %s: stream %s is read here (partition %d)", ingress.spec.id, stream,
                      restored.partition)
 

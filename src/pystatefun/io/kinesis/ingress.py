@@ -41,8 +41,7 @@ from pystatefun.io.kinesis.client import (
     kinesis_client,
     retried,
 )
-from pystatefun.runtime.envelope import Envelope, address
-from pystatefun.runtime.flows import FROM_INGRESS
+from pystatefun.runtime.envelope import address
 from pystatefun.runtime.processor import Runtime
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -95,8 +94,6 @@ class KinesisIngress:
         self.retries = 0  # other failed calls asked again: unreachable, expired iterators, no such stream
         self.behind: dict[tuple[str, str], int] = {}  # (stream, shard) -> MillisBehindLatest of its last read
         self.failing: dict[str, str] = {}  # stream -> the last error, while its calls fail
-        # on the Kafka backend, a stream is read by the owner of its partition (backends/kafka/kinesis.py)
-        self.partitioned = False
         self._threads = concurrent.futures.ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"kinesis-{spec.id}")
         self._streams: dict[str, _Stream] = {}
 
@@ -108,9 +105,11 @@ class KinesisIngress:
         for stream in self.routes:
             self.follow(stream, {shard: p for (s, shard), p in positions.items() if s == stream})
 
-    def follow(self, stream: str, positions: dict[str, str]) -> None:
-        """Starts reading ``stream`` from ``positions`` (shard -> position; empty: its first start)."""
-        follower = _Stream(self, stream, positions)
+    def follow(self, stream: str, positions: dict[str, str], source_partition: int | None = None) -> None:
+        """Starts reading ``stream`` from ``positions`` (shard -> position; empty: its first start).
+        ``source_partition``: on the Kafka backend, the partition whose owner reads the stream
+        (backends/kafka/kinesis.py), for runtime.route."""
+        follower = _Stream(self, stream, positions, source_partition)
         self._streams[stream] = follower
         follower.task = asyncio.get_running_loop().create_task(follower.run(), name=f"kinesis-{self.spec.id}-{stream}")
         follower.task.add_done_callback(self._failed)
@@ -175,9 +174,10 @@ class KinesisIngress:
 
     # -- records (on the event loop) -----------------------------------------------------------------------
 
-    async def take(self, stream: str, shard: str, record: dict[str, typing.Any]) -> bool:
+    async def take(self, stream: str, shard: str, record: dict[str, typing.Any], source_partition: int | None) -> bool:
         """One record of ``shard``: its messages go into the open epoch with the shard's new position.
-        False when a bad record stopped the shard (badRecords: fail)."""
+        ``source_partition``: the stream's partition on the Kafka backend (runtime.route). False when a bad
+        record stopped the shard (badRecords: fail)."""
         key: str = record["PartitionKey"]
         problem = id_problem(key)
         if problem is not None:
@@ -189,11 +189,7 @@ class KinesisIngress:
             if not runtime.has_room(target):
                 await runtime.admit(target)
         value = TypedValue(typename=route.value_type, has_value=True, value=record["Data"])
-        source_partition = runtime.partition_of(stream) if self.partitioned else None
-        for target in targets:
-            if not runtime.route(Envelope(target, None, value, None, None), source_partition):
-                self.elsewhere += 1  # to the log, for the worker that owns its partition
-            runtime.flows.count(FROM_INGRESS, self.spec.id, target.typename)
+        self.elsewhere += runtime.route_record(self.spec.id, targets, value, None, source_partition)
         self.records += 1
         self.advance(stream, shard, f"seq:{record['SequenceNumber']}")
         return True
@@ -240,10 +236,11 @@ class _Stream:
     """Follows the shards of one stream: finds them, and reads each in a task of its own once its parents
     are read to their end."""
 
-    def __init__(self, ingress: KinesisIngress, stream: str, positions: dict[str, str]):
+    def __init__(self, ingress: KinesisIngress, stream: str, positions: dict[str, str], source_partition: int | None):
         self.ingress = ingress
         self.stream = stream
         self.positions = dict(positions)  # shard -> its latest position (committed, or taken since)
+        self.source_partition = source_partition
         self.shards: dict[str, dict[str, typing.Any]] = {}  # as ListShards said last
         self.readers: dict[str, asyncio.Task] = {}
         self.task: asyncio.Task | None = None
@@ -370,7 +367,7 @@ class _Stream:
                 failures = 0
             records = page["Records"]
             for record in records:
-                if not await ingress.take(self.stream, shard_id, record):
+                if not await ingress.take(self.stream, shard_id, record, self.source_partition):
                     return  # stopped at a bad record (badRecords: fail)
                 position = f"seq:{record['SequenceNumber']}"
             self.positions[shard_id] = position
