@@ -241,7 +241,12 @@ class Worker:
 
     def owned_partitions(self) -> int:
         """How many partitions the worker runs, as its metrics say."""
-        metrics = request(self.admin_port, "GET", "/metrics", timeout=60).body.decode()
+        try:
+            metrics = request(self.admin_port, "GET", "/metrics", timeout=60).body.decode()
+        except OSError as e:
+            state = "running" if self.alive() else f"exited with {self.process.poll() if self.process else None}"
+            raise RuntimeError(f"worker {self.worker_id} ({state}) did not answer /metrics: {e}\n"
+                               f"{self.log.read_text()[-4000:]}") from e
         line = next(line for line in metrics.splitlines() if line.startswith("pystatefun_kafka_owned_partitions "))
         return int(float(line.split()[1]))
 

@@ -184,7 +184,10 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
     def _core_task_done(self, task: asyncio.Task) -> None:
         """A loop of the core ended by an exception (a failed commit, a bug): the runtime must stop."""
         if not task.cancelled() and task.exception() is not None and not self.failed.done():
-            self.failed.set_exception(task.exception())
+            error = task.exception()
+            # the traceback goes to the log here: the one-line message the process ends with cannot hold it
+            log.error("the runtime stops: %s", error, exc_info=error)
+            self.failed.set_exception(error)
 
     async def stop(self) -> None:
         """Stops processing and commits what is done; unfinished messages stay in the inbox."""

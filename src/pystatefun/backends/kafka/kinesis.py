@@ -88,20 +88,24 @@ class KinesisForwarder:
         self._owned: set[int] = set()
         self._cycle = asyncio.Lock()  # held from a poll until its records are put and their offsets committed
         self._task: asyncio.Task | None = None
+        # set by close(): a hand-over still running then (the worker stopping amid a rebalance) must not
+        # start forwarding again on the closed consumer
+        self._closed = False
 
     async def own(self, partitions: typing.Collection[int]) -> None:
         """Forwards these partitions too, from the forwarder group's committed offsets (assigned in the
         consumer's thread, between two polls: the batch in flight goes on)."""
+        if self._closed:
+            return
         await asyncio.get_running_loop().run_in_executor(self._thread, self._assign, list(partitions))
         self._owned |= set(partitions)
-        if self._task is None:
-            self._task = asyncio.get_running_loop().create_task(self._forward_loop(), name="kinesis-forwarder")
+        self._start_task()
 
     async def release(self, partitions: typing.Collection[int]) -> None:
         """Stops forwarding these partitions once the batch in flight is put and committed. When Kinesis
         does not take it within RELEASE_WAIT_SECONDS, the batch is given up: the next owner puts it again."""
         leaving = [p for p in partitions if p in self._owned]
-        if not leaving:
+        if not leaving or self._closed:
             return
         try:
             await asyncio.wait_for(self._cycle.acquire(), RELEASE_WAIT_SECONDS)
@@ -116,7 +120,10 @@ class KinesisForwarder:
             self._owned -= set(leaving)
         finally:
             self._cycle.release()
-        if self._task is None and self._owned:
+        self._start_task()
+
+    def _start_task(self) -> None:
+        if self._task is None and self._owned and not self._closed:
             self._task = asyncio.get_running_loop().create_task(self._forward_loop(), name="kinesis-forwarder")
 
     async def _stop_task(self) -> None:
@@ -126,6 +133,7 @@ class KinesisForwarder:
             self._task = None
 
     async def close(self) -> None:
+        self._closed = True
         await self._stop_task()
         await asyncio.get_running_loop().run_in_executor(self._thread, self._consumer.close)
         self._thread.shutdown()

@@ -71,6 +71,17 @@ FENCE_TIMEOUT_SECONDS = 30
 PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
 
 
+def kafka_error(exception: BaseException) -> KafkaError | None:
+    """The Kafka error ``exception`` reports, if it does. A fatal error (a fencing) that the client raises
+    inside ``flush()`` can surface as a SystemError caused by it: the client then calls a delivery
+    callback with the KafkaException still pending, and Python refuses the callback's result."""
+    if isinstance(exception, SystemError):
+        exception = exception.__cause__
+    if isinstance(exception, KafkaException) and exception.args and isinstance(exception.args[0], KafkaError):
+        return exception.args[0]
+    return None
+
+
 def transactional_ids(instance: str) -> list[str]:
     """The transactional ids of the producers of the worker named ``instance`` (see KafkaStore)."""
     return [f"{instance}-{n}" for n in range(PRODUCERS)]
@@ -331,26 +342,29 @@ class KafkaStore:
                 try:
                     changelog = self._transaction(epoch, partition_of)
                     break
-                except KafkaException as e:
-                    if e.args[0].code() in FENCED_ERRORS and not self._renewed and not self.lost:
-                        self._renew_producers(epoch.number, e)
-                        continue
-                    if e.args[0].code() not in REGROUP_ERRORS or self.lost or time.monotonic() > deadline:
+                except (KafkaException, SystemError) as e:
+                    error = kafka_error(e)
+                    if error is None:
                         raise
+                    if error.code() in FENCED_ERRORS and not self._renewed and not self.lost:
+                        self._renew_producers(epoch.number, error)
+                        continue
+                    if error.code() not in REGROUP_ERRORS or self.lost or time.monotonic() > deadline:
+                        raise e if isinstance(e, KafkaException) else KafkaException(error) from e
                     log.info("epoch %d: the group began a rebalance (%s); committing it again with the new "
-                             "generation", epoch.number, e.args[0].name())
+                             "generation", epoch.number, error.name())
                     time.sleep(REGROUP_RETRY_SECONDS)
         except BaseException as e:
             self._failure = e
             raise
         self._apply(changelog)
 
-    def _renew_producers(self, epoch_number: int, error: KafkaException) -> None:
+    def _renew_producers(self, epoch_number: int, error: KafkaError) -> None:
         """Makes the producers again after one was fenced (see FENCED_ERRORS): a fencing fences them all."""
         self._renewed = True
         log.warning("epoch %d: this worker's producers were fenced (%s), most likely by a worker that saw this one "
                     "leave as it restarted; making them again and committing the epoch again", epoch_number,
-                    error.args[0].str())
+                    error.str())
         index = self._producers.index(self._producer)
         self._producers = [Producer({**self._producer_config, "transactional.id": transactional_id})
                            for transactional_id in transactional_ids(self.instance)]
@@ -419,7 +433,7 @@ class KafkaStore:
             try:
                 producer.flush(10)
                 producer.abort_transaction(10)
-            except KafkaException:
+            except (KafkaException, SystemError):  # a fenced producer cannot abort (see kafka_error)
                 pass
             if undo is not None:
                 self._unaccount(undo)
