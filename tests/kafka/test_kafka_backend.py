@@ -48,6 +48,25 @@ def test_worker_restart_continues_the_counts(tmp_path, kafka_bootstrap):
         worker.stop()
 
 
+def test_a_parked_address_does_not_hold_up_the_worker(tmp_path, kafka_bootstrap):
+    """A key whose first record parks its address, then far more records for it than a backlog holds
+    (1,000), then other keys' records in the same ingress partition: the worker goes on with them (the
+    parked address holds its messages in memory, up to a bound: docs/runtime.md)."""
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(kafka_bootstrap, source, out)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
+    produce(kafka_bootstrap, source, [(b"stuck", b"poison", 0)] + [(b"stuck", out.encode(), 0)] * 2500
+            + [(f"k{n % 10}".encode(), out.encode(), 0) for n in range(100)])
+    worker = Worker(module, kafka_bootstrap, app, "w0", tmp_path / "w0.log").start()
+    try:
+        counts = counts_by_key(read_all(kafka_bootstrap, out, 100))
+        assert counts == {f"k{n}": list(range(1, 11)) for n in range(10)}
+        parked = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{worker.admin_port}/parked", timeout=30).read())
+        assert [(p["address"], p["waiting_messages"]) for p in parked] == [("kc/counter/stuck", 2501)]
+    finally:
+        worker.stop()
+
+
 KILLS = 20
 
 

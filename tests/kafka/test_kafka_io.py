@@ -52,6 +52,25 @@ def test_a_restarted_runtime_continues_after_the_last_committed_record(tmp_path,
         runtime.stop()
 
 
+def test_a_parked_address_does_not_hold_up_the_ingress(tmp_path, kafka_bootstrap):
+    """A key whose first record parks its address, and then far more records for it than a backlog holds
+    (1,000): the ingress goes on with the other keys behind them in the same partition, and the parked
+    address keeps every one of its records (on disk) for when it is resumed."""
+    source, out = unique("in"), unique("out")
+    create_topics(kafka_bootstrap, source, out, partitions=1)
+    runtime = Runtime(counter_module(tmp_path / "app", kafka_bootstrap, source, playground=True), tmp_path / "data")
+    produce(kafka_bootstrap, source, [(b"stuck", b"poison")] + [(b"stuck", out.encode())] * 2500
+            + [(f"k{n % 10}".encode(), out.encode()) for n in range(100)])
+    runtime.start()
+    try:
+        counts = counts_by_key(read_all(kafka_bootstrap, out, 100))
+        assert counts == {f"k{n}": list(range(1, 11)) for n in range(10)}
+        parked = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{runtime.admin_port}/parked", timeout=30).read())
+        assert [(p["address"], p["waiting_messages"]) for p in parked] == [("kc/counter/stuck", 2501)]
+    finally:
+        runtime.stop()
+
+
 BAD = [
     (None, "the record has no key"),
     (b"\xff\xfe", "the record key is not UTF-8 text"),

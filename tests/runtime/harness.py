@@ -27,13 +27,15 @@ class Clock:
 class Node:
     """One runtime 'process': start it, feed it, crash it (drop it without committing) or stop it."""
 
-    def __init__(self, data_dir: Path, functions: StatefulFunctions, clock: Clock, max_backlog: int | None = None):
+    def __init__(self, data_dir: Path, functions: StatefulFunctions, clock: Clock, max_backlog: int | None = None,
+                 spill: bool = True):
+        """``spill``: False keeps full mailboxes in memory, as on the Kafka backend."""
         self.store = SQLiteStore(data_dir, PARTITIONS)
         self.invoker = EmbeddedInvoker(functions)
         self.runtime = Runtime(
             self.store, lambda t: self.invoker if t in functions else None, {}, PARTITIONS,
             # commits happen only where a test asks for them, so a crash can fall between them
-            commit_interval=3600, commit_when_idle=False, clock=clock, max_backlog=max_backlog,
+            commit_interval=3600, commit_when_idle=False, clock=clock, max_backlog=max_backlog, spill=spill,
         )
 
     async def start(self) -> "Node":

@@ -224,8 +224,13 @@ class PlaygroundIngress:
             earlier = None if full_key is None else await self._answered(full_key, digest, key)
             if earlier is not None:
                 return None if earlier.status == 202 and waits else earlier
-            if not admitted and not await self.runtime.admit(target):
-                return text(404, f"no function type {target.typename!r} is bound in the module")
+            if not admitted:
+                full = self.runtime.parked_and_full(target)
+                if full is not None:  # admit would wait for an operator: answer now
+                    return text(503, f"{full}. The message was not accepted: send it again then.",
+                                **{"Retry-After": str(UNAVAILABLE_RETRY_AFTER_SECONDS)})
+                if not await self.runtime.admit(target):
+                    return text(404, f"no function type {target.typename!r} is bound in the module")
         self.runtime.route(Envelope(target, caller, value, None, trace))
         self.runtime.flows.count(FROM_INGRESS, INGRESS_ID, target.typename)
         epoch = self.runtime.epoch

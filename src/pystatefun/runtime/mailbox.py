@@ -29,6 +29,9 @@ class Invoker(typing.Protocol):
 
 
 RECENT_BATCHES = 1024  # batches per function type whose durations are kept (the admin API's latency)
+# spilled messages with a waiting request a mailbox remembers (Mailbox.spilled_requests); past it the
+# oldest are forgotten: their requests have most likely timed out (a ?wait is at most 300 s)
+SPILLED_REQUESTS = 1000
 
 
 class FunctionStats:
@@ -78,8 +81,8 @@ class Mailbox:
     many messages other functions send it."""
 
     __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
-                 "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow", "span",
-                 "trace")
+                 "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow",
+                 "spilled_requests", "span", "trace")
 
     def __init__(self, address: SdkAddress, kind: FunctionType, processor: PartitionProcessor):
         self.address = address
@@ -99,6 +102,10 @@ class Mailbox:
         self.spilled = 0  # messages in the inbox only, after ``spill_after`` (an inbox seq)
         self.spill_after = 0
         self.overflow: collections.deque[Envelope] = collections.deque()
+        # (seq, reply id) of the spilled messages that a request waits on (runtime/replies.py), oldest
+        # first, so that it learns at once when the address parks without the inbox being read; made
+        # with the first one (most mailboxes never hold one)
+        self.spilled_requests: collections.deque[tuple[int, str]] | None = None
         # the span of the batch in flight and its traceparent, which the messages it sends carry; None
         # when tracing is off or the batch is not traced (runtime/scheduler.py)
         self.span: typing.Any = None

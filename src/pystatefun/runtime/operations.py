@@ -56,9 +56,9 @@ class Operations:
 
     def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:
         """Why ``target`` is parked, when the message of the request waiting on ``reply_id`` is among the
-        ones it holds in memory, in its backlog or its overflow (a keyed retry of that request learns it at
-        once); else None. Messages spilled to disk are not searched: a scan of a long backlog on disk per
-        retried request would let retries stall the loop."""
+        ones it holds (a keyed retry of that request learns it at once); else None. Messages spilled to
+        disk are known by the requests noted when they spilled (Mailbox.spilled_requests): the disk is not
+        read, so that retries cannot stall the loop; those spilled before a restart are not known."""
         mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
         if mailbox is None or mailbox.parked is None:
             return None
@@ -66,6 +66,8 @@ class Operations:
             caller = envelope.caller
             if caller is not None and caller.typename == REPLY_TYPENAME and caller.id == reply_id:
                 return mailbox.parked
+        if mailbox.spilled_requests and any(waiting == reply_id for _, waiting in mailbox.spilled_requests):
+            return mailbox.parked
         return None
 
     def cancel_timer(self, timer_id: int) -> Timer | None:

@@ -9,17 +9,24 @@ Kinesis ingresses deliver a record's messages.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 
 from pystatefun.runtime.envelope import Envelope, partition_of
 from pystatefun.runtime.epoch import Epoch
 from pystatefun.runtime.flows import FROM_INGRESS
-from pystatefun.runtime.mailbox import FunctionStats, FunctionType, Mailbox, PartitionProcessor
+from pystatefun.runtime.mailbox import SPILLED_REQUESTS, FunctionStats, FunctionType, Mailbox, PartitionProcessor
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 log = logging.getLogger("pystatefun.runtime")
+
+# A parked address takes its messages without its senders waiting: they wait for an operator, not for
+# room, and one address's failure must not stop an ingress or a partition. Where the runtime can spill
+# (embedded) they wait on disk; where it cannot (the Kafka backend) they wait in memory, up to this many
+# past the backlog, and then back-pressure holds their senders as for any full address.
+PARKED_OVERFLOW_LIMIT = 10_000
 
 
 class Routing:
@@ -112,9 +119,36 @@ class Routing:
             if not mailbox.spilled:
                 mailbox.spill_after = envelope.seq - 1
             mailbox.spilled += 1
+            self._note_spilled_request(mailbox, envelope)
         else:
             mailbox.overflow.append(envelope)
             self.epoch.overflowing.add(mailbox.key)
+        if mailbox.parked is not None:
+            self._tell_parked(mailbox, envelope)
+
+    def _note_spilled_request(self, mailbox: Mailbox, envelope: Envelope) -> None:
+        """Remembers a spilled message that a request waits on (Mailbox.spilled_requests)."""
+        caller = envelope.caller
+        if caller is not None and caller.typename == REPLY_TYPENAME:
+            if mailbox.spilled_requests is None:
+                mailbox.spilled_requests = collections.deque(maxlen=SPILLED_REQUESTS)
+            mailbox.spilled_requests.append((envelope.seq, caller.id))
+
+    def _takes_while_parked(self, mailbox: Mailbox) -> bool:
+        """Whether a full mailbox takes one more message at once because its address is parked
+        (PARKED_OVERFLOW_LIMIT)."""
+        return mailbox.parked is not None and (self.spill or len(mailbox.overflow) < PARKED_OVERFLOW_LIMIT)
+
+    def parked_and_full(self, target: SdkAddress) -> str | None:
+        """Why a message for ``target`` cannot go in until an operator acts: its address is parked and
+        holds as many messages as it may (PARKED_OVERFLOW_LIMIT); else None."""
+        processor = self.processors.get(partition_of(target.id, self.partitions))
+        mailbox = None if processor is None else processor.mailboxes.get((target.typename, target.id))
+        if mailbox is None or mailbox.parked is None or not mailbox.full or self._takes_while_parked(mailbox):
+            return None
+        return (f"{target.typename}/{target.id} is parked and holds {len(mailbox.backlog) + len(mailbox.overflow)} "
+                f"messages, the most a parked address keeps; it takes more once it is resumed or its failed message "
+                f"skipped. It is parked because: {mailbox.parked}")
 
     def _refill(self, mailbox: Mailbox) -> None:
         """Tops the backlog up from the spilled messages, then from the overflow (kept in order)."""
@@ -131,6 +165,9 @@ class Routing:
             mailbox.spilled -= len(loaded)
             if loaded:
                 mailbox.spill_after = loaded[-1].seq
+                requests = mailbox.spilled_requests
+                while requests and requests[0][0] <= mailbox.spill_after:  # in the backlog now
+                    requests.popleft()
             room -= len(loaded)
         if not mailbox.spilled:
             overflow = mailbox.overflow
@@ -151,7 +188,7 @@ class Routing:
                 mailbox.spill_after = overflow[0].seq - 1
             # messages of the next epoch (no seq yet) arrived while this one committed: they stay
             while overflow and overflow[0].seq is not None:
-                overflow.popleft()
+                self._note_spilled_request(mailbox, overflow.popleft())
                 mailbox.spilled += 1
 
     def _schedule(self, mailbox: Mailbox) -> None:
@@ -168,7 +205,8 @@ class Routing:
         if processor is None:
             return True  # another process's
         mailbox = processor.mailboxes.get((target.typename, target.id))
-        return (mailbox is None or not mailbox.full) and len(self.epoch.volatile) < self.max_volatile
+        return ((mailbox is None or not mailbox.full or self._takes_while_parked(mailbox))
+                and len(self.epoch.volatile) < self.max_volatile)
 
     def route_record(self, ingress_id: str, targets: list[SdkAddress], value: TypedValue, trace: str | None,
                      source_partition: int | None) -> int:
@@ -194,7 +232,10 @@ class Routing:
         mailbox = self._mailbox(target)
         if mailbox is None:
             return False
-        while mailbox.full:
+        while mailbox.full and not self._takes_while_parked(mailbox):
+            if mailbox.parked is not None:
+                log.warning("%s", self.parked_and_full(target) + "; the sender of its next message waits until then",
+                            extra={"address": f"{target.typename}/{target.id}"})
             waiter = asyncio.get_running_loop().create_future()
             mailbox.waiters.append(waiter)
             await waiter

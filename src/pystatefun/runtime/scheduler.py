@@ -9,6 +9,7 @@ from here too.
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import time
 
@@ -187,8 +188,14 @@ class Scheduling:
         if mailbox.span is not None:
             self._end_span(mailbox, PARKED, reason)
         self.epoch.parked[(target.typename, target.id)] = reason
-        for envelope in mailbox.backlog:
+        for envelope in itertools.chain(mailbox.backlog, mailbox.overflow):
             self._tell_parked(mailbox, envelope)
+        sink = self.reply_sink
+        if mailbox.spilled_requests and sink is not None:
+            where = f"{target.typename}/{target.id}"
+            for _, reply_id in mailbox.spilled_requests:
+                sink.parked(reply_id, where, reason)
+        self._release(mailbox)  # senders waiting for room take a parked address's messages at once (routing.py)
 
     def _end_span(self, mailbox: Mailbox, outcome: str, reason: str | None = None) -> None:
         self.tracing.batch_ended(mailbox.span, outcome, reason)
