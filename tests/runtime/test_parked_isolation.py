@@ -40,11 +40,41 @@ def run(coroutine) -> None:
     asyncio.run(asyncio.wait_for(coroutine, 60))
 
 
-async def committing(node: Node) -> None:
-    """Commits every few milliseconds, as the runtime's commit loop does (the Node commits only on request)."""
-    while True:
+class Running:
+    """A Node whose requests the playground ingress takes and answers, committing every few milliseconds
+    as the runtime's commit loop does (a Node commits only when asked)."""
+
+    def __init__(self, node: Node):
+        self.node = node
+        self.ingress = PlaygroundIngress(node.runtime, node.store)
+        node.runtime.reply_sink = self.ingress
+        self._commits = asyncio.ensure_future(self._commit_loop())
+
+    @classmethod
+    async def start(cls, data_dir, functions: StatefulFunctions, **options) -> "Running":
+        return cls(await Node(data_dir, functions, Clock(), **options).start())
+
+    async def _commit_loop(self) -> None:
+        while True:
+            await asyncio.sleep(0.01)
+            self.node.runtime.commit()
+
+    async def stop(self) -> None:
+        self._commits.cancel()
+        await self.node.stop()
+
+    async def crash(self) -> None:
+        self._commits.cancel()
+        await self.node.crash()
+
+
+async def eventually(condition, what: str) -> None:
+    """Waits for ``condition`` (a liveness bound for a loaded machine, not a timing check)."""
+    for _ in range(1000):
+        if condition():
+            return
         await asyncio.sleep(0.01)
-        node.runtime.commit()
+    raise AssertionError(f"not within 10 s: {what}")
 
 
 def mailbox_of(node: Node, id: str):
@@ -54,21 +84,15 @@ def mailbox_of(node: Node, id: str):
 async def parked(node: Node, id: str, ingress: PlaygroundIngress) -> None:
     """Sends the poison to t/fragile/``id`` and waits until the address is parked."""
     assert (await ingress.send("t/fragile", id, STRING, StringType.serializer().serialize("poison"), None, None)).status == 202
-    for _ in range(500):
-        if mailbox_of(node, id).parked is not None:
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError("the address did not park")
+    await eventually(lambda: mailbox_of(node, id).parked is not None, "the address parks")
 
 
 def test_senders_to_a_parked_address_go_on_and_its_messages_wait_on_disk(tmp_path):
     got: list[str] = []
 
     async def scenario():
-        node = await Node(tmp_path, fragile_functions(got), Clock(), max_backlog=2).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got), max_backlog=2)
+        node, ingress = app.node, app.ingress
         await parked(node, "a", ingress)
         target = address("t/fragile", "a")
         for n in range(200):  # far past the backlog: an ingress (Kafka, Kinesis) asks has_room, then admit
@@ -77,18 +101,14 @@ def test_senders_to_a_parked_address_go_on_and_its_messages_wait_on_disk(tmp_pat
         answer = await asyncio.wait_for(  # the HTTP ingress takes one more too
             ingress.send("t/fragile", "a", STRING, StringType.serializer().serialize("m200"), None, None), 5)
         assert answer.status == 202
-        await asyncio.sleep(0.05)  # a commit or two
         mailbox = mailbox_of(node, "a")
-        assert not mailbox.overflow and mailbox.spilled > 150  # on disk, not in memory
+        await eventually(lambda: not mailbox.overflow, "the next commit spills the overflow")
+        assert mailbox.spilled > 150  # on disk, not in memory
         got.append("fixed")
         assert node.runtime.resume(target)
-        for _ in range(1000):
-            if len(got) == 203:
-                break
-            await asyncio.sleep(0.01)
+        await eventually(lambda: len(got) == 203, "the resumed address runs its messages")
         assert got == ["fixed", "poison"] + [f"m{n}" for n in range(201)]  # each once, in order
-        commits.cancel()
-        await node.stop()
+        await app.stop()
 
     run(scenario())
 
@@ -99,10 +119,8 @@ def test_where_the_runtime_cannot_spill_a_parked_address_holds_a_bounded_number_
     got: list[str] = []
 
     async def scenario():
-        node = await Node(tmp_path, fragile_functions(got), Clock(), max_backlog=2, spill=False).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got), max_backlog=2, spill=False)
+        node, ingress = app.node, app.ingress
         await parked(node, "b", ingress)
         target = address("t/fragile", "b")
         for n in range(40):
@@ -124,8 +142,7 @@ def test_where_the_runtime_cannot_spill_a_parked_address_holds_a_bounded_number_
         got.append("fixed")
         assert node.runtime.resume(target)
         assert await asyncio.wait_for(waiting, 10) is True
-        commits.cancel()
-        await node.stop()
+        await app.stop()
 
     run(scenario())
 
@@ -135,10 +152,8 @@ def test_a_waiting_request_learns_at_once_that_its_address_parked_wherever_its_m
     poison = StringType.serializer().serialize("poison")
 
     async def scenario():
-        node = await Node(tmp_path, fragile_functions(got), Clock(), max_backlog=2).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got), max_backlog=2)
+        node, ingress = app.node, app.ingress
         await parked(node, "w", ingress)
         # requests to the parked address: the first ones wait in the backlog, the later ones are held
         # (overflow, then spilled at the commit); each answers at once with the reason
@@ -146,22 +161,17 @@ def test_a_waiting_request_learns_at_once_that_its_address_parked_wherever_its_m
             answer = await asyncio.wait_for(ingress.send("t/fragile", "w", STRING, poison, "30", f"k{n}"), 10)
             assert answer.status == 500 and "t/fragile/w is parked" in answer.body.decode(), answer
         mailbox = mailbox_of(node, "w")
-        await asyncio.sleep(0.05)
-        assert mailbox.spilled >= 3
-        commits.cancel()
-        await node.crash()
+        await eventually(lambda: mailbox.spilled >= 3, "the held requests' messages spill")
+        await app.crash()
 
         # after a crash the inbox is read back: the last requests' messages are spilled again; a keyed
         # retry of one of them learns at once too (not a 504 after its wait)
-        node = await Node(tmp_path, fragile_functions(got), Clock(), max_backlog=2).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got), max_backlog=2)
+        node, ingress = app.node, app.ingress
         assert mailbox_of(node, "w").spilled >= 3
         retry = await asyncio.wait_for(ingress.send("t/fragile", "w", STRING, poison, "30", "k5"), 10)
         assert retry.status == 500 and "cannot digest poison" in retry.body.decode()
-        commits.cancel()
-        await node.stop()
+        await app.stop()
 
     run(scenario())
 
@@ -175,22 +185,17 @@ def test_a_request_whose_message_waits_on_disk_learns_it_when_the_address_parks(
 
     async def scenario():
         stuck = asyncio.Event()  # never set: the poison's batch is still in flight at the crash
-        node = await Node(tmp_path, fragile_functions(got, stuck), Clock(), max_backlog=100).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got, stuck), max_backlog=100)
+        node, ingress = app.node, app.ingress
         assert (await ingress.send("t/fragile", "d", STRING, poison, None, None)).status == 202
         for n in range(6):
             answer = await asyncio.wait_for(ingress.send("t/fragile", "d", STRING, poison, "0.05", f"k{n}"), 10)
             assert answer.status == 504
-        commits.cancel()
-        await node.crash()
+        await app.crash()
 
         gate = asyncio.Event()
-        node = await Node(tmp_path, fragile_functions(got, gate), Clock(), max_backlog=2).start()
-        ingress = PlaygroundIngress(node.runtime, node.store)
-        node.runtime.reply_sink = ingress
-        commits = asyncio.ensure_future(committing(node))
+        app = await Running.start(tmp_path, fragile_functions(got, gate), max_backlog=2)
+        node, ingress = app.node, app.ingress
         assert mailbox_of(node, "d").spilled >= 3
         retry = asyncio.ensure_future(ingress.send("t/fragile", "d", STRING, poison, "30", "k5"))
         await asyncio.sleep(0.05)
@@ -198,7 +203,6 @@ def test_a_request_whose_message_waits_on_disk_learns_it_when_the_address_parks(
         gate.set()  # the poison's batch raises: the address parks
         answer = await asyncio.wait_for(retry, 10)  # at once, not a 504 after 30 s
         assert answer.status == 500 and "t/fragile/d is parked" in answer.body.decode()
-        commits.cancel()
-        await node.stop()
+        await app.stop()
 
     run(scenario())
