@@ -42,7 +42,7 @@ from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.timers import TimerService
 from pystatefun.savepoints import embedded as embedded_savepoints
 from pystatefun.savepoints import storage as savepoint_storage
-from pystatefun.savepoints.format import SavepointError, refuse_kinesis
+from pystatefun.savepoints.format import SavepointError
 from pystatefun.sdk.functions import StatefulFunctions
 from pystatefun.wording import plural
 
@@ -383,7 +383,6 @@ class Application:
         drained), the savepoint is taken, and the application stays stopped: the cut to move from."""
         if self._savepoint_running or self._final_savepoint is not None:
             raise SavepointError("a savepoint is being taken already: wait for it to finish")
-        refuse_kinesis(self.module)  # before anything stops
         self._savepoint_running = True
         try:
             await asyncio.to_thread(savepoint_storage.check_new, url)  # before stopping anything
@@ -406,11 +405,13 @@ class Application:
             manifest = await asyncio.to_thread(embedded_savepoints.take_online, self.store, url, self.module, "stop")
         except Exception as error:  # the request that asked gets it; the application is stopped either way
             log.error("stop-with-savepoint: the savepoint at %s failed: %s", url, error)
-            answer.set_exception(error)
+            if not answer.done():  # (its client may have gone: the log says it then)
+                answer.set_exception(error)
             return
         log.info("stopped with a savepoint at %s: %s, %s; restore it with pystatefun run --from-savepoint %s", url,
                  plural(manifest.counts["state"], "state value"), plural(manifest.counts["messages"], "message"), url)
-        answer.set_result(manifest.describe())
+        if not answer.done():
+            answer.set_result(manifest.describe())
 
     async def stop(self) -> None:
         if self._sweeper is not None:
@@ -420,10 +421,15 @@ class Application:
         for server in self._servers:
             await server.close()
         # the admin API stops listening now; a stop-with-savepoint request still gets its answer once the
-        # savepoint below is taken, so its connection is waited for at the end
-        closing_admin = [asyncio.ensure_future(runner.cleanup()) for runner in self._runners]
+        # savepoint below is taken, however long the egresses take to drain before it, so its handler is let
+        # be (aiohttp's cleanup would cancel it after its shutdown timeout) until then
         if self._final_savepoint is None:
-            await asyncio.gather(*closing_admin)
+            for runner in self._runners:
+                await runner.cleanup()
+        else:
+            for runner in self._runners:
+                for site in list(runner.sites):
+                    await site.stop()
         if self.forwarding is not None:
             await self.forwarding.close()
         if self.kafka is not None:
@@ -434,7 +440,8 @@ class Application:
                 await egress.stop()
         if self._final_savepoint is not None:
             await self._take_final_savepoint()
-            await asyncio.gather(*closing_admin)
+            for runner in self._runners:
+                await runner.cleanup()  # after the answer is written
         for transport in self._transports:
             await transport.close()
         self.store.close()

@@ -111,8 +111,7 @@ def create(path: str, admin: str | None, stop: bool, token: str | None, data_dir
 
                 module = _module(module_yaml) if module_yaml else None
                 kinds = embedded.egress_kinds(module) if module is not None else None
-                taken = embedded.take_offline(Path(data_dir), path, lambda what, done: show(what, done, None), kinds,
-                                              module)
+                taken = embedded.take_offline(Path(data_dir), path, lambda what, done: show(what, done, None), kinds)
             else:
                 if not bootstrap_servers or not app_name:
                     raise click.UsageError("--backend kafka needs --bootstrap-servers HOST:PORT and --app NAME")

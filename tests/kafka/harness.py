@@ -205,11 +205,13 @@ class Worker:
     """One worker process: start it, kill -9 it, stop it (SIGTERM: it hands its partitions over)."""
 
     def __init__(self, module: Path, bootstrap: str, app: str, worker_id: str, log: Path, partitions: int = 4,
-                 env: dict[str, str] | None = None):
-        """``env``: added to the process's environment (the module's ${...} values, say)."""
+                 env: dict[str, str] | None = None, args: tuple[str, ...] = ()):
+        """``env``: added to the process's environment (the module's ${...} values, say); ``args``: added
+        to its command line (``--from-savepoint PATH``, say)."""
         self.module, self.bootstrap, self.app, self.worker_id, self.log = module, bootstrap, app, worker_id, log
         self.partitions = partitions
         self.env = env or {}
+        self.args = args
         self.process: subprocess.Popen | None = None
         self.admin_port = free_port()
 
@@ -219,7 +221,7 @@ class Worker:
             [sys.executable, "-m", "pystatefun.cli", "run", str(self.module), "--backend", "kafka",
              "--bootstrap-servers", self.bootstrap, "--app", self.app, "--worker-id", self.worker_id,
              "--partitions", str(self.partitions), "--commit-interval", "20ms", "--admin-port", str(self.admin_port),
-             "--log-level", "info"],
+             "--log-level", "info", *self.args],
             stdout=out, stderr=subprocess.STDOUT, cwd=self.module.parent, env={**os.environ, **self.env},
         )
         out.close()

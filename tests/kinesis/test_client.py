@@ -11,7 +11,7 @@ import pytest
 from pystatefun import kinesis_egress_message
 from pystatefun.config.model import AwsCredentials, AwsRegion
 from pystatefun.io.kinesis.client import client_settings, kinesis_client
-from pystatefun.io.kinesis.egress import check_record, put_entry
+from pystatefun.io.kinesis.records import check_record, put_entry
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 AWS_VARIABLES = ("AWS_REGION", "AWS_DEFAULT_REGION", "AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN",

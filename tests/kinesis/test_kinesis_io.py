@@ -5,8 +5,6 @@ bad-record policies, a stream that does not exist yet, and the egress through an
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 import time
 from datetime import datetime, timezone
 
@@ -270,28 +268,6 @@ def test_egress_records_wait_through_an_emulator_outage_and_are_all_put(tmp_path
             emulator.restart()  # for the module's next tests
         elif emulator.name == "moto":
             emulator.resume()
-
-
-def test_a_savepoint_is_refused_rather_than_losing_the_kinesis_positions(tmp_path, emulator, stream_name):
-    source, out = f"{stream_name}-in", f"{stream_name}-out"
-    emulator.create_stream(source)
-    emulator.create_stream(out)
-    module = counter_module(tmp_path / "app", emulator, source)
-    runtime = Runtime(module, tmp_path / "data").start()
-    try:
-        records = KeyedRecords(emulator, source, f"kc/kinesis-out {out}", keys=2)
-        records.put(5)
-        records.check_kinesis(out)
-        answer = request(runtime.admin_port, "POST", "/savepoints", json.dumps({"path": str(tmp_path / "sp.db")}).encode(),
-                         {"Content-Type": "application/json"})
-        assert answer.status >= 400 and b"savepoints do not carry Kinesis positions" in answer.body
-        assert runtime.process.poll() is None
-    finally:
-        runtime.stop()
-    done = subprocess.run([sys.executable, "-m", "pystatefun.cli", "savepoint", "create", str(tmp_path / "sp.db"),
-                           "--data-dir", str(tmp_path / "data")], capture_output=True, text=True, timeout=60)
-    assert done.returncode != 0 and "savepoints do not carry Kinesis positions" in done.stderr
-    assert not (tmp_path / "sp.db").exists()
 
 
 def test_throttling_and_expired_iterators_are_retried_counted_and_lose_nothing(tmp_path, emulator, stream_name):

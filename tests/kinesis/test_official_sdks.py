@@ -29,7 +29,7 @@ import pytest
 import pystatefun
 from e2e.processes import FunctionServer, Runtime
 from e2e.processes import request as http_request
-from pystatefun.io.kinesis.egress import check_record, put_entry
+from pystatefun.io.kinesis.records import check_record, put_entry
 from pystatefun.wire.request_reply_pb2 import TypedValue
 from support.kinesis import CREDENTIALS, KinesisEmulator
 

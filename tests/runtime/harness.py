@@ -28,14 +28,15 @@ class Node:
     """One runtime 'process': start it, feed it, crash it (drop it without committing) or stop it."""
 
     def __init__(self, data_dir: Path, functions: StatefulFunctions, clock: Clock, max_backlog: int | None = None,
-                 spill: bool = True):
-        """``spill``: False keeps full mailboxes in memory, as on the Kafka backend."""
+                 spill: bool = True, commit_when_idle: bool = False):
+        """``spill``: False keeps full mailboxes in memory, as on the Kafka backend; ``commit_when_idle``:
+        commit as `pystatefun run` does when nothing runs (else only when a test asks)."""
         self.store = SQLiteStore(data_dir, PARTITIONS)
         self.invoker = EmbeddedInvoker(functions)
         self.runtime = Runtime(
             self.store, lambda t: self.invoker if t in functions else None, {}, PARTITIONS,
             # commits happen only where a test asks for them, so a crash can fall between them
-            commit_interval=3600, commit_when_idle=False, clock=clock, max_backlog=max_backlog, spill=spill,
+            commit_interval=3600, commit_when_idle=commit_when_idle, clock=clock, max_backlog=max_backlog, spill=spill,
         )
 
     async def start(self) -> "Node":

@@ -5,9 +5,10 @@ from datetime import timedelta
 
 import pytest
 
-from pystatefun import IntType, StatefulFunctions, StringType, ValueSpec, message_builder
+from pystatefun import IntType, StatefulFunctions, StringType, ValueSpec, make_json_type, message_builder
 
-from pystatefun.runtime.envelope import address
+from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.wire.request_reply_pb2 import TypedValue
 
 from .harness import Clock, Node
 
@@ -237,6 +238,31 @@ def test_a_raising_function_parks_its_address_and_the_others_go_on(tmp_path):
         assert node.state("t/fragile", "x", IntType) == {}
         assert "RuntimeError: negative" in node.store.parked()[("t/fragile", "x")]
         assert [r.target_type for r in node.store.inbox()] == ["t/fragile", "t/fragile"]  # nothing lost
+        await node.stop()
+
+    run(scenario())
+
+
+def test_a_parked_reason_shows_the_functions_own_line_when_a_library_raised_for_it(tmp_path):
+    """A message that is not the JSON its type says: json and the SDK raise, five frames deep, and the
+    reason still shows the line of the function that read it (then the innermost frames)."""
+    functions = StatefulFunctions()
+    order = make_json_type("t/Order")
+
+    @functions.bind("t/orders")
+    def orders(context, message):
+        context.storage.last = message.as_type(order)  # the line the reason must show
+
+    async def scenario():
+        node = await Node(tmp_path, functions, Clock()).start()
+        node.runtime.route(Envelope(address("t/orders", "o"), None,
+                                    TypedValue(typename="t/Order", has_value=True, value=b'{"item":')))
+        await node.commit()
+        reason = node.store.parked()[("t/orders", "o")]
+        assert reason.startswith("t/orders/o raised JSONDecodeError: ")
+        assert f'File "{__file__}", line ' in reason and ", in orders" in reason
+        assert "context.storage.last = message.as_type(order)" in reason
+        assert "\n  ...\n" in reason and 'json/decoder.py", line' in reason  # then the innermost frames
         await node.stop()
 
     run(scenario())

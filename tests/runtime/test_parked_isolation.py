@@ -206,3 +206,22 @@ def test_a_request_whose_message_waits_on_disk_learns_it_when_the_address_parks(
         await app.stop()
 
     run(scenario())
+
+
+def test_a_message_to_a_parked_address_commits_when_the_runtime_is_idle_not_at_the_interval(tmp_path):
+    """Nothing runs for a parked address, and its sender waits for the commit that makes its message
+    durable: that is the next idle commit, as for any message (the commit interval here is an hour)."""
+    got: list[str] = []
+
+    async def scenario():
+        node = await Node(tmp_path, fragile_functions(got), Clock(), commit_when_idle=True).start()
+        ingress = PlaygroundIngress(node.runtime, node.store)
+        node.runtime.reply_sink = ingress
+        await asyncio.wait_for(parked(node, "i", ingress), 10)
+        for n in range(3):
+            answer = await asyncio.wait_for(
+                ingress.send("t/fragile", "i", STRING, StringType.serializer().serialize(f"m{n}"), None, None), 10)
+            assert answer.status == 202
+        await node.stop()
+
+    run(scenario())

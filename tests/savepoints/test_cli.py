@@ -54,7 +54,7 @@ def savepoint(tmp_path) -> Path:
 def test_inspect_prints_the_manifest_and_counts_per_type(savepoint):
     lines = ok("inspect", str(savepoint)).splitlines()
     fields = dict(line.split("\t", 1) for line in lines if not line.startswith("example/"))
-    assert fields["format version"] == "1"
+    assert fields["format version"] == "2"
     assert fields["application"] == "shop"
     assert fields["source backend"] == "embedded"
     assert fields["partitions"] == "8"

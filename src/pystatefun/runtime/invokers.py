@@ -6,6 +6,8 @@ InvocationError when the batch cannot complete; the runtime then parks the addre
 
 from __future__ import annotations
 
+import os
+import sysconfig
 import time
 import traceback
 import typing
@@ -139,13 +141,30 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
 
 
+# where code that is not the application's lives: pystatefun itself, the standard library, installed
+# packages (a frame elsewhere is the application's: see ``raised``)
+_NOT_THE_APPLICATIONS = tuple(sorted({os.path.join(path, "") for path in (
+    os.path.dirname(os.path.dirname(os.path.abspath(__file__))),
+    *(sysconfig.get_paths()[name] for name in ("stdlib", "platstdlib", "purelib", "platlib")))}))
+
+
 def raised(address: SdkAddress, error: BaseException) -> str:
     """Why a batch failed when the function raised: the exception and where it was raised (the last
-    TRACEBACK_FRAMES frames: file, line, function and source line), bounded to TRACEBACK_MAX_CHARS."""
+    TRACEBACK_FRAMES frames: file, line, function and source line), bounded to TRACEBACK_MAX_CHARS. When
+    none of those is the application's own code (the SDK, a library or the standard library raised on
+    its behalf: a message that is not valid JSON, say), the innermost frame of the application's comes
+    first in their place, so the reason shows the line that called them."""
     head = f"{address.typename}/{address.id} raised {type(error).__name__}: {error}"
-    frames = traceback.extract_tb(error.__traceback__)[-TRACEBACK_FRAMES:]
+    every = traceback.extract_tb(error.__traceback__)
+    frames, skipped = every[-TRACEBACK_FRAMES:], False
+    if not any(_the_applications(frame) for frame in frames):
+        theirs = [frame for frame in every[:-TRACEBACK_FRAMES] if _the_applications(frame)]
+        if theirs:
+            frames, skipped = [theirs[-1], *every[-(TRACEBACK_FRAMES - 1):]], True
     lines = [f"Traceback (the last {len(frames)} frames, most recent call last):"]
-    for frame in frames:
+    for n, frame in enumerate(frames):
+        if n == 1 and skipped:
+            lines.append("  ...")  # the frames between the application's and the last ones
         lines.append(f'  File "{frame.filename}", line {frame.lineno}, in {frame.name}')
         if frame.line:
             lines.append(f"    {frame.line.strip()}")
@@ -153,6 +172,10 @@ def raised(address: SdkAddress, error: BaseException) -> str:
     if len(text) > TRACEBACK_MAX_CHARS:  # a huge exception message: keep its start and the frames' end
         text = text[: TRACEBACK_MAX_CHARS // 2] + " ... " + text[-TRACEBACK_MAX_CHARS // 2 :]
     return text
+
+
+def _the_applications(frame: traceback.FrameSummary) -> bool:
+    return not os.path.abspath(frame.filename).startswith(_NOT_THE_APPLICATIONS)
 
 
 class RemoteCaller(typing.Protocol):

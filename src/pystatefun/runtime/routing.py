@@ -97,6 +97,7 @@ class Routing:
         mailbox.backlog.append(envelope)
         if mailbox.parked is not None:
             self._tell_parked(mailbox, envelope)
+            self._commit_if_idle()  # nothing runs for it: its sender must not wait for the commit interval
         elif not mailbox.scheduled and mailbox.in_flight is None:  # _schedule, inlined
             mailbox.scheduled = True
             self._ready.append(mailbox)
@@ -125,6 +126,7 @@ class Routing:
             self.epoch.overflowing.add(mailbox.key)
         if mailbox.parked is not None:
             self._tell_parked(mailbox, envelope)
+            self._commit_if_idle()
 
     def _note_spilled_request(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """Remembers a spilled message that a request waits on (Mailbox.spilled_requests)."""

@@ -27,18 +27,19 @@ import typing
 from pathlib import Path
 
 from pystatefun.backends.embedded import DATABASE_NAME, DataDirError, SQLiteStore
-from pystatefun.config import KafkaEgress, Module, PlaygroundEgress
+from pystatefun.config import KafkaEgress, KinesisEgress, Module, PlaygroundEgress
 from pystatefun.io.playground import EGRESS_ID as PLAYGROUND_EGRESS_ID
 from pystatefun.runtime.envelope import partition_of
 from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
     DeadLetterRow,
     KAFKA_EGRESS,
-    KINESIS_REFUSED,
+    KINESIS_EGRESS,
     PLAYGROUND_EGRESS,
     BATCH_ROWS,
     EgressRow,
     IdempotencyRow,
+    KinesisPositionRow,
     Manifest,
     MessageRow,
     ParkedRow,
@@ -50,7 +51,6 @@ from pystatefun.savepoints.format import (
     SpecRow,
     StateRow,
     TimerRow,
-    refuse_kinesis,
 )
 
 # what each savepoint table is read from, in an order that keeps each kind's order
@@ -67,13 +67,14 @@ _EXPORTS: tuple[tuple[type, str], ...] = (
     (SpecRow, "SELECT typename, name, type_typename, mode, ttl_ms FROM function_specs ORDER BY typename, name"),
     (PositionRow, "SELECT source, topic, partition, next_offset FROM source_offsets ORDER BY source, topic, partition"),
     (EgressRow, "SELECT egress_id, topic, payload FROM egress ORDER BY seq"),  # and the kind: see _export
+    (KinesisPositionRow, "SELECT source, stream, shard, position FROM source_positions ORDER BY source, stream, shard"),
 )
 
 
 def egress_kinds(module: Module) -> dict[str, str]:
-    """What each egress of ``module`` keeps in the data dir: Kafka records, or playground records."""
-    return {spec.id: KAFKA_EGRESS if isinstance(spec, KafkaEgress) else PLAYGROUND_EGRESS
-            for spec in module.egresses if isinstance(spec, (KafkaEgress, PlaygroundEgress))}
+    """What each egress of ``module`` keeps in the data dir: Kafka, Kinesis or playground records."""
+    kinds = {KafkaEgress: KAFKA_EGRESS, KinesisEgress: KINESIS_EGRESS, PlaygroundEgress: PLAYGROUND_EGRESS}
+    return {spec.id: kinds[type(spec)] for spec in module.egresses if type(spec) in kinds}
 
 
 def _kinds(kinds: typing.Mapping[str, str] | None) -> typing.Callable[[str], str]:
@@ -100,13 +101,6 @@ def _export(db: sqlite3.Connection, writer: SavepointWriter, progress: Progress 
                 progress(row_class.__name__, done)
 
 
-def _has_kinesis_positions(db: sqlite3.Connection) -> bool:
-    try:
-        return db.execute("SELECT 1 FROM source_positions LIMIT 1").fetchone() is not None
-    except sqlite3.OperationalError:  # a data dir from before Kinesis ingresses: no such table
-        return False
-
-
 def _read_only(database: Path) -> sqlite3.Connection:
     return sqlite3.connect(f"file:{database}?mode=ro", uri=True, isolation_level=None, check_same_thread=False)
 
@@ -121,8 +115,6 @@ def _take(database: Path, url: str, application: str, mode: str, progress: Progr
     try:
         db.execute("BEGIN")  # one snapshot for every table; the runtime goes on committing in the WAL
         partitions = int(_meta(db)["partitions"])  # the first read fixes the snapshot
-        if _has_kinesis_positions(db):
-            raise SavepointError(f"{database.parent}: {KINESIS_REFUSED}")
         with storage.writing(url) as path:
             writer = SavepointWriter(path)
             try:
@@ -139,12 +131,11 @@ def _take(database: Path, url: str, application: str, mode: str, progress: Progr
 
 
 def take_offline(data_dir: Path, url: str, progress: Progress | None = None,
-                 kinds: typing.Mapping[str, str] | None = None, module: Module | None = None) -> Manifest:
+                 kinds: typing.Mapping[str, str] | None = None) -> Manifest:
     """A savepoint of a stopped application's data dir. Refused while a runtime uses the data dir: take an
     online one from its admin API instead (``take_online``), or stop it first. ``kinds``: what its egresses
-    keep (``egress_kinds(module)``), when known; ``module`` refuses one with Kinesis components."""
-    if module is not None:
-        refuse_kinesis(module)
+    keep (``egress_kinds(module)``), when known (else a record of an egress other than the playground's is
+    taken for a Kafka one, which a Kinesis egress takes back as its own: EgressRow.payload_as)."""
     database = data_dir / DATABASE_NAME
     if not database.is_file():
         raise SavepointError(f"{data_dir} holds no pystatefun application (no {DATABASE_NAME}): give the data dir "
@@ -176,7 +167,6 @@ def take_online(store: SQLiteStore, url: str, module: Module, mode: str = "onlin
     """A savepoint of the running application of ``module`` (in a thread: it reads the whole database).
     The read snapshot is the last committed epoch when it begins; the runtime goes on meanwhile
     (stop-with-savepoint stops it before, and then nothing changes)."""
-    refuse_kinesis(module)
     kinds = egress_kinds(module)
     return _take(store.path, url, store.path.parent.resolve().name, mode, progress, kinds)
 
@@ -277,6 +267,7 @@ def _import(store: SQLiteStore, reader: SavepointReader, partitions: int, progre
            "VALUES (?, ?, ?, ?, ?, ?)", rows("idempotency"))
     insert("function_specs", "INSERT INTO function_specs VALUES (?, ?, ?, ?, ?)", rows("function_specs"))
     insert("ingress_positions", "INSERT INTO source_offsets VALUES (?, ?, ?, ?)", rows("ingress_positions"))
+    insert("kinesis_positions", "INSERT INTO source_positions VALUES (?, ?, ?, ?)", rows("kinesis_positions"))
     insert("egress", "INSERT INTO egress (seq, egress_id, topic, payload) VALUES (?, ?, ?, ?)",
            ((seq, r.egress_id, r.topic, r.payload_as(kind_of(r.egress_id))) for seq, r in enumerate(rows("egress"), 1)))
     manifest = reader.manifest

@@ -27,30 +27,19 @@ import typing
 from pathlib import Path
 
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+from pystatefun.wire.kinesis_egress_pb2 import KinesisEgressRecord
 
 FORMAT = "pystatefun-savepoint"
-KAFKA_EGRESS, PLAYGROUND_EGRESS = "kafka", "playground"  # EgressRow.kind
-FORMAT_VERSION = 1
+KAFKA_EGRESS, PLAYGROUND_EGRESS, KINESIS_EGRESS = "kafka", "playground", "kinesis"  # EgressRow.kind
+# 2: Kinesis ingress positions (table kinesis_positions) and Kinesis egress records (kind "kinesis").
+# A file of version 1 reads as one without them.
+FORMAT_VERSION = 2
 BATCH_ROWS = 10_000
 Progress = typing.Callable[[str, int], None]  # (what is being read or written, rows of it so far): a progress bar
 
 
 class SavepointError(RuntimeError):
     """A savepoint cannot be written or read; the message says what is wrong and what to do."""
-
-
-# Savepoints hold no Kinesis shard positions and no Kinesis egress records yet: a savepoint of such an
-# application would read its streams again from the startup position, so it is refused instead.
-KINESIS_REFUSED = ("this application has a Kinesis ingress or egress, and savepoints do not carry Kinesis "
-                   "positions or egress records yet (docs/kinesis.md, Limits)")
-
-
-def refuse_kinesis(module: typing.Any) -> None:
-    """Raises SavepointError when ``module`` (a loaded module.yaml) has a Kinesis ingress or egress."""
-    from pystatefun.config import KinesisEgress, KinesisIngress
-
-    if any(isinstance(spec, (KinesisIngress, KinesisEgress)) for spec in [*module.ingresses, *module.egresses]):
-        raise SavepointError(f"{module.path}: {KINESIS_REFUSED}")
 
 
 class StateRow(typing.NamedTuple):
@@ -133,12 +122,23 @@ class PositionRow(typing.NamedTuple):
     next_offset: int
 
 
+class KinesisPositionRow(typing.NamedTuple):
+    """Where a Kinesis ingress continues in one shard of a stream (the text io/kinesis/ingress.py keeps:
+    ``seq:N`` after sequence number N, ``at:MS``, ``trim`` or ``end``)."""
+
+    ingress: str
+    stream: str
+    shard: str
+    position: str
+
+
 class EgressRow(typing.NamedTuple):
-    """An egress record committed and not forwarded (Kafka) or not read (playground) yet, in order.
+    """An egress record committed and not forwarded (Kafka, Kinesis) or not read (playground) yet, in order.
 
     ``kind`` says what ``payload`` is: ``"kafka"``, a serialized KafkaProducerRecord (key, value, topic);
-    ``"playground"``, the record's bytes as the playground egress serves them. A record moves between
-    the two (an application whose egress of that id is of the other kind) with ``payload_as``."""
+    ``"playground"``, the record's bytes as the playground egress serves them; ``"kinesis"``, a serialized
+    KinesisEgressRecord (its ``topic`` the stream). A record moves to an egress of another kind (an
+    application whose egress of that id is of another kind) with ``payload_as``."""
 
     egress_id: str
     topic: str
@@ -146,15 +146,38 @@ class EgressRow(typing.NamedTuple):
     kind: str
 
     def payload_as(self, kind: str) -> bytes:
-        """The payload as an egress of ``kind`` keeps it (a Kafka record without a key, or its value)."""
+        """The payload as an egress of ``kind`` keeps it: a Kafka record and a Kinesis record map key to
+        partition key and topic to stream; a playground record is the value alone (a Kafka record without
+        a key; it cannot be a Kinesis record, which needs a partition key)."""
         if kind == self.kind:
             return self.payload
-        if kind == KAFKA_EGRESS:
+        if self.kind == PLAYGROUND_EGRESS:
+            if kind == KINESIS_EGRESS:
+                raise SavepointError(f"egress {self.egress_id} has playground records in the savepoint, and the module "
+                                     f"makes it a Kinesis egress, whose records need a partition key: give the egress "
+                                     f"its kind again, or read its records from the source application and take the "
+                                     f"savepoint again")
             return KafkaProducerRecord(topic=self.topic, value_bytes=self.payload).SerializeToString()
-        return KafkaProducerRecord.FromString(self.payload).value_bytes
+        # The two records have the same fields under the same numbers (key/partition key 1, value 2,
+        # topic/stream 3; a Kinesis record also has an explicit hash key, 4), so each reads the other's bytes.
+        # That also gives a Kinesis egress its records back from a savepoint taken without the module, which
+        # takes an egress it does not know for a Kafka one (savepoints/embedded.py).
+        if kind == PLAYGROUND_EGRESS:
+            return KafkaProducerRecord.FromString(self.payload).value_bytes
+        if kind == KAFKA_EGRESS:
+            record = KafkaProducerRecord.FromString(self.payload)
+            return KafkaProducerRecord(topic=record.topic, key=record.key, value_bytes=record.value_bytes).SerializeToString()
+        from pystatefun.io.kinesis.records import check_fields
+
+        try:
+            return check_fields(KinesisEgressRecord.FromString(self.payload)).SerializeToString()
+        except ValueError as error:
+            raise SavepointError(f"egress {self.egress_id} has a Kafka record in the savepoint that the module's Kinesis "
+                                 f"egress of that id cannot put ({error}): give the egress its kind again") from None
 
 
-Row = StateRow | MessageRow | TimerRow | ParkedRow | DeadLetterRow | IdempotencyRow | SpecRow | PositionRow | EgressRow
+Row = (StateRow | MessageRow | TimerRow | ParkedRow | DeadLetterRow | IdempotencyRow | SpecRow | PositionRow
+       | KinesisPositionRow | EgressRow)
 
 # table -> (row class, SQL column types); the table order is the checksum's order
 _TABLES: dict[str, tuple[type, str]] = {
@@ -172,8 +195,18 @@ _TABLES: dict[str, tuple[type, str]] = {
     "ingress_positions": (PositionRow, "ingress TEXT NOT NULL, topic TEXT NOT NULL, partition INTEGER NOT NULL, "
                                        "next_offset INTEGER NOT NULL"),
     "egress": (EgressRow, "egress_id TEXT NOT NULL, topic TEXT NOT NULL, payload BLOB NOT NULL, kind TEXT NOT NULL"),
+    "kinesis_positions": (KinesisPositionRow, "ingress TEXT NOT NULL, stream TEXT NOT NULL, shard TEXT NOT NULL, "
+                                              "position TEXT NOT NULL"),
 }
 TABLES: tuple[str, ...] = tuple(_TABLES)
+# the format version that added a table (the others are in every version): an older file has no such
+# table, reads as if it were empty, and its checksum is over the tables it has
+_SINCE: dict[str, int] = {"kinesis_positions": 2}
+
+
+def tables_of(version: int) -> tuple[str, ...]:
+    """The tables of a savepoint of format ``version``, in the checksum's order."""
+    return tuple(table for table in TABLES if _SINCE.get(table, 1) <= version)
 _TABLE_OF: dict[type, str] = {row_class: table for table, (row_class, _) in _TABLES.items()}
 # made by finish(), after the rows: lookups of one address (inspect, transform) without a full scan
 _INDEXES = (
@@ -211,7 +244,7 @@ def _hash_row(hasher: typing.Any, row: tuple) -> None:
 
 def _checksum(digests: dict[str, bytes]) -> str:
     outer = hashlib.sha256()
-    for table in TABLES:
+    for table in digests:  # in TABLES order: the tables of the file's version
         outer.update(table.encode() + b"\x00" + digests[table])
     return "sha256:" + outer.hexdigest()
 
@@ -320,7 +353,8 @@ class SavepointReader:
         if not isinstance(version, int) or version > FORMAT_VERSION:
             raise SavepointError(f"{self.name} has savepoint format version {version}, and this pystatefun reads up to "
                                  f"{FORMAT_VERSION}: upgrade pystatefun to read it")
-        missing = [table for table in TABLES if table not in found]
+        self.tables = tables_of(version)
+        missing = [table for table in self.tables if table not in found]
         if missing:
             raise SavepointError(f"{self.name} is damaged: it has no table {', '.join(missing)}")
         try:
@@ -328,7 +362,7 @@ class SavepointReader:
                                         if field.name in values or field.default is dataclasses.MISSING})
         except KeyError as error:
             raise SavepointError(f"{self.name} is damaged: its manifest has no {error.args[0]}") from None
-        for table in TABLES:
+        for table in self.tables:
             counted = self._count(table)
             expected = self.manifest.counts.get(table)
             if counted != expected:
@@ -342,7 +376,9 @@ class SavepointReader:
             raise SavepointError(f"{self.name} is damaged: reading table {table} failed ({error})") from error
 
     def rows(self, table: str) -> typing.Iterator[Row]:
-        """A table's rows in the order they were written."""
+        """A table's rows in the order they were written (none from a table the file's version has not)."""
+        if table not in self.tables:
+            return
         row_class = _TABLES[table][0]
         try:
             for row in self._db.execute(f"SELECT * FROM {table} ORDER BY rowid"):
@@ -353,7 +389,7 @@ class SavepointReader:
     def verify(self, progress: typing.Callable[[int], None] | None = None) -> None:
         """Reads every row and checks the manifest's checksum; ``progress`` gets the rows read so far."""
         digests, read = {}, 0
-        for table in TABLES:
+        for table in self.tables:
             hasher = hashlib.sha256()
             try:  # the cursor's own tuples: the rows need not become row objects to be hashed
                 cursor = self._db.execute(f"SELECT * FROM {table} ORDER BY rowid")

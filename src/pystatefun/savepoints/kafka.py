@@ -36,9 +36,11 @@ value of each key; a compacted topic keeps older values until its cleaner passes
 idempotency records are kept once across partitions (a restore put one in every partition). Memory
 stays bounded whatever the size of the application.
 
-Not in a Kafka savepoint: egress records (on this backend they are in their topics with each epoch's
-transaction already, nothing waits to be forwarded) and registered function specs (this backend keeps
-none: remote functions negotiate them again).
+Kinesis positions are changelog records too (kind ``k``), and Kinesis egress records not put yet are
+those of ``<app>.kinesis-egress`` after the committed offsets of its forwarders' group. Not in a Kafka
+savepoint: Kafka egress records (on this backend they are in their topics with each epoch's transaction
+already, nothing waits to be forwarded) and registered function specs (this backend keeps none: remote
+functions negotiate them again).
 
 **Restoring** writes everything in one Kafka transaction (producer ``pystatefun-<app>-restore``), with
 the ingress positions committed for the ingresses' groups in the same transaction, so the new
@@ -51,10 +53,11 @@ Addresses go to ``partition_of(id, partitions)``, the runtime's hash: state valu
 the changelog partition of their sender (which owns the cancellation token), with new unique ids
 (1, 2, ...: a worker numbers its own from its start time in nanoseconds, far above), messages to their
 target's partition of ``<app>.messages`` in savepoint order (so each address gets its messages in the
-order it had them), dead letters to ``<app>.dead-letters``, egress records (from an embedded savepoint:
-records committed but not forwarded or read yet) to their topics as the module's Kafka egress of their
-id (a playground egress's record becomes a Kafka record of its topic, without a key; an egress of the
-id that is not a Kafka egress is refused), before anything the new application writes. A savepoint does not know the address an idempotency record belongs to, and the
+order it had them), dead letters to ``<app>.dead-letters``, Kinesis positions to their stream's changelog partition, egress
+records (records committed but not forwarded or read yet) as the module's egress of their id keeps them:
+a Kafka egress's to their topics, a Kinesis egress's to ``<app>.kinesis-egress`` by partition key
+(EgressRow.payload_as converts a record to its egress's kind; an egress of another kind, or missing, is
+refused), before anything the new application writes. A savepoint does not know the address an idempotency record belongs to, and the
 Kafka backend keeps each in the changelog of its address's partition, so every record is written to every
 partition (``partitions`` copies; they are small and expire with the idempotency-key TTL).
 
@@ -85,15 +88,19 @@ from pystatefun.backends.kafka.topics import TopicMismatchError, Topics, prepare
 from pystatefun.backends.kafka.worker import retrying
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
+from pystatefun.config.model import KinesisEgress as KinesisEgressSpec
+from pystatefun.config.model import KinesisIngress as KinesisIngressSpec
 from pystatefun.config.model import Module
 from pystatefun.runtime.envelope import address, partition_of
 from pystatefun.runtime.epoch import DeadLetter
 from pystatefun.savepoints import storage
 from pystatefun.savepoints.format import (
     KAFKA_EGRESS,
-    KINESIS_REFUSED,
+    KINESIS_EGRESS,
     DeadLetterRow,
+    EgressRow,
     IdempotencyRow,
+    KinesisPositionRow,
     Manifest,
     MessageRow,
     ParkedRow,
@@ -104,10 +111,10 @@ from pystatefun.savepoints.format import (
     SavepointWriter,
     StateRow,
     TimerRow,
-    refuse_kinesis,
 )
 from pystatefun.wire.fields import varint
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
+from pystatefun.wire.kinesis_egress_pb2 import KinesisEgressRecord
 from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, StateValue, TimerValue
 from pystatefun.wire.request_reply_pb2 import Address, TypedValue
 
@@ -364,9 +371,9 @@ class _Changelog:
 
         return list(ProcessedOffsets.FromString(row[0]).ranges)
 
-    def rows(self, now_ms: int) -> typing.Iterator[StateRow | TimerRow | ParkedRow]:
-        """The partition's state values, parked addresses and timers; its live idempotency records go to
-        the table that ``idempotency`` reads once every partition is in."""
+    def rows(self, now_ms: int) -> typing.Iterator[StateRow | TimerRow | ParkedRow | KinesisPositionRow]:
+        """The partition's state values, parked addresses, Kinesis shard positions and timers; its live
+        idempotency records go to the table that ``idempotency`` reads once every partition is in."""
         for key, value in self.db.execute("SELECT key, value FROM records WHERE value IS NOT NULL ORDER BY key"):
             if key == records.PROCESSED_KEY:
                 continue
@@ -378,7 +385,7 @@ class _Changelog:
             elif kind == "p":
                 yield ParkedRow(names[0], names[1], ParkedValue.FromString(value).reason)
             elif kind == "k":  # a Kinesis ingress's shard position (backends/kafka/kinesis.py)
-                raise SavepointError(KINESIS_REFUSED)
+                yield KinesisPositionRow(names[0], names[1], names[2], value.decode())
             elif kind == "i":
                 stored = IdempotencyValue.FromString(value)
                 if stored.expires_ms > now_ms:
@@ -434,6 +441,8 @@ class _Snapshot(typing.NamedTuple):
     ends: dict[str, dict[int, tuple[int, int, int]]]  # topic -> partition -> (low, stable, end)
     committed: dict[int, int]  # partition of <app>.messages -> offset
     positions: list[PositionRow]
+    # partition of <app>.kinesis-egress -> the offset its forwarders' group put up to (backends/kafka/kinesis.py)
+    forwarded: dict[int, int]
 
 
 def _snapshot(cluster: _Cluster, topics: Topics, partitions: int, ingresses: list[KafkaIngressSpec],
@@ -447,7 +456,12 @@ def _snapshot(cluster: _Cluster, topics: Topics, partitions: int, ingresses: lis
                 for partition, offset in sorted(cluster.committed(spec.consumer_group_id, topic, counts[topic]).items()):
                     positions.append(PositionRow(spec.id, topic, partition, offset))
     names = {topics.messages: partitions, topics.state: partitions, topics.dead_letters: counts[topics.dead_letters]}
-    return _Snapshot({name: cluster.ends(name, n) for name, n in names.items()}, committed, positions)
+    forwarded: dict[int, int] = {}
+    if topics.kinesis_egress in counts:  # an application from before Kinesis egresses has none
+        names[topics.kinesis_egress] = counts[topics.kinesis_egress]
+        # the forwarders' consumer group is named like the topic (backends/kafka/kinesis.py)
+        forwarded = cluster.committed(topics.kinesis_egress, topics.kinesis_egress, counts[topics.kinesis_egress])
+    return _Snapshot({name: cluster.ends(name, n) for name, n in names.items()}, committed, positions, forwarded)
 
 
 def _settled(cluster: _Cluster, topics: Topics, partitions: int, ingresses: list[KafkaIngressSpec],
@@ -477,7 +491,8 @@ def _moved(before: _Snapshot, after: _Snapshot) -> bool:
         return {topic: {p: (stable, end) for p, (_, stable, end) in partitions.items()}
                 for topic, partitions in snapshot.ends.items()}
 
-    return (ends(before), before.committed, before.positions) != (ends(after), after.committed, after.positions)
+    return ((ends(before), before.committed, before.positions, before.forwarded)
+            != (ends(after), after.committed, after.positions, after.forwarded))
 
 
 # how long a group's members that stopped without leaving it may take to be gone: the workers' session
@@ -513,11 +528,10 @@ def _refuse_running(cluster: _Cluster, app: str) -> None:
 def take(url: str, bootstrap: str, app: str, module: Module | None = None, properties: typing.Mapping[str, str] | None = None,
          progress: Progress | None = None) -> Manifest:
     """A savepoint of the stopped application ``app`` (see the module docstring) at ``url``; with ``module``
-    (its loaded module.yaml), the positions of its Kafka ingresses too. Refused while a worker runs."""
+    (its loaded module.yaml), the positions of its Kafka ingresses too (its Kinesis ingresses' positions
+    are in its changelog). Refused while a worker runs."""
     from confluent_kafka import KafkaException
 
-    if module is not None:
-        refuse_kinesis(module)
     try:
         with storage.writing(url) as path, contextlib.ExitStack() as stack:
             cluster = stack.enter_context(contextlib.closing(_Cluster(bootstrap, properties)))
@@ -592,6 +606,13 @@ def _export(cluster: _Cluster, topics: Topics, partitions: int, snapshot: _Snaps
     writer.write(counted("dead_letters", (_dead_letter_row(r.value(), r.headers())
                                           for r in cluster.read(topics.dead_letters, 0, low, end))))
     writer.write(snapshot.positions)
+    # Kinesis egress records committed and not put yet, from where the forwarders' group is (a record
+    # of <app>.kinesis-egress is keyed by its egress id: backends/kafka/kinesis.py)
+    for p, (low, _, end) in snapshot.ends.get(topics.kinesis_egress, {}).items():
+        start = max(low, snapshot.forwarded.get(p, low))
+        writer.write(counted("egress", (
+            EgressRow(r.key().decode(), KinesisEgressRecord.FromString(r.value()).stream, r.value(), KINESIS_EGRESS)
+            for r in cluster.read(topics.kinesis_egress, p, start, end))))
     if progress is not None:
         for table, n in done.items():
             progress(table, n)
@@ -619,6 +640,12 @@ class _Plan(typing.NamedTuple):
 
 
 def _plan(reader: SavepointReader, module: Module) -> _Plan:
+    kinesis_ingresses = {spec.id for spec in module.ingresses if isinstance(spec, KinesisIngressSpec)}
+    for position in reader.rows("kinesis_positions"):
+        if position.ingress not in kinesis_ingresses:
+            raise SavepointError(f"{reader.name} has positions of Kinesis ingress {position.ingress}, which {module.path} "
+                                 f"does not define: add it to the module, or remove the positions with pystatefun "
+                                 f"savepoint transform")
     ingresses = {spec.id: spec for spec in _kafka_ingresses(module)}
     groups = {}
     for row in reader.rows("ingress_positions"):
@@ -634,16 +661,22 @@ def _plan(reader: SavepointReader, module: Module) -> _Plan:
     for row in reader.rows("egress"):
         if row.egress_id not in checked:
             spec = egresses.get(row.egress_id)
-            if not isinstance(spec, KafkaEgressSpec):  # a record goes to the module's egress of its id
-                what = "which the Kafka backend does not have (only Kafka egresses)" if spec is not None else \
-                    f"which {module.path} does not define"
+            if not isinstance(spec, (KafkaEgressSpec, KinesisEgressSpec)):  # to the module's egress of its id
+                what = "which the Kafka backend does not have (only Kafka and Kinesis egresses)" if spec is not None \
+                    else f"which {module.path} does not define"
                 raise SavepointError(
                     f"{reader.name} holds {reader.manifest.counts['egress']} egress records, some of egress "
                     f"{row.egress_id}, {what}: restore it on the embedded backend, or let the source application "
                     f"deliver them (read them from its egress) and take the savepoint again")
             checked.add(row.egress_id)
-        topics.add(row.topic)
+            row.payload_as(_egress_kind(spec))  # refuses a record its new egress cannot take, before anything
+        if isinstance(egresses[row.egress_id], KafkaEgressSpec):
+            topics.add(row.topic)
     return _Plan(topics, groups)
+
+
+def _egress_kind(spec: KafkaEgressSpec | KinesisEgressSpec) -> str:
+    return KAFKA_EGRESS if isinstance(spec, KafkaEgressSpec) else KINESIS_EGRESS
 
 
 def _refuse_existing(cluster: _Cluster, app: str, groups: typing.Iterable[str]) -> None:
@@ -742,7 +775,7 @@ def _restore(reader: SavepointReader, url: str, bootstrap: str, app: str, partit
             # fences a restore into the same application that was killed: its open transaction aborts now
             producer.init_transactions(REQUEST_TIMEOUT_SECONDS * 2)
             topics = Topics(app, partitions)
-            for topic in (topics.messages, topics.state, topics.dead_letters):
+            for topic in (topics.messages, topics.state, topics.dead_letters, topics.kinesis_egress):
                 if topic in counts and _holds_data(cluster, topic, counts[topic]):
                     raise SavepointError(f"application {app} exists (topic {topic} holds data): restore into a new "
                                          f"--app name, or delete its topics {topics.messages}, {topics.state} and "
@@ -827,7 +860,16 @@ def _import(reader: SavepointReader, out: _Output, topics: Topics, module: Modul
         value, headers = records.encode_dead_letter(DeadLetter(row.target_type, row.target_id, caller,
                                                                TypedValue.FromString(row.value), row.reason, row.at_ms))
         out.send(topics.dead_letters, value, None, 0, headers)
-    for row in each("egress"):  # a playground record becomes a Kafka record of its topic (EgressRow.payload_as)
+    for row in each("kinesis_positions"):  # with the stream's partition, whose owner reads it
+        out.send(state, row.position.encode(), records.kinesis_key(row.ingress, row.stream, row.shard),
+                 partition_of(row.stream, partitions))
+    egresses = {spec.id: spec for spec in module.egresses}
+    for row in each("egress"):  # to the module's egress of its id, as its kind keeps records (EgressRow.payload_as)
+        if isinstance(egresses[row.egress_id], KinesisEgressSpec):  # forwarded by the partition key's owner
+            payload = row.payload_as(KINESIS_EGRESS)
+            partition_key = KinesisEgressRecord.FromString(payload).partition_key
+            out.send(topics.kinesis_egress, payload, row.egress_id.encode(), partition_of(partition_key, partitions))
+            continue
         record = KafkaProducerRecord.FromString(row.payload_as(KAFKA_EGRESS))
         out.send(record.topic, record.value_bytes, record.key.encode() if record.key else None)
 
@@ -838,7 +880,7 @@ def _visible(cluster: _Cluster, topics: Topics) -> None:
     (its changelog restore reads up to the last stable offset)."""
     deadline = time.monotonic() + OPEN_TRANSACTION_WAIT_SECONDS
     for topic, partitions in ((topics.state, topics.partitions), (topics.messages, topics.partitions),
-                              (topics.dead_letters, 1)):
+                              (topics.dead_letters, 1), (topics.kinesis_egress, topics.partitions)):
         while any(stable < end for _, stable, end in cluster.ends(topic, partitions).values()):
             if time.monotonic() > deadline:
                 raise SavepointError(f"the restore into {topics.app} committed, but {topic} is not readable yet after "

@@ -32,7 +32,8 @@ from confluent_kafka import OFFSET_BEGINNING, Consumer, KafkaException, TopicPar
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
 from pystatefun.io.kafka import consume_batch
-from pystatefun.io.kinesis.egress import BUG_PAUSE_SECONDS, KinesisEgress, put_entry
+from pystatefun.io.kinesis.egress import BUG_PAUSE_SECONDS, KinesisEgress
+from pystatefun.io.kinesis.records import put_entry
 from pystatefun.io.kinesis.ingress import KinesisIngress
 from pystatefun.wire.kinesis_egress_pb2 import KinesisEgressRecord
 
