@@ -519,9 +519,10 @@ def replay_dead_letter(seq: int) -> None:
 @click.option("--directory", type=click.Path(file_okay=False), help="Where to write it (default: ./NAME).")
 def init(name: str, directory: str | None) -> None:
     """Create the project NAME: a function, its test, module.yaml (embedded and remote), a Dockerfile, a README."""
+    import importlib.metadata
     from pathlib import Path
 
-    from pystatefun.scaffold import ScaffoldError, create_project
+    from pystatefun.scaffold import ScaffoldError, create_project, installed_from
 
     try:
         written = create_project(name, Path(directory or name))
@@ -530,6 +531,13 @@ def init(name: str, directory: str | None) -> None:
     folder = written[0].parent
     click.echo(f"created {folder}: {', '.join(path.name for path in written)}\n"
                f"  cd {folder} && pystatefun run module.yaml   (then see README.md)")
+    source = installed_from()
+    if source is not None:
+        version = importlib.metadata.version("pystatefun")
+        click.echo(f"note: this pystatefun was installed from {source}, not from a package index, and "
+                   f"requirements.txt pins pystatefun=={version}, which pip looks for on one: install it into the "
+                   f"project's environment from the same place first (pip install {source.removeprefix('file://')}), "
+                   f"and give the Docker build a wheel of it (README.md, 'In a container')")
 
 
 from pystatefun.cli_savepoint import savepoint  # noqa: E402 (the group lives in its own module)

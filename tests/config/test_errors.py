@@ -93,6 +93,12 @@ def test_component_structure_problems(files, text, message):
     assert message in files.problem(text)
 
 
+def test_settings_not_indented_under_spec_say_so(files):
+    text = str(files.error("kind: io.statefun.playground.v1/ingress\nspec:\nport: 8090\n"))
+    assert "'spec' is empty: its settings belong under it, each indented by two spaces [line 1]" in text
+    assert "port: unknown key 'port' (allowed keys: kind, spec) [line 3]" in text
+
+
 def test_malformed_yaml_names_line_and_column(files):
     problem = files.problem("kind: io.statefun.playground.v1/ingress\nspec:\n  port: 8090\n   host: x\n")
     assert problem.startswith(f"{files.folder / 'module.yaml'}: malformed YAML at line 4, column 8: ")

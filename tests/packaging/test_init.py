@@ -95,3 +95,13 @@ def test_directory_chooses_where_it_goes(tmp_path):
     done = init("hello", "--directory", str(tmp_path / "elsewhere"), cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert "hello/greeter" in (tmp_path / "elsewhere" / "functions.py").read_text()
+
+
+def test_a_pystatefun_not_from_an_index_says_how_the_project_gets_it(tmp_path):
+    """This checkout is installed from its folder (pip install -e): requirements.txt's pin is for an index,
+    so init says where to install pystatefun from instead (the folder this test's pystatefun came from)."""
+    done = init("hello", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    source = Path(__file__).resolve().parents[2]
+    assert (f"note: this pystatefun was installed from file://{source}, not from a package index" in done.stdout
+            and f"(pip install {source})" in done.stdout), done.stdout

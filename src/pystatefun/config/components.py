@@ -73,7 +73,10 @@ def parse_document(root: Node) -> tuple[Component, Node] | None:
         kind_node.report(unknown_kind_message(kind) if isinstance(kind, str) else f"expected a kind name, got {describe(kind)}")
         return None
     if spec is None:
-        root.report("missing required key 'spec' (the component's settings)")
+        if "spec" in root.value:  # `spec:` with nothing under it: its keys are most likely not indented
+            root.report("'spec' is empty: its settings belong under it, each indented by two spaces")
+        else:
+            root.report("missing required key 'spec' (the component's settings)")
         return None
     component = parse_spec(root.ctx.kind, spec)
     return (component, spec) if component is not None else None

@@ -7,6 +7,7 @@ its function types) and ``{{version}}`` (this pystatefun, pinned in requirements
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import keyword
 from importlib import resources
 from pathlib import Path
@@ -36,6 +37,14 @@ def check_name(name: str) -> None:
                             "starting with a digit (e.g. my_app); it names the project and its function types")
     if keyword.iskeyword(name):
         raise ScaffoldError(f"{name!r} is a Python keyword: choose another name (e.g. {name}_app)")
+
+
+def installed_from() -> str | None:
+    """Where the pystatefun that runs was installed from, when not from a package index: a checkout, a
+    wheel file or a VCS URL (PEP 610's direct_url.json); None from an index. A project's requirements.txt
+    pins the version, which pip finds on an index only, so its user needs to know."""
+    origin = importlib.metadata.distribution("pystatefun").read_text("direct_url.json")
+    return json.loads(origin).get("url") if origin else None
 
 
 def create_project(name: str, directory: Path) -> list[Path]:
