@@ -116,6 +116,30 @@ def test_an_endpoint_that_is_unavailable_shows_failing_while_the_call_is_still_r
     asyncio.run(scenario())
 
 
+def test_a_request_that_waits_in_vain_on_a_failing_endpoint_is_told_so(tmp_path):
+    async def scenario():
+        async with FunctionServer(raising_functions([True])) as server:
+            url = f"http://127.0.0.1:{server.port}/{{function.name}}"
+            text = (f"kind: io.statefun.endpoints.v2/http\nspec:\n  functions: t/*\n  urlPathTemplate: {url}\n---\n"
+                    "kind: io.statefun.playground.v1/ingress\nspec:\n  port: 0\n")
+            app = Application(load_module(module(tmp_path, server.port, text=text)), tmp_path / "data")
+            await app.start()
+            server.fail_next = 10_000  # 503s: retried for the whole call budget
+            answer = await app.ingress.send("t/counter", "w", "application/vnd.io.statefun.types/int",
+                                            IntType.serializer().serialize(1), "1", None)
+            assert answer.status == 504
+            body = answer.body.decode()
+            assert "no reply within 1 s; the message was accepted and is processed exactly once" in body
+            assert f"Its function t/counter may be why: its endpoint {url} has been failing for " in body
+            assert "HTTP 503" in body and "its calls are retried" in body
+            server.fail_next = 0
+            await settle(app)
+            assert count(app, "w") == 1  # retried until the endpoint answered
+            await app.stop()
+
+    asyncio.run(scenario())
+
+
 def test_with_no_limit_a_raising_function_is_retried_like_any_failure_as_in_statefun(tmp_path):
     """function_error_max_attempts: null (for a gateway that answers 500 for its own transient failures):
     a 500 is retried until the call budget, and a function that recovers meanwhile is applied once,

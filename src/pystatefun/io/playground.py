@@ -172,7 +172,7 @@ class PlaygroundIngress:
                 reason = self.runtime.parked_holding(target, reply_id)
                 if reason is not None:
                     self.parked(reply_id, f"{target.typename}/{target.id}", reason)
-            return await self._reply_or_timeout(waiter, accepted, full_key, wait)
+            return await self._reply_or_timeout(waiter, accepted, full_key, wait, target)
         finally:
             if waiter is not None:
                 self._stop_waiting(reply_id, waiter)
@@ -281,8 +281,9 @@ class PlaygroundIngress:
             self._waiting.pop(reply_id, None)
 
     async def _reply_or_timeout(self, waiter: asyncio.Future, accepted: Epoch | None, full_key: str | None,
-                                wait: float) -> Response:
-        """The reply, or a 504 once ``wait`` has passed and the message is committed. The reply needs no
+                                wait: float, target: SdkAddress) -> Response:
+        """The reply, or a 504 once ``wait`` has passed and the message is committed (saying so when the
+        target's endpoint is failing meanwhile: ``Invoker.trouble``). The reply needs no
         wait for the message's commit of its own: it is answered only once the epoch that carries it
         commits, which is never before the message's."""
         if full_key is not None:  # answered while this retry was on its way
@@ -306,7 +307,11 @@ class PlaygroundIngress:
             if accepted is not None:
                 await accepted.committed()
             retry = " Retry with the same Idempotency-Key to get the answer." if full_key else ""
-            return text(504, f"no reply within {wait:g} s; the message was accepted and is processed exactly once.{retry}")
+            invoker = self.runtime.resolve(target.typename)
+            trouble = None if invoker is None else invoker.trouble(target.typename)
+            why = f" Its function {target.typename} may be why: {trouble}." if trouble else ""
+            return text(504, f"no reply within {wait:g} s; the message was accepted and is processed exactly once."
+                             f"{why}{retry}")
         return Response(200, value.value, {"Content-Type": f"{VND_PREFIX}{value.typename}"})
 
     def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:

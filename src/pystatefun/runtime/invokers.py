@@ -75,6 +75,11 @@ class _SpecsOfFunctions:
         """Why new messages to ``typename`` are refused now (the ingress answers 404), else None."""
         return None
 
+    def trouble(self, typename: str) -> str | None:
+        """Why ``typename``'s calls fail now, though they are retried (a remote endpoint that does not
+        answer): what a request that waited in vain is told. None: nothing known."""
+        return None
+
     def after_call(self, typename: str) -> tuple[StateSpec, ...]:
         touched = self._after_call.get(typename)
         if touched is None:
@@ -236,6 +241,13 @@ class RemoteInvoker(_SpecsOfFunctions):
             return None
         return (f"function type {typename!r} is not registered at its endpoint ({answer}); its messages are "
                 f"refused for {left:.0f} s more: deploy it, then send again")
+
+    def trouble(self, typename: str) -> str | None:
+        health = self.health
+        if health.failing_since is None:
+            return None
+        return (f"its endpoint {health.endpoint} has been failing for {health.clock() - health.failing_since:.0f} s "
+                f"({health.last_error}); its calls are retried")
 
     def unregistered_types(self) -> dict[str, float]:
         """The function types refused now, with the seconds each stays refused (for /functions)."""
