@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import typing
 from pathlib import Path
 
 from pystatefun import StatefulFunctions
@@ -79,3 +80,12 @@ class Node:
     def state(self, typename: str, id: str, tpe: Type):
         values = self.store.load_state(typename, id)
         return {name: tpe.serializer().deserialize(v.value.value) for name, v in values.items()}
+
+
+async def until(condition: typing.Callable[[], object], what: str) -> None:
+    """Waits for ``condition`` (a liveness bound for a loaded machine, not a timing check)."""
+    for _ in range(1000):
+        if condition():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"not within 10 s: {what}")

@@ -12,7 +12,7 @@ from pystatefun.io.playground import PlaygroundIngress
 from pystatefun.runtime import routing
 from pystatefun.runtime.envelope import address
 
-from .harness import Clock, Node
+from .harness import Clock, Node, until
 
 STRING = "application/vnd.io.statefun.types/string"
 
@@ -68,15 +68,6 @@ class Running:
         await self.node.crash()
 
 
-async def eventually(condition, what: str) -> None:
-    """Waits for ``condition`` (a liveness bound for a loaded machine, not a timing check)."""
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"not within 10 s: {what}")
-
-
 def mailbox_of(node: Node, id: str):
     return node.runtime.processors[node.runtime.partition_of(id)].mailboxes[("t/fragile", id)]
 
@@ -84,7 +75,7 @@ def mailbox_of(node: Node, id: str):
 async def parked(node: Node, id: str, ingress: PlaygroundIngress) -> None:
     """Sends the poison to t/fragile/``id`` and waits until the address is parked."""
     assert (await ingress.send("t/fragile", id, STRING, StringType.serializer().serialize("poison"), None, None)).status == 202
-    await eventually(lambda: mailbox_of(node, id).parked is not None, "the address parks")
+    await until(lambda: mailbox_of(node, id).parked is not None, "the address parks")
 
 
 def test_senders_to_a_parked_address_go_on_and_its_messages_wait_on_disk(tmp_path):
@@ -102,11 +93,11 @@ def test_senders_to_a_parked_address_go_on_and_its_messages_wait_on_disk(tmp_pat
             ingress.send("t/fragile", "a", STRING, StringType.serializer().serialize("m200"), None, None), 5)
         assert answer.status == 202
         mailbox = mailbox_of(node, "a")
-        await eventually(lambda: not mailbox.overflow, "the next commit spills the overflow")
+        await until(lambda: not mailbox.overflow, "the next commit spills the overflow")
         assert mailbox.spilled > 150  # on disk, not in memory
         got.append("fixed")
         assert node.runtime.resume(target)
-        await eventually(lambda: len(got) == 203, "the resumed address runs its messages")
+        await until(lambda: len(got) == 203, "the resumed address runs its messages")
         assert got == ["fixed", "poison"] + [f"m{n}" for n in range(201)]  # each once, in order
         await app.stop()
 
@@ -161,7 +152,7 @@ def test_a_waiting_request_learns_at_once_that_its_address_parked_wherever_its_m
             answer = await asyncio.wait_for(ingress.send("t/fragile", "w", STRING, poison, "30", f"k{n}"), 10)
             assert answer.status == 500 and "t/fragile/w is parked" in answer.body.decode(), answer
         mailbox = mailbox_of(node, "w")
-        await eventually(lambda: mailbox.spilled >= 3, "the held requests' messages spill")
+        await until(lambda: mailbox.spilled >= 3, "the held requests' messages spill")
         await app.crash()
 
         # after a crash the inbox is read back: the last requests' messages are spilled again; a keyed

@@ -14,6 +14,7 @@ from pystatefun import IntType, StatefulFunctions, ValueSpec
 from pystatefun.app import Application
 from pystatefun.config import load_module
 
+from .harness import until
 from .test_remote import FunctionServer, count, module, send, settle
 
 
@@ -41,14 +42,6 @@ def raising_functions(fixed: list[bool]) -> StatefulFunctions:
 
 def metric(app: Application, name: str) -> str:
     return next(line for line in generate_latest(app.metrics.registry).decode().splitlines() if line.startswith(name))
-
-
-async def until(condition, what: str) -> None:
-    for _ in range(1000):
-        if condition():
-            return
-        await asyncio.sleep(0.01)
-    raise AssertionError(f"never happened: {what}")
 
 
 def test_a_function_that_raises_parks_after_three_attempts_and_the_endpoint_shows_failing(tmp_path, caplog):
