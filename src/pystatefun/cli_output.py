@@ -63,10 +63,23 @@ class Output:
     def parked(self, parked: list[dict[str, typing.Any]]) -> None:
         rows = [(p["address"], str(p["waiting_messages"]), p["reason"]) for p in parked]
         self._table("parked addresses", ("address", "waiting", "reason"), rows, empty="no parked addresses")
+        self._full_reasons([(p["address"], p["reason"]) for p in parked])
 
     def dead_letters(self, letters: list[dict[str, typing.Any]]) -> None:
         rows = [(str(d["seq"]), d["target"], d["caller"] or "", d["typename"], d["reason"]) for d in letters]
         self._table("dead letters", ("seq", "target", "caller", "typename", "reason"), rows, empty="no dead letters")
+        self._full_reasons([(f"dead letter {d['seq']}", d["reason"]) for d in letters])
+
+    def _full_reasons(self, reasons: list[tuple[str, str]]) -> None:
+        """On a terminal the table shows each reason's first line (a traceback would wrap over dozens of
+        rows); the reasons that have more follow it whole, each under what it belongs to."""
+        if not self.terminal:
+            return
+        for what, reason in reasons:
+            if "\n" in reason:
+                self.console.print()
+                self.console.print(Text(what, style="bold"))
+                self.console.print(Text(reason))
 
     def more(self, option: str) -> None:
         """A full page was printed: how to ask for the next one (on stderr, so a pipe gets rows only)."""
@@ -88,8 +101,14 @@ class Output:
         for column in columns:
             table.add_column(column, overflow="fold")
         for row in rows:
-            table.add_row(*(Text(cell) for cell in row))
+            table.add_row(*(Text(_first_line(cell)) for cell in row))
         self.console.print(table)
+
+
+def _first_line(value: str) -> str:
+    """A cell's text in a table: its first line, and a mark when more follows (printed below the table)."""
+    first, newline, _ = value.partition("\n")
+    return first + " (more below)" if newline else first
 
 
 def _cell(value: str) -> str:
