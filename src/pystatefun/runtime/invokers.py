@@ -166,7 +166,9 @@ def raised(address: SdkAddress, error: BaseException) -> str:
         theirs = [frame for frame in every[:-TRACEBACK_FRAMES] if _the_applications(frame)]
         if theirs:
             frames, skipped = [theirs[-1], *every[-(TRACEBACK_FRAMES - 1):]], True
-    lines = [f"Traceback (the last {len(frames)} frames, most recent call last):"]
+    shown = (f"the application's innermost frame and the last {len(frames) - 1}" if skipped
+             else f"the last {len(frames)} frames")
+    lines = [f"Traceback ({shown}, most recent call last):"]
     for n, frame in enumerate(frames):
         if n == 1 and skipped:
             lines.append("  ...")  # the frames between the application's and the last ones

@@ -14,7 +14,7 @@ import typing
 from pystatefun.runtime.epoch import Epoch, StoredValue, Timer
 from pystatefun.runtime.mailbox import Mailbox
 from pystatefun.runtime.specs import StateSpec
-from pystatefun.runtime.replies import REPLY_TYPENAME
+from pystatefun.runtime.replies import waiting_request
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -57,14 +57,13 @@ class Operations:
     def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:
         """Why ``target`` is parked, when the message of the request waiting on ``reply_id`` is among the
         ones it holds (a keyed retry of that request learns it at once); else None. Messages spilled to
-        disk are known by the requests noted when they spilled (Mailbox.spilled_requests): the disk is not
-        read, so that retries cannot stall the loop; those spilled before a restart are not known."""
+        disk are known by the requests noted when they spilled (Mailbox.spilled_requests; a restart notes
+        them again as it reads the inbox back): the disk is not read, so that retries cannot stall the loop."""
         mailbox = self.processors[self.partition_of(target.id)].mailboxes.get((target.typename, target.id))
         if mailbox is None or mailbox.parked is None:
             return None
         for envelope in itertools.chain(mailbox.backlog, mailbox.overflow):
-            caller = envelope.caller
-            if caller is not None and caller.typename == REPLY_TYPENAME and caller.id == reply_id:
+            if waiting_request(envelope) == reply_id:
                 return mailbox.parked
         if mailbox.spilled_requests and any(waiting == reply_id for _, waiting in mailbox.spilled_requests):
             return mailbox.parked

@@ -18,6 +18,13 @@ from pystatefun.runtime.epoch import Epoch
 REPLY_TYPENAME = "pystatefun/reply"
 
 
+def waiting_request(envelope: Envelope) -> str | None:
+    """The reply id of the request that waits for an answer to ``envelope`` (its caller is a reply
+    address), else None."""
+    caller = envelope.caller
+    return caller.id if caller is not None and caller.typename == REPLY_TYPENAME else None
+
+
 class ReplySink(typing.Protocol):
     def reply(self, epoch: Epoch, envelope: Envelope) -> str | None:
         """Takes a message sent to a reply address into ``epoch``; or says why it cannot (the reason

@@ -16,7 +16,7 @@ from pystatefun.runtime.envelope import Envelope, partition_of
 from pystatefun.runtime.epoch import Epoch
 from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.mailbox import SPILLED_REQUESTS, FunctionStats, FunctionType, Mailbox, PartitionProcessor
-from pystatefun.runtime.replies import REPLY_TYPENAME
+from pystatefun.runtime.replies import REPLY_TYPENAME, waiting_request
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -130,11 +130,11 @@ class Routing:
 
     def _note_spilled_request(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """Remembers a spilled message that a request waits on (Mailbox.spilled_requests)."""
-        caller = envelope.caller
-        if caller is not None and caller.typename == REPLY_TYPENAME:
+        reply_id = waiting_request(envelope)
+        if reply_id is not None:
             if mailbox.spilled_requests is None:
                 mailbox.spilled_requests = collections.deque(maxlen=SPILLED_REQUESTS)
-            mailbox.spilled_requests.append((envelope.seq, caller.id))
+            mailbox.spilled_requests.append((envelope.seq, reply_id))
 
     def _takes_while_parked(self, mailbox: Mailbox) -> bool:
         """Whether a full mailbox takes one more message at once because its address is parked

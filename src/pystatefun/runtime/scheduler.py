@@ -17,7 +17,7 @@ from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.epoch import Timer
 from pystatefun.runtime.invokers import Effects, InvocationError, UnknownFunctionTypeError
 from pystatefun.runtime.mailbox import Mailbox
-from pystatefun.runtime.replies import REPLY_TYPENAME
+from pystatefun.runtime.replies import waiting_request
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.tracing import DEAD_LETTER, OK, PARKED
 
@@ -190,11 +190,8 @@ class Scheduling:
         self.epoch.parked[(target.typename, target.id)] = reason
         for envelope in itertools.chain(mailbox.backlog, mailbox.overflow):
             self._tell_parked(mailbox, envelope)
-        sink = self.reply_sink
-        if mailbox.spilled_requests and sink is not None:
-            where = f"{target.typename}/{target.id}"
-            for _, reply_id in mailbox.spilled_requests:
-                sink.parked(reply_id, where, reason)
+        for _, reply_id in mailbox.spilled_requests or ():
+            self._tell_request_parked(mailbox, reply_id)
         self._release(mailbox)  # senders waiting for room take a parked address's messages at once (routing.py)
 
     def _end_span(self, mailbox: Mailbox, outcome: str, reason: str | None = None) -> None:
@@ -203,11 +200,15 @@ class Scheduling:
 
     def _tell_parked(self, mailbox: Mailbox, envelope: Envelope) -> None:
         """A message held at a parked address: if a request waits for its reply, it learns why now."""
-        caller = envelope.caller
+        reply_id = waiting_request(envelope)
+        if reply_id is not None:
+            self._tell_request_parked(mailbox, reply_id)
+
+    def _tell_request_parked(self, mailbox: Mailbox, reply_id: str) -> None:
         sink = self.reply_sink
-        if caller is not None and caller.typename == REPLY_TYPENAME and sink is not None:
+        if sink is not None:
             target = mailbox.address
-            sink.parked(caller.id, f"{target.typename}/{target.id}", mailbox.parked)
+            sink.parked(reply_id, f"{target.typename}/{target.id}", mailbox.parked)
 
     def _drop_timer(self, timer: Timer) -> None:
         epoch = self.epoch
