@@ -4,6 +4,10 @@ an emulator is fixed, so that the note can go)."""
 
 from __future__ import annotations
 
+import socket
+import struct
+import time
+
 import botocore.exceptions
 import pytest
 
@@ -128,3 +132,18 @@ def test_a_paused_emulator_times_out_and_answers_after_resume(emulator: KinesisE
 
     assert len(client.list_shards(StreamName=stream_name)["Shards"]) == 1
     assert [r["data"] for r in emulator.read_all(stream_name)] == [b"kept"]
+
+
+def test_an_emulator_outlives_a_client_that_goes_away_in_the_middle_of_a_request(emulator: KinesisEmulator,
+                                                                                stream_name: str) -> None:
+    """The fault tests kill processes that may be sending a request; kinesalite's own server throws when a
+    request is cut off and would end (scripts/kinesalite's launcher keeps it alive)."""
+    emulator.create_stream(stream_name)
+    client = socket.create_connection(("127.0.0.1", emulator.port))
+    client.sendall(b"POST / HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/x-amz-json-1.1\r\n"
+                   b"X-Amz-Target: Kinesis_20131202.ListStreams\r\nContent-Length: 1000\r\n\r\n{\"Limit\":")
+    time.sleep(0.2)  # the server has begun reading the body
+    client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))  # a reset, as a kill -9 does
+    client.close()
+    emulator.put(stream_name, [("k", b"after the reset")])
+    assert emulator.process.poll() is None
