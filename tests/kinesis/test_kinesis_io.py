@@ -4,6 +4,7 @@ bad-record policies, a stream that does not exist yet, and the egress through an
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from datetime import datetime, timezone
@@ -297,3 +298,39 @@ def test_throttling_and_expired_iterators_are_retried_counted_and_lose_nothing(t
             assert runtime.process.poll() is None
         finally:
             runtime.stop()
+
+
+def test_a_stream_assigned_after_the_ingress_stopped_is_not_read_and_fails_nothing(tmp_path, emulator, stream_name):
+    """A Kafka worker stopping in the middle of a rebalance can be given a stream's partition after its
+    Kinesis ingress stopped: the stream is left to the partition's next owner, and the stopping runtime
+    does not fail (before, reading began on the shut-down threads and the runtime stopped with an error)."""
+    from pystatefun import StatefulFunctions
+    from pystatefun.config.loader import load_module
+    from pystatefun.io.kinesis.ingress import KinesisIngress
+    from runtime.harness import Clock, Node
+
+    emulator.create_stream(stream_name)
+    spec = load_module(counter_module(tmp_path / "app", emulator, stream_name, playground=False)).ingresses[0]
+
+    async def scenario() -> None:
+        node = await Node(tmp_path / "data", StatefulFunctions(), Clock()).start()
+        ingress = KinesisIngress(spec, node.runtime, node.store)
+        try:
+            assert ingress.follow(stream_name, {}, 0)  # a running ingress reads the stream it is given
+            for _ in range(100):
+                if ingress.status()["streams"][stream_name]["shards_reading"]:
+                    break
+                await asyncio.sleep(0.05)
+            else:
+                raise AssertionError(f"the ingress never read {stream_name}: {ingress.status()}")
+            await ingress.stop()
+
+            assert not ingress.follow(stream_name, {}, 0)
+            await asyncio.sleep(0.5)
+            assert not node.runtime.failed.done(), node.runtime.failed.exception()
+            assert ingress.status()["streams"] == {}
+        finally:
+            await ingress.stop()
+            await node.stop()
+
+    asyncio.run(scenario())

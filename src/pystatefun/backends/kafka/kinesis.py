@@ -60,7 +60,10 @@ class KinesisStreams:
         for ingress, stream in self._streams({restored.partition}):
             positions = {shard: position for (source, s, shard), position in restored.kinesis.items()
                          if source == ingress.spec.id and s == stream}
-            ingress.follow(stream, positions, restored.partition)
+            if not ingress.follow(stream, positions, restored.partition):
+                log.info("Kinesis ingress %s stopped: stream %s (partition %d) is left to its next owner",
+                         ingress.spec.id, stream, restored.partition)
+                continue
             log.info("Kinesis ingress %s: stream %s is read here (partition %d)", ingress.spec.id, stream,
                      restored.partition)
 

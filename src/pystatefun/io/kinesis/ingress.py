@@ -96,6 +96,9 @@ class KinesisIngress:
         self.failing: dict[str, str] = {}  # stream -> the last error, while its calls fail
         self._threads = concurrent.futures.ThreadPoolExecutor(READ_THREADS, thread_name_prefix=f"kinesis-{spec.id}")
         self._streams: dict[str, _Stream] = {}
+        # set by stop(): a partition assigned after it (a Kafka worker stopping amid a rebalance) must not
+        # start reading on the shut-down threads; the partition's next owner reads the stream
+        self._closed = False
 
     # -- which streams this process reads -----------------------------------------------------------------
 
@@ -105,14 +108,17 @@ class KinesisIngress:
         for stream in self.routes:
             self.follow(stream, {shard: p for (s, shard), p in positions.items() if s == stream})
 
-    def follow(self, stream: str, positions: dict[str, str], source_partition: int | None = None) -> None:
+    def follow(self, stream: str, positions: dict[str, str], source_partition: int | None = None) -> bool:
         """Starts reading ``stream`` from ``positions`` (shard -> position; empty: its first start).
         ``source_partition``: on the Kafka backend, the partition whose owner reads the stream
-        (backends/kafka/kinesis.py), for runtime.route."""
+        (backends/kafka/kinesis.py), for runtime.route. False (and nothing read) once the ingress stopped."""
+        if self._closed:
+            return False
         follower = _Stream(self, stream, positions, source_partition)
         self._streams[stream] = follower
         follower.task = asyncio.get_running_loop().create_task(follower.run(), name=f"kinesis-{self.spec.id}-{stream}")
         follower.task.add_done_callback(self._failed)
+        return True
 
     async def unfollow(self, stream: str) -> None:
         """Stops reading ``stream``: once this returns, none of its records is routed any more (the Kafka
@@ -127,6 +133,7 @@ class KinesisIngress:
         self.failing.pop(stream, None)
 
     async def stop(self) -> None:
+        self._closed = True
         for stream in list(self._streams):
             await self.unfollow(stream)
         self._threads.shutdown(wait=False, cancel_futures=True)
