@@ -215,14 +215,13 @@ class FunctionTester:
                 stored.pop(name, None)
             else:
                 stored[name] = _StoredValue(value, now, now)
-        ctx = result.context
         outcome = InvocationResult(
             address=address,
             state=self._decoded(function, stored),
-            messages=list(ctx.messages),
-            egress=list(ctx.egress),
+            messages=list(result.messages),
+            egress=list(result.egress),
         )
-        for d in ctx.delayed:
+        for d in result.delayed:
             if d.is_cancellation:
                 outcome.cancellations.append(d.cancellation_token)
                 self._cancel(address, d.cancellation_token)

@@ -44,6 +44,31 @@ def test_messages_arriving_together_form_one_batch_in_arrival_order(tmp_path):
     run(scenario())
 
 
+def test_a_mailbox_serves_its_address_while_in_use_and_is_dropped_after_an_idle_interval(tmp_path):
+    """Memory stays bounded by what two commit intervals touch, and an address in use keeps its mailbox
+    (not one made and dropped per message)."""
+
+    async def scenario():
+        node = await Node(tmp_path, counter_functions(), Clock()).start()
+        mailboxes = node.runtime.processors[node.runtime.partition_of("a")].mailboxes
+        node.send("t/counter", "a", 1, IntType)
+        await node.commit()
+        first = mailboxes[("t/counter", "a")]
+        for n in range(3):  # a message in every interval: the same mailbox each time
+            node.send("t/counter", "a", 1, IntType)
+            await node.commit()
+            assert mailboxes[("t/counter", "a")] is first
+        await node.commit()  # an interval without a message for it: dropped at its end
+        assert ("t/counter", "a") not in mailboxes
+        node.send("t/counter", "a", 1, IntType)
+        await node.commit()
+        assert node.state("t/counter", "a", IntType) == {"count": 5}
+        assert len(node.runtime._went_idle) == 1  # listed once, however many batches it ran
+        await node.stop()
+
+    run(scenario())
+
+
 def test_a_crash_before_the_commit_reprocesses_exactly_once(tmp_path):
     async def scenario():
         clock = Clock()

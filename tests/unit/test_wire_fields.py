@@ -78,18 +78,17 @@ def reference_result(result: BatchResult) -> bytes:
     """The FromFunction as the protobuf classes build it."""
     reply = FromFunction()
     response = reply.invocation_result
-    ctx = result.context
     for name, value in result.mutations:
         if value is None:
             response.state_mutations.add(mutation_type=FromFunction.PersistedValueMutation.DELETE, state_name=name)
         else:
             response.state_mutations.add(mutation_type=FromFunction.PersistedValueMutation.MODIFY, state_name=name,
                                          state_value=value)
-    for message in ctx.messages:
+    for message in result.messages:
         namespace, name = parse_typename(message.target_typename)
         response.outgoing_messages.add(target=Address(namespace=namespace, type=name, id=message.target_id),
                                        argument=message.typed_value)
-    for d in ctx.delayed:
+    for d in result.delayed:
         if d.is_cancellation:
             response.delayed_invocations.add(is_cancellation_request=True, cancellation_token=d.cancellation_token)
         else:
@@ -99,7 +98,7 @@ def reference_result(result: BatchResult) -> bytes:
                                                     delay_in_ms=d.duration_ms, argument=m.typed_value)
             if d.cancellation_token is not None:
                 item.cancellation_token = d.cancellation_token
-    for e in ctx.egress:
+    for e in result.egress:
         namespace, name = parse_typename(e.typename)
         response.outgoing_egresses.add(egress_namespace=namespace, egress_type=name, argument=e.typed_value)
     return reply.SerializeToString()

@@ -11,7 +11,6 @@ import sysconfig
 import time
 import traceback
 import typing
-from dataclasses import dataclass
 
 from google.protobuf.message import DecodeError
 
@@ -20,7 +19,7 @@ from pystatefun.runtime.retry import FUNCTION_ERROR_STATUS
 from pystatefun.runtime.specs import AFTER_CALL, StateSpec
 from pystatefun.runtime.transport import RemoteCallError
 from pystatefun.sdk.address import SdkAddress
-from pystatefun.sdk.batch import Batch, Invocation
+from pystatefun.sdk.batch import Batch, BatchResult, Invocation
 from pystatefun.sdk.context import DelayedMessage
 from pystatefun.sdk.functions import StatefulFunction, StatefulFunctions
 from pystatefun.sdk.messages import EgressMessage, Message
@@ -52,14 +51,9 @@ class UnknownFunctionTypeError(InvocationError):
     messages have nowhere to go, like those for a type no module binds, and become dead letters."""
 
 
-@dataclass(slots=True)
-class Effects:
-    """What a batch did, in the order the function asked for it (StateFun applies them in this order)."""
-
-    messages: list[Message]
-    delayed: list[DelayedMessage]
-    egress: list[EgressMessage]
-    mutations: list[tuple[str, TypedValue | None]]
+Effects = BatchResult
+"""What a batch did, in the order the function asked for it (StateFun applies them in this order): the
+SDK's BatchResult, as an embedded batch returns it, and as a remote one's answer is decoded into."""
 
 
 class _SpecsOfFunctions:
@@ -129,21 +123,17 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         function, specs = self._function_and_specs(address.typename)
         batch = Batch(function, address, read_state(address, specs))
         try:
-            result = batch.run(invocations)
+            return batch.run(invocations)
         except Exception as e:
             raise InvocationError(raised(address, e)) from e
-        ctx = result.context
-        return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
 
     async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
         function, specs = self._function_and_specs(address.typename)
         batch = Batch(function, address, read_state(address, specs))
         try:
-            result = await batch.run_async(invocations)
+            return await batch.run_async(invocations)
         except Exception as e:
             raise InvocationError(raised(address, e)) from e
-        ctx = result.context
-        return Effects(ctx.messages, ctx.delayed, ctx.egress, result.mutations)
 
 
 # where code that is not the application's lives: pystatefun itself, the standard library, installed

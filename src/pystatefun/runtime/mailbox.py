@@ -82,7 +82,7 @@ class Mailbox:
 
     __slots__ = ("address", "key", "invoker", "is_async", "cap", "processor", "stats", "backlog", "in_flight",
                  "invocation", "started", "parked", "scheduled", "waiters", "spilled", "spill_after", "overflow",
-                 "spilled_requests", "span", "trace")
+                 "spilled_requests", "span", "trace", "listed", "seen")
 
     def __init__(self, address: SdkAddress, kind: FunctionType, processor: PartitionProcessor):
         self.address = address
@@ -110,6 +110,10 @@ class Mailbox:
         # when tracing is off or the batch is not traced (runtime/scheduler.py)
         self.span: typing.Any = None
         self.trace: str | None = None
+        # the idle-mailbox sweep (scheduler.py, _drop_idle_mailboxes): whether this mailbox is on its list,
+        # and the batch number it had when a seal last found it idle (-1: never)
+        self.listed = False
+        self.seen = -1
 
     @property
     def full(self) -> bool:

@@ -50,8 +50,8 @@ class Operations:
             self._refill(mailbox)
         self._schedule(mailbox)
         self._release(mailbox)
-        if mailbox.idle:
-            self._went_idle.append(mailbox)
+        if mailbox.idle and not mailbox.listed:
+            self._list_idle(mailbox)
         return True
 
     def parked_holding(self, target: SdkAddress, reply_id: str) -> str | None:

@@ -115,7 +115,7 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.timers = TimerService()
         self.epoch: Epoch | None = None
         self._ready: collections.deque[Mailbox] = collections.deque()
-        self._went_idle: list[Mailbox] = []  # mailboxes to drop at the next seal if still idle (scheduler.py)
+        self._went_idle: list[Mailbox] = []  # idle mailboxes, dropped at a seal once idle for a whole interval (scheduler.py)
         self._wake = asyncio.Event()
         self._draining = False  # the drain loop is running ready mailboxes: scheduling needs no _wake
         self._commit_now = asyncio.Event()

@@ -159,21 +159,34 @@ class Scheduling:
         mailbox.in_flight = None
         if mailbox.backlog:
             self._schedule(mailbox)
-        elif mailbox.parked is None and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow:
-            self._went_idle.append(mailbox)
+        elif not mailbox.listed and mailbox.parked is None and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow:
+            self._list_idle(mailbox)
+
+    def _list_idle(self, mailbox: Mailbox) -> None:
+        mailbox.listed = True
+        self._went_idle.append(mailbox)
 
     def _drop_idle_mailboxes(self) -> None:
-        """Drops the mailboxes that went idle since the last time and stayed so (at every seal). Not at
-        once: a quiet address that gets its messages one at a time would have a mailbox made and dropped
-        for every message; this way one serves all of its messages within a commit interval, and memory
-        stays bounded by what an interval touches."""
+        """Drops the mailboxes that stayed idle for a whole commit interval (at every seal). Not at once:
+        an address that gets a message every few milliseconds would have a mailbox made and dropped for
+        every message; this way one serves all of its messages for as long as it is in use, and memory
+        stays bounded by what two intervals touch. A mailbox is listed once, when it goes idle; a seal
+        that finds it idle notes its batch number, and the next seal drops it if no batch ran since."""
+        kept = []
         for mailbox in self._went_idle:
             mailboxes = mailbox.processor.mailboxes
-            if (mailbox.in_flight is None and not mailbox.backlog and mailbox.parked is None  # Mailbox.idle
-                    and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow
-                    and mailboxes.get(mailbox.key) is mailbox):
+            if mailboxes.get(mailbox.key) is not mailbox:
+                mailbox.listed = False  # gone already (a hand-over dropped its partition)
+            elif not (mailbox.in_flight is None and not mailbox.backlog and mailbox.parked is None  # Mailbox.idle
+                      and not mailbox.waiters and not mailbox.spilled and not mailbox.overflow):
+                mailbox.listed = False  # busy again: listed anew when it goes idle
+            elif mailbox.seen == mailbox.invocation:
+                mailbox.listed = False
                 del mailboxes[mailbox.key]
-        self._went_idle.clear()
+            else:
+                mailbox.seen = mailbox.invocation
+                kept.append(mailbox)
+        self._went_idle = kept
 
     def _park(self, mailbox: Mailbox, reason: str) -> None:
         """The batch failed: its messages go back to the front of the backlog and the address waits."""

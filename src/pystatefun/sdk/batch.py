@@ -10,9 +10,9 @@ import typing
 from dataclasses import dataclass
 
 from pystatefun.sdk.address import SdkAddress
-from pystatefun.sdk.context import InvocationContext
+from pystatefun.sdk.context import DelayedMessage, InvocationContext
 from pystatefun.sdk.functions import StatefulFunction
-from pystatefun.sdk.messages import Message
+from pystatefun.sdk.messages import EgressMessage, Message
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 Invocation = tuple[typing.Optional[SdkAddress], TypedValue]
@@ -21,9 +21,12 @@ Invocation = tuple[typing.Optional[SdkAddress], TypedValue]
 
 @dataclass(slots=True)
 class BatchResult:
-    """The effects of a batch, in the order the function asked for them, and its net state changes."""
+    """The effects of a batch, each kind in the order the function asked for them, and its net state
+    changes. The runtime's invokers return it too, whether the batch ran here or remotely (its Effects)."""
 
-    context: InvocationContext
+    messages: list[Message]
+    delayed: list[DelayedMessage]
+    egress: list[EgressMessage]
     mutations: list[tuple[str, TypedValue | None]]  # (state name, new value, or None when deleted)
 
 
@@ -77,5 +80,6 @@ class Batch:
             changed, value = cell.mutation()
             if changed:
                 mutations.append((name, value))
-        return BatchResult(self.context, mutations)
+        ctx = self.context
+        return BatchResult(ctx.messages, ctx.delayed, ctx.egress, mutations)
 

@@ -139,6 +139,10 @@ PRIMITIVE_GETTERS: dict[str, Type] = {
     "bool_value": BoolType,
 }
 
+# int_value=... and the like: (typename, serialize) of the keyword's built-in type, for message_builder
+_PRIMITIVE_CODECS: dict[str, tuple[str, typing.Callable[[typing.Any], bytes]]] = {
+    keyword: (t.typename, t.serializer().serialize) for keyword, t in PRIMITIVE_GETTERS.items()}
+
 _VALUE_KEYWORDS_HELP = (
     "pass exactly one of int_value=, float_value=, long_value=, str_value=, double_value=, bool_value=, "
     "or the pair value=..., value_type=<a Type>"
@@ -157,11 +161,12 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
         value, value_type = kwargs["value"], kwargs["value_type"]
     elif len(kwargs) == 1:
         keyword, value = next(iter(kwargs.items()))
-        value_type = PRIMITIVE_GETTERS.get(keyword)
-        if value_type is not None and value is not None:  # int_value=... and the like: a built-in type
-            return Message(target_typename, target_id, to_typed_value(value_type, value))
-        if value_type is None and keyword != "value":  # a ValueError, as in the official SDK
+        codec = _PRIMITIVE_CODECS.get(keyword)
+        if codec is not None and value is not None:  # int_value=... and the like: to_typed_value, inlined
+            return Message(target_typename, target_id, TypedValue(typename=codec[0], has_value=True, value=codec[1](value)))
+        if codec is None and keyword != "value":  # a ValueError, as in the official SDK
             raise ValueError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
+        value_type = PRIMITIVE_GETTERS.get(keyword)
     else:
         raise TypeError(f"Wrong number of value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
     if value is None:

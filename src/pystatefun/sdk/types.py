@@ -133,27 +133,17 @@ def simple_type(
 
 
 class _BuiltinSerializer(TypeSerializer):
-    """Codec of one built-in type: a fast path for the canonical encoding, the wrapper message otherwise."""
+    """Codec of one built-in type. ``serialize`` and ``deserialize`` are the type's own functions, held
+    per instance: a state read or a message's ``as_int`` is one call, not two."""
 
-    __slots__ = ("_encode", "_decode_canonical", "_wrapper", "_normalize", "_unchanged")
+    # slots named like TypeSerializer's abstract methods: they implement them (and abc sees no abstract one left)
+    __slots__ = ("serialize", "deserialize", "_unchanged")
 
-    def __init__(self, encode, decode_canonical, wrapper, normalize=None, unchanged=None):
-        self._encode = encode
-        self._decode_canonical = decode_canonical
-        self._wrapper = wrapper
-        self._normalize = normalize
+    def __init__(self, encode: typing.Callable[[typing.Any], bytes], decode: typing.Callable[[bytes], typing.Any],
+                 unchanged: type | None):
+        self.serialize = encode
+        self.deserialize = decode
         self._unchanged = unchanged  # the Python type whose values read back as they were stored
-
-    def serialize(self, value: typing.Any) -> bytes:
-        return self._encode(value)
-
-    def deserialize(self, byte: bytes) -> typing.Any:
-        if not byte:
-            return self._wrapper().value  # proto3: zero bytes decode to the type's zero value
-        value = self._decode_canonical(byte)
-        if value is _NOT_CANONICAL:
-            value = self._wrapper.FromString(byte).value
-        return value if self._normalize is None else self._normalize(value)
 
     def _read_back(self, value: typing.Any, byte: bytes) -> typing.Any:
         # an int, str or bool reads back equal and of the same type: no need to decode it again (a
@@ -161,7 +151,6 @@ class _BuiltinSerializer(TypeSerializer):
         return value if type(value) is self._unchanged else self.deserialize(byte)
 
 
-_NOT_CANONICAL = object()
 _INT32 = struct.Struct("<i")
 _INT64 = struct.Struct("<q")
 _FLOAT32 = struct.Struct("<f")
@@ -219,8 +208,8 @@ def _encode_bool(value) -> bytes:
     return b"\x08\x01" if value else b""
 
 
-def _decode_bool(byte: bytes):
-    return byte == b"\x08\x01" or _NOT_CANONICAL
+def _decode_bool(byte: bytes) -> bool:
+    return byte == b"\x08\x01" or types_pb2.BooleanWrapper.FromString(byte).value
 
 
 def _encode_int(value) -> bytes:
@@ -229,10 +218,10 @@ def _encode_int(value) -> bytes:
     return b"\x0d" + _INT32.pack(value) if value else b""
 
 
-def _decode_int(byte: bytes):
+def _decode_int(byte: bytes) -> int:
     if len(byte) == 5 and byte[0] == 0x0D:
         return _INT32.unpack_from(byte, 1)[0]
-    return _NOT_CANONICAL
+    return types_pb2.IntWrapper.FromString(byte).value
 
 
 def _encode_long(value) -> bytes:
@@ -241,10 +230,10 @@ def _encode_long(value) -> bytes:
     return b"\x09" + _INT64.pack(value) if value else b""
 
 
-def _decode_long(byte: bytes):
+def _decode_long(byte: bytes) -> int:
     if len(byte) == 9 and byte[0] == 0x09:
         return _INT64.unpack_from(byte, 1)[0]
-    return _NOT_CANONICAL
+    return types_pb2.LongWrapper.FromString(byte).value
 
 
 def _encode_float(value) -> bytes:
@@ -253,10 +242,10 @@ def _encode_float(value) -> bytes:
     return b"\x0d" + _FLOAT32.pack(value) if value else b""
 
 
-def _decode_float(byte: bytes):
+def _decode_float(byte: bytes) -> float:
     if len(byte) == 5 and byte[0] == 0x0D:
-        return _FLOAT32.unpack_from(byte, 1)[0]
-    return _NOT_CANONICAL
+        return _plain_float(_FLOAT32.unpack_from(byte, 1)[0])
+    return _plain_float(types_pb2.FloatWrapper.FromString(byte).value)
 
 
 def _encode_double(value) -> bytes:
@@ -264,10 +253,10 @@ def _encode_double(value) -> bytes:
     return b"\x09" + _FLOAT64.pack(value) if value else b""
 
 
-def _decode_double(byte: bytes):
+def _decode_double(byte: bytes) -> float:
     if len(byte) == 9 and byte[0] == 0x09:
-        return _FLOAT64.unpack_from(byte, 1)[0]
-    return _NOT_CANONICAL
+        return _plain_float(_FLOAT64.unpack_from(byte, 1)[0])
+    return _plain_float(types_pb2.DoubleWrapper.FromString(byte).value)
 
 
 def _plain_float(value: float) -> float:
@@ -287,10 +276,10 @@ def _encode_string(value) -> bytes:
     return b"\x0a" + varint(len(data)) + data
 
 
-def _decode_string(byte: bytes):
+def _decode_string(byte: bytes) -> str:
     if len(byte) >= 2 and byte[0] == 0x0A and byte[1] < 0x80 and byte[1] == len(byte) - 2:
         return byte[2:].decode("utf-8")
-    return _NOT_CANONICAL
+    return types_pb2.StringWrapper.FromString(byte).value
 
 
 class BuiltinType(Type):
@@ -298,9 +287,10 @@ class BuiltinType(Type):
 
     __slots__ = ("_ser",)
 
-    def __init__(self, typename: str, encode, decode_canonical, wrapper, normalize=None, unchanged=None):
+    def __init__(self, typename: str, encode: typing.Callable[[typing.Any], bytes],
+                 decode: typing.Callable[[bytes], typing.Any], unchanged: type | None = None):
         super().__init__(typename)
-        self._ser = _BuiltinSerializer(encode, decode_canonical, wrapper, normalize, unchanged)
+        self._ser = _BuiltinSerializer(encode, decode, unchanged)
 
     def serializer(self) -> TypeSerializer:
         return self._ser
@@ -309,13 +299,12 @@ class BuiltinType(Type):
         self._ser.serialize(value)  # encoding is the check: cheap, and it raises on a wrong value
 
 
-BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, types_pb2.BooleanWrapper, unchanged=bool)
-IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, types_pb2.IntWrapper, unchanged=int)
-FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float, types_pb2.FloatWrapper, _plain_float)
-LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, types_pb2.LongWrapper, unchanged=int)
-DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double, types_pb2.DoubleWrapper, _plain_float)
-StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, types_pb2.StringWrapper,
-                         unchanged=str)
+BoolType = BuiltinType("io.statefun.types/bool", _encode_bool, _decode_bool, unchanged=bool)
+IntType = BuiltinType("io.statefun.types/int", _encode_int, _decode_int, unchanged=int)
+FloatType = BuiltinType("io.statefun.types/float", _encode_float, _decode_float)
+LongType = BuiltinType("io.statefun.types/long", _encode_long, _decode_long, unchanged=int)
+DoubleType = BuiltinType("io.statefun.types/double", _encode_double, _decode_double)
+StringType = BuiltinType("io.statefun.types/string", _encode_string, _decode_string, unchanged=str)
 
 BUILTIN_TYPES: dict[str, BuiltinType] = {
     t.typename: t for t in (BoolType, IntType, FloatType, LongType, DoubleType, StringType)

@@ -156,12 +156,11 @@ def _encode_result(result: BatchResult) -> bytes:
         if value is not None:  # MODIFY; DELETE is the default, 0, and is left out
             item = b"\x08\x01" + item + fields.field(b"\x1a", value.SerializeToString())  # type 1, value 3
         parts += (b"\n", fields.varint(len(item)), item)
-    ctx = result.context
-    for message in ctx.messages:  # outgoing_messages = 2: target = 1, argument = 2
+    for message in result.messages:  # outgoing_messages = 2: target = 1, argument = 2
         item = (fields.field(b"\n", _address(message.target_typename, message.target_id))
                 + fields.field(b"\x12", message.typed_value.SerializeToString()))
         parts += (b"\x12", fields.varint(len(item)), item)
-    for d in ctx.delayed:  # delayed_invocations = 3
+    for d in result.delayed:  # delayed_invocations = 3
         if d.is_cancellation:
             pb = FromFunction.DelayedInvocation(is_cancellation_request=True, cancellation_token=d.cancellation_token)
         else:
@@ -174,7 +173,7 @@ def _encode_result(result: BatchResult) -> bytes:
             if d.cancellation_token is not None:
                 pb.cancellation_token = d.cancellation_token
         parts.append(fields.field(b"\x1a", pb.SerializeToString()))
-    for e in ctx.egress:  # outgoing_egresses = 4
+    for e in result.egress:  # outgoing_egresses = 4
         namespace, name = parse_typename(e.typename)
         pb = FromFunction.EgressMessage(egress_namespace=namespace, egress_type=name, argument=e.typed_value)
         parts.append(fields.field(b"\"", pb.SerializeToString()))
