@@ -120,7 +120,8 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         return bound
 
     def invoke_sync(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
-        function, specs = self._function_and_specs(address.typename)
+        bound = self._bound.get(address.typename)  # once per message, mostly: _function_and_specs inlined
+        function, specs = bound if bound is not None else self._function_and_specs(address.typename)
         batch = Batch(function, address, read_state(address, specs))
         try:
             return batch.run(invocations)

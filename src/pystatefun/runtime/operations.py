@@ -94,7 +94,7 @@ class Operations:
         ``changes`` must already be checked against the registered specs."""
         specs = self.specs_of(target.typename) or {}
         key = (target.typename, target.id)
-        self._buffer_writes(key, self.processors[self.partition_of(target.id)], specs, changes.items(), self.now_ms())
+        self._buffer_writes(key, self.processors[self.partition_of(target.id)], specs, changes.items())
         return self.epoch
 
     def backlog_of(self, target: SdkAddress) -> int:

@@ -79,7 +79,9 @@ class Routing:
         if processor is None or (source_partition is not None and partition != source_partition):
             epoch.outbound.append(envelope)
             return False
-        mailbox = self._mailbox(target, processor)
+        mailbox = processor.mailboxes.get((target.typename, target.id))  # _mailbox, inlined for an existing one
+        if mailbox is None:
+            mailbox = self._mailbox(target, processor)
         if mailbox is None:
             self._dead_letter(target.typename, target.id, envelope.caller, envelope.value,
                               f"no function type {target.typename!r} is bound in the module")

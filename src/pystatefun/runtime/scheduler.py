@@ -134,7 +134,12 @@ class Scheduling:
         except InvocationError as e:
             self._park(mailbox, str(e))
             return
-        mailbox.stats.ran(mailbox.started, len(mailbox.in_flight), True)
+        # FunctionStats.ran, inlined (once per batch)
+        stats = mailbox.stats
+        stats.latencies.append(time.perf_counter() - mailbox.started)
+        size = len(mailbox.in_flight)
+        if size > stats.largest_batch:
+            stats.largest_batch = size
         self._finish(mailbox)
 
     def _undeliverable(self, mailbox: Mailbox, reason: str) -> None:

@@ -26,12 +26,16 @@ _UNREAD, _READ, _WRITTEN, _DELETED = range(4)
 class Cell:
     """One state value of the current address during a batch."""
 
-    __slots__ = ("spec", "serializer", "function_typename", "typed_value", "value", "status", "written", "snapshot")
+    __slots__ = ("spec", "serializer", "unchanged", "function_typename", "typed_value", "value", "status", "written",
+                 "snapshot")
 
-    def __init__(self, spec: ValueSpec, serializer: TypeSerializer, function_typename: str,
+    def __init__(self, spec: ValueSpec, serializer: TypeSerializer, unchanged: type | None, function_typename: str,
                  typed_value: TypedValue | None):
         self.spec = spec
         self.serializer = serializer  # spec.type.serializer(), asked once per function (StorageFactory)
+        # the Python type whose values read back exactly as assigned (a built-in type's int, str or bool);
+        # None: a read after an assignment decodes what was stored (TypeSerializer._read_back)
+        self.unchanged = unchanged
         self.function_typename = function_typename
         self.typed_value = typed_value  # as received; None or has_value=False means absent
         self.value: typing.Any = None
@@ -77,7 +81,8 @@ class Cell:
             ) from e
         # Reads after an assignment see the value as stored, exactly as in the official SDK (a float
         # rounded to 32 bits, a tuple as a list); a mutable one is then watched for in-place changes.
-        value = serializer._read_back(value, data)
+        if type(value) is not self.unchanged:
+            value = serializer._read_back(value, data)
         self.value = value
         self.written = data
         self.snapshot = data if type(value) not in _IMMUTABLE else None
@@ -115,7 +120,7 @@ class Cell:
 class StorageFactory:
     """Makes the storage object of one function: a class with one property per ValueSpec."""
 
-    __slots__ = ("specs", "names", "_cls", "_cells")
+    __slots__ = ("specs", "names", "_cls", "_set_cells", "_cells")
 
     def __init__(self, function_typename: str, specs: typing.Sequence[ValueSpec]):
         props: dict[str, typing.Any] = {}
@@ -139,9 +144,6 @@ class StorageFactory:
                 f"bind({function_typename!r}, specs=[...])"
             )
 
-        def __init__(self, cells: dict[str, Cell]) -> None:
-            object.__setattr__(self, "_cells", cells)
-
         def __getattr__(self, name: str) -> typing.Any:
             raise unknown(name)
 
@@ -162,7 +164,6 @@ class StorageFactory:
 
         props.update(
             __slots__=("_cells",),
-            __init__=__init__,
             __getattr__=__getattr__,
             __setattr__=__setattr__,
             __delattr__=__delattr__,
@@ -171,8 +172,12 @@ class StorageFactory:
         self.specs = tuple(specs)
         self.names = frozenset(spec.name for spec in specs)
         # what each batch's cells are made of: a type's serializer is asked for once per function
-        self._cells = tuple((spec.name, spec, spec.type.serializer()) for spec in self.specs)
+        self._cells = tuple((spec.name, spec, serializer, getattr(serializer, "_unchanged", None))
+                            for spec in self.specs for serializer in (spec.type.serializer(),))
         self._cls = type("AddressScopedStorage", (), props)
+        # a storage object is made without an __init__ (its __setattr__ takes only state names): its one
+        # slot is set through the slot's descriptor, in C
+        self._set_cells = self._cls.__dict__["_cells"].__set__
 
     def missing(self, received: typing.Container[str]) -> list[ValueSpec]:
         """The declared specs (in declaration order) that the runtime did not send."""
@@ -181,9 +186,11 @@ class StorageFactory:
     def make(self, function_typename: str, received: typing.Mapping[str, TypedValue | None]) -> tuple[typing.Any, dict[str, Cell]]:
         """A storage object over ``received`` values, and its cells (in declaration order)."""
         cells = {}
-        for name, spec, serializer in self._cells:  # a loop: most functions have one or two states
-            cells[name] = Cell(spec, serializer, function_typename, received.get(name))
-        return self._cls(cells), cells
+        for name, spec, serializer, unchanged in self._cells:  # a loop: most functions have one or two states
+            cells[name] = Cell(spec, serializer, unchanged, function_typename, received.get(name))
+        storage = object.__new__(self._cls)
+        self._set_cells(storage, cells)
+        return storage, cells
 
 
 def _state_property(name: str) -> property:
