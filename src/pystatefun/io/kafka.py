@@ -56,6 +56,7 @@ from pystatefun.runtime.epoch import EgressRecord, Epoch
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.waiting import wait_for_event
 from pystatefun.sdk.egress import KAFKA_PRODUCER_RECORD_TYPENAME
+from pystatefun.sdk.messages import typed_value
 from pystatefun.wire.kafka_egress_pb2 import KafkaProducerRecord
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
@@ -288,7 +289,7 @@ class KafkaIngress:
         for target in targets:  # back-pressure first: all of a record's messages go into one epoch
             if not runtime.has_room(target):
                 await runtime.admit(target)
-        value = TypedValue(typename=route.value_type, has_value=True, value=record.value() or b"")
+        value = typed_value(route.value_type, record.value() or b"")
         # on the Kafka backend partition i of the topic is read with partition i mod N (worker.py); messages
         # for other partitions go through the log even to a partition this worker runs (runtime.route)
         source_partition = None if self._owns_consumer else partition % runtime.partitions

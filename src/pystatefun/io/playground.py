@@ -41,6 +41,7 @@ from pystatefun.runtime.flows import FROM_INGRESS
 from pystatefun.runtime.processor import Runtime
 from pystatefun.runtime.replies import REPLY_TYPENAME
 from pystatefun.sdk.address import SdkAddress, parse_typename
+from pystatefun.sdk.messages import typed_value
 from pystatefun.sdk.types import BUILTIN_TYPES
 from pystatefun.wording import article
 from pystatefun.wire.request_reply_pb2 import TypedValue
@@ -158,7 +159,7 @@ class PlaygroundIngress:
         reply_id = None if wait is None else (f"key:{key}" if key is not None else next(self._reply_ids))
         caller = None if reply_id is None else address(REPLY_TYPENAME, reply_id)
         waiter = None if reply_id is None else self._wait_for(reply_id)
-        value = TypedValue(typename=value_type, has_value=True, value=body)
+        value = typed_value(value_type, body)
         try:
             accepted = await self._deliver(target, value, full_key, key, caller,
                                            self.runtime.now_ms() + self.idempotency_ttl_ms, waits=waiter is not None,

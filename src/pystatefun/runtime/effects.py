@@ -106,12 +106,10 @@ class EffectApplication:
         return checked
 
     def _write_state(self, mailbox: Mailbox, mutations: list) -> None:
-        invoker = mailbox.invoker
-        typename = mailbox.address.typename
-        touch = invoker.after_call(typename)
+        specs, touch = mailbox.invoker.state_rules(mailbox.address.typename)
         if not mutations and not touch:
             return
-        values, changed = self._buffer_writes(mailbox.key, mailbox.processor, invoker.specs(typename), mutations)
+        values, changed = self._buffer_writes(mailbox.key, mailbox.processor, specs, mutations)
         if not touch:
             return
         now = self.now_ms()

@@ -60,7 +60,7 @@ class _SpecsOfFunctions:
     """What both invokers share: the state specs of each function type, and which of them expire after
     a call (every call moves those on, so the runtime asks for them once per batch)."""
 
-    _after_call: dict[str, tuple[StateSpec, ...]]
+    _rules: dict[str, tuple[dict[str, StateSpec], tuple[StateSpec, ...]]]
 
     def specs(self, typename: str) -> dict[str, StateSpec]:
         raise NotImplementedError
@@ -74,11 +74,14 @@ class _SpecsOfFunctions:
         answer): what a request that waited in vain is told. None: nothing known."""
         return None
 
-    def after_call(self, typename: str) -> tuple[StateSpec, ...]:
-        touched = self._after_call.get(typename)
-        if touched is None:
-            touched = self._after_call[typename] = tuple(s for s in self.specs(typename).values() if s.mode == AFTER_CALL)
-        return touched
+    def state_rules(self, typename: str) -> tuple[dict[str, StateSpec], tuple[StateSpec, ...]]:
+        """The specs of ``typename`` and those of them that expire after a call, in one lookup per batch
+        (forgotten, and made again, when the specs change)."""
+        rules = self._rules.get(typename)
+        if rules is None:
+            specs = self.specs(typename)
+            rules = self._rules[typename] = (specs, tuple(s for s in specs.values() if s.mode == AFTER_CALL))
+        return rules
 
 
 class EmbeddedInvoker(_SpecsOfFunctions):
@@ -88,7 +91,7 @@ class EmbeddedInvoker(_SpecsOfFunctions):
         self.functions = functions
         self.max_batch = max_batch
         self._specs: dict[str, dict[str, StateSpec]] = {}
-        self._after_call = {}
+        self._rules = {}
         self._bound: dict[str, tuple[StatefulFunction, dict[str, StateSpec]]] = {}  # see _function_and_specs
 
     def function(self, typename: str) -> StatefulFunction | None:
@@ -205,7 +208,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         self.max_batch = max_batch
         self.registered = registered
         self._register = register
-        self._after_call = {}
+        self._rules = {}
         # told the function type, seconds and success of every call, retries included (the metrics hook)
         self.on_call: typing.Callable[[str, float, bool], None] | None = None
         # ok or failing, as the attempts tell it (the transport reports each one): /functions and /health
@@ -255,7 +258,7 @@ class RemoteInvoker(_SpecsOfFunctions):
         self.unregistered[typename] = (self.clock() + UNREGISTERED_SECONDS, f"HTTP 404 from {error.url}: {error.body}")
         if not self.registered.get(typename):  # no specs were ever registered: nothing to keep for it
             self.registered.pop(typename, None)
-            self._after_call.pop(typename, None)
+            self._rules.pop(typename, None)
 
     async def invoke(self, address: SdkAddress, read_state: StateReader, invocations: list[Invocation]) -> Effects:
         refusal = self.refusal(address.typename)
@@ -333,7 +336,7 @@ class RemoteInvoker(_SpecsOfFunctions):
                 )
         for spec in new:
             specs[spec.name] = spec
-        self._after_call.pop(typename, None)
+        self._rules.pop(typename, None)
         self._register(typename, new)
 
 

@@ -8,6 +8,16 @@ from pystatefun.sdk.types import BoolType, DoubleType, FloatType, IntType, LongT
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 
+def typed_value(typename: str, data: bytes) -> TypedValue:
+    """A TypedValue of ``typename`` holding ``data``. Its fields are set one by one: upb's keyword
+    constructor takes about a third longer, and every message and state write makes one."""
+    tv = TypedValue()
+    tv.typename = typename
+    tv.has_value = True
+    tv.value = data
+    return tv
+
+
 def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
     """Serializes ``value`` with ``tpe`` into the TypedValue that carries it on the wire.
 
@@ -15,7 +25,7 @@ def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
     ``validate`` call is needed here."""
     if value is None:
         return TypedValue(typename=tpe.typename, has_value=False)
-    return TypedValue(typename=tpe.typename, has_value=True, value=tpe.serializer().serialize(value))
+    return typed_value(tpe.typename, tpe.serializer().serialize(value))
 
 
 # the built-in types' serializers, for the as_<type> methods (as_type(IntType) with two calls less)
@@ -163,7 +173,7 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
         keyword, value = next(iter(kwargs.items()))
         codec = _PRIMITIVE_CODECS.get(keyword)
         if codec is not None and value is not None:  # int_value=... and the like: to_typed_value, inlined
-            return Message(target_typename, target_id, TypedValue(typename=codec[0], has_value=True, value=codec[1](value)))
+            return Message(target_typename, target_id, typed_value(codec[0], codec[1](value)))
         if codec is None and keyword != "value":  # a ValueError, as in the official SDK
             raise ValueError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
         value_type = PRIMITIVE_GETTERS.get(keyword)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typing
 
+from pystatefun.sdk import messages
 from pystatefun.sdk.errors import StateTypeMismatchError
 from pystatefun.sdk.types import TypeSerializer
 from pystatefun.sdk.value_spec import ValueSpec
@@ -114,7 +115,7 @@ class Cell:
                 data = current
         if data is None:  # read, and not changed
             return False, None
-        return True, TypedValue(typename=self.spec.type.typename, has_value=True, value=data)
+        return True, messages.typed_value(self.spec.type.typename, data)
 
 
 class StorageFactory:

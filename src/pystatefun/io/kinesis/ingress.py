@@ -43,7 +43,7 @@ from pystatefun.io.kinesis.client import (
 )
 from pystatefun.runtime.envelope import address
 from pystatefun.runtime.processor import Runtime
-from pystatefun.wire.request_reply_pb2 import TypedValue
+from pystatefun.sdk.messages import typed_value
 
 log = logging.getLogger("pystatefun.kinesis")
 
@@ -195,7 +195,7 @@ class KinesisIngress:
         for target in targets:  # back-pressure first: all of a record's messages go into one epoch
             if not runtime.has_room(target):
                 await runtime.admit(target)
-        value = TypedValue(typename=route.value_type, has_value=True, value=record["Data"])
+        value = typed_value(route.value_type, record["Data"])
         self.elsewhere += runtime.route_record(self.spec.id, targets, value, None, source_partition)
         self.records += 1
         self.advance(stream, shard, f"seq:{record['SequenceNumber']}")
