@@ -11,6 +11,8 @@ serialized by protobuf. tests/unit/test_wire_fields.py holds the bytes equal to 
 
 from __future__ import annotations
 
+import functools
+
 _ONE_BYTE = [bytes((n,)) for n in range(128)]
 
 
@@ -31,8 +33,10 @@ def field(tag: bytes, payload: bytes) -> bytes:
     return tag + varint(len(payload)) + payload
 
 
+@functools.lru_cache(maxsize=65536)
 def address(namespace: str, name: str, id: str) -> bytes:
-    """An ``Address`` message: namespace = 1, type = 2, id = 3; empty strings are left out."""
+    """An ``Address`` message: namespace = 1, type = 2, id = 3; empty strings are left out. Cached: every
+    remote call writes its target's and its callers' (as runtime/envelope.py caches the addresses)."""
     out = b""
     if namespace:
         encoded = namespace.encode()
