@@ -27,16 +27,12 @@ _UNREAD, _READ, _WRITTEN, _DELETED = range(4)
 class Cell:
     """One state value of the current address during a batch."""
 
-    __slots__ = ("spec", "serializer", "unchanged", "function_typename", "typed_value", "value", "status", "written",
-                 "snapshot")
+    __slots__ = ("spec", "serializer", "function_typename", "typed_value", "value", "status", "written", "snapshot")
 
-    def __init__(self, spec: ValueSpec, serializer: TypeSerializer, unchanged: type | None, function_typename: str,
+    def __init__(self, spec: ValueSpec, serializer: TypeSerializer, function_typename: str,
                  typed_value: TypedValue | None):
         self.spec = spec
         self.serializer = serializer  # spec.type.serializer(), asked once per function (StorageFactory)
-        # the Python type whose values read back exactly as assigned (a built-in type's int, str or bool);
-        # None: a read after an assignment decodes what was stored (TypeSerializer._read_back)
-        self.unchanged = unchanged
         self.function_typename = function_typename
         self.typed_value = typed_value  # as received; None or has_value=False means absent
         self.value: typing.Any = None
@@ -82,8 +78,8 @@ class Cell:
             ) from e
         # Reads after an assignment see the value as stored, exactly as in the official SDK (a float
         # rounded to 32 bits, a tuple as a list); a mutable one is then watched for in-place changes.
-        if type(value) is not self.unchanged:
-            value = serializer._read_back(value, data)
+        if type(value) is not serializer._unchanged:
+            value = serializer.deserialize(data)
         self.value = value
         self.written = data
         self.snapshot = data if type(value) not in _IMMUTABLE else None
@@ -173,8 +169,7 @@ class StorageFactory:
         self.specs = tuple(specs)
         self.names = frozenset(spec.name for spec in specs)
         # what each batch's cells are made of: a type's serializer is asked for once per function
-        self._cells = tuple((spec.name, spec, serializer, getattr(serializer, "_unchanged", None))
-                            for spec in self.specs for serializer in (spec.type.serializer(),))
+        self._cells = tuple((spec.name, spec, spec.type.serializer()) for spec in self.specs)
         self._cls = type("AddressScopedStorage", (), props)
         # a storage object is made without an __init__ (its __setattr__ takes only state names): its one
         # slot is set through the slot's descriptor, in C
@@ -187,8 +182,8 @@ class StorageFactory:
     def make(self, function_typename: str, received: typing.Mapping[str, TypedValue | None]) -> tuple[typing.Any, dict[str, Cell]]:
         """A storage object over ``received`` values, and its cells (in declaration order)."""
         cells = {}
-        for name, spec, serializer, unchanged in self._cells:  # a loop: most functions have one or two states
-            cells[name] = Cell(spec, serializer, unchanged, function_typename, received.get(name))
+        for name, spec, serializer in self._cells:  # a loop: most functions have one or two states
+            cells[name] = Cell(spec, serializer, function_typename, received.get(name))
         storage = object.__new__(self._cls)
         self._set_cells(storage, cells)
         return storage, cells

@@ -23,6 +23,10 @@ class TypeSerializer(metaclass=abc.ABCMeta):
 
     __slots__ = ()
 
+    # the Python type whose values read back exactly as they were stored, so that a state read after an
+    # assignment needs no decoding (sdk/storage.py); None: a read after an assignment decodes the bytes
+    _unchanged: type | None = None
+
     @abc.abstractmethod
     def serialize(self, value: typing.Any) -> bytes:
         """Returns the byte representation of ``value``."""
@@ -30,10 +34,6 @@ class TypeSerializer(metaclass=abc.ABCMeta):
     @abc.abstractmethod
     def deserialize(self, byte: bytes) -> typing.Any:
         """Returns the value that ``byte`` represents."""
-
-    def _read_back(self, value: typing.Any, byte: bytes) -> typing.Any:
-        """What a read returns after ``value`` was stored as ``byte`` (its serialization)."""
-        return self.deserialize(byte)
 
 
 class Type(metaclass=abc.ABCMeta):
@@ -143,12 +143,9 @@ class _BuiltinSerializer(TypeSerializer):
                  unchanged: type | None):
         self.serialize = encode
         self.deserialize = decode
-        self._unchanged = unchanged  # the Python type whose values read back as they were stored
-
-    def _read_back(self, value: typing.Any, byte: bytes) -> typing.Any:
-        # an int, str or bool reads back equal and of the same type: no need to decode it again (a
-        # float does not: float32 rounding, and -0.0 is stored as zero bytes)
-        return value if type(value) is self._unchanged else self.deserialize(byte)
+        # an int, str or bool reads back equal and of the same type: no need to decode it again (a float
+        # does not: float32 rounding, and -0.0 is stored as zero bytes)
+        self._unchanged = unchanged
 
 
 _INT32 = struct.Struct("<i")
