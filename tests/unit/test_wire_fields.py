@@ -17,6 +17,7 @@ from pystatefun.sdk.batch import Batch, BatchResult
 from pystatefun.serving.handler import _encode_result
 from pystatefun.wire import fields
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
+from pystatefun.wire.values import PlainTypedValue, as_proto
 
 
 def reference(address: SdkAddress, state: dict, invocations: list) -> bytes:
@@ -25,13 +26,13 @@ def reference(address: SdkAddress, state: dict, invocations: list) -> bytes:
         if value is None:
             batch.state.add(state_name=name)
         else:
-            batch.state.add(state_name=name, state_value=value)
+            batch.state.add(state_name=name, state_value=as_proto(value))
     for caller, argument in invocations:
         if caller is None:
-            batch.invocations.add(argument=argument)
+            batch.invocations.add(argument=as_proto(argument))
         else:
             batch.invocations.add(caller=Address(namespace=caller.namespace, type=caller.name, id=caller.id),
-                                  argument=argument)
+                                  argument=as_proto(argument))
     return ToFunction(invocation=batch).SerializeToString()
 
 
@@ -56,6 +57,9 @@ CASES = {
                                               [(None, LONG), (TARGET, TypedValue(typename="t" * 130))]),
     "a batch of many": (TARGET, {"count": INT}, [(sdk_address("n", "f", str(i)) if i % 2 else None, INT)
                                                  for i in range(1000)]),
+    "values made here (plain) and parsed (protobuf) together": (
+        TARGET, {"a": PlainTypedValue(INT.typename, True, INT.value), "b": INT, "c": PlainTypedValue()},
+        [(None, PlainTypedValue("t" * 130, True, b"v" * 300)), (TARGET, INT)]),
 }
 
 
@@ -66,6 +70,28 @@ def test_the_request_bytes_are_the_protobuf_serialization(case: str) -> None:
     assert encoded == reference(address, state, invocations)
     parsed = ToFunction.FromString(encoded).invocation
     assert parsed.target.id == address.id and len(parsed.invocations) == len(invocations)
+
+
+PLAIN_VALUES = {
+    "a built-in type's value": ("io.statefun.types/int", True, b"\x08\x2a"),
+    "absent (has_value false)": ("io.statefun.types/int", False, b""),
+    "has_value without bytes (an empty string)": ("io.statefun.types/string", True, b""),
+    "all defaults": ("", False, b""),
+    "bytes without a typename": ("", True, b"\x00\xff"),
+    "non-ASCII typename": ("com.exämple/日本", True, b"x"),
+    "two- and three-byte lengths": ("t" * 130, True, b"v" * 70_000),
+}
+
+
+@pytest.mark.parametrize("case", PLAIN_VALUES, ids=list(PLAIN_VALUES))
+def test_a_plain_typed_value_is_the_protobuf_message_in_bytes_and_equality(case: str) -> None:
+    typename, has_value, value = PLAIN_VALUES[case]
+    plain, proto = PlainTypedValue(typename, has_value, value), TypedValue(typename=typename, has_value=has_value, value=value)
+    assert plain.SerializeToString() == proto.SerializeToString()
+    assert TypedValue.FromString(plain.SerializeToString()) == proto
+    assert plain == proto and proto == plain and not plain != proto
+    assert as_proto(plain) == proto and isinstance(as_proto(plain), TypedValue) and as_proto(proto) is proto
+    assert plain != PlainTypedValue(typename + "x", has_value, value) and plain != "not a value"
 
 
 @pytest.mark.parametrize("n", [0, 1, 127, 128, 300, 16_383, 16_384, 2**21, 2**35 + 5])
@@ -83,11 +109,11 @@ def reference_result(result: BatchResult) -> bytes:
             response.state_mutations.add(mutation_type=FromFunction.PersistedValueMutation.DELETE, state_name=name)
         else:
             response.state_mutations.add(mutation_type=FromFunction.PersistedValueMutation.MODIFY, state_name=name,
-                                         state_value=value)
+                                         state_value=as_proto(value))
     for message in result.messages:
         namespace, name = parse_typename(message.target_typename)
         response.outgoing_messages.add(target=Address(namespace=namespace, type=name, id=message.target_id),
-                                       argument=message.typed_value)
+                                       argument=as_proto(message.typed_value))
     for d in result.delayed:
         if d.is_cancellation:
             response.delayed_invocations.add(is_cancellation_request=True, cancellation_token=d.cancellation_token)
@@ -95,12 +121,12 @@ def reference_result(result: BatchResult) -> bytes:
             m = d.message
             namespace, name = parse_typename(m.target_typename)
             item = response.delayed_invocations.add(target=Address(namespace=namespace, type=name, id=m.target_id),
-                                                    delay_in_ms=d.duration_ms, argument=m.typed_value)
+                                                    delay_in_ms=d.duration_ms, argument=as_proto(m.typed_value))
             if d.cancellation_token is not None:
                 item.cancellation_token = d.cancellation_token
     for e in result.egress:
         namespace, name = parse_typename(e.typename)
-        response.outgoing_egresses.add(egress_namespace=namespace, egress_type=name, argument=e.typed_value)
+        response.outgoing_egresses.add(egress_namespace=namespace, egress_type=name, argument=as_proto(e.typed_value))
     return reply.SerializeToString()
 
 

@@ -5,26 +5,28 @@ from __future__ import annotations
 import typing
 
 from pystatefun.sdk.types import BoolType, DoubleType, FloatType, IntType, LongType, StringType, Type
-from pystatefun.wire.request_reply_pb2 import TypedValue
+from pystatefun.wire.values import AnyTypedValue, PlainTypedValue
+
+_new = object.__new__
 
 
-def typed_value(typename: str, data: bytes) -> TypedValue:
-    """A TypedValue of ``typename`` holding ``data``. Its fields are set one by one: upb's keyword
-    constructor takes about a third longer, and every message and state write makes one."""
-    tv = TypedValue()
+def typed_value(typename: str, data: bytes) -> PlainTypedValue:
+    """A TypedValue of ``typename`` holding ``data`` (wire/values.py: every message and state write makes
+    one). Made without a call to ``__init__``: its slots are set directly."""
+    tv = _new(PlainTypedValue)
     tv.typename = typename
     tv.has_value = True
     tv.value = data
     return tv
 
 
-def to_typed_value(tpe: Type, value: typing.Any) -> TypedValue:
+def to_typed_value(tpe: Type, value: typing.Any) -> PlainTypedValue:
     """Serializes ``value`` with ``tpe`` into the TypedValue that carries it on the wire.
 
     Serializing checks the value (built-in and model types raise on a wrong one), so no separate
     ``validate`` call is needed here."""
     if value is None:
-        return TypedValue(typename=tpe.typename, has_value=False)
+        return PlainTypedValue(tpe.typename, False)
     return typed_value(tpe.typename, tpe.serializer().serialize(value))
 
 
@@ -38,7 +40,7 @@ class Message:
 
     __slots__ = ("target_typename", "target_id", "typed_value")
 
-    def __init__(self, target_typename: str, target_id: str, typed_value: TypedValue):
+    def __init__(self, target_typename: str, target_id: str, typed_value: AnyTypedValue):
         if not target_typename:
             raise ValueError("target_typename can not be missing")
         if not target_id:
@@ -121,7 +123,7 @@ class EgressMessage:
 
     __slots__ = ("typename", "typed_value")
 
-    def __init__(self, typename: str, typed_value: TypedValue):
+    def __init__(self, typename: str, typed_value: AnyTypedValue):
         if not typename:
             raise ValueError("typename is missing")
         if typed_value is None:
@@ -165,18 +167,26 @@ def message_builder(target_typename: str, target_id: str, **kwargs: typing.Any) 
     ``message_builder("com.example/greeter", "bob", str_value="hi")`` or
     ``message_builder("com.example/greeter", "bob", value=request, value_type=GREET_REQUEST)``.
     """
-    if len(kwargs) == 2:
-        if set(kwargs) != {"value", "value_type"}:  # a KeyError, as in the official SDK
-            raise KeyError(f"Wrong value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
-        value, value_type = kwargs["value"], kwargs["value_type"]
-    elif len(kwargs) == 1:
-        keyword, value = next(iter(kwargs.items()))
+    count = len(kwargs)
+    if count == 1:
+        ((keyword, value),) = kwargs.items()
         codec = _PRIMITIVE_CODECS.get(keyword)
         if codec is not None and value is not None:  # int_value=... and the like: to_typed_value, inlined
-            return Message(target_typename, target_id, typed_value(codec[0], codec[1](value)))
+            data = codec[1](value)
+            tv = _new(PlainTypedValue)  # typed_value(), inlined: every message of most functions is made here
+            tv.typename, tv.has_value, tv.value = codec[0], True, data
+            if target_typename and target_id:  # what Message.__init__ checks: made without the call
+                message = _new(Message)
+                message.target_typename, message.target_id, message.typed_value = target_typename, target_id, tv
+                return message
+            return Message(target_typename, target_id, tv)  # raises the missing target's error
         if codec is None and keyword != "value":  # a ValueError, as in the official SDK
             raise ValueError(f"Unknown value keyword {keyword!r}; {_VALUE_KEYWORDS_HELP}")
         value_type = PRIMITIVE_GETTERS.get(keyword)
+    elif count == 2:
+        if set(kwargs) != {"value", "value_type"}:  # a KeyError, as in the official SDK
+            raise KeyError(f"Wrong value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
+        value, value_type = kwargs["value"], kwargs["value_type"]
     else:
         raise TypeError(f"Wrong number of value keywords given: {sorted(kwargs)}; {_VALUE_KEYWORDS_HELP}")
     if value is None:

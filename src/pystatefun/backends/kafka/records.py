@@ -21,12 +21,13 @@ from pystatefun.runtime.epoch import DeadLetter, IdempotencyRecord, StoredValue,
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, ProcessedOffsets, StateValue, TimerValue
 from pystatefun.wire.request_reply_pb2 import Address, TypedValue
+from pystatefun.wire.values import as_proto
 
 SEP = "\x00"
 
 
 def encode_message(envelope: Envelope) -> bytes:
-    message = LogMessage(target=_address(envelope.target), value=envelope.value, traceparent=envelope.trace or "")
+    message = LogMessage(target=_address(envelope.target), value=as_proto(envelope.value), traceparent=envelope.trace or "")
     if envelope.caller is not None:
         message.caller.CopyFrom(_address(envelope.caller))
     return message.SerializeToString()
@@ -104,7 +105,7 @@ def state_key(typename: str, id: str, name: str) -> bytes:
 
 
 def encode_state(value: StoredValue) -> bytes:
-    return StateValue(value=value.value, expire_at_ms=value.expire_at or 0).SerializeToString()
+    return StateValue(value=as_proto(value.value), expire_at_ms=value.expire_at or 0).SerializeToString()
 
 
 def timer_key(timer_id: int) -> bytes:
