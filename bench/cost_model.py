@@ -122,6 +122,7 @@ RULES: list[tuple[str, str | None, str]] = [
     # the function server: its request handler is the remote side's invocation setup; HTTP is transport
     ("pystatefun/serving/handler.py", None, "invocation setup"),
     ("pystatefun/serving/", None, "remote transport"),
+    ("pystatefun/wire/values.py", None, "state/message encode/decode"),  # PlainTypedValue: made, serialized
     ("pystatefun/wire/", None, "remote transport"),
     ("pystatefun/tracing/", None, "metrics and tracing"),
     ("pystatefun/admin/metrics.py", None, "metrics and tracing"),

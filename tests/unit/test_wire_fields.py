@@ -17,7 +17,12 @@ from pystatefun.sdk.batch import Batch, BatchResult
 from pystatefun.serving.handler import _encode_result
 from pystatefun.wire import fields
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction, TypedValue
-from pystatefun.wire.values import PlainTypedValue, as_proto
+from pystatefun.wire.values import PlainTypedValue, copy_into
+
+
+def as_proto(value) -> TypedValue:
+    """A value (made here or parsed) as the protobuf class, for the reference messages built with it."""
+    return TypedValue(typename=value.typename, has_value=value.has_value, value=value.value)
 
 
 def reference(address: SdkAddress, state: dict, invocations: list) -> bytes:
@@ -90,7 +95,11 @@ def test_a_plain_typed_value_is_the_protobuf_message_in_bytes_and_equality(case:
     assert plain.SerializeToString() == proto.SerializeToString()
     assert TypedValue.FromString(plain.SerializeToString()) == proto
     assert plain == proto and proto == plain and not plain != proto
-    assert as_proto(plain) == proto and isinstance(as_proto(plain), TypedValue) and as_proto(proto) is proto
+    for source in (plain, proto):  # into a protobuf message's TypedValue field: the same bytes and fields
+        record = FromFunction.EgressMessage(egress_namespace="n")
+        copy_into(record.argument, source)
+        assert record.argument == proto
+        assert record.SerializeToString() == FromFunction.EgressMessage(egress_namespace="n", argument=proto).SerializeToString()
     assert plain != PlainTypedValue(typename + "x", has_value, value) and plain != "not a value"
 
 

@@ -77,7 +77,13 @@ class EffectApplication:
             flows.count(TO_EGRESS, source.typename, egress_message.typename)
             if mailbox.span is not None:
                 self.tracing.egress(mailbox.span, egress_message.typename, record.topic)
-        self._write_state(mailbox, effects.mutations)
+        # the state writes, and the "after call" expirations every call moves on (every call reads all state)
+        mutations = effects.mutations
+        specs, touch = mailbox.invoker.state_rules(source.typename)
+        if touch:
+            self._touch_after_call(mailbox, specs, touch, mutations)
+        elif mutations:
+            self._buffer_writes(mailbox.key, mailbox.processor, specs, mutations)
 
     def _check_delayed(self, source: SdkAddress, requests: list,
                        trace: str | None) -> list[tuple[Envelope | None, int, str | None]]:
@@ -105,13 +111,11 @@ class EffectApplication:
             checked.append((envelope, d.duration_ms, token))
         return checked
 
-    def _write_state(self, mailbox: Mailbox, mutations: list) -> None:
-        specs, touch = mailbox.invoker.state_rules(mailbox.address.typename)
-        if not mutations and not touch:
-            return
+    def _touch_after_call(self, mailbox: Mailbox, specs: typing.Mapping[str, StateSpec],
+                          touch: tuple[StateSpec, ...], mutations: list) -> None:
+        """Buffers a batch's state writes, and moves on the expiry of the values it did not write whose
+        specs expire after a call (``touch``)."""
         values, changed = self._buffer_writes(mailbox.key, mailbox.processor, specs, mutations)
-        if not touch:
-            return
         now = self.now_ms()
         written = {name for name, _ in mutations}
         for spec in touch:  # every call reads all state, so "after call" expirations move on

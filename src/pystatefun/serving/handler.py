@@ -19,7 +19,7 @@ from pystatefun.sdk.value_spec import ValueSpec
 from pystatefun.serving.threads import SyncFunctionRunner
 from pystatefun.wire import fields
 from pystatefun.wire.request_reply_pb2 import Address, FromFunction, ToFunction
-from pystatefun.wire.values import as_proto
+from pystatefun.wire.values import copy_into
 
 _ExpireMode = FromFunction.ExpirationSpec.ExpireMode
 
@@ -169,14 +169,15 @@ def _encode_result(result: BatchResult) -> bytes:
             namespace, name = parse_typename(m.target_typename)
             pb = FromFunction.DelayedInvocation(
                 target=Address(namespace=namespace, type=name, id=m.target_id), delay_in_ms=d.duration_ms,
-                argument=as_proto(m.typed_value),
             )
+            copy_into(pb.argument, m.typed_value)
             if d.cancellation_token is not None:
                 pb.cancellation_token = d.cancellation_token
         parts.append(fields.field(b"\x1a", pb.SerializeToString()))
     for e in result.egress:  # outgoing_egresses = 4
         namespace, name = parse_typename(e.typename)
-        pb = FromFunction.EgressMessage(egress_namespace=namespace, egress_type=name, argument=as_proto(e.typed_value))
+        pb = FromFunction.EgressMessage(egress_namespace=namespace, egress_type=name)
+        copy_into(pb.argument, e.typed_value)
         parts.append(fields.field(b"\"", pb.SerializeToString()))
     if not parts:
         return b""

@@ -6,13 +6,12 @@ the embedded path made two per message and read them five times: about a tenth o
 runtime_chain's one-message calls, docs/benchmarks.md). A PlainTypedValue has the same three fields as
 slots, reads like the protobuf message, compares equal to one with the same fields, and serializes to
 the same bytes, so code that reads values takes either: the SDK's builders make plain ones, what
-protobuf parses (a remote function's answer, the store, the Kafka log) stays protobuf. Only a protobuf
-message that embeds a value needs the class: ``as_proto``.
+protobuf parses (a remote function's answer, the store, the Kafka log) stays protobuf. A protobuf message
+that embeds a value gets it with ``copy_into``.
 """
 
 from __future__ import annotations
 
-import functools
 import typing
 
 from pystatefun.wire.fields import varint
@@ -31,13 +30,14 @@ class PlainTypedValue:
 
     def SerializeToString(self) -> bytes:  # noqa: N802 - the protobuf message's name, which callers use
         """The protobuf wire bytes of the TypedValue (fields in number order, proto3 defaults left out)."""
-        out = _typename_field(self.typename) if self.typename else b""
-        if self.has_value:
-            out += b"\x10\x01"  # has_value = 2
+        head = _HEADS.get(self.typename) if self.has_value else None  # typename = 1, has_value = 2
+        if head is None:
+            head = _head(self.typename, self.has_value)
         data = self.value
-        if data:
-            out += b"\x1a" + varint(len(data)) + data  # value = 3
-        return out
+        if not data:
+            return head
+        n = len(data)
+        return head + (_VALUE_TAG_AND_LENGTH[n] if n < 128 else b"\x1a" + varint(n)) + data  # value = 3
 
     def __eq__(self, other: object) -> bool:
         try:
@@ -56,14 +56,24 @@ AnyTypedValue = typing.Union[TypedValue, PlainTypedValue]
 """A value as the runtime and the SDK handle it: made here (plain) or parsed (protobuf)."""
 
 
-@functools.lru_cache(maxsize=4096)
-def _typename_field(typename: str) -> bytes:
+# the fields before the value of a value that has one, per typename: what most values of a process share
+_HEADS: dict[str, bytes] = {}
+MAX_HEADS = 4096
+_VALUE_TAG_AND_LENGTH = [b"\x1a" + bytes((n,)) for n in range(128)]
+
+
+def _head(typename: str, has_value: bool) -> bytes:
     encoded = typename.encode()
-    return b"\n" + varint(len(encoded)) + encoded  # typename = 1
+    head = (b"\n" + varint(len(encoded)) + encoded if encoded else b"") + (b"\x10\x01" if has_value else b"")
+    if has_value and len(_HEADS) < MAX_HEADS:  # bounded: typenames come from the application and its ingresses
+        _HEADS[typename] = head
+    return head
 
 
-def as_proto(value: AnyTypedValue) -> TypedValue:
-    """The value as the protobuf class, for a protobuf message that embeds it."""
-    if isinstance(value, TypedValue):
-        return value
-    return TypedValue(typename=value.typename, has_value=value.has_value, value=value.value)
+def copy_into(field: TypedValue, value: AnyTypedValue) -> None:
+    """Sets the TypedValue field of a protobuf message to ``value``: its three fields set one by one,
+    which is faster than making a protobuf TypedValue of it and handing that to the message's
+    constructor (about 1.3 against 2.2 µs for a log record of the Kafka backend)."""
+    field.typename = value.typename
+    field.has_value = value.has_value
+    field.value = value.value

@@ -21,13 +21,14 @@ from pystatefun.runtime.epoch import DeadLetter, IdempotencyRecord, StoredValue,
 from pystatefun.sdk.address import SdkAddress
 from pystatefun.wire.log_pb2 import IdempotencyValue, LogMessage, ParkedValue, ProcessedOffsets, StateValue, TimerValue
 from pystatefun.wire.request_reply_pb2 import Address, TypedValue
-from pystatefun.wire.values import as_proto
+from pystatefun.wire.values import copy_into
 
 SEP = "\x00"
 
 
 def encode_message(envelope: Envelope) -> bytes:
-    message = LogMessage(target=_address(envelope.target), value=as_proto(envelope.value), traceparent=envelope.trace or "")
+    message = LogMessage(target=_address(envelope.target), traceparent=envelope.trace or "")
+    copy_into(message.value, envelope.value)
     if envelope.caller is not None:
         message.caller.CopyFrom(_address(envelope.caller))
     return message.SerializeToString()
@@ -105,7 +106,9 @@ def state_key(typename: str, id: str, name: str) -> bytes:
 
 
 def encode_state(value: StoredValue) -> bytes:
-    return StateValue(value=as_proto(value.value), expire_at_ms=value.expire_at or 0).SerializeToString()
+    record = StateValue(expire_at_ms=value.expire_at or 0)
+    copy_into(record.value, value.value)
+    return record.SerializeToString()
 
 
 def timer_key(timer_id: int) -> bytes:
