@@ -6,7 +6,8 @@ process, rounds alternating, what the runtime and the SDK do with one: make it (
 constructor), read its three fields, serialize it (the commit and a remote call do), and compare two.
 Prints the best of the rounds in ns and the ratio protobuf / plain.
 
-Run: ``.venv/bin/python bench/typed_values.py`` (about 20 seconds).
+Run: ``.venv/bin/python bench/typed_values.py`` (about 20 seconds); with ``--record`` the times printed are
+appended to docs/benchmarks/results.json and the chart redrawn (bench/results.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ import timeit
 from pystatefun.sdk.messages import typed_value
 from pystatefun.wire.request_reply_pb2 import TypedValue
 from pystatefun.wire.values import PlainTypedValue
+
+import results as bench_results  # bench/results.py: --record
 
 TYPENAME = "io.statefun.types/int"
 DATA = b"\x0d\x2a\x00\x00\x00"  # IntType's 42
@@ -53,6 +56,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--number", type=int, default=200_000)
+    bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     assert make_plain().SerializeToString() == make_protobuf().SerializeToString()
     best: dict[str, list[float]] = {}
@@ -64,8 +68,12 @@ def main() -> None:
                 seconds = timeit.timeit(pair[i], number=args.number) / args.number
                 times[i] = min(times[i], seconds)
     print(f"{'ns per operation, best of ' + str(args.rounds) + ' rounds':45} {'protobuf':>10} {'plain':>10} {'ratio':>7}")
+    runs = []
     for name, (proto, plain) in best.items():
         print(f"{name:45} {proto * 1e9:10.0f} {plain * 1e9:10.0f} {proto / plain:6.2f}x")
+        runs += [("protobuf (upb)", f"ns, {name}", round(proto * 1e9)), ("PlainTypedValue", f"ns, {name}", round(plain * 1e9))]
+    if args.record:
+        bench_results.record("typed_values", runs, args.note)
 
 
 if __name__ == "__main__":

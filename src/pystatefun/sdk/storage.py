@@ -39,6 +39,14 @@ class Cell:
     """
 
     __slots__ = ("spec", "serializer", "function_typename", "typed_value", "value", "status", "written", "snapshot")
+    spec: ValueSpec
+    serializer: TypeSerializer
+    function_typename: str
+    typed_value: AnyTypedValue | None
+    value: typing.Any
+    status: int
+    written: bytes | None
+    snapshot: bytes | None
 
     def get(self) -> typing.Any:
         if self.status != _UNREAD:
