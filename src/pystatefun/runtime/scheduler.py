@@ -88,17 +88,7 @@ class Scheduling:
                 # the batch (its task's too: a task copies the context it is made in) join its trace
                 tracing.context(span).run(self._run, mailbox, invocations)
                 return
-        if mailbox.is_async:
-            self._run(mailbox, invocations)
-            return
-        # _run's synchronous case, inlined: once per batch, and most batches of embedded functions hold one
-        # message, so the call would cost about 2% of their CPU
-        try:
-            effects = mailbox.invoker.invoke_sync(mailbox.address, self.read_state, invocations)
-        except InvocationError as e:
-            self._park(mailbox, str(e))
-            return
-        self._complete(mailbox, effects)
+        self._run(mailbox, invocations)
 
     def _run(self, mailbox: Mailbox, invocations: list) -> None:
         """Invokes the function with the batch: an embedded one right here, a remote one in a task."""
