@@ -2,7 +2,8 @@
 (runtime/invokers.py, ``_request``) and the function endpoint's FromFunction (serving/handler.py,
 ``_encode_result``). Their bytes must be exactly those of the message built with the protobuf classes and
 serialized, whatever they hold (no state, absent values, empty and non-ASCII strings, long values,
-callers or not, every kind of effect)."""
+callers or not, every kind of effect). The values made in the process (wire/values.py, PlainTypedValue)
+must be the protobuf TypedValue in bytes and equality, there and in the Kafka backend's log records."""
 
 from __future__ import annotations
 
@@ -11,6 +12,9 @@ from datetime import timedelta
 import pytest
 
 from pystatefun import IntType, StatefulFunctions, StringType, ValueSpec, egress_message_builder, message_builder
+from pystatefun.backends.kafka.records import decode_message, encode_message, encode_state
+from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.epoch import StoredValue
 from pystatefun.runtime.invokers import _request
 from pystatefun.sdk.address import SdkAddress, parse_typename
 from pystatefun.sdk.batch import Batch, BatchResult
@@ -179,3 +183,15 @@ def test_the_reply_bytes_are_the_protobuf_serialization(what: str) -> None:
     encoded = _encode_result(result)
     assert encoded == reference_result(result)
     assert (encoded == b"") == (what == "nothing")
+
+
+@pytest.mark.parametrize("case", PLAIN_VALUES, ids=list(PLAIN_VALUES))
+def test_the_kafka_log_records_of_a_plain_value_are_those_of_the_protobuf_one(case: str) -> None:
+    """The Kafka backend writes messages and state values into protobuf records (copy_into): a value made
+    here gives the same bytes as the protobuf message, and reads back equal."""
+    typename, has_value, value = PLAIN_VALUES[case]
+    plain, proto = PlainTypedValue(typename, has_value, value), TypedValue(typename=typename, has_value=has_value, value=value)
+    target, caller = address("com.example/counter", "k-1"), address("com.example/other", "k-2")
+    assert encode_message(Envelope(target, caller, plain, None, "00-trace")) == encode_message(Envelope(target, caller, proto, None, "00-trace"))
+    assert decode_message(encode_message(Envelope(target, None, plain))).value == plain
+    assert encode_state(StoredValue(plain, 1234)) == encode_state(StoredValue(proto, 1234))
