@@ -27,8 +27,7 @@ _new = object.__new__
 
 class Cell:
     """One state value of the current address during a batch. Made by ``StorageFactory.make`` only, which
-    sets its slots directly (a call to ``__init__`` per state and batch was about 2% of a small embedded
-    function's CPU):
+    sets its slots directly (one call less per state and batch):
 
     * ``spec``, ``serializer`` (``spec.type.serializer()``, asked once per function) and
       ``function_typename``, for the messages of its errors;

@@ -1,12 +1,13 @@
 """Protobuf wire encoding by hand, for the two messages of every remote call: the runtime's ToFunction
 (runtime/invokers.py) and the function endpoint's FromFunction (serving/handler.py). ``varint`` also
 serves the other places that write protobuf bytes by hand: StringType's canonical encoding
-(sdk/types.py) and a savepoint restore's state values (savepoints/kafka.py).
+(sdk/types.py), a savepoint restore's state values (savepoints/kafka.py) and PlainTypedValue (values.py).
 
 Building those with the generated classes costs a Python-level ``add`` per repeated field and a message
 object per address; writing the few fields directly gives the same bytes (fields in number order, proto3
-defaults left out, as protobuf serializes them) for about half the CPU. Values (``TypedValue``) are still
-serialized by protobuf. tests/unit/test_wire_fields.py holds the bytes equal to protobuf's.
+defaults left out, as protobuf serializes them) for about half the CPU. The values in them serialize
+themselves: a PlainTypedValue by hand, one parsed from the wire by protobuf. tests/unit/test_wire_fields.py
+holds the bytes equal to protobuf's.
 """
 
 from __future__ import annotations

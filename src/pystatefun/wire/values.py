@@ -1,7 +1,7 @@
 """PlainTypedValue: the values this process makes, as a plain object with the wire's TypedValue fields.
 
 Every message a function sends and every state value it writes is a TypedValue (typename, has_value,
-value). Made as protobuf (upb) messages, each costs about 0.45 µs to build and 70 ns per field read, and
+value). Made as protobuf (upb) messages, each costs about 0.45 µs to build and 80 ns per field read, and
 the embedded path made two per message and read them five times: about a tenth of its CPU (measured on
 runtime_chain's one-message calls, docs/benchmarks.md). A PlainTypedValue has the same three fields as
 slots, reads like the protobuf message, compares equal to one with the same fields, and serializes to
