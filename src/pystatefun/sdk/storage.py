@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import typing
 
+from pystatefun.sdk import messages
 from pystatefun.sdk.errors import StateTypeMismatchError
 from pystatefun.sdk.types import TypeSerializer
 from pystatefun.sdk.value_spec import ValueSpec
@@ -118,9 +119,7 @@ class Cell:
                 data = current
         if data is None:  # read, and not changed
             return False, None
-        tv = _new(PlainTypedValue)  # messages.typed_value(), inlined: every state write makes one
-        tv.typename, tv.has_value, tv.value = self.spec.type.typename, True, data
-        return True, tv
+        return True, messages.typed_value(self.spec.type.typename, data)
 
 
 class StorageFactory:

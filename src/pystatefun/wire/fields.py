@@ -1,6 +1,6 @@
 """Protobuf wire encoding by hand, for the two messages of every remote call: the runtime's ToFunction
-(runtime/invokers.py) and the function endpoint's FromFunction (serving/handler.py). ``varint`` also
-serves the other places that write protobuf bytes by hand: StringType's canonical encoding
+(runtime/invokers.py) and the function endpoint's FromFunction (serving/handler.py). ``varint`` and
+``field`` also serve the other places that write protobuf bytes by hand: StringType's canonical encoding
 (sdk/types.py), a savepoint restore's state values (savepoints/kafka.py) and PlainTypedValue (values.py).
 
 Building those with the generated classes costs a Python-level ``add`` per repeated field and a message

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import typing
 
-from pystatefun.wire.fields import varint
+from pystatefun.wire.fields import field
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 
@@ -34,10 +34,7 @@ class PlainTypedValue:
         if head is None:
             head = _head(self.typename, self.has_value)
         data = self.value
-        if not data:
-            return head
-        n = len(data)
-        return head + (_VALUE_TAG_AND_LENGTH[n] if n < 128 else b"\x1a" + varint(n)) + data  # value = 3
+        return head + field(b"\x1a", data) if data else head  # value = 3
 
     def __eq__(self, other: object) -> bool:
         try:
@@ -59,12 +56,10 @@ AnyTypedValue = typing.Union[TypedValue, PlainTypedValue]
 # the fields before the value of a value that has one, per typename: what most values of a process share
 _HEADS: dict[str, bytes] = {}
 MAX_HEADS = 4096
-_VALUE_TAG_AND_LENGTH = [b"\x1a" + bytes((n,)) for n in range(128)]
 
 
 def _head(typename: str, has_value: bool) -> bytes:
-    encoded = typename.encode()
-    head = (b"\n" + varint(len(encoded)) + encoded if encoded else b"") + (b"\x10\x01" if has_value else b"")
+    head = (field(b"\n", typename.encode()) if typename else b"") + (b"\x10\x01" if has_value else b"")
     if has_value and len(_HEADS) < MAX_HEADS:  # bounded: typenames come from the application and its ingresses
         _HEADS[typename] = head
     return head
