@@ -20,7 +20,7 @@ BENCH = ROOT / "bench"
 RESULTS = ROOT / "docs" / "benchmarks" / "results.json"
 RESULTS_ENV = "PYSTATEFUN_BENCH_RESULTS"
 SCRIPTS = ["keyed_counter", "kafka_backend", "runtime_chain", "sdk_handler", "ingress_latency", "http_servers", "savepoints",
-           "tracing", "cost_model", "compiled", "kinesis_io", "typed_values"]
+           "tracing", "cost_model", "compiled", "kinesis_io", "typed_values", "gil_handover"]
 
 
 # A bench script's view: bench/ first on sys.path. In a process of its own, because in pytest's tests/ is

@@ -50,6 +50,7 @@ from google.protobuf.message import DecodeError
 
 from pystatefun.config.model import KafkaEgress as KafkaEgressSpec
 from pystatefun.config.model import KafkaIngress as KafkaIngressSpec
+from pystatefun.event_loop import prompt_handover
 from pystatefun.io.playground import EGRESS_RECORD_TYPENAME, decode_egress_record
 from pystatefun.runtime.envelope import address
 from pystatefun.runtime.epoch import EgressRecord, Epoch
@@ -533,7 +534,8 @@ class KafkaEgress:
                         raise
         elif self.semantic == "at-least-once":
             self._produce(rows, delivered)
-            producer.flush()
+            with prompt_handover():  # a delivery report per record (see prompt_handover)
+                producer.flush()
             if failures:
                 raise KafkaException(failures[0])
         else:

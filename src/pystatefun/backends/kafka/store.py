@@ -25,11 +25,9 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
-import contextlib
 import dataclasses
 import logging
 import os
-import sys
 import threading
 import time
 import typing
@@ -40,6 +38,7 @@ from pystatefun.backends.kafka import records
 from pystatefun.backends.kafka.reading import PartitionReader
 from pystatefun.backends.kafka.records import PartitionState
 from pystatefun.backends.kafka.topics import Topics
+from pystatefun.event_loop import prompt_handover
 from pystatefun.runtime.epoch import DeadLetter, Epoch, IdempotencyRecord, StoredValue
 from pystatefun.runtime.envelope import Envelope
 from pystatefun.runtime.specs import StateSpec
@@ -71,28 +70,6 @@ PARTITION_UA = -1  # librdkafka's "unassigned partition": the partitioner choose
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
 FENCE_TIMEOUT_SECONDS = 30
 PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
-# How soon the busy loop hands the GIL to the committer thread while it waits in the Kafka client (see
-# _prompt_handover); Python's default is 5 ms
-HANDOVER_SWITCH_SECONDS = 0.0001
-
-
-@contextlib.contextmanager
-def _prompt_handover() -> typing.Iterator[None]:
-    """Lowers Python's switch interval while the committer thread waits in the Kafka client. The client
-    gives the GIL back while it waits and takes it again for every delivery report it hands to Python;
-    each time the thread then waits until the busy event loop lets go of the GIL, up to the switch
-    interval (5 ms). An epoch of a hundred volatile messages (a hundred reports) waited 0.3-0.7 s in its
-    flush that way, and every 202 waited for that epoch (tests/adversarial/test_internal_load.py). With
-    0.1 ms the same flush takes tens of milliseconds; the loop is interrupted only when the committer
-    thread asks for the GIL, a few microseconds each time."""
-    before = sys.getswitchinterval()
-    sys.setswitchinterval(HANDOVER_SWITCH_SECONDS)
-    try:
-        yield
-    finally:
-        sys.setswitchinterval(before)
-
-
 def kafka_error(exception: BaseException) -> KafkaError | None:
     """The Kafka error ``exception`` reports, if it does. A fatal error (a fencing) that the client raises
     inside ``flush()`` can surface as a SystemError caused by it: the client then calls a delivery
@@ -439,14 +416,14 @@ class KafkaStore:
             # Everything is delivered before the offsets go: the volatile messages' offsets are needed for
             # them, and a failed offset commit (a rebalance began) aborts, which must not meet records in
             # flight (see below)
-            with _prompt_handover():
+            with prompt_handover():
                 producer.flush()
             if errors:
                 raise KafkaException(errors[0])
             undo = self._account(epoch, written)
             for partition, value in undo.processed.items():
                 self._send(topics.state, value, records.PROCESSED_KEY, partition)
-            with _prompt_handover():
+            with prompt_handover():
                 for source, source_offsets in undo.offsets.items():
                     producer.send_offsets_to_transaction(source_offsets, self._group_metadata[source],
                                                          COMMIT_TIMEOUT_SECONDS)

@@ -1,0 +1,116 @@
+"""How long a helper thread's flush of Kafka records with a delivery callback each takes while another
+thread keeps the GIL busy, with Python's default switch interval (5 ms) and inside
+``pystatefun.event_loop.prompt_handover`` (0.1 ms): the decision's numbers (docs/benchmarks.md, "Liveness
+under load").
+
+The busy thread stands for a loaded event loop: pure Python that never waits. The flushing thread stands
+for a Kafka-backend epoch's committer (a delivery report per message in flight) and for an at-least-once
+Kafka egress (a report per record): librdkafka's client takes the GIL back for every report it hands to
+Python. Each round produces ``--records`` records to a topic of one partition on a real broker
+(idempotent producer, as the egress's), flushes them, and times produce + flush; the two settings
+alternate. Also printed: the same flush with the busy thread stopped (the broker's own time).
+
+The broker is the one in $PYSTATEFUN_KAFKA_BOOTSTRAP, else one started here (tests/support/kafka.py) and
+stopped at the end. Run: ``.venv/bin/python bench/gil_handover.py`` (about 30 s with a broker running);
+``--record`` appends the medians to docs/benchmarks/results.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import os
+import statistics
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+from confluent_kafka import Producer
+from confluent_kafka.admin import AdminClient, NewTopic
+
+import results as bench_results  # bench/results.py: --record
+
+ROOT = Path(__file__).parent.parent
+sys.path.insert(0, str(ROOT))
+from pystatefun.event_loop import prompt_handover  # noqa: E402
+from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
+
+
+def flush_seconds(producer: Producer, topic: str, records: int, handover: bool) -> float:
+    failures: list = []
+
+    def delivered(error, _message) -> None:
+        if error is not None:
+            failures.append(error)
+
+    started = time.monotonic()
+    for n in range(records):
+        producer.produce(topic, b"x" * 100, str(n).encode(), on_delivery=delivered)
+    with prompt_handover() if handover else contextlib.nullcontext():
+        producer.flush()
+    if failures:
+        raise SystemExit(f"the broker refused records: {failures[0]}")
+    return time.monotonic() - started
+
+
+def measure(bootstrap: str, records: int, rounds: int) -> dict[str, list[float]]:
+    topic = f"gil-handover-{uuid.uuid4().hex[:8]}"
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    admin.create_topics([NewTopic(topic, 1)])[topic].result(30)
+    producer = Producer({"bootstrap.servers": bootstrap, "enable.idempotence": True})
+    flush_seconds(producer, topic, records, False)  # the connection and the producer id, once
+    times: dict[str, list[float]] = {"idle": [], "busy, 5 ms": [], "busy, prompt_handover": []}
+    for _ in range(rounds):
+        times["idle"].append(flush_seconds(producer, topic, records, False))
+    busy = True
+
+    def spin() -> None:
+        spins = 0
+        while busy:
+            spins += 1
+
+    spinner = threading.Thread(target=spin, daemon=True)
+    spinner.start()
+    try:
+        for round_ in range(rounds):
+            for handover in ((False, True) if round_ % 2 == 0 else (True, False)):
+                name = "busy, prompt_handover" if handover else "busy, 5 ms"
+                times[name].append(flush_seconds(producer, topic, records, handover))
+    finally:
+        busy = False
+        spinner.join()
+    admin.delete_topics([topic])
+    return times
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--records", type=int, default=1000, help="records per flush (a Kafka egress batch: 1,000)")
+    parser.add_argument("--rounds", type=int, default=5)
+    bench_results.add_record_arguments(parser)
+    args = parser.parse_args()
+    cluster = None
+    bootstrap = os.environ.get(BOOTSTRAP_ENV)
+    if not bootstrap:
+        cluster = KafkaCluster(nodes=1)
+        cluster.start()
+        bootstrap = cluster.bootstrap_servers
+    try:
+        times = measure(bootstrap, args.records, args.rounds)
+    finally:
+        if cluster is not None:
+            cluster.stop()
+    print(f"produce + flush of {args.records:,} records with a delivery callback each, {args.rounds} rounds, ms")
+    medians = {name: statistics.median(seconds) * 1000 for name, seconds in times.items()}
+    for name, seconds in times.items():
+        print(f"  {name:24} median {medians[name]:8.1f}   ({', '.join(f'{s * 1000:.0f}' for s in seconds)})")
+    print(f"  busy: 5 ms / prompt_handover = {medians['busy, 5 ms'] / medians['busy, prompt_handover']:.1f}x")
+    if args.record:
+        bench_results.record("gil_handover", [(name, f"ms, flush of {args.records} records", round(ms, 1))
+                                              for name, ms in medians.items()], args.note)
+
+
+if __name__ == "__main__":
+    main()
