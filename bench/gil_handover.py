@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
 import statistics
 import sys
 import threading
@@ -35,7 +34,7 @@ import results as bench_results  # bench/results.py: --record
 ROOT = Path(__file__).parent.parent
 sys.path.insert(0, str(ROOT))
 from pystatefun.event_loop import prompt_handover  # noqa: E402
-from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
+from tests.support.kafka import shared_broker  # noqa: E402
 
 
 def flush_seconds(producer: Producer, topic: str, records: int, handover: bool) -> float:
@@ -91,17 +90,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
-    cluster = None
-    bootstrap = os.environ.get(BOOTSTRAP_ENV)
-    if not bootstrap:
-        cluster = KafkaCluster(nodes=1)
-        cluster.start()
-        bootstrap = cluster.bootstrap_servers
-    try:
+    with shared_broker() as bootstrap:
         times = measure(bootstrap, args.records, args.rounds)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     print(f"produce + flush of {args.records:,} records with a delivery callback each, {args.rounds} rounds, ms")
     medians = {name: statistics.median(seconds) * 1000 for name, seconds in times.items()}
     for name, seconds in times.items():

@@ -49,7 +49,7 @@ HERE = Path(__file__).parent
 ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
 from pystatefun.io.kafka import consume_batch  # noqa: E402
-from tests.support.kafka import BOOTSTRAP_ENV, KafkaCluster  # noqa: E402
+from tests.support.kafka import shared_broker  # noqa: E402
 
 CACHE = Path.home() / ".cache" / "pystatefun-bench"
 QUIX_VENV = CACHE / "quix-venv"
@@ -321,13 +321,7 @@ def main() -> None:
     parser.add_argument("--skip-quix", action="store_true")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
-    cluster = None
-    bootstrap = os.environ.get(BOOTSTRAP_ENV)
-    if not bootstrap:
-        cluster = KafkaCluster(nodes=1)
-        cluster.start()
-        bootstrap = cluster.bootstrap_servers
-    try:
+    with shared_broker() as bootstrap:
         one = throughput_pystatefun(bootstrap, 1, args.records)
         two = throughput_pystatefun(bootstrap, 2, args.records)
         quix = None if args.skip_quix else throughput_quix(bootstrap, args.records, 0.1)
@@ -336,9 +330,6 @@ def main() -> None:
         for n, (workers, interval) in enumerate(((1, "100ms"), (2, "100ms"), (2, "20ms"))):
             latencies[(workers, interval)] = latency_and_recovery(  # the first one warms the broker up
                 bootstrap, args.latency_seconds, interval, workers, warm if n == 0 else None)
-    finally:
-        if cluster is not None:
-            cluster.stop()
     print(f"Kafka backend, keyed counter ({KEYS} keys, {PARTITIONS} partitions, exactly-once), {args.records:,} "
           "records, broker and all processes on this machine")
     print("  records/s: steady (first record out to last) / whole run (process start to last record out)")

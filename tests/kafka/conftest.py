@@ -8,22 +8,17 @@ using it must not depend on its state: each creates topics and groups with names
 
 from __future__ import annotations
 
-import os
 from typing import Iterator
 
 import pytest
 
-from support.kafka import BOOTSTRAP_ENV, KafkaCluster
+from support.kafka import KafkaCluster, shared_broker
 
 
 @pytest.fixture(scope="session")
 def kafka_bootstrap() -> Iterator[str]:
-    external = os.environ.get(BOOTSTRAP_ENV)
-    if external:
-        yield external
-        return
-    with KafkaCluster(nodes=1) as cluster:
-        yield cluster.bootstrap_servers
+    with shared_broker() as bootstrap:
+        yield bootstrap
 
 
 @pytest.fixture(scope="module")

@@ -49,7 +49,7 @@ import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, TextIO
+from typing import Callable, Iterator, TextIO
 
 # The newest Kafka whose broker resolves from Maven Central here and runs on Java 17 (its classes are Java 17
 # bytecode). LOG4J_VERSION is the log4j-core that this Kafka declares: the SLF4J binding we add must match it.
@@ -94,6 +94,19 @@ appender.file.layout.pattern = [%d] %p %m (%c)%n
 rootLogger.level = WARN
 rootLogger.appenderRef.file.ref = file
 """
+
+
+@contextlib.contextmanager
+def shared_broker() -> Iterator[str]:
+    """The bootstrap servers of $PYSTATEFUN_KAFKA_BOOTSTRAP (a broker started beforehand, as CI's), else of
+    a one-node cluster started here and stopped on leaving: the tests' session broker and the bench
+    scripts'."""
+    bootstrap = os.environ.get(BOOTSTRAP_ENV)
+    if bootstrap:
+        yield bootstrap
+        return
+    with KafkaCluster(nodes=1) as cluster:
+        yield cluster.bootstrap_servers
 
 
 class KafkaError(RuntimeError):
