@@ -10,6 +10,12 @@ Python. Each round produces ``--records`` records to a topic of one partition on
 (idempotent producer, as the egress's), flushes them, and times produce + flush; the two settings
 alternate. Also printed: the same flush with the busy thread stopped (the broker's own time).
 
+End to end (``--chain``): an embedded runtime in this process runs a hundred chains of hops between
+embedded functions (bench/functions/egress_chain.py; 3,000 hops each by default) whose every hop also
+sends a record to an at-least-once Kafka egress. Printed: how many of the records the egress had
+forwarded when the functions were done, and how long the rest took. Before prompt_handover, the egress
+fell behind a busy drain loop (docs/benchmarks.md, "Liveness under load").
+
 The broker is the one in $PYSTATEFUN_KAFKA_BOOTSTRAP, else one started here (tests/support/kafka.py) and
 stopped at the end. Run: ``.venv/bin/python bench/gil_handover.py`` (about 30 s with a broker running);
 ``--record`` appends the medians to docs/benchmarks/results.json.
@@ -18,9 +24,11 @@ stopped at the end. Run: ``.venv/bin/python bench/gil_handover.py`` (about 30 s 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import statistics
 import sys
+import tempfile
 import threading
 import time
 import uuid
@@ -30,10 +38,20 @@ from confluent_kafka import Producer
 from confluent_kafka.admin import AdminClient, NewTopic
 
 import results as bench_results  # bench/results.py: --record
+from runtime_chain import wait_until_idle
 
-ROOT = Path(__file__).parent.parent
+HERE = Path(__file__).parent
+ROOT = HERE.parent
 sys.path.insert(0, str(ROOT))
-from pystatefun.event_loop import prompt_handover  # noqa: E402
+sys.path.insert(0, str(HERE / "functions"))
+from egress_chain import TOPIC  # noqa: E402
+
+from pystatefun import IntType  # noqa: E402
+from pystatefun.app import Application  # noqa: E402
+from pystatefun.config import load_module  # noqa: E402
+from pystatefun.event_loop import prompt_handover, run_event_loop  # noqa: E402
+from pystatefun.runtime.envelope import Envelope, address  # noqa: E402
+from pystatefun.sdk.messages import to_typed_value  # noqa: E402
 from tests.support.kafka import shared_broker  # noqa: E402
 
 
@@ -72,6 +90,7 @@ def measure(bootstrap: str, records: int, rounds: int) -> dict[str, list[float]]
 
     spinner = threading.Thread(target=spin, daemon=True)
     spinner.start()
+    time.sleep(0.1)  # spinning before the first round
     try:
         for round_ in range(rounds):
             for handover in ((False, True) if round_ % 2 == 0 else (True, False)):
@@ -84,19 +103,64 @@ def measure(bootstrap: str, records: int, rounds: int) -> dict[str, list[float]]
     return times
 
 
+CHAINS = 100
+RING = 1000
+
+
+async def egress_beside_chains(bootstrap: str, folder: Path, hops: int) -> tuple[float, float, float]:
+    """Runs the chains with their egress records; returns the seconds the functions took, the share of the
+    records forwarded by then, and the seconds until the last one was."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    if TOPIC not in admin.list_topics(timeout=30).topics:
+        admin.create_topics([NewTopic(TOPIC, 4)])[TOPIC].result(30)
+    module = folder / "module.yaml"
+    module.write_text("kind: pystatefun.v1/embedded\nspec:\n  functions: bench/*\n  module: egress_chain:functions\n"
+                      f"---\nkind: io.statefun.kafka.v1/egress\nspec:\n  id: bench/out\n  address: {bootstrap}\n")
+    app = Application(load_module(module), folder / "data")
+    await app.start()
+    try:
+        runtime, egress = app.runtime, app.kafka_egresses[0]
+        records = CHAINS * hops
+        started = time.perf_counter()
+        for chain in range(CHAINS):
+            target = address("bench/counter", f"{RING}/{chain * RING // CHAINS}")
+            runtime.route(Envelope(target, None, to_typed_value(IntType, hops - 1)))
+        await wait_until_idle(runtime)
+        functions_done = time.perf_counter()
+        forwarded_then = egress.forwarded
+        deadline = functions_done + 300
+        while egress.forwarded < records:
+            if time.perf_counter() > deadline:
+                raise SystemExit(f"the egress forwarded {egress.forwarded} of {records} records in 300 s")
+            await asyncio.sleep(0.01)
+        return functions_done - started, forwarded_then / records, time.perf_counter() - functions_done
+    finally:
+        await app.stop()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--records", type=int, default=1000, help="records per flush (a Kafka egress batch: 1,000)")
     parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--chain", type=int, default=0, metavar="HOPS",
+                        help="also run the end-to-end flow with HOPS hops per chain (3000 is a good size)")
     bench_results.add_record_arguments(parser)
     args = parser.parse_args()
     with shared_broker() as bootstrap:
         times = measure(bootstrap, args.records, args.rounds)
+        if args.chain:
+            with tempfile.TemporaryDirectory(prefix="bench-gil-handover-") as folder:
+                chain = run_event_loop(egress_beside_chains(bootstrap, Path(folder), args.chain))
     print(f"produce + flush of {args.records:,} records with a delivery callback each, {args.rounds} rounds, ms")
     medians = {name: statistics.median(seconds) * 1000 for name, seconds in times.items()}
     for name, seconds in times.items():
         print(f"  {name:24} median {medians[name]:8.1f}   ({', '.join(f'{s * 1000:.0f}' for s in seconds)})")
     print(f"  busy: 5 ms / prompt_handover = {medians['busy, 5 ms'] / medians['busy, prompt_handover']:.1f}x")
+    if args.chain:
+        seconds, share, rest = chain
+        print(f"{CHAINS} chains of {args.chain:,} hops between embedded functions, each hop a record to an "
+              f"at-least-once Kafka egress: the functions took {seconds:.1f} s; the egress had forwarded "
+              f"{share:.1%} of the records by then, and the rest {rest:.2f} s later")
     if args.record:
         bench_results.record("gil_handover", [(name, f"ms, flush of {args.records} records", round(ms, 1))
                                               for name, ms in medians.items()], args.note)

@@ -40,6 +40,7 @@ from pystatefun.app import Application
 from pystatefun.event_loop import run_event_loop
 from pystatefun.config import load_module
 from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.runtime.processor import Runtime
 from pystatefun.sdk.messages import to_typed_value
 from pystatefun.wire.types_pb2 import IntWrapper
 
@@ -71,6 +72,16 @@ def module_yaml(folder: Path, kind: str, port: int | None) -> Path:
 SHAPES = [(100, 1000), (1000, 100)]  # (chains, ring size)
 
 
+async def wait_until_idle(runtime: Runtime) -> None:
+    """Returns once no message waits or runs anywhere in ``runtime`` (checked every 10 ms)."""
+    while True:
+        await asyncio.sleep(0.01)
+        busy = runtime._ready or runtime._invocations or any(
+            m.backlog or m.in_flight for p in runtime.processors.values() for m in p.mailboxes.values())
+        if not busy:
+            return
+
+
 async def run_chain(module: Path, data_dir: Path, messages: int, chains: int, ring: int) -> tuple[float, float]:
     """Runs the chains to completion; returns the seconds it took (after startup, incl. the last commit)
     and the mean number of messages per function call (batch)."""
@@ -82,12 +93,7 @@ async def run_chain(module: Path, data_dir: Path, messages: int, chains: int, ri
     for chain in range(chains):
         target = address("bench/counter", f"{ring}/{chain * ring // chains}")
         runtime.route(Envelope(target, None, to_typed_value(IntType, hops - 1)))
-    while True:
-        await asyncio.sleep(0.01)
-        busy = runtime._ready or runtime._invocations or any(
-            m.backlog or m.in_flight for p in runtime.processors.values() for m in p.mailboxes.values())
-        if not busy:
-            break
+    await wait_until_idle(runtime)
     runtime.commit()
     elapsed = time.perf_counter() - start
     total = 0
