@@ -5,8 +5,8 @@ acknowledged within a few commit intervals and /health answers at once, on both 
 Before the fix, no epoch committed until the in-memory work drained: the committer thread gave the GIL
 back to SQLite at every row and waited up to a switch interval (5 ms) to get it back from the busy
 loop, so a commit of a thousand rows took seconds and every 202 waited for it. The Kafka backend's
-committer thread waited the same way for every delivery report of its transaction's volatile messages
-(event_loop.py prompt_handover): 0.3-1.0 s per flush, 202s past the bound.
+committer thread waited the same way for every delivery report of its transaction's volatile messages:
+0.3-1.0 s per flush, 202s past the bound (fixed by event_loop.py prompt_handover).
 
 The probes begin once the functions run the chains: a Kafka worker that is still taking its partitions
 has nothing to do, and probing it then put no load on it.
