@@ -70,6 +70,8 @@ PARTITION_UA = -1  # librdkafka's "unassigned partition": the partitioner choose
 DEAD_LETTERS_TIMEOUT_SECONDS = 5  # reading the dead letters for the admin API
 FENCE_TIMEOUT_SECONDS = 30
 PRODUCERS = 2  # transactional producers that the epochs take turns with (see KafkaStore.__init__)
+
+
 def kafka_error(exception: BaseException) -> KafkaError | None:
     """The Kafka error ``exception`` reports, if it does. A fatal error (a fencing) that the client raises
     inside ``flush()`` can surface as a SystemError caused by it: the client then calls a delivery
