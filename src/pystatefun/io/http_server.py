@@ -441,7 +441,7 @@ class _Connection(asyncio.Protocol):
                 # an awaitable: the worker takes the request off the queue and awaits it (and if it is
                 # cancelled before it begins, the request is still queued, so its body budget goes back)
                 self.worker = self.loop.create_task(self._answer_queued(handling), context=context)
-                if isinstance(handling, typing.Coroutine):  # which then nobody awaits
+                if asyncio.iscoroutine(handling):  # which then nobody awaits (a check cached by type, unlike an ABC)
                     self.worker.add_done_callback(lambda _, coroutine=handling: coroutine.close())
                 return
             queue.popleft()
