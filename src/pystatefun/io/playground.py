@@ -291,7 +291,7 @@ class PlaygroundIngress:
             stored = self.store.idempotency(full_key, self.runtime.now_ms())
             if stored is not None and stored.status != 202:
                 return _stored_answer(stored)
-        timeout = asyncio.get_running_loop().call_later(wait, _expire, waiter)
+        timeout = waiter.get_loop().call_later(wait, _expire, waiter)  # (get_running_loop() makes a system call)
         try:
             value: TypedValue | _Parked | None = await waiter
         finally:

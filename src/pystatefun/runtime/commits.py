@@ -89,7 +89,13 @@ class Committing:
         for processor in self.processors.values():
             if len(processor.cache) > self.max_cached_addresses // self.partitions:
                 processor.cache.clear()  # committed values only: they reload from the store
-        self._drop_idle_mailboxes()
+        now = self.clock()
+        # idle mailboxes are swept once per commit interval, not at every seal: under load group commits
+        # seal every few milliseconds, and a sweep at each dropped and remade the mailbox of every address
+        # that got a message only every few tens of milliseconds (one Mailbox per request)
+        if now - self._swept_at >= self.commit_interval:
+            self._swept_at = now
+            self._drop_idle_mailboxes()
         for listener in self.on_seal:
             listener(epoch)
         return epoch, time.perf_counter()

@@ -363,10 +363,13 @@ def _typename(pb: Address) -> str:
 
 
 def _effects(address: SdkAddress, response: FromFunction.InvocationResponse, specs: dict[str, StateSpec]) -> Effects:
-    """The response as Effects, refusing what the StateFun runtime refuses (and says why)."""
+    """The response as Effects, refusing what the StateFun runtime refuses (and says why).
+
+    Its repeated fields are read as slices (lists): protobuf's upb containers iterate by index until an
+    IndexError, an exception per field per call even when the field is empty (twice the time of a slice)."""
     where = f"{address.typename}/{address.id}"
     mutations: list[tuple[str, TypedValue | None]] = []
-    for m in response.state_mutations:
+    for m in response.state_mutations[:]:
         spec = specs.get(m.state_name)
         if spec is None:
             raise InvocationError(f"{where} changed state {m.state_name!r}, which it never declared")
@@ -380,11 +383,11 @@ def _effects(address: SdkAddress, response: FromFunction.InvocationResponse, spe
         else:
             mutations.append((m.state_name, None))
     try:
-        messages = [Message(_typename(m.target), m.target.id, m.argument) for m in response.outgoing_messages]
+        messages = [Message(_typename(m.target), m.target.id, m.argument) for m in response.outgoing_messages[:]]
     except ValueError as e:  # an empty target id or value: the function's SDK let it through
         raise InvocationError(f"{where} sent a message the runtime cannot deliver: {e}") from e
     delayed = []
-    for d in response.delayed_invocations:
+    for d in response.delayed_invocations[:]:
         if d.is_cancellation_request:
             if not d.cancellation_token:
                 raise InvocationError(f"{where} sent a delayed-message cancellation without a token")
@@ -394,5 +397,5 @@ def _effects(address: SdkAddress, response: FromFunction.InvocationResponse, spe
                 raise InvocationError(f"{where} sent a delayed message with a negative delay ({d.delay_in_ms} ms)")
             message = Message(_typename(d.target), d.target.id, d.argument)
             delayed.append(DelayedMessage(False, d.delay_in_ms, message, d.cancellation_token or None))
-    egress = [EgressMessage(f"{e.egress_namespace}/{e.egress_type}", e.argument) for e in response.outgoing_egresses]
+    egress = [EgressMessage(f"{e.egress_namespace}/{e.egress_type}", e.argument) for e in response.outgoing_egresses[:]]
     return Effects(messages, delayed, egress, mutations)

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import math
 import time
 import typing
 
@@ -115,7 +116,8 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
         self.timers = TimerService()
         self.epoch: Epoch | None = None
         self._ready: collections.deque[Mailbox] = collections.deque()
-        self._went_idle: list[Mailbox] = []  # idle mailboxes, dropped at a seal once idle for a whole interval (scheduler.py)
+        self._went_idle: list[Mailbox] = []  # idle mailboxes, dropped once idle for a whole interval (scheduler.py)
+        self._swept_at = -math.inf  # when (self.clock()) a seal last swept the idle mailboxes (commits.py)
         self._wake = asyncio.Event()
         self._draining = False  # the drain loop is running ready mailboxes: scheduling needs no _wake
         self._commit_now = asyncio.Event()

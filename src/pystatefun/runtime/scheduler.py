@@ -172,11 +172,12 @@ class Scheduling:
         self._went_idle.append(mailbox)
 
     def _drop_idle_mailboxes(self) -> None:
-        """Drops the mailboxes that stayed idle for a whole commit interval (at every seal). Not at once:
-        an address that gets a message every few milliseconds would have a mailbox made and dropped for
-        every message; this way one serves all of its messages for as long as it is in use, and memory
-        stays bounded by what two intervals touch. A mailbox is listed once, when it goes idle; a seal
-        that finds it idle notes its batch number, and the next seal drops it if no batch ran since."""
+        """Drops the mailboxes that stayed idle for a whole commit interval (called by the first seal of
+        each interval). Not at once: an address that gets a message every few milliseconds would have a
+        mailbox made and dropped for every message; this way one serves all of its messages for as long
+        as it is in use, and memory stays bounded by what two intervals touch. A mailbox is listed once,
+        when it goes idle; a sweep that finds it idle notes its batch number, and the next sweep drops it
+        if no batch ran since."""
         kept = []
         for mailbox in self._went_idle:
             mailboxes = mailbox.processor.mailboxes

@@ -258,7 +258,7 @@ class HttpTransport:
         attempts = raised = 0
         while True:
             attempts += 1
-            outcome = await self._attempt(pool, target, body, end, deadline)
+            outcome = await self._attempt(loop, pool, target, body, end, deadline)
             if self.on_attempt is not None:
                 self.on_attempt(loop.time() - attempt_start, outcome.__class__ is not _Failure)
             if outcome.__class__ is not _Failure:
@@ -355,16 +355,19 @@ class HttpTransport:
 
         return open_connection
 
-    async def _attempt(self, pool: _Pool, target: _Target, body: bytes, end: bytes, deadline: float) -> bytes | _Failure:
-        loop = asyncio.get_running_loop()
-        remaining = max(deadline - loop.time(), MIN_ATTEMPT_SECONDS / 10)
+    async def _attempt(self, loop: asyncio.AbstractEventLoop, pool: _Pool, target: _Target, body: bytes, end: bytes,
+                       deadline: float) -> bytes | _Failure:
+        # the loop is handed down, not asked for: asyncio.get_running_loop() makes a getpid system call in
+        # Python 3.11, and a call asked for it four times
+        now = loop.time()
+        remaining = max(deadline - now, MIN_ATTEMPT_SECONDS / 10)
         connect = min(self._connect, remaining)
         read = min(self._read, remaining) if self._read is not None else remaining
         head = target.head + b"%d" % len(body) + end
         fresh = False
         while True:
             try:
-                connection, fresh = pool.take_idle(), False
+                connection, fresh = pool.take_idle(now), False
                 if connection is None:  # the timeout only where there is something to wait for
                     async with asyncio.timeout(connect):
                         connection, fresh = await pool.acquire()
@@ -698,9 +701,8 @@ class _Pool:
         self._waiters: collections.deque[asyncio.Future[_Connection | None]] = collections.deque()
         self._closed = False
 
-    def take_idle(self) -> _Connection | None:
-        """A pooled connection that is still open and young enough, if there is one."""
-        now = asyncio.get_running_loop().time()
+    def take_idle(self, now: float) -> _Connection | None:
+        """A pooled connection that is still open and young enough at ``now`` (the loop's time), if there is one."""
         while self._idle:
             connection = self._idle.pop()
             if not connection.closed and now - connection.idle_since < self._ttl:
@@ -710,7 +712,7 @@ class _Pool:
 
     async def acquire(self) -> tuple[_Connection, bool]:
         """A connection, and whether it is new: waits while ``size`` are open and none is idle."""
-        connection = self.take_idle()
+        connection = self.take_idle(asyncio.get_running_loop().time())
         if connection is not None:
             return connection, False
         if self._open < self._size:
@@ -741,7 +743,7 @@ class _Pool:
 
     def release(self, connection: _Connection, reusable: bool) -> None:
         if reusable and self._ttl > 0 and not connection.closed and not self._closed:
-            connection.idle_since = asyncio.get_running_loop().time()
+            connection.idle_since = connection.loop.time()
             self._hand_over(connection)
         else:
             self._discard(connection)

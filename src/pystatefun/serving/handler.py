@@ -83,12 +83,13 @@ class RequestReplyHandler:
         target = request.target
         typename = f"{target.namespace}/{target.type}"
         function: StatefulFunction = self.functions.for_typename(typename)
-        state = {pv.state_name: (pv.state_value if pv.HasField("state_value") else None) for pv in request.state}
+        # repeated fields as slices: upb's containers iterate until an IndexError (runtime/invokers.py, _effects)
+        state = {pv.state_name: (pv.state_value if pv.HasField("state_value") else None) for pv in request.state[:]}
         missing = function.storage_spec.missing(state)
         if missing:
             return _encode_missing(missing)
         address = SdkAddress(target.namespace, target.type, target.id, typename)
-        return Batch(function, address, state), _invocations(request.invocations)
+        return Batch(function, address, state), _invocations(request.invocations[:])
 
 
 def _parse(request_bytes: bytes | bytearray | str) -> ToFunction.InvocationBatchRequest:
