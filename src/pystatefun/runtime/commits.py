@@ -92,8 +92,9 @@ class Committing:
         now = self.clock()
         # idle mailboxes are swept once per commit interval, not at every seal: under load group commits
         # seal every few milliseconds, and a sweep at each dropped and remade the mailbox of every address
-        # that got a message only every few tens of milliseconds (one Mailbox per request)
-        if now - self._swept_at >= self.commit_interval:
+        # that got a message only every few tens of milliseconds (one Mailbox per request). The clock is
+        # the wall's: a step back sweeps at once rather than not until it is caught up
+        if now - self._swept_at >= self.commit_interval or now < self._swept_at:
             self._swept_at = now
             self._drop_idle_mailboxes()
         for listener in self.on_seal:
