@@ -3,6 +3,7 @@ worker restarts, kill -9 and hand-overs between workers; topics that do not fit 
 
 from __future__ import annotations
 
+import collections
 import json
 import os
 import signal
@@ -19,7 +20,7 @@ from confluent_kafka.admin import AdminClient, NewTopic
 import pytest
 
 from e2e.conftest import official_server
-from e2e.processes import free_port, wait_for_port
+from e2e.processes import free_port, request, wait_for_port
 from pystatefun.runtime.envelope import partition_of
 
 from .harness import (APPS, KeyedRecords, Load, Worker, counter_module, counts_by_key, create_topics, produce, read_all,
@@ -63,6 +64,46 @@ def test_a_parked_address_does_not_hold_up_the_worker(tmp_path, kafka_bootstrap)
         assert counts == {f"k{n}": list(range(1, 11)) for n in range(10)}
         parked = json.loads(urllib.request.urlopen(f"http://127.0.0.1:{worker.admin_port}/parked", timeout=30).read())
         assert [(p["address"], p["waiting_messages"]) for p in parked] == [("kc/counter/stuck", 2501)]
+    finally:
+        worker.stop()
+
+
+def test_a_partitions_log_is_read_before_its_ingress_records_when_a_worker_takes_it_over(tmp_path, kafka_bootstrap):
+    """Guarantee 1 across a hand-over: what a worker had read and not processed is in the log for the
+    partition's next owner, and the records its ingress partition gets meanwhile are newer. Ten keys of
+    one partition park on their first record and 3,000 records each pile up behind them; the worker
+    stops (all 30,000 unprocessed in the log: a second or so to read again); 100 more records per key
+    come; the worker starts again and takes the partition over. Each address, skipped past its poison
+    record, counts all 3,100 of its records in the order they were produced."""
+    source, out, app = unique("in"), unique("out"), unique("app")
+    create_topics(kafka_bootstrap, source, out)
+    module = counter_module(tmp_path / "app", kafka_bootstrap, source)
+    keys = [key for key in (f"stuck{n}" for n in range(100)) if partition_of(key, 4) == 0][:8]
+    # in ingress partition 0, read with the addresses' partition: processed where they are read
+    old = [(key.encode(), f"{out} {place}".encode(), 0) for place in range(1, 10_001) for key in keys]
+    new = [(key.encode(), f"{out} {place}".encode(), 0) for place in range(10_001, 10_101) for key in keys]
+    produce(kafka_bootstrap, source, [(key.encode(), b"poison", 0) for key in keys] + old)
+    worker = Worker(module, kafka_bootstrap, app, "w0", tmp_path / "w0.log").start()
+
+    def waiting() -> dict[str, int]:
+        parked = json.loads(request(worker.admin_port, "GET", "/parked", timeout=30).body)
+        return {p["address"].rsplit("/", 1)[1]: p["waiting_messages"] for p in parked}
+
+    try:
+        wait_until(lambda: waiting() == dict.fromkeys(keys, 10_001), "10,001 messages wait for each parked address")
+        worker.stop()  # SIGTERM: it commits, the 80,008 messages unprocessed in the log
+        produce(kafka_bootstrap, source, new)
+        worker.start()
+        wait_until(lambda: waiting() == dict.fromkeys(keys, 10_101), "all 10,101 messages wait for each again")
+        for key in keys:
+            assert request(worker.admin_port, "POST", f"/parked/kc/counter/{key}/skip", timeout=60).status == 200
+        counted = collections.defaultdict(list)  # key -> [(count, place)]
+        for record in read_all(kafka_bootstrap, out, 80_800, timeout=120):
+            count, place = record.value().split()
+            counted[record.key().decode()].append((int(count), int(place)))
+        assert all([count for count, _ in counted[key]] == list(range(1, 10_101)) for key in keys), "each count once"
+        swapped = {key: sum(count != place for count, place in counted[key]) for key in keys}
+        assert swapped == dict.fromkeys(keys, 0), f"records counted out of their order, per key: {swapped}"
     finally:
         worker.stop()
 

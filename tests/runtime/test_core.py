@@ -8,6 +8,7 @@ import pytest
 from pystatefun import IntType, StatefulFunctions, StringType, ValueSpec, make_json_type, message_builder
 
 from pystatefun.runtime.envelope import Envelope, address
+from pystatefun.sdk.messages import to_typed_value
 from pystatefun.wire.request_reply_pb2 import TypedValue
 
 from .harness import Clock, Node
@@ -305,6 +306,39 @@ def test_a_parked_reason_shows_the_functions_own_line_when_a_library_raised_for_
         assert "context.storage.last = message.as_type(order)" in reason
         assert "\n  ...\n" in reason and 'json/decoder.py", line' in reason  # then the innermost frames
         await node.stop()
+
+    run(scenario())
+
+
+def test_a_partition_catching_up_with_its_log_runs_the_logs_messages_before_those_it_holds(tmp_path):
+    """A partition taken over on the Kafka backend can have messages in its log that its previous owner
+    did not process. What this process routes to it meanwhile (its functions' messages, timers, requests)
+    is held until the log is read, so that a sender's earlier messages run first (guarantee 1); a commit
+    meanwhile makes the held message durable without running it, and it runs once."""
+    log = []
+
+    async def scenario():
+        node = await Node(tmp_path, counter_functions(log), Clock()).start()
+        runtime = node.runtime
+        partition = runtime.partition_of("a")
+        runtime.own(partition, catching_up=True)
+        node.send("t/counter", "a", 2, IntType)  # from this process: held
+        await node.settle()
+        runtime.commit()
+        assert log == []
+        from_log = Envelope(address("t/counter", "a"), None, to_typed_value(IntType, 1), runtime.new_seq())
+        runtime.route(from_log)  # as the worker routes a message read from the partition's log
+        await node.settle()
+        assert log == [("a", 1)]
+        runtime.caught_up(partition)
+        await node.commit()
+        assert log == [("a", 1), ("a", 2)]
+        assert node.state("t/counter", "a", IntType) == {"count": 3}
+        await node.stop()
+        again = await Node(tmp_path, counter_functions(log), Clock()).start()
+        await again.commit()
+        assert log == [("a", 1), ("a", 2)]  # the held message was durable and consumed: not run again
+        await again.stop()
 
     run(scenario())
 

@@ -134,3 +134,7 @@ class PartitionProcessor:
         self.mailboxes: dict[StateKey, Mailbox] = {}
         self.cache: dict[StateKey, dict[str, StoredValue]] = {}
         self.leaving = False  # being handed to another process: no new batches start
+        # Messages from this process for the partition while it catches up with its log after it was
+        # assigned (the Kafka backend): the log can hold a sender's earlier messages, unprocessed by the
+        # previous owner, so the later ones wait here until it is read (Runtime.caught_up). None: caught up.
+        self.held: list[Envelope] | None = None

@@ -215,9 +215,14 @@ class Runtime(Routing, Scheduling, EffectApplication, Committing, Operations):
 
     # -- partition ownership (the Kafka backend) ------------------------------------------------------
 
-    def own(self, partition: int, timers: typing.Iterable[Timer] = (), parked: typing.Mapping[StateKey, str] = {}) -> None:
-        """Starts running ``partition`` with its restored timers and parked addresses."""
-        self.processors[partition] = PartitionProcessor(partition)
+    def own(self, partition: int, timers: typing.Iterable[Timer] = (), parked: typing.Mapping[StateKey, str] = {},
+            catching_up: bool = False) -> None:
+        """Starts running ``partition`` with its restored timers and parked addresses. ``catching_up``: its
+        log may hold messages not processed yet, which come first: the messages this process routes to it
+        are held until ``caught_up(partition)`` (routing.py)."""
+        processor = self.processors[partition] = PartitionProcessor(partition)
+        if catching_up:
+            processor.held = []
         for timer in timers:
             self.timers.add(timer)
         for (typename, id), reason in parked.items():

@@ -93,6 +93,9 @@ class Routing:
             volatile[envelope] = None
             if len(volatile) >= self.max_volatile:
                 self._commit_now.set()  # what is not committed must stay in memory: commit early
+            if processor.held is not None:  # not from the log, which the partition is still catching up with
+                processor.held.append(envelope)
+                return True
         if mailbox.spilled or mailbox.overflow or len(mailbox.backlog) >= mailbox.cap:  # Mailbox.full, inlined
             self._hold(mailbox, envelope)
             return True
@@ -211,6 +214,16 @@ class Routing:
         mailbox = processor.mailboxes.get((target.typename, target.id))
         return ((mailbox is None or not mailbox.full or self._takes_while_parked(mailbox))
                 and len(self.epoch.volatile) < self.max_volatile)
+
+    def caught_up(self, partition: int) -> None:
+        """The partition's log is read up to where it ended when the partition was assigned (the Kafka
+        backend): the messages held meanwhile go to their mailboxes, behind those read from the log."""
+        processor = self.processors.get(partition)
+        if processor is None or processor.held is None:
+            return
+        held, processor.held = processor.held, None
+        for envelope in held:
+            self.route(envelope)
 
     def route_record(self, ingress_id: str, targets: list[SdkAddress], value: TypedValue, trace: str | None,
                      source_partition: int | None) -> int:

@@ -2,8 +2,9 @@
 
 **Ingress.** A stream is read by the owner of partition ``partition_of(stream)`` of ``<app>.messages``,
 and its shards' positions are changelog records of that partition (kind ``k``, records.py), written in
-the epochs' transactions. So a stream moves with its partition: when the partition is assigned, its
-restored positions start the reading; before a hand-over commits, the reading stops first
+the epochs' transactions. So a stream moves with its partition: when the partition is assigned and its
+log is read up to where it ended then (what the previous owner had not processed comes first: worker.py),
+its restored positions start the reading; before a hand-over commits, the reading stops first
 (``KinesisIngress.unfollow``), so the last transaction holds the position after the last record routed,
 and the next owner reads on from there: no record is read twice or skipped. A worker that dies leaves
 the positions of its last commit, and its open transaction is fenced (worker.py). A record's messages

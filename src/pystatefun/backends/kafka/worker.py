@@ -3,7 +3,10 @@
 The worker joins the application's consumer group (group id = the app name) with a consumer of
 ``<app>.messages``. When the group assigns a partition of ``<app>.messages``, the worker first restores
 that partition's changelog (a progress line in the log), then runs it; when one is taken away it lets
-the batches in flight finish and commits the epoch before letting go (``Runtime.release``).
+the batches in flight finish and commits the epoch before letting go (``Runtime.release``). What the
+previous owner had not processed is in the partition's log, and comes first: until the log is read up
+to where it ended at the assignment, the partition's sources are not read and the runtime holds what
+this worker sends to it (``_own``, ``_caught_up``).
 
 Kafka ingresses are co-partitioned with ``<app>.messages``: partition i of an ingress topic is read by
 the owner of partition i mod N of ``<app>.messages`` (N partitions), assigned and taken away with it.
@@ -152,6 +155,9 @@ class KafkaBackend:
         self.rebalances = 0
         self._closing = False  # set once the partitions are handed over on the way out (see _leave)
         self.restoring: dict[int, int] = {}  # partition -> changelog records still to read
+        # partitions assigned whose log is not read yet up to where it ended then (see _own): partition ->
+        # (the offset its reading began at, that end, its restored state); in the consumer thread
+        self._catching_up: dict[int, tuple[int, int, PartitionState]] = {}
         self._high_watermarks: dict[int, int] = {}  # partition -> offset after its last message (see _consume)
         self._watermarks_at = float("-inf")
 
@@ -258,10 +264,11 @@ class KafkaBackend:
         return {partition: max(0, self._high_watermarks[partition] - position)
                 for partition, position in self.store.read_positions().items() if partition in self._high_watermarks}
 
-    def _consume(self, wait: float) -> list[Message]:
-        """One batch of ``<app>.messages`` (in the consumer thread). Notes the partitions' high watermarks
-        now and then: only here, for a consumer may not be used from the event loop's thread (its calls
-        block while a rebalance callback of the consumer thread waits for the loop)."""
+    def _consume(self, wait: float) -> tuple[list[Message], list[PartitionState]]:
+        """One batch of ``<app>.messages`` (in the consumer thread), and the partitions whose catching up
+        it ends (see _caught_up). Notes the partitions' high watermarks now and then: only here, for a
+        consumer may not be used from the event loop's thread (its calls block while a rebalance callback
+        of the consumer thread waits for the loop)."""
         batch = self._poll(self.consumer, None, wait)
         if time.monotonic() - self._watermarks_at > WATERMARKS_EVERY_SECONDS:
             self._watermarks_at = time.monotonic()
@@ -274,7 +281,27 @@ class KafkaBackend:
                 if high >= 0:
                     highs[partition] = high
             self._high_watermarks = highs
-        return batch
+        return batch, self._caught_up() if self._catching_up else []
+
+    def _caught_up(self) -> list[PartitionState]:
+        """The partitions whose log the consumer has now read up to where it ended when they were assigned
+        (in the consumer thread). Their ingress partitions are assigned now, so that their records come
+        after that log (they are polled after the batch is routed, and the read loop lets the runtime
+        deliver what it held first: _read_loop)."""
+        done = []
+        for partition, (start, end, restored) in list(self._catching_up.items()):
+            position = self.consumer.position([TopicPartition(self.topics.messages, partition)])[0].offset
+            if max(position, start) >= end:  # the position moves past transaction markers too
+                del self._catching_up[partition]
+                done.append(restored)
+                if end > start:
+                    log.info("worker %s read the log of partition %d up to where it ended when assigned (%d "
+                             "offsets); its sources are read from now on", self.worker_id, partition, end - start)
+        if done:
+            deadline = time.monotonic() + ASSIGN_TIMEOUT_SECONDS
+            for ingress, ingress_consumer in self.ingresses:
+                self._assign_ingress(ingress, ingress_consumer, [restored.partition for restored in done], deadline)
+        return done
 
     def _poll(self, consumer: Consumer, source: str | None, wait: float) -> list[Message]:
         """A batch from ``consumer`` (in the consumer thread), noting its group metadata for the commits."""
@@ -304,7 +331,7 @@ class KafkaBackend:
         busy = False
         while True:
             wait = 0 if busy else idle_wait
-            batch = await loop.run_in_executor(self._thread, self._consume, wait)
+            batch, caught_up = await loop.run_in_executor(self._thread, self._consume, wait)
             busy = len(batch) >= BUSY_BATCH
             for record in batch:
                 error = record.error()
@@ -314,6 +341,8 @@ class KafkaBackend:
                     raise KafkaException(error)
                 else:
                     log.warning("kafka worker %s: %s", self.worker_id, error.str())
+            for restored in caught_up:
+                self._read_sources(restored)
             for ingress, consumer in self.ingresses:
                 records = await loop.run_in_executor(self._thread, self._poll, consumer, ingress.spec.id, wait)
                 busy = busy or len(records) >= BUSY_BATCH
@@ -350,12 +379,12 @@ class KafkaBackend:
             offset = tp.offset
             restored = self._restore(tp.partition, deadline)
             self._in_loop(self._own(restored, offset))
+            # where the log ends now that everything this worker sent to the partition is in it (_own)
+            end = retrying("watermarks", deadline, lambda: consumer.get_watermark_offsets(tp, timeout=5, cached=False))[1]
+            self._catching_up[tp.partition] = (offset, end, restored)
             assigned.append(TopicPartition(tp.topic, tp.partition, offset))
         consumer.incremental_assign(assigned)
-        owned = [tp.partition for tp in assigned]
-        for ingress, ingress_consumer in self.ingresses:
-            self._assign_ingress(ingress, ingress_consumer, owned, deadline)
-        log.info("worker %s runs partitions %s", self.worker_id, sorted(owned))
+        log.info("worker %s runs partitions %s", self.worker_id, sorted(tp.partition for tp in assigned))
 
     def _assign_ingress(self, ingress: KafkaIngress, consumer: Consumer, owned: list[int], deadline: float) -> None:
         """Starts reading the ingress partitions that go with newly owned partitions: from the group's
@@ -423,16 +452,30 @@ class KafkaBackend:
         return present
 
     async def _own(self, restored: PartitionState, start_offset: int) -> None:
+        """Runs a partition just assigned. Its log can hold messages its previous owner had not processed,
+        which must come before anything newer for the same addresses (guarantee 1: in order per sender),
+        so until the consumer has read the log up to where it ends once this returns (_caught_up), the
+        runtime holds the messages this worker routes to it, and its sources (ingress partitions, Kinesis
+        streams) are not read. The open epoch is committed first: messages this worker sent to the
+        partition while it was another's are then in the log before that end."""
         self.store.own(restored, start_offset)
-        self.runtime.own(restored.partition, restored.timers.values(), restored.parked)
-        if self.kinesis is not None:
-            self.kinesis.own(restored)
+        self.runtime.own(restored.partition, restored.timers.values(), restored.parked, catching_up=True)
+        await self.runtime.commit_async()
         if self.kinesis_forwarder is not None:
             await self.kinesis_forwarder.own([restored.partition])
+
+    def _read_sources(self, restored: PartitionState) -> None:
+        """A partition caught up with its log (_caught_up): the messages held for it go to their mailboxes,
+        and its Kinesis streams are read from its restored positions."""
+        self.runtime.caught_up(restored.partition)
+        if self.kinesis is not None and restored.partition in self.runtime.processors:
+            self.kinesis.own(restored)
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         self.rebalances += 1
         owned = [tp.partition for tp in partitions if tp.topic == self.topics.messages]
+        for partition in owned:
+            self._catching_up.pop(partition, None)
         if partitions and self._usable():
             self._in_loop(self._release(owned))  # commits the records read from their ingress partitions too
             for ingress, ingress_consumer in self.ingresses:
