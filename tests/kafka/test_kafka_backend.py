@@ -70,11 +70,12 @@ def test_a_parked_address_does_not_hold_up_the_worker(tmp_path, kafka_bootstrap)
 
 def test_a_partitions_log_is_read_before_its_ingress_records_when_a_worker_takes_it_over(tmp_path, kafka_bootstrap):
     """Guarantee 1 across a hand-over: what a worker had read and not processed is in the log for the
-    partition's next owner, and the records its ingress partition gets meanwhile are newer. Ten keys of
-    one partition park on their first record and 3,000 records each pile up behind them; the worker
-    stops (all 30,000 unprocessed in the log: a second or so to read again); 100 more records per key
-    come; the worker starts again and takes the partition over. Each address, skipped past its poison
-    record, counts all 3,100 of its records in the order they were produced."""
+    partition's next owner, and the records its ingress partition gets meanwhile are newer. Eight keys of
+    one partition park on their first record and 10,000 records each pile up behind them; the worker
+    stops (all 80,000 unprocessed in the log: longer to read again than its ingress takes to start, so
+    the old code let the new records overtake them every time); 100 more records per key come; the
+    worker starts again and takes the partition over. Each address, skipped past its poison record,
+    counts all 10,100 of its records in the order they were produced."""
     source, out, app = unique("in"), unique("out"), unique("app")
     create_topics(kafka_bootstrap, source, out)
     module = counter_module(tmp_path / "app", kafka_bootstrap, source)
